@@ -1,0 +1,35 @@
+//! Parsed domain values. Raw strings become these types at the edge
+//! (`dialect::*`, `http::*`, `config`); everything past the edge takes them
+//! as given and never re-checks a string.
+//!
+//! Architecture invariant: `domain` depends only on std, serde, crypto
+//! parsing crates and `secret`. It knows nothing about HTTP, SQL or XML.
+
+mod call;
+mod channel;
+mod credentials;
+mod credentials_cert;
+mod error;
+mod ids;
+mod outcome;
+mod push_key;
+mod registration;
+mod token;
+
+pub use call::{CallEvent, CallId, PushId, RingWindow};
+pub use channel::{Channel, Dialect, PayloadVersion, Provider};
+pub use credentials::{ApnsAuth, ApnsCredentials, FcmCredentials, WebexCredentials};
+pub use error::FieldError;
+pub use ids::{AppId, BundleId, DevicePkid, UserId};
+pub use outcome::{CallReport, Delivery, Outcome};
+pub use push_key::PushKey;
+pub use registration::{Device, Registration};
+pub use token::DeviceToken;
+
+/// Milliseconds since the Unix epoch, the one time unit stored and compared.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

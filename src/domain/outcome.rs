@@ -1,0 +1,62 @@
+use super::{CallId, Channel, DevicePkid};
+use serde::Serialize;
+
+/// How delivery to one device ended. Data, not a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Delivered,
+    TokenRemoved,
+    Failed,
+    Expired,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::TokenRemoved => "token_removed",
+            Outcome::Failed => "failed",
+            Outcome::Expired => "expired",
+        }
+    }
+}
+
+/// One device's line in a call report (`POST /v1/calls` answer).
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Delivery {
+    pub device: String,
+    pub channel: String,
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub provider_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    pub attempts: u32,
+}
+
+impl Delivery {
+    pub fn new(device: &DevicePkid, channel: Channel, outcome: Outcome, provider_status: Option<u16>, reason: Option<String>, attempts: u32) -> Self {
+        Self {
+            device: device.as_str().to_string(),
+            channel: channel.as_str().to_string(),
+            outcome: outcome.as_str().to_string(),
+            provider_status,
+            reason,
+            attempts,
+        }
+    }
+}
+
+/// The report of one call event: one `Delivery` per device.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct CallReport {
+    pub call_id: String,
+    pub deliveries: Vec<Delivery>,
+}
+
+impl CallReport {
+    pub fn new(call_id: &CallId, deliveries: Vec<Delivery>) -> Self {
+        Self { call_id: call_id.as_str().to_string(), deliveries }
+    }
+}

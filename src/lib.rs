@@ -1,0 +1,31 @@
+//! pushrelay: wakes phones for incoming calls.
+//!
+//! Call-control backends register device tokens in the dialects they
+//! already speak (CUCM UDS XML, Webex JSON, Acrobits, SIP), pushrelay stores
+//! them, and on a call event it builds the payload (for CUCM devices a V2
+//! JSON encrypted as a compact JWE with the device's key) and delivers it
+//! through APNs (HTTP/2) or FCM HTTP v1.
+//!
+//! Code map (full version in docs/ARCHITECTURE.md):
+//! - `domain`   parsed values (ids, channel, token, key, credentials, outcomes)
+//! - `dialect`  wire formats → `domain::Registration`
+//! - `jwe`      compact JWE `dir` + AES-GCM
+//! - `payload`  call event + device → bytes to push
+//! - `store`    the only place with SQL
+//! - `http`     routes, auth extractors, the one error → status mapping
+//! - `startup`  builds and runs the application
+
+pub mod cli;
+pub mod config;
+pub mod dialect;
+pub mod domain;
+pub mod envelope;
+pub mod http;
+pub mod jwe;
+pub mod mock;
+pub mod payload;
+pub mod provider;
+pub mod secret;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,1 +1,333 @@
-//! (stub)
+//! Settings: defaults → TOML file → `PUSHRELAY_*` environment → CLI flags,
+//! then `validate()`. The key → env-var table is explicit because keys
+//! contain `_` (a generic separator would be ambiguous).
+//!
+//! Depends on `secret` only. Nothing here opens a socket or a database.
+
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Every configuration key with its environment variable (interface.md §1).
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("listen", "PUSHRELAY_LISTEN"),
+    ("database_url", "PUSHRELAY_DATABASE_URL"),
+    ("admin_token", "PUSHRELAY_ADMIN_TOKEN"),
+    ("master_key_file", "PUSHRELAY_MASTER_KEY_FILE"),
+    ("apns.production_url", "PUSHRELAY_APNS_PRODUCTION_URL"),
+    ("apns.sandbox_url", "PUSHRELAY_APNS_SANDBOX_URL"),
+    ("fcm.base_url", "PUSHRELAY_FCM_BASE_URL"),
+    ("tls.extra_ca_file", "PUSHRELAY_TLS_EXTRA_CA_FILE"),
+    ("calls.ring_seconds", "PUSHRELAY_CALLS_RING_SECONDS"),
+];
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    /// Bootstrap admin token; when absent one is generated on first start.
+    pub admin_token: Option<Secret<String>>,
+    /// Master key for secrets at rest; default: next to the SQLite file.
+    pub master_key_file: Option<PathBuf>,
+    pub apns: ApnsSettings,
+    pub fcm: FcmSettings,
+    pub tls: TlsSettings,
+    pub calls: CallsSettings,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApnsSettings {
+    pub production_url: String,
+    pub sandbox_url: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct FcmSettings {
+    pub base_url: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TlsSettings {
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CallsSettings {
+    pub ring_seconds: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8787".parse().expect("default listen address"),
+            database_url: "sqlite://pushrelay.db".into(),
+            admin_token: None,
+            master_key_file: None,
+            apns: ApnsSettings {
+                production_url: "https://api.push.apple.com".into(),
+                sandbox_url: "https://api.sandbox.push.apple.com".into(),
+            },
+            fcm: FcmSettings { base_url: "https://fcm.googleapis.com".into() },
+            tls: TlsSettings::default(),
+            calls: CallsSettings { ring_seconds: 30 },
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}` ({env}): {message}")]
+    Invalid { key: &'static str, env: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    let env = ENV_KEYS.iter().find(|(k, _)| *k == key).map(|(_, e)| *e).unwrap_or("");
+    ConfigError::Invalid { key, env, message: message.into() }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    database_url: Option<String>,
+    admin_token: Option<String>,
+    master_key_file: Option<PathBuf>,
+    apns: Option<FileApns>,
+    fcm: Option<FileFcm>,
+    tls: Option<FileTls>,
+    calls: Option<FileCalls>,
+}
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileApns {
+    production_url: Option<String>,
+    sandbox_url: Option<String>,
+}
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileFcm {
+    base_url: Option<String>,
+}
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    extra_ca_file: Option<PathBuf>,
+}
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileCalls {
+    ring_seconds: Option<i64>,
+}
+
+/// Overrides given on the command line (`serve --listen --database-url`).
+#[derive(Default, Debug, Clone)]
+pub struct CliOverrides {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+}
+
+impl Settings {
+    /// Load from the process environment.
+    pub fn load(file: Option<&Path>, cli: &CliOverrides) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("PUSHRELAY_")).collect();
+        Self::load_from(file, &env, cli)
+    }
+
+    /// Load with an explicit environment (tests).
+    pub fn load_from(file: Option<&Path>, env: &HashMap<String, String>, cli: &CliOverrides) -> Result<Self, ConfigError> {
+        let mut raw: HashMap<&'static str, String> = HashMap::new();
+        let mut ring_from_file: Option<i64> = None;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            let f: FileSettings =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.message().to_string() })?;
+            let mut put = |k: &'static str, v: Option<String>| {
+                if let Some(v) = v {
+                    raw.insert(k, v);
+                }
+            };
+            put("listen", f.listen);
+            put("database_url", f.database_url);
+            put("admin_token", f.admin_token);
+            put("master_key_file", f.master_key_file.map(|p| p.display().to_string()));
+            let apns = f.apns.unwrap_or_default();
+            put("apns.production_url", apns.production_url);
+            put("apns.sandbox_url", apns.sandbox_url);
+            put("fcm.base_url", f.fcm.unwrap_or_default().base_url);
+            put("tls.extra_ca_file", f.tls.unwrap_or_default().extra_ca_file.map(|p| p.display().to_string()));
+            ring_from_file = f.calls.unwrap_or_default().ring_seconds;
+        }
+        for (key, var) in ENV_KEYS {
+            if let Some(v) = env.get(*var) {
+                raw.insert(key, v.clone());
+            }
+        }
+        if let Some(v) = &cli.listen {
+            raw.insert("listen", v.clone());
+        }
+        if let Some(v) = &cli.database_url {
+            raw.insert("database_url", v.clone());
+        }
+        let mut s = Settings::default();
+        if let Some(v) = raw.remove("listen") {
+            s.listen = v.trim().parse().map_err(|_| invalid("listen", format!("{v:?} is not an address like 127.0.0.1:8787")))?;
+        }
+        if let Some(v) = raw.remove("database_url") {
+            s.database_url = v;
+        }
+        if let Some(v) = raw.remove("admin_token") {
+            s.admin_token = Some(Secret::new(v));
+        }
+        if let Some(v) = raw.remove("master_key_file") {
+            s.master_key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = raw.remove("apns.production_url") {
+            s.apns.production_url = v;
+        }
+        if let Some(v) = raw.remove("apns.sandbox_url") {
+            s.apns.sandbox_url = v;
+        }
+        if let Some(v) = raw.remove("fcm.base_url") {
+            s.fcm.base_url = v;
+        }
+        if let Some(v) = raw.remove("tls.extra_ca_file") {
+            s.tls.extra_ca_file = Some(PathBuf::from(v));
+        }
+        let ring = match env.get("PUSHRELAY_CALLS_RING_SECONDS") {
+            Some(v) => Some(v.trim().parse::<i64>().map_err(|_| invalid("calls.ring_seconds", format!("{v:?} is not a whole number")))?),
+            None => ring_from_file,
+        };
+        if let Some(r) = ring {
+            if !(1..=300).contains(&r) {
+                return Err(invalid("calls.ring_seconds", format!("must be between 1 and 300 (got {r})")));
+            }
+            s.calls.ring_seconds = r as u32;
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks that do not need the network or the database.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let db = &self.database_url;
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return Err(invalid("database_url", "must start with sqlite: or postgres://"));
+        }
+        for (key, url) in [
+            ("apns.production_url", &self.apns.production_url),
+            ("apns.sandbox_url", &self.apns.sandbox_url),
+            ("fcm.base_url", &self.fcm.base_url),
+        ] {
+            let ok = (url.starts_with("https://") || url.starts_with("http://")) && url.len() > 8 && !url.contains(char::is_whitespace);
+            if !ok {
+                return Err(invalid(key, format!("{url:?} is not an http(s) URL")));
+            }
+        }
+        if let Some(t) = &self.admin_token {
+            if t.expose().len() < 16 {
+                return Err(invalid("admin_token", "must be at least 16 characters"));
+            }
+        }
+        if let Some(path) = &self.tls.extra_ca_file {
+            let pem = std::fs::read(path).map_err(|e| invalid("tls.extra_ca_file", format!("cannot read {}: {e}", path.display())))?;
+            let n = rustls_pemfile::certs(&mut pem.as_slice()).filter(|c| c.is_ok()).count();
+            if n == 0 {
+                return Err(invalid("tls.extra_ca_file", format!("{} holds no PEM certificate", path.display())));
+            }
+        }
+        Ok(())
+    }
+
+    /// The SQLite file, if the store is SQLite on a file.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let rest = self.database_url.strip_prefix("sqlite://").or_else(|| self.database_url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or(rest);
+        if path.is_empty() || path.starts_with(":memory:") {
+            return None;
+        }
+        Some(PathBuf::from(path))
+    }
+
+    /// Where the master key lives: configured, or next to the SQLite file.
+    pub fn master_key_path(&self) -> PathBuf {
+        if let Some(p) = &self.master_key_file {
+            return p.clone();
+        }
+        match self.sqlite_path() {
+            Some(db) => db.with_extension("master.key"),
+            None => PathBuf::from("pushrelay.master.key"),
+        }
+    }
+
+    /// The extra CA roots (PEM text), if configured.
+    pub fn extra_ca_pem(&self) -> Option<String> {
+        self.tls.extra_ca_file.as_ref().and_then(|p| std::fs::read_to_string(p).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_interface() {
+        let s = Settings::load_from(None, &env(&[]), &CliOverrides::default()).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8787");
+        assert_eq!(s.database_url, "sqlite://pushrelay.db");
+        assert_eq!(s.apns.production_url, "https://api.push.apple.com");
+        assert_eq!(s.apns.sandbox_url, "https://api.sandbox.push.apple.com");
+        assert_eq!(s.fcm.base_url, "https://fcm.googleapis.com");
+        assert_eq!(s.calls.ring_seconds, 30);
+        assert_eq!(s.master_key_path(), PathBuf::from("pushrelay.master.key"));
+    }
+
+    #[test]
+    fn file_then_env_then_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:9000\"\n[calls]\nring_seconds = 45\n[apns]\nsandbox_url = \"https://sandbox.test\"\n").unwrap();
+        let s = Settings::load_from(Some(&f), &env(&[("PUSHRELAY_CALLS_RING_SECONDS", "20")]), &CliOverrides::default()).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.calls.ring_seconds, 20);
+        assert_eq!(s.apns.sandbox_url, "https://sandbox.test");
+        let cli = CliOverrides { listen: Some("127.0.0.1:9001".into()), database_url: None };
+        let s = Settings::load_from(Some(&f), &env(&[("PUSHRELAY_LISTEN", "127.0.0.1:9002")]), &cli).unwrap();
+        assert_eq!(s.listen.port(), 9001);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Settings::load_from(None, &env(&[("PUSHRELAY_CALLS_RING_SECONDS", "0")]), &CliOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("calls.ring_seconds"), "{e}");
+        let e = Settings::load_from(None, &env(&[("PUSHRELAY_FCM_BASE_URL", "ftp://x")]), &CliOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("fcm.base_url"), "{e}");
+        let e = Settings::load_from(None, &env(&[("PUSHRELAY_LISTEN", "nowhere")]), &CliOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("PUSHRELAY_LISTEN"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[apns]\nproduction_ur = \"https://x\"\n").unwrap();
+        let e = Settings::load_from(Some(&f), &env(&[]), &CliOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("production_ur"), "{e}");
+    }
+
+    #[test]
+    fn master_key_sits_next_to_the_sqlite_file() {
+        let s = Settings::load_from(None, &env(&[("PUSHRELAY_DATABASE_URL", "sqlite:///var/lib/pr/relay.db?mode=rwc")]), &CliOverrides::default()).unwrap();
+        assert_eq!(s.master_key_path(), PathBuf::from("/var/lib/pr/relay.master.key"));
+    }
+}

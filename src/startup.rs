@@ -1,1 +1,122 @@
-//! (stub)
+//! Build, then run: `Application::build` opens the store, migrates, loads
+//! the master key and admin token, binds the listener (port 0 works, see
+//! `port()`); `run_until_stopped` serves until the shutdown future resolves,
+//! then drains in-flight requests.
+//!
+//! Only `main` and tests call this module; it may use everything.
+
+use crate::config::Settings;
+use crate::envelope::MasterKey;
+use crate::http::{self, auth::token_hash, AppState};
+use crate::store::Store;
+use anyhow::Context;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    store: Store,
+    addr: SocketAddr,
+    /// The admin token generated on this first start (shown once).
+    pub generated_admin_token: Option<String>,
+}
+
+/// Open the store the settings name, migrated, with its master key.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<(Store, bool)> {
+    let key_path = settings.master_key_path();
+    let (master, created) = MasterKey::load_or_create(&key_path)?;
+    if created {
+        tracing::warn!(path = %key_path.display(), "generated a new master key: back it up, secrets in the database cannot be read without it");
+    }
+    let store = Store::connect(&settings.database_url, master)
+        .await
+        .with_context(|| format!("cannot open database {}", redact_url(&settings.database_url)))?;
+    store.migrate().await.context("cannot migrate the database")?;
+    Ok((store, created))
+}
+
+/// Hide a password in a database URL for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (store, _) = open_store(&settings).await?;
+        let mut generated_admin_token = None;
+        let admin_token_hash = match &settings.admin_token {
+            Some(t) => token_hash(t.expose()),
+            None => {
+                let mut raw = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut raw);
+                let candidate = format!("pra_{}", URL_SAFE_NO_PAD.encode(raw));
+                let candidate_hash = hex::encode(token_hash(&candidate));
+                let stored = store.setting_insert_if_absent(ADMIN_TOKEN_SETTING, &candidate_hash).await?;
+                if stored == candidate_hash {
+                    generated_admin_token = Some(candidate);
+                }
+                let bytes = hex::decode(&stored).context("stored admin token hash is corrupt")?;
+                bytes.try_into().map_err(|_| anyhow::anyhow!("stored admin token hash has the wrong length"))?
+            }
+        };
+        let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let state = AppState {
+            store: store.clone(),
+            settings: Arc::new(settings),
+            admin_token_hash,
+            metrics: crate::telemetry::metrics_handle(),
+        };
+        let router = http::router(state);
+        Ok(Self { listener, router, store, addr, generated_admin_token })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serve until `shutdown` resolves; then stop accepting, finish what is
+    /// in flight, and close the store.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.addr, "pushrelay listening");
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await?;
+        self.store.close().await;
+        tracing::info!("pushrelay stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received");
+}

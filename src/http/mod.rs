@@ -1,1 +1,70 @@
-//! (stub)
+//! The HTTP surface: one `router()` per resource file, merged here, plus the
+//! layers every request goes through (request id, trace span, timeout).
+//!
+//! Architecture invariant: only `http` knows status codes and header names;
+//! `http::error` (JSON) and `http::uds::UdsError` (XML) are the only places
+//! that turn errors into statuses. Depends on `dialect`, `domain`, `store`,
+//! `jwe`/`payload` (through dispatch), `telemetry`.
+
+mod apps;
+pub mod auth;
+mod body;
+pub mod error;
+mod health;
+pub mod state;
+mod time;
+mod uds;
+mod users;
+
+pub use body::{LimitedBody, MAX_JSON_BODY};
+pub use state::AppState;
+
+use axum::http::{HeaderName, Request};
+use axum::Router;
+use std::time::Duration;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// Every route the relay serves, as (method, path) in OpenAPI notation.
+/// `schemas/openapi.yaml` must list each of them (checked by a test), and
+/// the router below is built from the same modules.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/v1/apps/{app_id}"),
+    ("put", "/v1/apps/{app_id}/apns"),
+    ("delete", "/v1/apps/{app_id}/apns"),
+    ("put", "/v1/apps/{app_id}/fcm"),
+    ("delete", "/v1/apps/{app_id}/fcm"),
+    ("put", "/v1/users/{userId}"),
+    ("delete", "/v1/users/{userId}"),
+    ("get", "/v1/users/{userId}/devices"),
+    ("put", "/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken"),
+    ("delete", "/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken"),
+];
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Time limit for registration and admin requests (call events are bounded
+/// by their ring window instead).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub fn router(state: AppState) -> Router {
+    let bounded = Router::new()
+        .merge(health::router())
+        .merge(apps::router())
+        .merge(users::router())
+        .merge(uds::router())
+        .layer(TimeoutLayer::new(REQUEST_TIMEOUT));
+    Router::new()
+        .merge(bounded)
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+}

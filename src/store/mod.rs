@@ -1,1 +1,439 @@
-//! (stub)
+//! The store: the only module that runs SQL.
+//!
+//! One `Store` over sqlx's `Any` driver, so the same portable SQL and the
+//! same migrations run on SQLite (embedded default, WAL) and PostgreSQL
+//! (several relay nodes on one database). Methods take and return domain
+//! values; secrets are sealed with the master key (`envelope`) before they
+//! are written and opened when read. No state lives in process memory that
+//! a second node would need.
+//!
+//! Depends on `domain`, `envelope`, `secret`. Never on `http`.
+
+use crate::domain::{
+    AppId, CallId, CallReport, Channel, Device, DevicePkid, DeviceToken, Dialect, PayloadVersion, Provider, PushKey,
+    Registration, UserId,
+};
+use crate::envelope::{EnvelopeError, MasterKey};
+use crate::secret::Secret;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Everything the store can fail with. `http::error` maps it to 5xx.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Provider credentials as stored: public summary + sealed secret.
+#[derive(Clone, Debug)]
+pub struct StoredCredentials {
+    pub provider: String,
+    pub summary: serde_json::Value,
+    pub secret: Secret<String>,
+    pub updated_at: i64,
+}
+
+/// One line of the operator's device list (no key, no full token).
+#[derive(Clone, Debug)]
+pub struct DeviceSummary {
+    pub device: String,
+    pub channel: String,
+    pub application: String,
+    pub dialect: String,
+    pub token_suffix: String,
+    pub updated_at: i64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    master: MasterKey,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish()
+    }
+}
+
+fn sqlite_url(url: &str) -> String {
+    // Create the file when missing (`pushrelay serve` alone must work).
+    if url.contains("mode=") || url.contains(":memory:") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+impl Store {
+    /// Connect (creating the SQLite file if needed). Does not migrate.
+    pub async fn connect(url: &str, master: MasterKey) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5));
+        let pool = match backend {
+            Backend::Sqlite => {
+                opts.max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&sqlite_url(url))
+                    .await?
+            }
+            Backend::Postgres => opts.max_connections(16).connect(url).await?,
+        };
+        if backend == Backend::Sqlite {
+            // WAL is a property of the file: set once, kept across opens.
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        }
+        Ok(Self { pool, backend, master })
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// For `/readyz`: can we run a query right now?
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- settings -------------------------------------------------------
+
+    pub async fn setting(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Insert unless present; returns the value now stored.
+    pub async fn setting_insert_if_absent(&self, name: &str, value: &str) -> Result<String> {
+        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        self.setting(name).await?.ok_or_else(|| StoreError::Corrupt(format!("setting {name} vanished")))
+    }
+
+    // ---- apps and credentials ------------------------------------------
+
+    fn cred_context(app: &AppId, provider: &str) -> String {
+        format!("app:{}:{provider}", app.as_str())
+    }
+
+    /// Create the app if needed and replace its credentials for `provider`.
+    pub async fn put_credentials(
+        &self,
+        app: &AppId,
+        provider: &str,
+        summary: &serde_json::Value,
+        secret: &Secret<String>,
+        now_ms: i64,
+    ) -> Result<()> {
+        let sealed = self.master.seal(&Self::cred_context(app, provider), secret.expose().as_bytes());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO apps (app_id, created_at) VALUES ($1, $2) ON CONFLICT (app_id) DO NOTHING")
+            .bind(app.as_str())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO app_credentials (app_id, provider, summary, secret, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (app_id, provider) DO UPDATE SET summary = excluded.summary, secret = excluded.secret, updated_at = excluded.updated_at",
+        )
+        .bind(app.as_str())
+        .bind(provider)
+        .bind(summary.to_string())
+        .bind(sealed)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_credentials(&self, app: &AppId, provider: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM app_credentials WHERE app_id = $1 AND provider = $2")
+            .bind(app.as_str())
+            .bind(provider)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn app_exists(&self, app: &AppId) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM apps WHERE app_id = $1").bind(app.as_str()).fetch_optional(&self.pool).await?;
+        Ok(row.is_some())
+    }
+
+    /// Public summaries of an app's credentials; `None` if the app is unknown.
+    pub async fn app_summary(&self, app: &AppId) -> Result<Option<Vec<(String, serde_json::Value, i64)>>> {
+        if !self.app_exists(app).await? {
+            return Ok(None);
+        }
+        let rows = sqlx::query("SELECT provider, summary, updated_at FROM app_credentials WHERE app_id = $1 ORDER BY provider")
+            .bind(app.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let summary: String = r.get(1);
+            let v = serde_json::from_str(&summary).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push((r.get::<String, _>(0), v, r.get::<i64, _>(2)));
+        }
+        Ok(Some(out))
+    }
+
+    /// The (opened) credentials of an app for one provider.
+    pub async fn credentials(&self, app: &AppId, provider: &str) -> Result<Option<StoredCredentials>> {
+        let row = sqlx::query("SELECT summary, secret, updated_at FROM app_credentials WHERE app_id = $1 AND provider = $2")
+            .bind(app.as_str())
+            .bind(provider)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let summary: String = r.get(0);
+        let sealed: String = r.get(1);
+        Ok(Some(StoredCredentials {
+            provider: provider.to_string(),
+            summary: serde_json::from_str(&summary).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            secret: self.master.open_string(&Self::cred_context(app, provider), &sealed)?,
+            updated_at: r.get(2),
+        }))
+    }
+
+    pub async fn has_credentials(&self, app: &AppId, provider: Provider) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM app_credentials WHERE app_id = $1 AND provider = $2")
+            .bind(app.as_str())
+            .bind(provider.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    // ---- users -----------------------------------------------------------
+
+    /// Create or replace a user's password hash; true when created.
+    pub async fn upsert_user(&self, user: &UserId, password_hash: Option<&str>, now_ms: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let existed = sqlx::query("SELECT 1 FROM users WHERE user_id = $1").bind(user.as_str()).fetch_optional(&mut *tx).await?.is_some();
+        sqlx::query(
+            "INSERT INTO users (user_id, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (user_id) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
+        )
+        .bind(user.as_str())
+        .bind(password_hash)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(!existed)
+    }
+
+    /// Delete a user and their devices; false if unknown.
+    pub async fn delete_user(&self, user: &UserId) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM devices WHERE user_id = $1").bind(user.as_str()).execute(&mut *tx).await?;
+        let r = sqlx::query("DELETE FROM users WHERE user_id = $1").bind(user.as_str()).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn user_exists(&self, user: &UserId) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM users WHERE user_id = $1").bind(user.as_str()).fetch_optional(&self.pool).await?;
+        Ok(row.is_some())
+    }
+
+    /// The stored password hash (`None`: unknown user or no password).
+    pub async fn password_hash(&self, user: &UserId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT password_hash FROM users WHERE user_id = $1").bind(user.as_str()).fetch_optional(&self.pool).await?;
+        Ok(row.and_then(|r| r.get::<Option<String>, _>(0)))
+    }
+
+    // ---- devices ---------------------------------------------------------
+
+    fn key_context(user: &UserId, device: &DevicePkid) -> String {
+        format!("device:{}/{}", user.as_str(), device.as_str())
+    }
+
+    /// Create or replace one device registration (one statement: atomic).
+    /// Returns the number of rows written (always 1 on success).
+    pub async fn upsert_device(&self, reg: &Registration, now_ms: i64) -> Result<u64> {
+        let sealed_key = reg.key.as_ref().map(|k| self.master.seal(&Self::key_context(&reg.user, &reg.device), k.to_b64().as_bytes()));
+        let r = sqlx::query(
+            "INSERT INTO devices (user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+             ON CONFLICT (user_id, device_pkid) DO UPDATE SET dialect = excluded.dialect, channel = excluded.channel, \
+             token = excluded.token, push_key = excluded.push_key, app_id = excluded.app_id, \
+             payload_version = excluded.payload_version, updated_at = excluded.updated_at",
+        )
+        .bind(reg.user.as_str())
+        .bind(reg.device.as_str())
+        .bind(reg.dialect.as_str())
+        .bind(reg.channel.as_str())
+        .bind(reg.token.as_str())
+        .bind(sealed_key)
+        .bind(reg.app.as_str())
+        .bind(reg.payload_version.map(|v| v.as_str()))
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected().max(1))
+    }
+
+    pub async fn delete_device(&self, user: &UserId, device: &DevicePkid) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_pkid = $2")
+            .bind(user.as_str())
+            .bind(device.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Remove a dead token — only if the device still has that token (a
+    /// re-registration that raced the push is kept).
+    pub async fn remove_dead_token(&self, user: &UserId, device: &DevicePkid, token: &DeviceToken) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_pkid = $2 AND token = $3")
+            .bind(user.as_str())
+            .bind(device.as_str())
+            .bind(token.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    fn device_from_row(&self, r: &AnyRow) -> Result<Device> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("device row: {what}"));
+        let user = UserId::parse(&r.get::<String, _>("user_id")).map_err(|e| corrupt(&e.to_string()))?;
+        let device = DevicePkid::parse(&r.get::<String, _>("device_pkid")).map_err(|e| corrupt(&e.to_string()))?;
+        let dialect = Dialect::from_stored(&r.get::<String, _>("dialect")).ok_or_else(|| corrupt("dialect"))?;
+        let channel = Channel::parse(&r.get::<String, _>("channel")).map_err(|_| corrupt("channel"))?;
+        let token = DeviceToken::for_channel(channel, &r.get::<String, _>("token")).map_err(|_| corrupt("token"))?;
+        let app = AppId::parse(&r.get::<String, _>("app_id")).map_err(|_| corrupt("app_id"))?;
+        let key = match r.get::<Option<String>, _>("push_key") {
+            Some(sealed) => {
+                let b64 = self.master.open_string(&Self::key_context(&user, &device), &sealed)?;
+                Some(PushKey::parse_b64(b64.expose()).map_err(|_| corrupt("push_key"))?)
+            }
+            None => None,
+        };
+        let payload_version = match r.get::<Option<String>, _>("payload_version") {
+            Some(v) => Some(PayloadVersion::parse(&v).map_err(|_| corrupt("payload_version"))?),
+            None => None,
+        };
+        Ok(Device {
+            registration: Registration { user, device, dialect, channel, token, key, app, payload_version },
+            created_at: r.get("created_at"),
+            updated_at: r.get("updated_at"),
+        })
+    }
+
+    /// The devices to wake for a user (one device, or all of them), keys opened.
+    pub async fn devices_for(&self, user: &UserId, device: Option<&DevicePkid>) -> Result<Vec<Device>> {
+        let cols = "user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at";
+        let rows = match device {
+            Some(d) => {
+                sqlx::query(&format!("SELECT {cols} FROM devices WHERE user_id = $1 AND device_pkid = $2"))
+                    .bind(user.as_str())
+                    .bind(d.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(&format!("SELECT {cols} FROM devices WHERE user_id = $1 ORDER BY device_pkid"))
+                    .bind(user.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(|r| self.device_from_row(r)).collect()
+    }
+
+    /// The operator's view: no key is opened, only the token suffix leaves.
+    pub async fn device_summaries(&self, user: &UserId) -> Result<Vec<DeviceSummary>> {
+        let rows = sqlx::query(
+            "SELECT device_pkid, channel, app_id, dialect, token, updated_at FROM devices WHERE user_id = $1 ORDER BY device_pkid",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let token: String = r.get(4);
+                let n = token.len();
+                DeviceSummary {
+                    device: r.get(0),
+                    channel: r.get(1),
+                    application: r.get(2),
+                    dialect: r.get(3),
+                    token_suffix: token[n.saturating_sub(8)..].to_string(),
+                    updated_at: r.get(5),
+                }
+            })
+            .collect())
+    }
+
+    // ---- calls -------------------------------------------------------------
+
+    pub async fn save_call(&self, call: &CallId, user: &UserId, push_id: &str, created_ms: i64, ring_ends_ms: i64, report: &CallReport) -> Result<()> {
+        let json = serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO calls (call_id, user_id, push_id, created_at, ring_ends_at, report) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (call_id) DO UPDATE SET report = excluded.report",
+        )
+        .bind(call.as_str())
+        .bind(user.as_str())
+        .bind(push_id)
+        .bind(created_ms)
+        .bind(ring_ends_ms)
+        .bind(json)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn call_report(&self, call: &CallId) -> Result<Option<CallReport>> {
+        let row = sqlx::query("SELECT report FROM calls WHERE call_id = $1").bind(call.as_str()).fetch_optional(&self.pool).await?;
+        match row {
+            Some(r) => Ok(Some(serde_json::from_str(&r.get::<String, _>(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
+            None => Ok(None),
+        }
+    }
+}

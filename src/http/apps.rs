@@ -1,0 +1,85 @@
+//! `/v1/apps/{app_id}/…`: provider credentials per application (admin).
+
+use super::auth::Admin;
+use super::error::{require_json, ApiError, Result};
+use super::state::AppState;
+use super::time::rfc3339;
+use crate::domain::{now_ms, ApnsCredentials, AppId, FcmCredentials};
+use super::LimitedBody;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/apps/{app_id}", get(get_app))
+        .route("/v1/apps/{app_id}/apns", put(put_apns).delete(delete_apns))
+        .route("/v1/apps/{app_id}/fcm", put(put_fcm).delete(delete_fcm))
+}
+
+fn app_id(raw: &str) -> Result<AppId> {
+    AppId::parse(raw).map_err(|e| ApiError::bad_request("invalid_app_id", e.message))
+}
+
+async fn put_apns(_: Admin, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+    let app = app_id(&app)?;
+    require_json(&headers)?;
+    // Parsing signs a probe JWT / loads the certificate: keep it off the runtime.
+    let creds = tokio::task::spawn_blocking(move || ApnsCredentials::parse_admin_json(&body))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))??;
+    let summary = creds.summary();
+    let now = now_ms();
+    s.store.put_credentials(&app, "apns", &summary, &creds.to_stored(), now).await?;
+    tracing::info!(app = %app, auth = %summary["auth"], "APNs credentials stored");
+    Ok(Json(json!({ "app_id": app.as_str(), "apns": with_time(summary, now) })))
+}
+
+async fn put_fcm(_: Admin, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+    let app = app_id(&app)?;
+    require_json(&headers)?;
+    let creds = tokio::task::spawn_blocking(move || FcmCredentials::parse_admin_json(&body))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))??;
+    let summary = creds.summary();
+    let now = now_ms();
+    s.store.put_credentials(&app, "fcm", &summary, &creds.to_stored(), now).await?;
+    tracing::info!(app = %app, project = %creds.project_id, "FCM credentials stored");
+    Ok(Json(json!({ "app_id": app.as_str(), "fcm": with_time(summary, now) })))
+}
+
+async fn delete_provider(s: &AppState, app: &str, provider: &str) -> Result<StatusCode> {
+    let app = app_id(app)?;
+    if s.store.delete_credentials(&app, provider).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("app {app} has no {provider} credentials")))
+    }
+}
+
+async fn delete_apns(_: Admin, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
+    delete_provider(&s, &app, "apns").await
+}
+
+async fn delete_fcm(_: Admin, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
+    delete_provider(&s, &app, "fcm").await
+}
+
+fn with_time(mut summary: Value, ms: i64) -> Value {
+    summary["updated_at"] = json!(rfc3339(ms));
+    summary
+}
+
+async fn get_app(_: Admin, State(s): State<AppState>, Path(app): Path<String>) -> Result<Json<Value>> {
+    let app = app_id(&app)?;
+    let Some(creds) = s.store.app_summary(&app).await? else {
+        return Err(ApiError::NotFound(format!("unknown app {app}")));
+    };
+    let mut out = json!({ "app_id": app.as_str() });
+    for (provider, summary, updated) in creds {
+        out[provider] = with_time(summary, updated);
+    }
+    Ok(Json(out))
+}

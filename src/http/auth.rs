@@ -1,0 +1,98 @@
+//! Auth extractors: admin bearer token, HTTP Basic of end users.
+//! Secrets are compared in constant time; rejection reasons are logged at
+//! debug only.
+
+use super::error::ApiError;
+use super::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::{header, request::Parts, HeaderMap};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// SHA-256 of a bearer token: tokens are high-entropy, so a fast hash is
+/// enough and the store never holds the token itself.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// Proof that the request carried the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(token) = bearer(&parts.headers) else {
+            tracing::debug!("no bearer token");
+            return Err(ApiError::Unauthorized);
+        };
+        if bool::from(token_hash(token).ct_eq(&state.admin_token_hash)) {
+            Ok(Admin)
+        } else {
+            tracing::debug!("wrong bearer token");
+            Err(ApiError::Unauthorized)
+        }
+    }
+}
+
+/// `Authorization: Basic` user and password, if well-formed.
+pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, crate::secret::Secret<String>)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = STANDARD.decode(rest.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_string(), crate::secret::Secret::new(pass.to_string())))
+}
+
+/// Argon2id hash of a password (slow on purpose; call off the runtime).
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
+}
+
+/// Check a password against a stored Argon2 hash (call off the runtime).
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    match PasswordHash::new(hash) {
+        Ok(parsed) => argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hash_round_trip() {
+        let h = hash_password("s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("s3cret", &h));
+        assert!(!verify_password("s3cret!", &h));
+        assert!(!verify_password("s3cret", "not a hash"));
+    }
+
+    #[test]
+    fn basic_header_is_split_at_the_first_colon() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, format!("Basic {}", STANDARD.encode("alice:pa:ss")).parse().unwrap());
+        let (u, p) = basic_credentials(&h).unwrap();
+        assert_eq!((u.as_str(), p.expose().as_str()), ("alice", "pa:ss"));
+    }
+}

@@ -1,0 +1,111 @@
+//! The one place where errors become HTTP statuses (JSON routes).
+//! The UDS dialect answers in XML; its responder is `http::uds::UdsError`.
+
+use crate::domain::FieldError;
+use crate::store::StoreError;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("the key lacks the scope {0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("content-type must be {0}")]
+    UnsupportedMediaType(&'static str),
+    #[error("store unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest { code, message: message.into() }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::PayloadTooLarge(_) => "too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::BadRequest { code: e.code, message: e.to_string() }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => ApiError::Unavailable(e),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            // The cause chain goes to the log, never to the client.
+            tracing::error!(error = ?anyhow::Error::new(self), "request failed");
+            let msg = if status == StatusCode::SERVICE_UNAVAILABLE { "store unavailable, try again" } else { "internal error" };
+            let code = if status == StatusCode::SERVICE_UNAVAILABLE { "unavailable" } else { "internal" };
+            return (status, Json(serde_json::json!({ "error": code, "message": msg }))).into_response();
+        }
+        let body = Json(serde_json::json!({ "error": self.code(), "message": self.to_string() }));
+        let mut resp = (status, body).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"pushrelay\""));
+        }
+        resp
+    }
+}
+
+/// Parse a JSON request body into `T`, refusing other content types.
+pub fn json_body<T: serde::de::DeserializeOwned>(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<T> {
+    require_json(headers)?;
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", format!("body is not the expected JSON: {e}")))
+}
+
+/// Accept `application/json` (any parameters) or no content type.
+pub fn require_json(headers: &axum::http::HeaderMap) -> Result<()> {
+    match headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("")) {
+        None => Ok(()),
+        Some(ct) if ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") => Ok(()),
+        Some(_) => Err(ApiError::UnsupportedMediaType("application/json")),
+    }
+}

@@ -1,0 +1,15 @@
+//! The one state value every handler takes.
+
+use crate::config::Settings;
+use crate::store::Store;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub settings: Arc<Settings>,
+    /// SHA-256 of the admin token (the token itself is never kept).
+    pub admin_token_hash: [u8; 32],
+    /// Renders `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}

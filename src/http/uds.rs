@@ -1,0 +1,138 @@
+//! CUCM UDS dialect over HTTP: `PUT`/`DELETE
+//! /cucm-uds/user/{userId}/device/{devicePkid}/devicetoken`.
+//! XML in, XML out (protocol.md §1). Parsing lives in `dialect::uds`; this
+//! file does auth, body limits, the app/credentials check and the store.
+
+use super::auth::{basic_credentials, verify_password};
+use super::state::AppState;
+use crate::dialect::uds;
+use crate::domain::{now_ms, DevicePkid, FieldError, UserId};
+use crate::store::StoreError;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::put;
+use axum::Router;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/cucm-uds/user/{user_id}/device/{device_pkid}/devicetoken",
+        put(put_token).delete(delete_token),
+    )
+}
+
+/// An answer in the UDS XML error shape.
+#[derive(Debug)]
+pub struct UdsError {
+    status: StatusCode,
+    code: &'static str,
+    field: &'static str,
+    message: String,
+}
+
+impl UdsError {
+    fn new(status: StatusCode, code: &'static str, field: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, field, message: message.into() }
+    }
+    fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "", "Basic credentials of the user in the path are required")
+    }
+}
+
+impl From<FieldError> for UdsError {
+    fn from(e: FieldError) -> Self {
+        let status = if e.code == "too_large" { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+        Self::new(status, e.code, e.field, e.message)
+    }
+}
+
+impl From<StoreError> for UdsError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = ?anyhow::Error::new(e), "store failed during UDS request");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "", "store unavailable, try again")
+    }
+}
+
+fn xml(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=utf-8"));
+    r
+}
+
+impl IntoResponse for UdsError {
+    fn into_response(self) -> Response {
+        let mut r = xml(self.status, uds::error_xml(self.code, self.field, &self.message));
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"pushrelay\""));
+        }
+        r
+    }
+}
+
+type UdsResult<T> = Result<T, UdsError>;
+
+/// Path ids → domain values, then Basic auth of exactly that user.
+async fn authenticate(s: &AppState, headers: &HeaderMap, user: &str, device: &str) -> UdsResult<(UserId, DevicePkid)> {
+    let user = UserId::parse(user).map_err(|e| UdsError::new(StatusCode::BAD_REQUEST, "invalid_user", "userId", e.message))?;
+    let device = DevicePkid::parse(device).map_err(|e| UdsError::new(StatusCode::BAD_REQUEST, "invalid_device", "devicePkid", e.message))?;
+    let Some((basic_user, password)) = basic_credentials(headers) else {
+        return Err(UdsError::unauthorized());
+    };
+    if basic_user != user.as_str() {
+        tracing::debug!("basic user differs from the path user");
+        return Err(UdsError::unauthorized());
+    }
+    let Some(hash) = s.store.password_hash(&user).await? else {
+        return Err(UdsError::unauthorized());
+    };
+    let ok = tokio::task::spawn_blocking(move || verify_password(password.expose(), &hash)).await.unwrap_or(false);
+    if !ok {
+        return Err(UdsError::unauthorized());
+    }
+    Ok((user, device))
+}
+
+fn content_type_ok(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(ct) => {
+            let mime = ct.split(';').next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case("application/xml") || mime.eq_ignore_ascii_case("text/xml")
+        }
+    }
+}
+
+async fn put_token(State(s): State<AppState>, Path((user, device)): Path<(String, String)>, headers: HeaderMap, body: Body) -> UdsResult<Response> {
+    let (user, device) = authenticate(&s, &headers, &user, &device).await?;
+    if !content_type_ok(&headers) {
+        return Err(UdsError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "", "Content-Type must be application/xml or text/xml"));
+    }
+    let body = axum::body::to_bytes(body, uds::MAX_BODY_BYTES).await.map_err(|_| {
+        UdsError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "", format!("body is larger than {} bytes", uds::MAX_BODY_BYTES))
+    })?;
+    let token = uds::parse_token(&body)?;
+    let provider = token.channel.provider();
+    if !s.store.has_credentials(&token.app, provider).await? {
+        let (code, msg) = if s.store.app_exists(&token.app).await? {
+            ("no_credentials", format!("application {} has no {} credentials for {}", token.app, provider.as_str(), token.channel))
+        } else {
+            ("unknown_application", format!("application {} is not known to this relay", token.app))
+        };
+        return Err(UdsError::new(StatusCode::BAD_REQUEST, code, "application", msg));
+    }
+    let reg = token.into_registration(user, device);
+    let rows = s.store.upsert_device(&reg, now_ms()).await?;
+    metrics::counter!(crate::telemetry::REGISTRATIONS, "dialect" => "uds").increment(1);
+    tracing::info!(user = %reg.user, device = %reg.device, channel = %reg.channel, token = reg.token.suffix(), "UDS device registered");
+    Ok(xml(StatusCode::OK, uds::success_xml(rows)))
+}
+
+async fn delete_token(State(s): State<AppState>, Path((user, device)): Path<(String, String)>, headers: HeaderMap) -> UdsResult<Response> {
+    let (user, device) = authenticate(&s, &headers, &user, &device).await?;
+    if s.store.delete_device(&user, &device).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(UdsError::new(StatusCode::NOT_FOUND, "not_found", "", format!("user {user} has no device {device}")))
+    }
+}

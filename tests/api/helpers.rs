@@ -1,0 +1,155 @@
+//! `spawn_app()`: the real relay on 127.0.0.1:0 with a fresh temp SQLite
+//! file and master key, plus one helper per endpoint.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use pushrelay::config::{CliOverrides, Settings};
+use pushrelay::startup::Application;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const APP: &str = "com.example.KitchenSink";
+pub const KEY_B64: &str = "JH/VEZ9YjinNA+AvUrjI+ncgVVycPbIVJixFOOm/xIU=";
+pub const APNS_TOKEN: &str = "5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    pub env: HashMap<String, String>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn fixture(path: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
+}
+
+/// A fresh P-256 .p8 (PKCS#8 PEM), as Apple hands it out.
+pub fn p8_pem() -> String {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap().serialize_pem()
+}
+
+pub fn apns_token_body(p8: &str) -> serde_json::Value {
+    serde_json::json!({"keyId": "73Q8JZND1V", "bundleId": APP, "teamId": "D7A3215KHV", "keyFile": STANDARD.encode(p8)})
+}
+
+/// The Webex portal FCM sample of seeds/003 (a real RSA service account).
+pub fn seed_fcm_body() -> serde_json::Value {
+    serde_json::from_slice(&fixture("admin/fcm-seed003.json")).unwrap()
+}
+
+pub fn uds_xml(token: &str, channel: &str, key: &str, app: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<token>\n  <pushNotifyToken>{token}</pushNotifyToken>\n  <pushChannelType>{channel}</pushChannelType>\n  <key>{key}</key>\n  <algorithm>A256GCM</algorithm>\n  <application>{app}</application>\n  <payloadVersion>V2</payloadVersion>\n</token>\n"
+    )
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = HashMap::new();
+    env.insert("PUSHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string());
+    env.insert("PUSHRELAY_DATABASE_URL".to_string(), format!("sqlite://{}", dir.path().join("relay.db").display()));
+    env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
+    spawn_with(dir, env).await
+}
+
+pub async fn spawn_with(dir: tempfile::TempDir, env: HashMap<String, String>) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        pushrelay::telemetry::init_tracing();
+    }
+    let settings = Settings::load_from(None, &env, &CliOverrides::default()).expect("test settings");
+    let app = Application::build(settings).await.expect("build app");
+    let base = format!("http://{}", app.local_addr());
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    TestApp { base, client: reqwest::Client::new(), dir, env, stop: Some(tx), handle: Some(handle) }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stop the server (graceful) and start a new one on the same files.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        spawn_with(dir, self.env.clone()).await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("server task").expect("server ran");
+        }
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn put_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.admin(reqwest::Method::PUT, path).json(body).send().await.unwrap()
+    }
+
+    pub async fn put_apns(&self, app: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.put_json(&format!("/v1/apps/{app}/apns"), body).await
+    }
+
+    pub async fn put_fcm(&self, app: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.put_json(&format!("/v1/apps/{app}/fcm"), body).await
+    }
+
+    pub async fn put_user(&self, user: &str, password: &str) -> reqwest::Response {
+        self.put_json(&format!("/v1/users/{user}"), &serde_json::json!({ "password": password })).await
+    }
+
+    pub async fn put_uds(&self, user: &str, password: &str, device: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .put(self.url(&format!("/cucm-uds/user/{user}/device/{device}/devicetoken")))
+            .basic_auth(user, Some(password))
+            .header("content-type", "application/xml")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete_uds(&self, user: &str, password: &str, device: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(&format!("/cucm-uds/user/{user}/device/{device}/devicetoken")))
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn devices(&self, user: &str) -> serde_json::Value {
+        let r = self.admin(reqwest::Method::GET, &format!("/v1/users/{user}/devices")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "devices of {user}");
+        r.json().await.unwrap()
+    }
+
+    /// APNs + FCM credentials for `APP` and a user `alice` / `pw-alice`.
+    pub async fn with_app_and_user(&self) {
+        assert_eq!(self.put_apns(APP, &apns_token_body(&p8_pem())).await.status(), 200);
+        assert_eq!(self.put_fcm(APP, &seed_fcm_body()).await.status(), 200);
+        assert_eq!(self.put_user("alice", "pw-alice").await.status(), 201);
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}

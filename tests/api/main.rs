@@ -1,0 +1,9 @@
+//! HTTP integration tests: each test starts the real relay on a random port
+//! against a fresh SQLite file (`helpers::spawn_app`). One binary for all.
+
+mod apps;
+mod cli;
+mod health;
+mod helpers;
+mod uds;
+mod users;

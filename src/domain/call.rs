@@ -9,7 +9,7 @@ pub struct PushId(String);
 
 impl PushId {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        if raw.is_empty() || raw.len() > 256 || raw.chars().any(|c| c.is_control()) {
+        if raw.is_empty() || raw.chars().count() > 256 || raw.chars().any(|c| c.is_control()) {
             return Err(FieldError::new("pushid", "invalid_pushid", "pushid must be 1 to 256 printable characters"));
         }
         Ok(Self(raw.to_string()))

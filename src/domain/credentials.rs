@@ -93,6 +93,9 @@ impl ApnsCredentials {
             (Some(_), Some(_)) => Err(FieldError::new("", "invalid_field", "give either keyFile (token auth) or certificate, not both")),
             (None, None) => Err(FieldError::new("keyFile", "missing_field", "keyFile (base64 .p8) or certificate (base64 PEM/PKCS#12) is required")),
             (Some(key_file), None) => {
+                if b.password.is_some() {
+                    return Err(FieldError::new("password", "invalid_field", "password belongs to the certificate form, not to keyFile"));
+                }
                 let key_id = apple_id("keyId", b.key_id)?;
                 let team_id = apple_id("teamId", b.team_id)?;
                 let pem = String::from_utf8(b64_field("keyFile", &key_file)?)
@@ -103,6 +106,9 @@ impl ApnsCredentials {
                 Ok(creds)
             }
             (None, Some(cert)) => {
+                if b.key_id.is_some() || b.team_id.is_some() {
+                    return Err(FieldError::new("keyId", "invalid_field", "keyId and teamId belong to the keyFile (token) form, not to certificate"));
+                }
                 let raw = b64_field("certificate", &cert)?;
                 let (cert_pem, key_pem) = super::credentials_cert::split_certificate(&raw, b.password.as_deref())?;
                 let creds = Self { bundle_id, auth: ApnsAuth::Certificate { cert_pem: Secret::new(cert_pem), key_pem: Secret::new(key_pem) } };

@@ -31,10 +31,9 @@ async fn put_apns(_: Admin, State(s): State<AppState>, Path(app): Path<String>, 
         .await
         .map_err(|e| ApiError::Internal(e.into()))??;
     let summary = creds.summary();
-    let now = now_ms();
-    s.store.put_credentials(&app, "apns", &summary, &creds.to_stored(), now).await?;
+    s.store.put_credentials(&app, "apns", &summary, &creds.to_stored(), now_ms()).await?;
     tracing::info!(app = %app, auth = %summary["auth"], "APNs credentials stored");
-    Ok(Json(json!({ "app_id": app.as_str(), "apns": with_time(summary, now) })))
+    app_view(&s, &app).await
 }
 
 async fn put_fcm(_: Admin, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
@@ -44,19 +43,16 @@ async fn put_fcm(_: Admin, State(s): State<AppState>, Path(app): Path<String>, h
         .await
         .map_err(|e| ApiError::Internal(e.into()))??;
     let summary = creds.summary();
-    let now = now_ms();
-    s.store.put_credentials(&app, "fcm", &summary, &creds.to_stored(), now).await?;
+    s.store.put_credentials(&app, "fcm", &summary, &creds.to_stored(), now_ms()).await?;
     tracing::info!(app = %app, project = %creds.project_id, "FCM credentials stored");
-    Ok(Json(json!({ "app_id": app.as_str(), "fcm": with_time(summary, now) })))
+    app_view(&s, &app).await
 }
 
 async fn delete_provider(s: &AppState, app: &str, provider: &str) -> Result<StatusCode> {
     let app = app_id(app)?;
-    if s.store.delete_credentials(&app, provider).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!("app {app} has no {provider} credentials")))
-    }
+    // Idempotent: deleting what is not there is still 204.
+    s.store.delete_credentials(&app, provider).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_apns(_: Admin, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
@@ -74,7 +70,12 @@ fn with_time(mut summary: Value, ms: i64) -> Value {
 
 async fn get_app(_: Admin, State(s): State<AppState>, Path(app): Path<String>) -> Result<Json<Value>> {
     let app = app_id(&app)?;
-    let Some(creds) = s.store.app_summary(&app).await? else {
+    app_view(&s, &app).await
+}
+
+/// The app summary (no secrets), as GET and both PUTs answer.
+async fn app_view(s: &AppState, app: &AppId) -> Result<Json<Value>> {
+    let Some(creds) = s.store.app_summary(app).await? else {
         return Err(ApiError::NotFound(format!("unknown app {app}")));
     };
     let mut out = json!({ "app_id": app.as_str() });

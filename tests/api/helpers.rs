@@ -37,9 +37,9 @@ pub fn apns_token_body(p8: &str) -> serde_json::Value {
     serde_json::json!({"keyId": "73Q8JZND1V", "bundleId": APP, "teamId": "D7A3215KHV", "keyFile": STANDARD.encode(p8)})
 }
 
-/// The Webex portal FCM sample of seeds/003 (a real RSA service account).
-pub fn seed_fcm_body() -> serde_json::Value {
-    serde_json::from_slice(&fixture("admin/fcm-seed003.json")).unwrap()
+/// A valid service account (fixtures/admin/fcm-valid.json, test-only RSA key).
+pub fn fcm_body() -> serde_json::Value {
+    serde_json::from_slice(&fixture("admin/fcm-valid.json")).unwrap()
 }
 
 pub fn uds_xml(token: &str, channel: &str, key: &str, app: &str) -> String {
@@ -141,7 +141,7 @@ impl TestApp {
     /// APNs + FCM credentials for `APP` and a user `alice` / `pw-alice`.
     pub async fn with_app_and_user(&self) {
         assert_eq!(self.put_apns(APP, &apns_token_body(&p8_pem())).await.status(), 200);
-        assert_eq!(self.put_fcm(APP, &seed_fcm_body()).await.status(), 200);
+        assert_eq!(self.put_fcm(APP, &fcm_body()).await.status(), 200);
         assert_eq!(self.put_user("alice", "pw-alice").await.status(), 201);
     }
 }

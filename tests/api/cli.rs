@@ -1,0 +1,138 @@
+//! The binary as a user runs it.
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn pushrelay() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pushrelay"))
+}
+
+fn run(args: &[&str], stdin: &[u8], dir: &std::path::Path) -> (i32, String, String) {
+    let mut child = pushrelay()
+        .args(args)
+        .current_dir(dir)
+        .env_remove("PUSHRELAY_DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn jwe_encrypt_then_decrypt_round_trips_and_a_tampered_tag_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "JH/VEZ9YjinNA+AvUrjI+ncgVVycPbIVJixFOOm/xIU=";
+    let plain = br#"{"type":"incomingcall","pushid":"p1","displayname":"Zoë","displaynumber":"1001","payloadversion":"V2","huntpilotdn":"","ringexpiretime":"1764057600000"}"#;
+    let (code, jwe, err) = run(&["jwe", "encrypt", "--key-b64", key], plain, dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(jwe.starts_with("eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0.."), "{jwe}");
+    let (code, out, err) = run(&["jwe", "decrypt", "--key-b64", key], jwe.as_bytes(), dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.as_bytes(), plain);
+    let mut tampered = jwe.trim().to_string();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let (code, out, err) = run(&["jwe", "decrypt", "--key-b64", key], tampered.as_bytes(), dir.path());
+    assert_ne!(code, 0);
+    assert!(out.is_empty());
+    assert!(err.contains("undecryptable"), "{err}");
+}
+
+#[test]
+fn jwe_encrypt_refuses_a_key_of_the_wrong_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(&["jwe", "encrypt", "--key-b64", "c2hvcnQ="], b"{}", dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("32"), "{err}");
+}
+
+#[test]
+fn check_config_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.toml"), "[calls]\nring_seconds = 900\n").unwrap();
+    let (code, _, err) = run(&["check-config", "--config", "c.toml"], b"", dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("calls.ring_seconds"), "{err}");
+    std::fs::write(dir.path().join("ok.toml"), "listen = \"127.0.0.1:9999\"\n").unwrap();
+    let (code, out, err) = run(&["check-config", "--config", "ok.toml"], b"", dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration ok"), "{out}");
+}
+
+#[test]
+fn migrate_creates_the_sqlite_file_and_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(&["migrate"], b"", dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("migrations applied"), "{out}");
+    assert!(dir.path().join("pushrelay.db").exists());
+    assert!(dir.path().join("pushrelay.master.key").exists());
+}
+
+/// `pushrelay serve` with no flags: SQLite in the working directory, an
+/// admin token printed once, `/healthz` answering.
+#[test]
+fn serve_with_no_setup_prints_an_admin_token_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let first = start_and_read_line(dir.path(), port);
+    assert!(first.starts_with("admin token (shown once"), "{first}");
+    let token = first.rsplit(' ').next().unwrap().trim().to_string();
+    assert!(dir.path().join("pushrelay.db").exists());
+    // Second start: no new token, the first one still works.
+    let mut child = pushrelay()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ok = wait_http(port, "/v1/users/nobody/devices", Some(&token));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "token printed again");
+    assert!(ok.starts_with("HTTP/1.1 404"), "{ok}");
+}
+
+fn start_and_read_line(dir: &std::path::Path, port: u16) -> String {
+    use std::io::BufRead;
+    let mut child = pushrelay()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let health = wait_http(port, "/healthz", None);
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
+/// A raw HTTP/1.1 GET, retried until the server is up (10 s at most).
+fn wait_http(port: u16, path: &str, bearer: Option<&str>) -> String {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+            let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if !out.is_empty() {
+                return out;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,45 @@
+use crate::helpers::*;
+
+#[tokio::test]
+async fn health_and_readiness_answer_ok_with_a_request_id() {
+    let app = spawn_app().await;
+    for path in ["/healthz", "/readyz"] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("x-request-id").is_some(), "{path} has a request id");
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_registrations_by_dialect() {
+    let app = spawn_app().await;
+    app.with_app_and_user().await;
+    assert_eq!(app.put_uds("alice", "pw-alice", "m1", uds_xml(APNS_TOKEN, "APNS", KEY_B64, APP)).await.status(), 200);
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with("pushrelay_registrations_total{dialect=\"uds\"}")).unwrap_or_else(|| panic!("{text}"));
+    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 1.0, "{line}");
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document() {
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/openapi.yaml")).unwrap();
+    // Find "  /path:" blocks and the methods under each.
+    let mut current = String::new();
+    let mut found = std::collections::HashSet::new();
+    for line in spec.lines() {
+        if line.starts_with("  /") && line.trim_end().ends_with(':') {
+            current = line.trim().trim_end_matches(':').to_string();
+        } else if let Some(m) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')) {
+            if ["get", "put", "post", "delete", "patch"].contains(&m) && !current.is_empty() {
+                found.insert((m.to_string(), current.clone()));
+            }
+        } else if !line.starts_with(' ') && !line.is_empty() {
+            current.clear();
+        }
+    }
+    for (method, path) in pushrelay::http::ROUTES {
+        assert!(found.contains(&(method.to_string(), path.to_string())), "{method} {path} missing from schemas/openapi.yaml");
+    }
+}

@@ -19,7 +19,7 @@ async fn uds_put_registers_an_apns_dev_device_and_the_list_hides_secrets() {
     assert_eq!(d["channel"], "APNS:dev");
     assert_eq!(d["application"], APP);
     assert_eq!(d["dialect"], "uds");
-    assert_eq!(d["token_suffix"], "a0b1c2d");
+    assert_eq!(d["token_suffix"], "9a0b1c2d");
     assert!(d["updated_at"].as_str().unwrap().ends_with('Z'));
     let text = list.to_string();
     assert!(!text.contains(KEY_B64) && !text.contains(APNS_TOKEN), "{text}");

@@ -51,8 +51,15 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Make ring the process-wide rustls provider (the one TLS stack; no
+/// OpenSSL, no aws-lc). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        install_crypto_provider();
         let (store, _) = open_store(&settings).await?;
         let mut generated_admin_token = None;
         let admin_token_hash = match &settings.admin_token {

@@ -63,7 +63,7 @@ impl ApiError {
 
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
-        ApiError::BadRequest { code: e.code, message: e.to_string() }
+        ApiError::BadRequest { code: e.code, message: e.message }
     }
 }
 

@@ -57,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(apps::router())
         .merge(users::router())
         .merge(uds::router())
-        .layer(TimeoutLayer::new(REQUEST_TIMEOUT));
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
     Router::new()
         .merge(bounded)
         .with_state(state)

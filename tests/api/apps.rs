@@ -49,7 +49,7 @@ async fn bad_apns_bodies_are_400_naming_the_problem_and_keep_the_old_credentials
     let cases: Vec<(serde_json::Value, &str, &str)> = vec![
         (serde_json::from_slice(&fixture("admin/apns-missing-keyid.json")).unwrap(), "missing_field", "keyId"),
         (serde_json::from_slice(&fixture("admin/apns-keyfile-not-base64.json")).unwrap(), "invalid_base64", "keyFile"),
-        (json!({"keyId": "73Q8JZND1V", "bundleId": APP, "teamId": "D7A3215KHV", "keyFile": STANDARD.encode(&rsa_pem)}), "invalid_key", "P-256"),
+        (json!({"keyId": "73Q8JZND1V", "bundleId": APP, "teamId": "D7A3215KHV", "keyFile": STANDARD.encode(&rsa_pem)}), "invalid_key", "EC private key"),
         (json!({"keyId": "short", "bundleId": APP, "teamId": "D7A3215KHV", "keyFile": STANDARD.encode(p8_pem())}), "invalid_field", "keyId"),
         (json!({"bundleId": APP, "certificate": STANDARD.encode("not a cert")}), "invalid_certificate", "certificate"),
         (json!({"keyId": "73Q8JZND1V", "bundleId": APP, "teamId": "D7A3215KHV", "keyFile": STANDARD.encode(p8_pem()), "extra": 1}), "invalid_json", "extra"),
@@ -81,7 +81,7 @@ async fn certificate_auth_accepts_pem_and_pkcs12_and_refuses_a_mismatched_key() 
     // PKCS#12 with a password, built by p12-keystore.
     let mut ks = p12_keystore::KeyStore::new();
     let chain = p12_keystore::PrivateKeyChain::new(
-        [1u8; 20],
+        vec![1u8; 20],
         p12_keystore::PrivateKey::from_der(&key.serialize_der()).unwrap(),
         vec![p12_keystore::Certificate::from_der(cert.der()).unwrap()],
     );

@@ -25,7 +25,7 @@ fn run(args: &[&str], stdin: &[u8], dir: &std::path::Path) -> (i32, String, Stri
 fn jwe_encrypt_then_decrypt_round_trips_and_a_tampered_tag_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let key = "JH/VEZ9YjinNA+AvUrjI+ncgVVycPbIVJixFOOm/xIU=";
-    let plain = br#"{"type":"incomingcall","pushid":"p1","displayname":"Zoë","displaynumber":"1001","payloadversion":"V2","huntpilotdn":"","ringexpiretime":"1764057600000"}"#;
+    let plain = br#"{"type":"incomingcall","pushid":"p1","displayname":"Zoe \u00eb","displaynumber":"1001","payloadversion":"V2","huntpilotdn":"","ringexpiretime":"1764057600000"}"#;
     let (code, jwe, err) = run(&["jwe", "encrypt", "--key-b64", key], plain, dir.path());
     assert_eq!(code, 0, "{err}");
     assert!(jwe.starts_with("eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0.."), "{jwe}");

@@ -61,6 +61,7 @@ pub async fn spawn_with(dir: tempfile::TempDir, env: HashMap<String, String>) ->
     if std::env::var("TEST_LOG").is_ok() {
         pushrelay::telemetry::init_tracing();
     }
+    pushrelay::startup::install_crypto_provider();
     let settings = Settings::load_from(None, &env, &CliOverrides::default()).expect("test settings");
     let app = Application::build(settings).await.expect("build app");
     let base = format!("http://{}", app.local_addr());

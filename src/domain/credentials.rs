@@ -224,8 +224,15 @@ impl FcmCredentials {
         Self::parse_service_account(&json)
     }
 
-    /// Parse the service-account JSON itself.
+    /// Parse the service-account JSON itself and prove its key signs RS256.
     pub fn parse_service_account(json: &[u8]) -> Result<Self, FieldError> {
+        let creds = Self::parse_fields(json)?;
+        creds.check()?;
+        Ok(creds)
+    }
+
+    /// Parse the fields only (stored credentials were checked when stored).
+    fn parse_fields(json: &[u8]) -> Result<Self, FieldError> {
         let sa: ServiceAccount = serde_json::from_slice(json).map_err(|_| {
             FieldError::new("serviceAccount", "invalid_service_account", "serviceAccount is not a service-account JSON object")
         })?;
@@ -249,9 +256,7 @@ impl FcmCredentials {
         if !project_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(FieldError::new("serviceAccount", "invalid_service_account", "serviceAccount project_id is not a valid project id"));
         }
-        let creds = Self { project_id, client_email, private_key_id: sa.private_key_id, private_key_pem: Secret::new(private_key), token_uri };
-        creds.check()?;
-        Ok(creds)
+        Ok(Self { project_id, client_email, private_key_id: sa.private_key_id, private_key_pem: Secret::new(private_key), token_uri })
     }
 
     pub fn check(&self) -> Result<(), FieldError> {
@@ -279,7 +284,7 @@ impl FcmCredentials {
     }
 
     pub fn from_stored(raw: &str) -> Result<Self, FieldError> {
-        Self::parse_service_account(raw.as_bytes())
+        Self::parse_fields(raw.as_bytes())
     }
 }
 

@@ -4,6 +4,110 @@
 //! Everything here is pure (no I/O, no clock, no randomness except through
 //! `jwe::encrypt`) and depends only on `domain` and `jwe`.
 //!
+//! `for_call` is the one place that maps a device's dialect to its payload
+//! format: adding a dialect is adding a module and one line in `FORMATS`.
+//!
 //! - `v2`: the CUCM/UDS V2 JSON (protocol.md §2) and its APNs/FCM wrappers.
 
 pub mod v2;
+
+use crate::domain::{CallEvent, Dialect, Provider, Registration};
+use std::collections::BTreeMap;
+
+/// What to push, in the provider's own shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// An APNs VoIP push: the JSON body (topic `<bundle>.voip`, priority 10).
+    ApnsVoip { body: Vec<u8> },
+    /// An FCM data-only message (`android.priority: HIGH`).
+    FcmData { data: BTreeMap<String, String> },
+}
+
+/// Why no payload could be built for a device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("device has no encryption key")]
+    MissingKey,
+    #[error("no call payload for dialect {0}")]
+    UnsupportedDialect(&'static str),
+}
+
+type CallBuilder = fn(&CallEvent, &Registration) -> Result<Content, PayloadError>;
+
+/// Dialect → call payload builder (the payload formats as data).
+const FORMATS: &[(Dialect, CallBuilder)] = &[(Dialect::Uds, uds_v2_jwe)];
+
+/// The call wake-up payload for one device.
+pub fn for_call(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadError> {
+    let build = FORMATS
+        .iter()
+        .find(|(d, _)| *d == reg.dialect)
+        .map(|(_, b)| *b)
+        .ok_or(PayloadError::UnsupportedDialect(reg.dialect.as_str()))?;
+    build(event, reg)
+}
+
+/// UDS devices: the V2 JSON, encrypted as a compact JWE with the device key.
+fn uds_v2_jwe(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadError> {
+    let key = reg.key.as_ref().ok_or(PayloadError::MissingKey)?;
+    let jwe = crate::jwe::encrypt(key, &v2::build(event));
+    Ok(match reg.channel.provider() {
+        Provider::Apns => Content::ApnsVoip { body: v2::apns_body(&jwe) },
+        Provider::Fcm => Content::FcmData { data: BTreeMap::from([("body".to_string(), jwe)]) },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::*;
+
+    fn reg(channel: Channel, key: Option<PushKey>) -> Registration {
+        Registration {
+            user: UserId::parse("alice").unwrap(),
+            device: DevicePkid::parse("d1").unwrap(),
+            dialect: Dialect::Uds,
+            channel,
+            token: DeviceToken::for_channel(channel, if channel == Channel::Fcm { "fcm:tok" } else { "00112233445566778899aabbccddeeff" }).unwrap(),
+            key,
+            app: AppId::parse("com.example.app").unwrap(),
+            payload_version: Some(PayloadVersion::V2),
+        }
+    }
+
+    fn event() -> CallEvent {
+        CallEvent {
+            call_id: CallId::new(),
+            user: UserId::parse("alice").unwrap(),
+            device: None,
+            push_id: PushId::parse("p-1").unwrap(),
+            display_name: "Alice".into(),
+            display_number: "1001".into(),
+            hunt_pilot_dn: String::new(),
+            ring: RingWindow::starting_now(1_764_057_600_000, 30),
+        }
+    }
+
+    #[test]
+    fn uds_apns_devices_get_the_v2_jwe_in_data() {
+        let key = PushKey::from_bytes([9; 32]);
+        let Content::ApnsVoip { body } = for_call(&event(), &reg(Channel::ApnsDev, Some(key.clone()))).unwrap() else { panic!() };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["aps"], serde_json::json!({}));
+        let plain = crate::jwe::decrypt(v["data"].as_str().unwrap(), key.as_bytes()).unwrap();
+        assert_eq!(plain, v2::build(&event()));
+    }
+
+    #[test]
+    fn uds_fcm_devices_get_the_jwe_as_data_body() {
+        let key = PushKey::from_bytes([3; 32]);
+        let Content::FcmData { data } = for_call(&event(), &reg(Channel::Fcm, Some(key.clone()))).unwrap() else { panic!() };
+        assert_eq!(data.keys().collect::<Vec<_>>(), vec!["body"]);
+        assert!(crate::jwe::decrypt(&data["body"], key.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_uds_device_without_key_is_an_error() {
+        assert_eq!(for_call(&event(), &reg(Channel::Apns, None)), Err(PayloadError::MissingKey));
+    }
+}

@@ -119,7 +119,10 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
 pub(crate) fn transport_error(e: &reqwest::Error) -> Attempt {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = src {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        // io::Error::source() skips the wrapped error itself: look inside.
+        let inner = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map(|e| e as &(dyn std::error::Error + 'static));
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| inner.and_then(|e| e.downcast_ref::<rustls::Error>()));
+        if let Some(tls) = tls {
             return match tls {
                 rustls::Error::InvalidCertificate(_)
                 | rustls::Error::NoCertificatesPresented
@@ -130,12 +133,19 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> Attempt {
         }
         src = err.source();
     }
+    // Some layers (h2) do not expose the rustls error as a source: fall back
+    // to its text. A fatal TLS alert or a refused certificate is a
+    // configuration problem, not a transient one.
+    let chain = error_chain(e);
+    if chain.contains("received fatal alert") || chain.contains("invalid peer certificate") {
+        return Attempt::failed(format!("tls_error: {chain}"));
+    }
     if e.is_timeout() {
         Attempt::retry("timeout")
     } else if e.is_connect() {
-        Attempt::retry(format!("connect_error: {}", error_chain(e)))
+        Attempt::retry(format!("connect_error: {chain}"))
     } else {
-        Attempt::retry(format!("connection_error: {}", error_chain(e)))
+        Attempt::retry(format!("connection_error: {chain}"))
     }
 }
 

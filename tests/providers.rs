@@ -509,3 +509,196 @@ async fn fcm_grant_with_an_unknown_key_is_failed() {
     assert!(env.mock.sends().is_empty());
     assert_eq!(env.mock.grants_refused(), 1);
 }
+
+// ------------------------------------------------- mock strictness (raw HTTP)
+
+fn raw_client(ca_pem: &str, alpn: &[&[u8]], h2: bool) -> reqwest::Client {
+    let cfg = pushrelay::provider::tls::client_config(Some(ca_pem), None, alpn).unwrap();
+    let b = reqwest::Client::builder().use_preconfigured_tls(cfg);
+    if h2 { b.http2_prior_knowledge() } else { b.http1_only() }.build().unwrap()
+}
+
+#[tokio::test]
+async fn mock_apns_refuses_what_apple_refuses() {
+    let env = apns_env(None).await;
+    let ApnsAuth::Token { key_id, team_id, p8_pem } = &env.creds.auth else { unreachable!() };
+    let jwt = pushrelay::provider::apns::sign_provider_jwt(key_id, team_id, p8_pem.expose(), now_s()).unwrap();
+    let http = raw_client(&env.prod.ca_pem(), pushrelay::provider::tls::ALPN_H2, true);
+    let tok = token(1);
+    let url = format!("{}/3/device/{}", env.prod.url(), tok.as_str());
+    let good: Vec<(&str, String)> = vec![
+        ("authorization", format!("bearer {jwt}")),
+        ("apns-push-type", "voip".into()),
+        ("apns-topic", "com.example.app.voip".into()),
+        ("apns-priority", "10".into()),
+        ("apns-expiration", "0".into()),
+        ("apns-id", uuid::Uuid::new_v4().to_string()),
+    ];
+    let send = |method: reqwest::Method, url: String, headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let http = http.clone();
+        async move {
+            let mut rb = http.request(method, url);
+            for (k, v) in headers {
+                rb = rb.header(k, v);
+            }
+            let resp = rb.body(body).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or_default();
+            (status, v["reason"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    let with = |name: &'static str, value: Option<&str>| {
+        let mut h: Vec<(&'static str, String)> = good.iter().filter(|(k, _)| *k != name).cloned().collect();
+        if let Some(v) = value {
+            h.push((name, v.to_string()));
+        }
+        h
+    };
+    let body = br#"{"aps":{}}"#.to_vec();
+    assert_eq!(send(reqwest::Method::POST, url.clone(), good.clone(), body.clone()).await, (200, String::new()));
+    let cases: Vec<(Vec<(&'static str, String)>, Vec<u8>, u16, &str)> = vec![
+        (with("apns-push-type", None), body.clone(), 400, "InvalidPushType"),
+        (with("apns-push-type", Some("call")), body.clone(), 400, "InvalidPushType"),
+        (with("apns-topic", None), body.clone(), 400, "MissingTopic"),
+        (with("apns-topic", Some("com.example.app")), body.clone(), 400, "BadTopic"),
+        (with("apns-topic", Some("com.evil.app.voip")), body.clone(), 400, "TopicDisallowed"),
+        (with("apns-priority", Some("7")), body.clone(), 400, "BadPriority"),
+        (with("apns-expiration", Some("soon")), body.clone(), 400, "BadExpirationDate"),
+        (with("apns-id", Some(&uuid::Uuid::new_v4().to_string().to_uppercase())), body.clone(), 400, "BadMessageId"),
+        (with("apns-collapse-id", Some(&"c".repeat(65))), body.clone(), 400, "BadCollapseId"),
+        (good.clone(), vec![], 400, "PayloadEmpty"),
+        (good.clone(), vec![b' '; 5121], 413, "PayloadTooLarge"),
+        (with("authorization", None), body.clone(), 403, "MissingProviderToken"),
+        (with("authorization", Some("bearer not.a.jwt")), body.clone(), 403, "InvalidProviderToken"),
+    ];
+    for (headers, b, status, reason) in cases {
+        assert_eq!(send(reqwest::Method::POST, url.clone(), headers, b).await, (status, reason.to_string()), "{reason}");
+    }
+    let mut alert = with("apns-push-type", Some("alert"));
+    alert.retain(|(k, _)| *k != "apns-topic");
+    alert.push(("apns-topic", BUNDLE.into()));
+    assert_eq!(send(reqwest::Method::POST, url.clone(), alert.clone(), vec![b' '; 4097]).await.0, 413);
+    assert_eq!(send(reqwest::Method::GET, url.clone(), good.clone(), vec![]).await, (405, "MethodNotAllowed".into()));
+    assert_eq!(send(reqwest::Method::POST, format!("{}/3/devices/x", env.prod.url()), good.clone(), body.clone()).await, (404, "BadPath".into()));
+    assert_eq!(send(reqwest::Method::POST, format!("{}/3/device/xyz", env.prod.url()), good.clone(), body.clone()).await, (400, "BadDeviceToken".into()));
+    // Unsigned token ("alg":"none") is refused.
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let none = format!("{}.{}.", b64(serde_json::json!({"alg":"none","kid":key_id})), b64(serde_json::json!({"iss":team_id,"iat":now_s()})));
+    assert_eq!(
+        send(reqwest::Method::POST, url.clone(), with("authorization", Some(&format!("bearer {none}"))), body.clone()).await,
+        (403, "InvalidProviderToken".into())
+    );
+    // 410 carries a timestamp.
+    env.prod.fail_token(tok.as_str(), 410, "Unregistered");
+    let resp = http.post(&url).headers(reqwest::header::HeaderMap::from_iter(good.iter().map(|(k, v)| {
+        (reqwest::header::HeaderName::from_static(k), v.parse().unwrap())
+    }))).body(body.clone()).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 410);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert!(v["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
+    // Sandbox answers carry apns-unique-id, production answers do not.
+    let sb = raw_client(&env.sandbox.ca_pem(), pushrelay::provider::tls::ALPN_H2, true);
+    let mut rb = sb.post(format!("{}/3/device/{}", env.sandbox.url(), token(2).as_str()));
+    for (k, v) in &good {
+        rb = rb.header(*k, v);
+    }
+    let resp = rb.body(body.clone()).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers().contains_key("apns-unique-id") && resp.headers().contains_key("apns-id"));
+}
+
+#[tokio::test]
+async fn mock_fcm_refuses_what_google_refuses() {
+    let env = fcm_env().await;
+    // HTTP/1.1 works as well as h2 on the mock; a bad grant type is refused.
+    let h1 = raw_client(&env.mock.ca_pem(), &[b"http/1.1"], false);
+    let resp = h1
+        .post(env.mock.token_uri())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=password&assertion=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["error"], "unsupported_grant_type");
+
+    let assertion = pushrelay::provider::fcm::grant_assertion(&env.creds, now_s()).unwrap();
+    let resp = h1
+        .post(env.mock.token_uri())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!((v["expires_in"].as_i64(), v["token_type"].as_str()), (Some(3599), Some("Bearer")));
+    let bearer = v["access_token"].as_str().unwrap().to_string();
+
+    // An assertion for another audience is refused.
+    let mut elsewhere = env.creds.clone();
+    elsewhere.token_uri = "https://elsewhere/token".into();
+    let wrong_aud = pushrelay::provider::fcm::grant_assertion(&elsewhere, now_s()).unwrap();
+    let resp = h1
+        .post(env.mock.token_uri())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={wrong_aud}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "aud must be the token_uri");
+
+    let h2 = raw_client(&env.mock.ca_pem(), pushrelay::provider::tls::ALPN_H2_HTTP1, false);
+    let url = format!("{}/v1/projects/demo-project/messages:send", env.mock.base_url());
+    let post = |body: serde_json::Value, url: String, bearer: Option<String>| {
+        let h2 = h2.clone();
+        async move {
+            let mut rb = h2.post(url).header("content-type", "application/json; charset=UTF-8");
+            if let Some(b) = bearer {
+                rb = rb.bearer_auth(b);
+            }
+            let resp = rb.body(body.to_string()).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let v: serde_json::Value = resp.json().await.unwrap();
+            (status, v)
+        }
+    };
+    let msg = |data: serde_json::Value, android: serde_json::Value| serde_json::json!({"message": {"token": "t", "data": data, "android": android}});
+    let ok_android = serde_json::json!({"priority": "HIGH", "ttl": "30s"});
+    let (s, v) = post(msg(serde_json::json!({"body": "x"}), ok_android.clone()), url.clone(), Some(bearer.clone())).await;
+    assert_eq!(s, 200);
+    assert!(v["name"].as_str().unwrap().starts_with("projects/demo-project/messages/"));
+
+    let (s, v) = post(msg(serde_json::json!({"body": "x"}), ok_android.clone()), url.clone(), None).await;
+    assert_eq!((s, v["error"]["status"].as_str()), (401, Some("UNAUTHENTICATED")));
+    let other = format!("{}/v1/projects/other-project/messages:send", env.mock.base_url());
+    let (s, _) = post(msg(serde_json::json!({"body": "x"}), ok_android.clone()), other, Some(bearer.clone())).await;
+    assert_eq!(s, 403);
+
+    let bad = [
+        msg(serde_json::json!({"n": 1}), ok_android.clone()),
+        msg(serde_json::json!({"ok": true}), ok_android.clone()),
+        msg(serde_json::json!({"from": "x"}), ok_android.clone()),
+        msg(serde_json::json!({"gcm.x": "x"}), ok_android.clone()),
+        msg(serde_json::json!({"body": "x".repeat(4093)}), ok_android.clone()),
+        msg(serde_json::json!({"body": "x"}), serde_json::json!({"priority": "high"})),
+        msg(serde_json::json!({"body": "x"}), serde_json::json!({"ttl": "30"})),
+        msg(serde_json::json!({"body": "x"}), serde_json::json!({"ttl": 30})),
+        msg(serde_json::json!({"body": "x"}), serde_json::json!({"ttl": "2419201s"})),
+        msg(serde_json::json!({"body": "x"}), serde_json::json!({"ttl": "1.1234567890s"})),
+        msg(serde_json::json!({"body": "x"}), serde_json::json!({"prio": "HIGH"})),
+        serde_json::json!({"message": {"data": {"body": "x"}}}),
+        serde_json::json!({"message": {"token": "t", "apnz": {}}}),
+    ];
+    for b in bad {
+        let (s, v) = post(b.clone(), url.clone(), Some(bearer.clone())).await;
+        assert_eq!(s, 400, "{b}");
+        assert_eq!(v["error"]["status"], "INVALID_ARGUMENT", "{b}");
+        assert_eq!(v["error"]["details"][0]["errorCode"], "INVALID_ARGUMENT", "{b}");
+    }
+    for ttl in ["0s", "30s", "1.5s", "2419200s", "3.000000001s"] {
+        let (s, v) = post(msg(serde_json::json!({"body": "x"}), serde_json::json!({"ttl": ttl})), url.clone(), Some(bearer.clone())).await;
+        assert_eq!(s, 200, "{ttl}: {v}");
+    }
+}

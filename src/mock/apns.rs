@@ -121,8 +121,17 @@ pub struct MockApns {
 }
 
 const PUSH_TYPES: &[&str] = &[
-    "alert", "background", "location", "voip", "complication", "fileprovider", "mdm", "liveactivity", "pushtotalk",
-    "widgets", "controls",
+    "alert",
+    "background",
+    "location",
+    "voip",
+    "complication",
+    "fileprovider",
+    "mdm",
+    "liveactivity",
+    "pushtotalk",
+    "widgets",
+    "controls",
 ];
 
 fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -144,7 +153,10 @@ impl MockApns {
             ..Default::default()
         };
         for k in &config.keys {
-            st.keys.insert(k.key_id.clone(), RegisteredKey { team_id: k.team_id.clone(), public_raw: public_raw(&k.p8_pem) });
+            st.keys.insert(
+                k.key_id.clone(),
+                RegisteredKey { team_id: k.team_id.clone(), public_raw: public_raw(&k.p8_pem) },
+            );
         }
         let state = Arc::new(Mutex::new(st));
         let s2 = state.clone();
@@ -310,7 +322,15 @@ fn check(
         return reject(400, "BadDeviceToken");
     }
     let token = token.to_ascii_lowercase();
-    for name in ["authorization", "apns-push-type", "apns-topic", "apns-priority", "apns-expiration", "apns-id", "apns-collapse-id"] {
+    for name in [
+        "authorization",
+        "apns-push-type",
+        "apns-topic",
+        "apns-priority",
+        "apns-expiration",
+        "apns-id",
+        "apns-collapse-id",
+    ] {
         if headers.get_all(name).iter().count() > 1 {
             return reject(400, "DuplicateHeaders");
         }
@@ -321,7 +341,9 @@ fn check(
     // Authentication: a provider token, else a verified client certificate.
     if let Some(auth) = hv("authorization") {
         let jwt = match auth.split_once(' ') {
-            Some((scheme, jwt)) if scheme.eq_ignore_ascii_case("bearer") && !jwt.trim().is_empty() => jwt.trim().to_string(),
+            Some((scheme, jwt)) if scheme.eq_ignore_ascii_case("bearer") && !jwt.trim().is_empty() => {
+                jwt.trim().to_string()
+            }
             _ => return reject(403, "MissingProviderToken"),
         };
         if let Some(v) = check_jwt(state, &jwt, now) {
@@ -390,7 +412,12 @@ fn check(
     }
     if let Some(q) = st.scripts.get_mut(&token) {
         if let Some(r) = q.pop_front() {
-            return Verdict { status: r.status, reason: r.reason, retry_after_s: r.retry_after_s, delay: r.delay.unwrap_or_default() };
+            return Verdict {
+                status: r.status,
+                reason: r.reason,
+                retry_after_s: r.retry_after_s,
+                delay: r.delay.unwrap_or_default(),
+            };
         }
     }
     Verdict { status: 200, reason: None, retry_after_s: None, delay: Duration::ZERO }
@@ -398,7 +425,9 @@ fn check(
 
 /// `None` when the provider token is acceptable, else the rejection.
 fn check_jwt(state: &Mutex<State>, jwt: &str, now: i64) -> Option<Verdict> {
-    let Some((header, claims, signing_input, sig)) = split_jwt(jwt) else { return Some(reject(403, "InvalidProviderToken")) };
+    let Some((header, claims, signing_input, sig)) = split_jwt(jwt) else {
+        return Some(reject(403, "InvalidProviderToken"));
+    };
     if header.get("alg").and_then(|v| v.as_str()) != Some("ES256") {
         return Some(reject(403, "InvalidProviderToken"));
     }

@@ -40,7 +40,14 @@ pub struct FcmReply {
 
 impl FcmReply {
     pub fn ok() -> Self {
-        Self { status: 200, error_code: None, rpc_status: "OK".into(), message: String::new(), retry_after_s: None, delay: None }
+        Self {
+            status: 200,
+            error_code: None,
+            rpc_status: "OK".into(),
+            message: String::new(),
+            retry_after_s: None,
+            delay: None,
+        }
     }
     fn err(status: u16, code: Option<&str>, rpc: &str, msg: &str) -> Self {
         Self {
@@ -135,7 +142,8 @@ impl MockFcm {
 
     /// Start with an existing PKI (so one CA covers APNs and FCM mocks).
     pub async fn start_with_pki(pki: Arc<TestPki>) -> MockFcm {
-        let state = Arc::new(Mutex::new(State { token_lifetime_s: 3599, record: true, next_id: 1, ..Default::default() }));
+        let state =
+            Arc::new(Mutex::new(State { token_lifetime_s: 3599, record: true, next_id: 1, ..Default::default() }));
         let s2 = state.clone();
         let handler: Handler = Arc::new(move |info, req| Box::pin(handle(s2.clone(), info, req)));
         let server = Server::start(pki.server_config(&[b"h2", b"http/1.1"], false), Protocol::Auto, handler).await;
@@ -169,7 +177,11 @@ impl MockFcm {
         let dk = jsonwebtoken::DecodingKey::from_rsa_pem(public.as_bytes()).expect("decoding key");
         lock(&self.state).accounts.insert(
             s("client_email").expect("mock: client_email"),
-            Account { project_id: s("project_id").expect("mock: project_id"), private_key_id: s("private_key_id"), key: dk },
+            Account {
+                project_id: s("project_id").expect("mock: project_id"),
+                private_key_id: s("private_key_id"),
+                key: dk,
+            },
         );
     }
     /// Access tokens granted so far.
@@ -347,7 +359,9 @@ fn grant(state: &Mutex<State>, method: &str, headers: &http::HeaderMap, body: &[
     if form.get("grant_type").map(String::as_str) != Some(JWT_BEARER) {
         return oauth_error(400, "unsupported_grant_type", "Invalid grant_type");
     }
-    let Some(assertion) = form.get("assertion") else { return oauth_error(400, "invalid_request", "Missing required parameter: assertion") };
+    let Some(assertion) = form.get("assertion") else {
+        return oauth_error(400, "invalid_request", "Missing required parameter: assertion");
+    };
     let Some((header, claims, input, sig)) = split_jwt(assertion) else {
         return oauth_error(400, "invalid_grant", "Invalid JWT: malformed");
     };
@@ -377,7 +391,8 @@ fn grant(state: &Mutex<State>, method: &str, headers: &http::HeaderMap, body: &[
     if !scope_ok {
         return oauth_error(400, "invalid_scope", "scope must include firebase.messaging");
     }
-    let (Some(iat), Some(exp)) = (claims.get("iat").and_then(Value::as_i64), claims.get("exp").and_then(Value::as_i64)) else {
+    let (Some(iat), Some(exp)) = (claims.get("iat").and_then(Value::as_i64), claims.get("exp").and_then(Value::as_i64))
+    else {
         return oauth_error(400, "invalid_grant", "Invalid JWT: iat and exp are required");
     };
     if exp <= now || exp > iat + 3600 || iat > now + 300 || exp <= iat {
@@ -395,11 +410,32 @@ fn grant(state: &Mutex<State>, method: &str, headers: &http::HeaderMap, body: &[
     answer(200, json!({"access_token": token, "expires_in": lifetime, "token_type": "Bearer"}), None)
 }
 
-const MESSAGE_FIELDS: &[&str] =
-    &["name", "data", "notification", "android", "webpush", "apns", "fcm_options", "fcmOptions", "token", "topic", "condition"];
+const MESSAGE_FIELDS: &[&str] = &[
+    "name",
+    "data",
+    "notification",
+    "android",
+    "webpush",
+    "apns",
+    "fcm_options",
+    "fcmOptions",
+    "token",
+    "topic",
+    "condition",
+];
 const ANDROID_FIELDS: &[&str] = &[
-    "collapse_key", "collapseKey", "priority", "ttl", "restricted_package_name", "restrictedPackageName", "data",
-    "notification", "fcm_options", "fcmOptions", "direct_boot_ok", "directBootOk",
+    "collapse_key",
+    "collapseKey",
+    "priority",
+    "ttl",
+    "restricted_package_name",
+    "restrictedPackageName",
+    "data",
+    "notification",
+    "fcm_options",
+    "fcmOptions",
+    "direct_boot_ok",
+    "directBootOk",
 ];
 
 fn unknown_field(obj: &serde_json::Map<String, Value>, allowed: &[&str], at: &str) -> Option<Answer> {
@@ -485,7 +521,9 @@ fn send_endpoint(state: &Mutex<State>, method: &str, path: &str, headers: &http:
         return rpc_error(400, "INVALID_ARGUMENT", &r.message, Some("INVALID_ARGUMENT"), vec![]);
     }
     if let Some(data) = msg.get("data") {
-        let Some(data) = data.as_object() else { return invalid("Invalid value at 'message.data'", Some("message.data")) };
+        let Some(data) = data.as_object() else {
+            return invalid("Invalid value at 'message.data'", Some("message.data"));
+        };
         let mut size = 0;
         for (i, (k, val)) in data.iter().enumerate() {
             let Some(s) = val.as_str() else {
@@ -504,7 +542,9 @@ fn send_endpoint(state: &Mutex<State>, method: &str, path: &str, headers: &http:
         }
     }
     if let Some(android) = msg.get("android") {
-        let Some(android) = android.as_object() else { return invalid("Invalid value at 'message.android'", Some("message.android")) };
+        let Some(android) = android.as_object() else {
+            return invalid("Invalid value at 'message.android'", Some("message.android"));
+        };
         if let Some(a) = unknown_field(android, ANDROID_FIELDS, "message.android") {
             return a;
         }
@@ -519,7 +559,9 @@ fn send_endpoint(state: &Mutex<State>, method: &str, path: &str, headers: &http:
         if let Some(t) = android.get("ttl") {
             if !t.as_str().map(valid_ttl).unwrap_or(false) {
                 return invalid(
-                    &format!("Invalid value at 'message.android.ttl' (type.googleapis.com/google.protobuf.Duration), {t}"),
+                    &format!(
+                        "Invalid value at 'message.android.ttl' (type.googleapis.com/google.protobuf.Duration), {t}"
+                    ),
                     Some("message.android.ttl"),
                 );
             }

@@ -34,7 +34,8 @@ impl TestPki {
         let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
 
         let server_key = KeyPair::generate().expect("server key");
-        let mut sp = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("server params");
+        let mut sp =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("server params");
         sp.distinguished_name.push(DnType::CommonName, "localhost");
         sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         sp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -87,9 +88,8 @@ impl TestPki {
             builder.with_no_client_auth()
         };
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.serialize_der()));
-        let mut cfg = builder
-            .with_single_cert(vec![self.server_cert.der().clone(), self.ca_der()], key)
-            .expect("server cert");
+        let mut cfg =
+            builder.with_single_cert(vec![self.server_cert.der().clone(), self.ca_der()], key).expect("server cert");
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         cfg
     }

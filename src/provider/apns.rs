@@ -133,7 +133,9 @@ pub fn classify(status: u16, reason: &str, retry_after: Option<Duration>) -> Att
     match (status, reason) {
         (200, _) => Attempt::Delivered { status },
         (410, _) | (400, "BadDeviceToken") => Attempt::TokenGone { status, reason: reason_s },
-        (400, "IdleTimeout") | (429, _) => Attempt::Retry { status: Some(status), reason: reason_s, after: retry_after },
+        (400, "IdleTimeout") | (429, _) => {
+            Attempt::Retry { status: Some(status), reason: reason_s, after: retry_after }
+        }
         (500..=599, _) => Attempt::Retry { status: Some(status), reason: reason_s, after: retry_after },
         _ => Attempt::Failed { status: Some(status), reason: reason_s },
     }
@@ -242,10 +244,13 @@ fn credentials_fingerprint(creds: &ApnsCredentials) -> [u8; 32] {
     }
 }
 
+/// (app, environment) → (credentials fingerprint, HTTP/2 client).
+type ClientMap = HashMap<(String, Channel), ([u8; 32], reqwest::Client)>;
+
 /// The APNs delivery client. Share one per process.
 pub struct ApnsClient {
     settings: ProviderSettings,
-    clients: Mutex<HashMap<(String, Channel), ([u8; 32], reqwest::Client)>>,
+    clients: Mutex<ClientMap>,
     jwts: ProviderJwtCache,
     clock: Clock,
     clients_built: AtomicU64,
@@ -301,7 +306,9 @@ impl ApnsClient {
         }
         let identity = match &creds.auth {
             ApnsAuth::Token { .. } => None,
-            ApnsAuth::Certificate { cert_pem, key_pem } => Some((cert_pem.expose().as_str(), key_pem.expose().as_str())),
+            ApnsAuth::Certificate { cert_pem, key_pem } => {
+                Some((cert_pem.expose().as_str(), key_pem.expose().as_str()))
+            }
         };
         let cfg = tls::client_config(self.settings.extra_ca_pem.as_deref(), identity, tls::ALPN_H2)
             .map_err(|e| Attempt::failed(format!("tls_config: {e}")))?;
@@ -496,7 +503,10 @@ mod tests {
         ] {
             assert_eq!(classify(s, r, None), Attempt::Failed { status: Some(s), reason: r.into() }, "{s} {r}");
         }
-        assert_eq!(classify(502, "", None), Attempt::Retry { status: Some(502), reason: "http_502".into(), after: None });
+        assert_eq!(
+            classify(502, "", None),
+            Attempt::Retry { status: Some(502), reason: "http_502".into(), after: None }
+        );
     }
 
     #[test]

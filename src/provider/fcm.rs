@@ -53,7 +53,13 @@ pub fn grant_assertion(creds: &FcmCredentials, now_s: i64) -> Result<String, Str
         .map_err(|e| format!("invalid_service_account_key: {e}"))?;
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = creds.private_key_id.clone();
-    let claims = GrantClaims { iss: &creds.client_email, scope: FCM_SCOPE, aud: &creds.token_uri, iat: now_s, exp: now_s + 3600 };
+    let claims = GrantClaims {
+        iss: &creds.client_email,
+        scope: FCM_SCOPE,
+        aud: &creds.token_uri,
+        iat: now_s,
+        exp: now_s + 3600,
+    };
     jsonwebtoken::encode(&header, &claims, &key).map_err(|e| format!("invalid_service_account_key: {e}"))
 }
 
@@ -72,10 +78,11 @@ pub fn check_data(data: &BTreeMap<String, String>) -> Result<(), Attempt> {
     if size > MAX_DATA_BYTES {
         return Err(Attempt::failed("payload_too_large"));
     }
-    if let Some(k) = data
-        .keys()
-        .find(|k| matches!(k.as_str(), "from" | "notification" | "message_type") || k.starts_with("google") || k.starts_with("gcm"))
-    {
+    if let Some(k) = data.keys().find(|k| {
+        matches!(k.as_str(), "from" | "notification" | "message_type")
+            || k.starts_with("google")
+            || k.starts_with("gcm")
+    }) {
         return Err(Attempt::failed(format!("reserved_data_key: {k}")));
     }
     Ok(())
@@ -108,11 +115,19 @@ pub fn parse_rpc_error(body: &[u8]) -> RpcError {
             }
         } else if let Some(v) = d["fieldViolations"].as_array() {
             for f in v {
-                out.details.push(format!("{}: {}", f["field"].as_str().unwrap_or(""), f["description"].as_str().unwrap_or("")));
+                out.details.push(format!(
+                    "{}: {}",
+                    f["field"].as_str().unwrap_or(""),
+                    f["description"].as_str().unwrap_or("")
+                ));
             }
         } else if let Some(v) = d["violations"].as_array() {
             for f in v {
-                out.details.push(format!("{}: {}", f["subject"].as_str().unwrap_or(""), f["description"].as_str().unwrap_or("")));
+                out.details.push(format!(
+                    "{}: {}",
+                    f["subject"].as_str().unwrap_or(""),
+                    f["description"].as_str().unwrap_or("")
+                ));
             }
         }
     }
@@ -208,7 +223,12 @@ impl FcmClient {
 
     /// A usable access token; `stale` (a token FCM just refused) forces a new grant
     /// unless another sender already replaced it.
-    async fn access_token(&self, http: &reqwest::Client, creds: &FcmCredentials, stale: Option<&str>) -> Result<String, Attempt> {
+    async fn access_token(
+        &self,
+        http: &reqwest::Client,
+        creds: &FcmCredentials,
+        stale: Option<&str>,
+    ) -> Result<String, Attempt> {
         let slot = self.slot(creds);
         let mut guard = slot.lock().await;
         let now = (self.clock)();
@@ -266,7 +286,13 @@ impl FcmClient {
     /// One attempt to deliver `data` to `token` with `android.ttl = ttl_s`.
     /// On 401 `UNAUTHENTICATED` the cached access token is dropped, a new
     /// one obtained and the send retried once.
-    pub async fn send(&self, creds: &FcmCredentials, token: &str, data: &BTreeMap<String, String>, ttl_s: u64) -> Attempt {
+    pub async fn send(
+        &self,
+        creds: &FcmCredentials,
+        token: &str,
+        data: &BTreeMap<String, String>,
+        ttl_s: u64,
+    ) -> Attempt {
         let http = match &self.http {
             Ok(h) => h,
             Err(e) => return Attempt::failed(format!("tls_config: {e}")),
@@ -368,18 +394,34 @@ mod tests {
             classify(404, &err_body(404, "NOT_FOUND", "Requested entity was not found.", Some("UNREGISTERED")), None),
             Attempt::TokenGone { status: 404, .. }
         ));
-        let bad_token = err_body(400, "INVALID_ARGUMENT", "The registration token is not a valid FCM registration token", Some("INVALID_ARGUMENT"));
+        let bad_token = err_body(
+            400,
+            "INVALID_ARGUMENT",
+            "The registration token is not a valid FCM registration token",
+            Some("INVALID_ARGUMENT"),
+        );
         assert!(matches!(classify(400, &bad_token, None), Attempt::TokenGone { status: 400, .. }));
-        let bad_ttl = err_body(400, "INVALID_ARGUMENT", "Invalid value at 'message.android.ttl'", Some("INVALID_ARGUMENT"));
-        assert!(matches!(classify(400, &bad_ttl, None), Attempt::Failed { status: Some(400), ref reason } if reason.contains("android.ttl")));
-        for (s, rpc, c) in [(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"), (503, "UNAVAILABLE", "UNAVAILABLE"), (500, "INTERNAL", "INTERNAL")] {
+        let bad_ttl =
+            err_body(400, "INVALID_ARGUMENT", "Invalid value at 'message.android.ttl'", Some("INVALID_ARGUMENT"));
+        assert!(
+            matches!(classify(400, &bad_ttl, None), Attempt::Failed { status: Some(400), ref reason } if reason.contains("android.ttl"))
+        );
+        for (s, rpc, c) in [
+            (429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"),
+            (503, "UNAVAILABLE", "UNAVAILABLE"),
+            (500, "INTERNAL", "INTERNAL"),
+        ] {
             assert_eq!(
                 classify(s, &err_body(s, rpc, "m", Some(c)), ra),
                 Attempt::Retry { status: Some(s), reason: c.into(), after: ra }
             );
         }
-        for (s, rpc, c) in [(403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH"), (401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR")] {
-            assert!(matches!(classify(s, &err_body(s, rpc, "m", Some(c)), None), Attempt::Failed { ref reason, .. } if reason.starts_with(c)));
+        for (s, rpc, c) in
+            [(403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH"), (401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR")]
+        {
+            assert!(
+                matches!(classify(s, &err_body(s, rpc, "m", Some(c)), None), Attempt::Failed { ref reason, .. } if reason.starts_with(c))
+            );
         }
         // no FcmError detail: by HTTP status
         assert!(matches!(classify(502, b"<html>", ra), Attempt::Retry { status: Some(502), .. }));
@@ -403,7 +445,10 @@ mod tests {
 
     #[test]
     fn form_encoding() {
-        assert_eq!(form_encode("urn:ietf:params:oauth:grant-type:jwt-bearer"), "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer");
+        assert_eq!(
+            form_encode("urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"
+        );
         assert_eq!(form_encode("a.b-c_d"), "a.b-c_d");
     }
 }

@@ -51,7 +51,9 @@ impl Attempt {
     pub fn reason(&self) -> Option<&str> {
         match self {
             Attempt::Delivered { .. } => None,
-            Attempt::TokenGone { reason, .. } | Attempt::Retry { reason, .. } | Attempt::Failed { reason, .. } => Some(reason),
+            Attempt::TokenGone { reason, .. } | Attempt::Retry { reason, .. } | Attempt::Failed { reason, .. } => {
+                Some(reason)
+            }
         }
     }
     pub fn is_delivered(&self) -> bool {
@@ -97,10 +99,7 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 /// The system clock.
 pub fn system_clock() -> Clock {
     Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
     })
 }
 
@@ -120,7 +119,10 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> Attempt {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = src {
         // io::Error::source() skips the wrapped error itself: look inside.
-        let inner = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map(|e| e as &(dyn std::error::Error + 'static));
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|e| e as &(dyn std::error::Error + 'static));
         let tls = err.downcast_ref::<rustls::Error>().or_else(|| inner.and_then(|e| e.downcast_ref::<rustls::Error>()));
         if let Some(tls) = tls {
             return match tls {

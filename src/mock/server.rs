@@ -1,0 +1,168 @@
+//! The TLS accept loop shared by the mocks: tokio-rustls handshake, then
+//! hyper HTTP/2 (APNs) or HTTP/1.1+h2 auto-detection (FCM/OAuth), with a
+//! per-connection request counter that can trigger a graceful shutdown
+//! (GOAWAY) after N requests.
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+/// What the handler knows about the connection a request came on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// 1-based, in accept order.
+    pub id: u64,
+    /// The negotiated ALPN protocol.
+    pub alpn: Option<Vec<u8>>,
+    /// Whether the client presented a certificate (already verified against the CA).
+    pub client_cert: bool,
+    /// Subject of the client certificate if any (raw DER of the leaf).
+    pub client_cert_der: Option<Vec<u8>>,
+}
+
+pub(crate) type Handler =
+    Arc<dyn Fn(Arc<ConnInfo>, Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>> + Send + Sync>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    H2Only,
+    Auto,
+}
+
+pub(crate) struct Server {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicU64>,
+    /// 0 = never; else every connection is gracefully shut down (GOAWAY)
+    /// once it has received this many requests.
+    pub goaway_after: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Server {
+    pub async fn start(tls: rustls::ServerConfig, proto: Protocol, handler: Handler) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let addr = listener.local_addr().expect("local addr");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let connections = Arc::new(AtomicU64::new(0));
+        let goaway_after = Arc::new(AtomicU64::new(0));
+        let (conns, goaway) = (connections.clone(), goaway_after.clone());
+        let task = tokio::spawn(async move {
+            let mut set = JoinSet::new();
+            loop {
+                let (tcp, _) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(_) => continue,
+                };
+                let _ = tcp.set_nodelay(true);
+                let id = conns.fetch_add(1, Ordering::SeqCst) + 1;
+                let (acceptor, handler, goaway) = (acceptor.clone(), handler.clone(), goaway.clone());
+                set.spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else { return };
+                    let (_, session) = stream.get_ref();
+                    let leaf = session.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+                    let info = Arc::new(ConnInfo {
+                        id,
+                        alpn: session.alpn_protocol().map(|p| p.to_vec()),
+                        client_cert: leaf.is_some(),
+                        client_cert_der: leaf,
+                    });
+                    serve(stream, info, proto, handler, goaway).await;
+                });
+                while set.try_join_next().is_some() {}
+            }
+        });
+        Server { addr, connections, goaway_after, task }
+    }
+}
+
+async fn serve(
+    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    info: Arc<ConnInfo>,
+    proto: Protocol,
+    handler: Handler,
+    goaway_after: Arc<AtomicU64>,
+) {
+    let count = Arc::new(AtomicU64::new(0));
+    let shutdown = Arc::new(Notify::new());
+    let svc = {
+        let (count, shutdown) = (count.clone(), shutdown.clone());
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            let limit = goaway_after.load(Ordering::SeqCst);
+            if limit != 0 && n == limit {
+                shutdown.notify_one();
+            }
+            let fut = handler(info.clone(), req);
+            async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        })
+    };
+    let io = TokioIo::new(stream);
+    match proto {
+        Protocol::H2Only => {
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .max_concurrent_streams(1000)
+                .serve_connection(io, svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = shutdown.notified() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        }
+        Protocol::Auto => {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(io, svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = shutdown.notified() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        }
+    }
+}
+
+/// A response with a body and content type.
+pub(crate) fn respond(status: u16, content_type: Option<&str>, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut b = Response::builder().status(status);
+    if let Some(ct) = content_type {
+        b = b.header("content-type", ct);
+    }
+    b.body(Full::new(Bytes::from(body))).expect("response")
+}
+
+pub(crate) fn now_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Split a compact JWS into (header JSON, claims JSON, signing input, signature b64url).
+pub(crate) fn split_jwt(jwt: &str) -> Option<(serde_json::Value, serde_json::Value, String, String)> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let mut parts = jwt.split('.');
+    let (h, c, s) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(c).ok()?).ok()?;
+    if !header.is_object() || !claims.is_object() {
+        return None;
+    }
+    Some((header, claims, format!("{h}.{c}"), s.to_string()))
+}

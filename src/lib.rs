@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod config;
 pub mod dialect;
+pub mod dispatch;
 pub mod domain;
 pub mod envelope;
 pub mod http;

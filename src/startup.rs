@@ -6,6 +6,11 @@
 //! Only `main` and tests call this module; it may use everything.
 
 use crate::config::Settings;
+use crate::dispatch::{Dispatcher, RetryPolicy};
+use crate::provider::ProviderSettings;
+use std::future::IntoFuture;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use crate::envelope::MasterKey;
 use crate::http::{self, auth::token_hash, AppState};
 use crate::store::Store;
@@ -27,7 +32,14 @@ pub struct Application {
     addr: SocketAddr,
     /// The admin token generated on this first start (shown once).
     pub generated_admin_token: Option<String>,
+    dispatcher: Arc<Dispatcher>,
+    /// Cancelled when shutdown starts: retries stop waiting.
+    shutdown: CancellationToken,
 }
+
+/// How long in-flight requests (and their pushes) may take to finish after
+/// a shutdown signal before the process exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Open the store the settings name, migrated, with its master key.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<(Store, bool)> {
@@ -77,6 +89,15 @@ impl Application {
                 bytes.try_into().map_err(|_| anyhow::anyhow!("stored admin token hash has the wrong length"))?
             }
         };
+        let shutdown = CancellationToken::new();
+        let providers = ProviderSettings {
+            apns_production_url: settings.apns.production_url.clone(),
+            apns_sandbox_url: settings.apns.sandbox_url.clone(),
+            fcm_base_url: settings.fcm.base_url.clone(),
+            extra_ca_pem: settings.extra_ca_pem(),
+            request_timeout: Duration::from_secs(10),
+        };
+        let dispatcher = Arc::new(Dispatcher::new(store.clone(), providers, RetryPolicy::default(), shutdown.clone()));
         let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let state = AppState {
@@ -84,9 +105,10 @@ impl Application {
             settings: Arc::new(settings),
             admin_token_hash,
             metrics: crate::telemetry::metrics_handle(),
+            dispatcher: dispatcher.clone(),
         };
         let router = http::router(state);
-        Ok(Self { listener, router, store, addr, generated_admin_token })
+        Ok(Self { listener, router, store, addr, generated_admin_token, dispatcher, shutdown })
     }
 
     pub fn port(&self) -> u16 {
@@ -97,11 +119,34 @@ impl Application {
         self.addr
     }
 
-    /// Serve until `shutdown` resolves; then stop accepting, finish what is
-    /// in flight, and close the store.
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        self.dispatcher.clone()
+    }
+
+    /// Serve until `shutdown` resolves; then stop accepting, let in-flight
+    /// requests finish their pushes (at most `SHUTDOWN_GRACE`; pending
+    /// retries give up at once), and close the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "pushrelay listening");
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await?;
+        let token = self.shutdown.clone();
+        let stopping = token.clone();
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            shutdown.await;
+            stopping.cancel();
+        });
+        let mut serve = tokio::spawn(serve.into_future());
+        tokio::select! {
+            ended = &mut serve => {
+                // The server stopped on its own (listener failure).
+                self.store.close().await;
+                return ended?.map_err(Into::into);
+            }
+            _ = token.cancelled() => {}
+        }
+        match tokio::time::timeout(SHUTDOWN_GRACE, serve).await {
+            Ok(joined) => joined??,
+            Err(_) => tracing::warn!("in-flight requests did not finish within the shutdown grace period"),
+        }
         self.store.close().await;
         tracing::info!("pushrelay stopped");
         Ok(())

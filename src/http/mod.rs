@@ -9,6 +9,7 @@
 mod apps;
 pub mod auth;
 mod body;
+mod calls;
 pub mod error;
 mod health;
 pub mod state;
@@ -43,6 +44,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/users/{userId}/devices"),
     ("put", "/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken"),
     ("delete", "/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken"),
+    ("post", "/v1/calls"),
+    ("get", "/v1/calls/{call_id}"),
 ];
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -58,8 +61,10 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(uds::router())
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
+    // Call events are bounded by their ring window (≤ 300 s), not the timeout.
     Router::new()
         .merge(bounded)
+        .merge(calls::router())
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

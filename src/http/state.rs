@@ -1,6 +1,7 @@
 //! The one state value every handler takes.
 
 use crate::config::Settings;
+use crate::dispatch::Dispatcher;
 use crate::store::Store;
 use std::sync::Arc;
 
@@ -12,4 +13,6 @@ pub struct AppState {
     pub admin_token_hash: [u8; 32],
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Pushes call events to APNs/FCM.
+    pub dispatcher: Arc<Dispatcher>,
 }

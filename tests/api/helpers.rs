@@ -154,3 +154,85 @@ impl Drop for TestApp {
         }
     }
 }
+
+/// The mock providers a relay under test talks to, over TLS on loopback.
+pub struct Mocks {
+    pub apns: pushrelay::mock::apns::MockApns,
+    pub apns_dev: pushrelay::mock::apns::MockApns,
+    pub fcm: pushrelay::mock::fcm::MockFcm,
+    pub p8: String,
+    pub key_id: String,
+    pub team_id: String,
+    pub service_account: String,
+}
+
+pub const FCM_PROJECT: &str = "pushrelay-test";
+
+/// Start mock APNs (production + sandbox) and FCM sharing one test CA, and a
+/// relay that trusts it and points at them.
+pub async fn spawn_app_with_mocks() -> (TestApp, Mocks) {
+    use pushrelay::mock::{apns::*, fcm::MockFcm, fixtures, tls::TestPki};
+    pushrelay::startup::install_crypto_provider();
+    let pki = TestPki::generate();
+    let (p8, key_id) = fixtures::apns_p8();
+    let team_id = "D7A3215KHV".to_string();
+    let cfg = |sandbox| MockApnsConfig {
+        sandbox,
+        bundles: vec![APP.to_string()],
+        keys: vec![MockApnsKey { team_id: team_id.clone(), key_id: key_id.clone(), p8_pem: p8.clone() }],
+        token_update_limit: Some(std::time::Duration::from_secs(20 * 60)),
+        pki: Some(pki.clone()),
+    };
+    let apns = MockApns::start(cfg(false)).await;
+    let apns_dev = MockApns::start(cfg(true)).await;
+    let fcm = MockFcm::start_with_pki(pki.clone()).await;
+    let service_account = fixtures::service_account_json(&fcm.token_uri(), FCM_PROJECT);
+    fcm.register_service_account(&service_account);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("mock-ca.pem");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let mut env = HashMap::new();
+    env.insert("PUSHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string());
+    env.insert("PUSHRELAY_DATABASE_URL".to_string(), format!("sqlite://{}", dir.path().join("relay.db").display()));
+    env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
+    env.insert("PUSHRELAY_APNS_PRODUCTION_URL".to_string(), apns.url());
+    env.insert("PUSHRELAY_APNS_SANDBOX_URL".to_string(), apns_dev.url());
+    env.insert("PUSHRELAY_FCM_BASE_URL".to_string(), fcm.base_url());
+    env.insert("PUSHRELAY_TLS_EXTRA_CA_FILE".to_string(), ca.display().to_string());
+    let app = spawn_with(dir, env).await;
+    (app, Mocks { apns, apns_dev, fcm, p8, key_id, team_id, service_account })
+}
+
+impl Mocks {
+    pub fn apns_body(&self) -> serde_json::Value {
+        serde_json::json!({"keyId": self.key_id, "bundleId": APP, "teamId": self.team_id, "keyFile": STANDARD.encode(&self.p8)})
+    }
+    pub fn fcm_body(&self) -> serde_json::Value {
+        serde_json::json!({"serviceAccount": STANDARD.encode(&self.service_account)})
+    }
+}
+
+impl TestApp {
+    /// APNs token-auth and FCM credentials pointing at the mocks, user alice.
+    pub async fn with_mock_credentials(&self, m: &Mocks) {
+        assert_eq!(self.put_apns(APP, &m.apns_body()).await.status(), 200);
+        assert_eq!(self.put_fcm(APP, &m.fcm_body()).await.status(), 200);
+        assert_eq!(self.put_user("alice", "pw-alice").await.status(), 201);
+    }
+
+    pub async fn post_call(&self, body: &serde_json::Value) -> reqwest::Response {
+        self.admin(reqwest::Method::POST, "/v1/calls").json(body).send().await.unwrap()
+    }
+}
+
+/// A fresh random device key (standard base64) and its bytes.
+pub fn device_key() -> (String, [u8; 32]) {
+    let k: [u8; 32] = rand::random();
+    (STANDARD.encode(k), k)
+}
+
+/// A random APNs token (hex of 32 bytes).
+pub fn apns_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}

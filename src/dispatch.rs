@@ -1,0 +1,260 @@
+//! Dispatch: one call event → one push per device → one `CallReport`.
+//!
+//! For each device (concurrently): build the payload (`payload::for_call`),
+//! send it (`provider`), and act on the `Attempt`: delivered; token gone →
+//! remove the device (only if it still has that token); failed; or retry
+//! with jittered exponential backoff that honours `Retry-After` and never
+//! schedules an attempt past the ring end (then: expired).
+//!
+//! Depends on `domain`, `payload`, `provider`, `store`, `telemetry`. Never
+//! sees XML, SIP or HTTP-server types.
+
+use crate::domain::{
+    now_ms, ApnsCredentials, AppId, CallEvent, CallReport, Channel, Delivery, Device, FcmCredentials, Outcome, Provider,
+};
+use crate::payload::{self, Content};
+use crate::provider::{ApnsClient, ApnsPush, Attempt, FcmClient, ProviderSettings};
+use crate::store::{Store, StoreError};
+use crate::telemetry;
+use rand::Rng;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Backoff between attempts: `base * 2^n`, capped, with ±20 % jitter
+/// (protocol.md §4.5: start 250 ms, ×2, cap 2 s).
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { base: Duration::from_millis(250), cap: Duration::from_secs(2) }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `n + 1` (n = attempts made so far, ≥ 1).
+    /// `Retry-After`, when the provider sent one, wins over the backoff.
+    pub fn delay(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(after) = retry_after {
+            return after;
+        }
+        let exp = self.base.saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
+        let d = exp.min(self.cap);
+        let jitter = rand::thread_rng().gen_range(0.8..1.2);
+        d.mul_f64(jitter)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("user has no devices to wake")]
+    NoDevices,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Parsed provider credentials, cached per (app, provider) and reused while
+/// the stored row is unchanged (`updated_at`); another node's update shows
+/// up on the next call because the row is read every time.
+#[derive(Default)]
+struct CredentialCache {
+    apns: Mutex<HashMap<AppId, (i64, Arc<ApnsCredentials>)>>,
+    fcm: Mutex<HashMap<AppId, (i64, Arc<FcmCredentials>)>>,
+}
+
+pub struct Dispatcher {
+    store: Store,
+    apns: ApnsClient,
+    fcm: FcmClient,
+    retry: RetryPolicy,
+    creds: CredentialCache,
+    /// (app, reason) pairs already logged: auth problems are logged once per
+    /// app, not once per push (they are still in every report).
+    alerted: Mutex<HashSet<(String, String)>>,
+    shutdown: CancellationToken,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, providers: ProviderSettings, retry: RetryPolicy, shutdown: CancellationToken) -> Self {
+        Self {
+            store,
+            apns: ApnsClient::new(providers.clone()),
+            fcm: FcmClient::new(providers),
+            retry,
+            creds: CredentialCache::default(),
+            alerted: Mutex::new(HashSet::new()),
+            shutdown,
+        }
+    }
+
+    pub fn apns(&self) -> &ApnsClient {
+        &self.apns
+    }
+
+    pub fn fcm(&self) -> &FcmClient {
+        &self.fcm
+    }
+
+    /// Push `event` to its devices; answers when every device has an outcome.
+    pub async fn run(&self, event: &CallEvent) -> Result<CallReport, DispatchError> {
+        let devices = self.store.devices_for(&event.user, event.device.as_ref()).await?;
+        if devices.is_empty() {
+            return Err(DispatchError::NoDevices);
+        }
+        let deliveries = futures::future::join_all(devices.iter().map(|d| self.deliver(event, d))).await;
+        let report = CallReport::new(&event.call_id, deliveries);
+        self.store
+            .save_call(&event.call_id, &event.user, event.push_id.as_str(), event.ring.starts_at_ms, event.ring.ends_at_ms, &report)
+            .await?;
+        Ok(report)
+    }
+
+    #[tracing::instrument(skip_all, fields(call_id = %event.call_id.as_str(), device = %dev.registration.device, channel = %dev.registration.channel))]
+    async fn deliver(&self, event: &CallEvent, dev: &Device) -> Delivery {
+        let reg = &dev.registration;
+        let provider = reg.channel.provider();
+        let finish = |outcome: Outcome, status: Option<u16>, reason: Option<String>, attempts: u32| {
+            metrics::counter!(telemetry::PUSHES, "provider" => provider.as_str(), "outcome" => outcome.as_str()).increment(1);
+            tracing::info!(outcome = outcome.as_str(), attempts, status, reason = reason.as_deref().unwrap_or(""), token = reg.token.suffix(), "push finished");
+            Delivery::new(&reg.device, reg.channel, outcome, status, reason, attempts)
+        };
+        let content = match payload::for_call(event, reg) {
+            Ok(c) => c,
+            Err(e) => return finish(Outcome::Failed, None, Some(e.to_string()), 0),
+        };
+        let mut attempts = 0u32;
+        let mut last: Option<Attempt> = None;
+        loop {
+            let remaining_ms = event.ring.remaining_ms(now_ms());
+            if remaining_ms == 0 {
+                let (status, reason) = last.map(|a| (a.status(), a.reason().map(str::to_string))).unwrap_or((None, None));
+                return finish(Outcome::Expired, status, reason.or(Some("ring window closed".into())), attempts);
+            }
+            attempts += 1;
+            let started = Instant::now();
+            let attempt = tokio::time::timeout(Duration::from_millis(remaining_ms as u64), self.send_once(event, reg.channel, &reg.app, &reg.token, &content))
+                .await
+                .unwrap_or(Attempt::Retry { status: None, reason: "ring window closed during the request".into(), after: None });
+            metrics::histogram!(telemetry::PROVIDER_LATENCY, "provider" => provider.as_str()).record(started.elapsed().as_secs_f64());
+            match attempt {
+                Attempt::Delivered { status } => return finish(Outcome::Delivered, Some(status), None, attempts),
+                Attempt::TokenGone { status, reason } => {
+                    match self.store.remove_dead_token(&reg.user, &reg.device, &reg.token).await {
+                        Ok(_) => metrics::counter!(telemetry::TOKENS_REMOVED, "provider" => provider.as_str()).increment(1),
+                        Err(e) => {
+                            metrics::counter!(telemetry::STORE_ERRORS).increment(1);
+                            tracing::error!(error = %e, "could not remove a dead token");
+                        }
+                    }
+                    return finish(Outcome::TokenRemoved, Some(status), Some(reason), attempts);
+                }
+                Attempt::Failed { status, reason } => {
+                    self.alert_once(&reg.app, status, &reason);
+                    return finish(Outcome::Failed, status, Some(reason), attempts);
+                }
+                Attempt::Retry { status, reason, after } => {
+                    let delay = self.retry.delay(attempts, after);
+                    let left = event.ring.remaining_ms(now_ms());
+                    if delay.as_millis() as i64 >= left {
+                        return finish(Outcome::Expired, status, Some(reason), attempts);
+                    }
+                    metrics::counter!(telemetry::RETRIES, "provider" => provider.as_str()).increment(1);
+                    tracing::debug!(attempts, ?delay, reason = %reason, "retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.shutdown.cancelled() => {
+                            return finish(Outcome::Failed, status, Some(format!("relay shutting down (last: {reason})")), attempts);
+                        }
+                    }
+                    last = Some(Attempt::Retry { status, reason, after });
+                }
+            }
+        }
+    }
+
+    /// One provider request with the app's current credentials.
+    async fn send_once(&self, event: &CallEvent, channel: Channel, app: &AppId, token: &crate::domain::DeviceToken, content: &Content) -> Attempt {
+        match (channel.provider(), content) {
+            (Provider::Apns, Content::ApnsVoip { body }) => {
+                let creds = match self.apns_creds(app).await {
+                    Ok(c) => c,
+                    Err(reason) => return Attempt::Failed { status: None, reason },
+                };
+                let push = ApnsPush::voip(token, &creds.bundle_id, event.ring.ends_at_epoch_seconds(), body.clone());
+                self.apns.send(app.as_str(), &creds, channel, &push).await
+            }
+            (Provider::Fcm, Content::FcmData { data }) => {
+                let creds = match self.fcm_creds(app).await {
+                    Ok(c) => c,
+                    Err(reason) => return Attempt::Failed { status: None, reason },
+                };
+                // android.ttl: the seconds left before ring end, rounded up, ≥ 1.
+                let ttl_s = ((event.ring.remaining_ms(now_ms()) + 999) / 1000).max(1) as u64;
+                self.fcm.send(&creds, token.as_str(), data, ttl_s).await
+            }
+            _ => Attempt::Failed { status: None, reason: "payload does not fit the channel".into() },
+        }
+    }
+
+    async fn apns_creds(&self, app: &AppId) -> Result<Arc<ApnsCredentials>, String> {
+        let row = self.store.credentials(app, "apns").await.map_err(|e| format!("store: {e}"))?;
+        let row = row.ok_or_else(|| format!("app {app} has no APNs credentials"))?;
+        if let Some((at, c)) = self.creds.apns.lock().expect("cache lock").get(app) {
+            if *at == row.updated_at {
+                return Ok(c.clone());
+            }
+        }
+        let parsed = Arc::new(ApnsCredentials::from_stored(row.secret.expose()).map_err(|e| e.to_string())?);
+        self.creds.apns.lock().expect("cache lock").insert(app.clone(), (row.updated_at, parsed.clone()));
+        Ok(parsed)
+    }
+
+    async fn fcm_creds(&self, app: &AppId) -> Result<Arc<FcmCredentials>, String> {
+        let row = self.store.credentials(app, "fcm").await.map_err(|e| format!("store: {e}"))?;
+        let row = row.ok_or_else(|| format!("app {app} has no FCM credentials"))?;
+        if let Some((at, c)) = self.creds.fcm.lock().expect("cache lock").get(app) {
+            if *at == row.updated_at {
+                return Ok(c.clone());
+            }
+        }
+        let parsed = Arc::new(FcmCredentials::from_stored(row.secret.expose()).map_err(|e| e.to_string())?);
+        self.creds.fcm.lock().expect("cache lock").insert(app.clone(), (row.updated_at, parsed.clone()));
+        Ok(parsed)
+    }
+
+    /// Provider-auth and configuration failures: logged once per app and reason.
+    fn alert_once(&self, app: &AppId, status: Option<u16>, reason: &str) {
+        let auth_like = status == Some(403)
+            || status == Some(401)
+            || ["ProviderToken", "BadCertificate", "Topic", "SENDER_ID_MISMATCH", "THIRD_PARTY_AUTH_ERROR", "oauth", "tls_error", "credentials"]
+                .iter()
+                .any(|k| reason.contains(k));
+        if auth_like && self.alerted.lock().expect("alert lock").insert((app.as_str().to_string(), reason.to_string())) {
+            tracing::error!(app = %app, status, reason, "provider refused the app's credentials or configuration (logged once per app and reason)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_250ms_and_caps_at_2s() {
+        let p = RetryPolicy::default();
+        let ms = |n| p.delay(n, None).as_millis();
+        assert!((200..=300).contains(&ms(1)), "{}", ms(1));
+        assert!((400..=600).contains(&ms(2)), "{}", ms(2));
+        assert!((1600..=2400).contains(&ms(10)), "{}", ms(10));
+    }
+
+    #[test]
+    fn retry_after_wins_over_backoff() {
+        assert_eq!(RetryPolicy::default().delay(1, Some(Duration::from_secs(7))), Duration::from_secs(7));
+    }
+}

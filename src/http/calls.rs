@@ -1,0 +1,74 @@
+//! `POST /v1/calls`, `GET /v1/calls/{call_id}`: call events and their reports.
+
+use super::auth::Admin;
+use super::error::{json_body, ApiError, Result};
+use super::state::AppState;
+use super::users::user_id;
+use super::LimitedBody;
+use crate::dispatch::DispatchError;
+use crate::domain::{now_ms, CallEvent, CallId, CallReport, DevicePkid, PushId, RingWindow};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/calls", post(post_call)).route("/v1/calls/{call_id}", get(get_call))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallBody {
+    user: String,
+    device: Option<String>,
+    pushid: String,
+    displayname: Option<String>,
+    displaynumber: Option<String>,
+    huntpilotdn: Option<String>,
+    ring_seconds: Option<i64>,
+}
+
+fn text_field(name: &'static str, v: Option<String>) -> Result<String> {
+    let v = v.unwrap_or_default();
+    if v.chars().count() > 1024 || v.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("invalid_field", format!("{name} must be at most 1024 printable characters")));
+    }
+    Ok(v)
+}
+
+/// The one place a call-event body becomes a `CallEvent`.
+fn parse_event(b: CallBody, default_ring: u32) -> Result<CallEvent> {
+    let ring_seconds = match b.ring_seconds {
+        Some(r) => RingWindow::parse_seconds(r)?,
+        None => default_ring,
+    };
+    Ok(CallEvent {
+        call_id: CallId::new(),
+        user: user_id(&b.user)?,
+        device: b.device.as_deref().map(DevicePkid::parse).transpose()?,
+        push_id: PushId::parse(&b.pushid)?,
+        display_name: text_field("displayname", b.displayname)?,
+        display_number: text_field("displaynumber", b.displaynumber)?,
+        hunt_pilot_dn: text_field("huntpilotdn", b.huntpilotdn)?,
+        ring: RingWindow::starting_now(now_ms(), ring_seconds),
+    })
+}
+
+async fn post_call(_: Admin, State(s): State<AppState>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<CallReport>> {
+    let b: CallBody = json_body(&headers, &body)?;
+    let event = parse_event(b, s.settings.calls.ring_seconds)?;
+    match s.dispatcher.run(&event).await {
+        Ok(report) => Ok(Json(report)),
+        Err(DispatchError::NoDevices) => Err(ApiError::NotFound(match &event.device {
+            Some(d) => format!("user {} has no device {d}", event.user),
+            None => format!("user {} has no devices", event.user),
+        })),
+        Err(DispatchError::Store(e)) => Err(e.into()),
+    }
+}
+
+async fn get_call(_: Admin, State(s): State<AppState>, Path(call_id): Path<String>) -> Result<Json<CallReport>> {
+    let id = CallId::parse(&call_id).map_err(|_| ApiError::NotFound(format!("unknown call {call_id}")))?;
+    s.store.call_report(&id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("unknown call {call_id}")))
+}

@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(bounded)
         .merge(calls::router())
+        .fallback(no_such_route)
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -72,4 +73,9 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+}
+
+/// Unknown paths answer in the JSON error shape too.
+async fn no_such_route() -> error::ApiError {
+    error::ApiError::NotFound("no such route".into())
 }

@@ -8,7 +8,6 @@
 use crate::config::Settings;
 use crate::dispatch::{Dispatcher, RetryPolicy};
 use crate::provider::ProviderSettings;
-use std::future::IntoFuture;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use crate::envelope::MasterKey;
@@ -129,22 +128,16 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "pushrelay listening");
         let token = self.shutdown.clone();
-        let stopping = token.clone();
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.cancel();
-        });
-        let mut serve = tokio::spawn(serve.into_future());
+        let mut serve = tokio::spawn(http::serve::serve(self.listener, self.router, token.clone()));
         tokio::select! {
             ended = &mut serve => {
-                // The server stopped on its own (listener failure).
                 self.store.close().await;
-                return ended?.map_err(Into::into);
+                return ended.map_err(Into::into);
             }
-            _ = token.cancelled() => {}
+            _ = shutdown => token.cancel(),
         }
         match tokio::time::timeout(SHUTDOWN_GRACE, serve).await {
-            Ok(joined) => joined??,
+            Ok(joined) => joined?,
             Err(_) => tracing::warn!("in-flight requests did not finish within the shutdown grace period"),
         }
         self.store.close().await;

@@ -7,6 +7,9 @@ use axum::extract::{FromRequest, Request};
 /// Largest JSON body accepted on admin and call routes.
 pub const MAX_JSON_BODY: usize = 64 * 1024;
 
+/// A body must arrive within this time (slow senders are cut off).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The request body, at most `MAX_JSON_BODY` bytes.
 pub struct LimitedBody(pub Bytes);
 
@@ -14,9 +17,10 @@ impl<S: Send + Sync> FromRequest<S> for LimitedBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
-        axum::body::to_bytes(req.into_body(), MAX_JSON_BODY)
-            .await
-            .map(LimitedBody)
-            .map_err(|_| ApiError::PayloadTooLarge(MAX_JSON_BODY))
+        match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(req.into_body(), MAX_JSON_BODY)).await {
+            Ok(Ok(b)) => Ok(LimitedBody(b)),
+            Ok(Err(_)) => Err(ApiError::PayloadTooLarge(MAX_JSON_BODY)),
+            Err(_) => Err(ApiError::BodyTimeout),
+        }
     }
 }

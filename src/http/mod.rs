@@ -8,10 +8,11 @@
 
 mod apps;
 pub mod auth;
-mod body;
+pub mod body;
 mod calls;
 pub mod error;
 mod health;
+pub mod serve;
 pub mod state;
 mod time;
 mod uds;

@@ -108,9 +108,14 @@ async fn put_token(State(s): State<AppState>, Path((user, device)): Path<(String
     if !content_type_ok(&headers) {
         return Err(UdsError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "", "Content-Type must be application/xml or text/xml"));
     }
-    let body = axum::body::to_bytes(body, uds::MAX_BODY_BYTES).await.map_err(|_| {
-        UdsError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "", format!("body is larger than {} bytes", uds::MAX_BODY_BYTES))
-    })?;
+    let read = tokio::time::timeout(super::body::BODY_READ_TIMEOUT, axum::body::to_bytes(body, uds::MAX_BODY_BYTES));
+    let body = match read.await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return Err(UdsError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "", format!("body is larger than {} bytes", uds::MAX_BODY_BYTES)))
+        }
+        Err(_) => return Err(UdsError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "", "the request body did not arrive in time")),
+    };
     let token = uds::parse_token(&body)?;
     let provider = token.channel.provider();
     if !s.store.has_credentials(&token.app, provider).await? {

@@ -5,6 +5,7 @@ mod apps;
 mod calls;
 mod cli;
 mod health;
+mod hostile;
 mod helpers;
 mod uds;
 mod users;

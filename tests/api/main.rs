@@ -4,6 +4,7 @@
 mod apps;
 mod calls;
 mod cli;
+mod faults;
 mod health;
 mod hostile;
 mod helpers;

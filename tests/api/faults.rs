@@ -1,0 +1,179 @@
+//! Faults: a flaky provider, a dead provider, GOAWAY mid-burst, and kill -9
+//! of the relay during a burst of registrations.
+use crate::helpers::*;
+use pushrelay::mock::apns::ScriptedReply;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// `n` users with one APNs device each; returns their tokens by user.
+async fn users_with_devices(app: &TestApp, n: usize) -> Vec<(String, String)> {
+    let (k, _) = device_key();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let user = format!("u{i}");
+        assert_eq!(app.put_user(&user, "pw").await.status(), 201);
+        let t = apns_token();
+        let r = app.put_uds(&user, "pw", "phone", uds_xml(&t, "APNS", &k, APP)).await;
+        assert_eq!(r.status(), 200);
+        out.push((user, t));
+    }
+    out
+}
+
+async fn call_all(app: &TestApp, users: &[(String, String)], ring: u32) -> Vec<Value> {
+    let calls = users.iter().map(|(u, _)| {
+        let req = app.admin(reqwest::Method::POST, "/v1/calls").json(&json!({"user": u, "pushid": format!("p-{u}"), "ring_seconds": ring}));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    });
+    futures::future::join_all(calls).await
+}
+
+#[tokio::test]
+async fn half_the_pushes_throttled_with_retry_after_all_arrive_within_the_ring() {
+    let (app, m) = spawn_app_with_mocks().await;
+    app.with_mock_credentials(&m).await;
+    let users = users_with_devices(&app, 30).await;
+    for (i, (_, t)) in users.iter().enumerate() {
+        if i % 2 == 0 {
+            let first = if i % 4 == 0 { ScriptedReply::error(429, "TooManyRequests") } else { ScriptedReply::error(503, "ServiceUnavailable") };
+            m.apns.script_token(t, vec![first.with_retry_after(1), ScriptedReply::ok()]);
+        }
+    }
+    let started = Instant::now();
+    let reports = call_all(&app, &users, 6).await;
+    assert!(started.elapsed() < Duration::from_secs(6));
+    for (i, r) in reports.iter().enumerate() {
+        let d = &r["deliveries"][0];
+        assert_eq!(d["outcome"], "delivered", "{r}");
+        assert_eq!(d["attempts"], if i % 2 == 0 { 2 } else { 1 }, "{r}");
+    }
+}
+
+#[tokio::test]
+async fn a_provider_that_is_down_reports_expired_by_the_ring_end() {
+    // A port with nothing listening: every connect is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = HashMap::new();
+    env.insert("PUSHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string());
+    env.insert("PUSHRELAY_DATABASE_URL".to_string(), format!("sqlite://{}", dir.path().join("relay.db").display()));
+    env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
+    env.insert("PUSHRELAY_APNS_PRODUCTION_URL".to_string(), format!("https://{closed}"));
+    let app = spawn_with(dir, env).await;
+    app.with_app_and_user().await;
+    let (k, _) = device_key();
+    assert_eq!(app.put_uds("alice", "pw-alice", "phone", uds_xml(&apns_token(), "APNS", &k, APP)).await.status(), 200);
+    let started = Instant::now();
+    let r: Value = app.post_call(&json!({"user": "alice", "pushid": "p", "ring_seconds": 2})).await.json().await.unwrap();
+    let took = started.elapsed();
+    assert!(took <= Duration::from_millis(2500), "{took:?}");
+    let d = &r["deliveries"][0];
+    assert_eq!(d["outcome"], "expired", "{r}");
+    assert!(d["reason"].as_str().unwrap().contains("connect"), "{r}");
+    assert!(d["attempts"].as_u64().unwrap() >= 2);
+}
+
+#[tokio::test]
+async fn goaway_mid_burst_loses_and_duplicates_nothing() {
+    let (app, m) = spawn_app_with_mocks().await;
+    app.with_mock_credentials(&m).await;
+    let users = users_with_devices(&app, 40).await;
+    m.apns.goaway_after(7);
+    let reports = call_all(&app, &users, 10).await;
+    for r in &reports {
+        assert_eq!(r["deliveries"][0]["outcome"], "delivered", "{r}");
+    }
+    let mut delivered: HashMap<String, usize> = HashMap::new();
+    for req in m.apns.requests() {
+        if req.status == 200 {
+            *delivered.entry(req.path.trim_start_matches("/3/device/").to_string()).or_default() += 1;
+        }
+    }
+    for (_, t) in &users {
+        assert_eq!(delivered.get(t), Some(&1), "token {t} delivered exactly once");
+    }
+    assert!(m.apns.connections_accepted() >= 2, "GOAWAY forced a new connection");
+}
+
+/// kill -9 while registrations are streaming in: every registration that was
+/// acknowledged with 200 is there after a restart.
+#[tokio::test]
+async fn kill_9_during_a_registration_burst_loses_no_acknowledged_registration() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_pushrelay"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .current_dir(dir.path())
+            .env("PUSHRELAY_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("PUSHRELAY_DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let wait_up = |client: reqwest::Client, base: String| async move {
+        for _ in 0..200 {
+            if client.get(format!("{base}/healthz")).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("relay did not start");
+    };
+    let mut child = start();
+    wait_up(client.clone(), base.clone()).await;
+    let admin = |m: reqwest::Method, p: &str| client.request(m, format!("{base}{p}")).bearer_auth(ADMIN_TOKEN);
+    assert_eq!(admin(reqwest::Method::PUT, &format!("/v1/apps/{APP}/apns")).json(&apns_token_body(&p8_pem())).send().await.unwrap().status(), 200);
+    assert_eq!(admin(reqwest::Method::PUT, "/v1/users/alice").json(&json!({"password": "pw-alice"})).send().await.unwrap().status(), 201);
+
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (k, _) = device_key();
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (client, base, acked, k) = (client.clone(), base.clone(), acked.clone(), k.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..10_000 {
+                let dev = format!("w{w}-{i}");
+                let r = client
+                    .put(format!("{base}/cucm-uds/user/alice/device/{dev}/devicetoken"))
+                    .basic_auth("alice", Some("pw-alice"))
+                    .header("content-type", "application/xml")
+                    .body(uds_xml(&apns_token(), "APNS", &k, APP))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 200 => acked.lock().unwrap().push(dev),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    // Let the burst run, then kill -9 in the middle of it.
+    for _ in 0..100 {
+        if acked.lock().unwrap().len() >= 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 10, "burst too short to mean anything ({})", acked.len());
+
+    let mut child = start();
+    wait_up(client.clone(), base.clone()).await;
+    let list: Value = admin(reqwest::Method::GET, "/v1/users/alice/devices").send().await.unwrap().json().await.unwrap();
+    let stored: std::collections::HashSet<String> = list.as_array().unwrap().iter().map(|d| d["device"].as_str().unwrap().to_string()).collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    let lost: Vec<_> = acked.iter().filter(|d| !stored.contains(*d)).collect();
+    assert!(lost.is_empty(), "{} acknowledged registrations lost: {lost:?}", lost.len());
+}

@@ -9,3 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash tests/interop/setup.sh
 
 cargo test --locked --all-targets "$@"
+
+# OpenAPI-driven fuzz run against the real relay (zero 5xx allowed).
+if [ $# -eq 0 ]; then
+  bash tests/fuzz/schemathesis.sh
+fi

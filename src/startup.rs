@@ -105,6 +105,7 @@ impl Application {
             admin_token_hash,
             metrics: crate::telemetry::metrics_handle(),
             dispatcher: dispatcher.clone(),
+            passwords: Arc::new(crate::http::auth::PasswordCache::new(Duration::from_secs(300))),
         };
         let router = http::router(state);
         Ok(Self { listener, router, store, addr, generated_admin_token, dispatcher, shutdown })

@@ -75,9 +75,73 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     }
 }
 
+/// Remembers successful Argon2 verifications for a short time, so a phone
+/// re-registering (or a backend's burst) does not cost tens of milliseconds
+/// of CPU per request. A hit needs the same stored hash (a password change,
+/// also on another node, invalidates it) and the same password, compared as
+/// a SHA-256 under a random per-process key, in constant time. Failures are
+/// never cached. Not state a second node needs: a miss only costs time.
+pub struct PasswordCache {
+    key: [u8; 32],
+    ttl: std::time::Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (String, [u8; 32], std::time::Instant)>>,
+}
+
+impl PasswordCache {
+    const MAX_ENTRIES: usize = 100_000;
+
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self { key: rand::random(), ttl, entries: Default::default() }
+    }
+
+    fn digest(&self, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Check `password` of `user` against the stored Argon2 `hash`.
+    pub async fn verify(&self, user: &str, password: crate::secret::Secret<String>, hash: String) -> bool {
+        let digest = self.digest(password.expose());
+        {
+            let entries = self.entries.lock().expect("password cache lock");
+            if let Some((stored, d, at)) = entries.get(user) {
+                if *stored == hash && bool::from(d.ct_eq(&digest)) && at.elapsed() < self.ttl {
+                    return true;
+                }
+            }
+        }
+        let h = hash.clone();
+        let ok = tokio::task::spawn_blocking(move || verify_password(password.expose(), &h)).await.unwrap_or(false);
+        if ok {
+            let mut entries = self.entries.lock().expect("password cache lock");
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(user.to_string(), (hash, digest, std::time::Instant::now()));
+        }
+        ok
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_password_cache_needs_the_same_password_and_the_same_stored_hash() {
+        let cache = PasswordCache::new(std::time::Duration::from_secs(60));
+        let h1 = hash_password("one").unwrap();
+        let s = |p: &str| crate::secret::Secret::new(p.to_string());
+        assert!(cache.verify("alice", s("one"), h1.clone()).await);
+        assert!(cache.verify("alice", s("one"), h1.clone()).await, "cached hit");
+        assert!(!cache.verify("alice", s("two"), h1.clone()).await, "other password");
+        let h2 = hash_password("two").unwrap();
+        assert!(!cache.verify("alice", s("one"), h2.clone()).await, "password changed: the old one fails");
+        assert!(cache.verify("alice", s("two"), h2).await);
+    }
+
 
     #[test]
     fn password_hash_round_trip() {

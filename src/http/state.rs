@@ -13,6 +13,8 @@ pub struct AppState {
     pub admin_token_hash: [u8; 32],
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Recently verified end-user passwords (Basic auth), see `auth::PasswordCache`.
+    pub passwords: Arc<crate::http::auth::PasswordCache>,
     /// Pushes call events to APNs/FCM.
     pub dispatcher: Arc<Dispatcher>,
 }

@@ -3,7 +3,7 @@
 //! XML in, XML out (protocol.md §1). Parsing lives in `dialect::uds`; this
 //! file does auth, body limits, the app/credentials check and the store.
 
-use super::auth::{basic_credentials, verify_password};
+use super::auth::basic_credentials;
 use super::state::AppState;
 use crate::dialect::uds;
 use crate::domain::{now_ms, DevicePkid, FieldError, UserId};
@@ -86,8 +86,7 @@ async fn authenticate(s: &AppState, headers: &HeaderMap, user: &str, device: &st
     let Some(hash) = s.store.password_hash(&user).await? else {
         return Err(UdsError::unauthorized());
     };
-    let ok = tokio::task::spawn_blocking(move || verify_password(password.expose(), &hash)).await.unwrap_or(false);
-    if !ok {
+    if !s.passwords.verify(user.as_str(), password, hash).await {
         return Err(UdsError::unauthorized());
     }
     Ok((user, device))

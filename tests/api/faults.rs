@@ -57,7 +57,7 @@ async fn a_provider_that_is_down_reports_expired_by_the_ring_end() {
     let dir = tempfile::tempdir().unwrap();
     let mut env = HashMap::new();
     env.insert("PUSHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string());
-    env.insert("PUSHRELAY_DATABASE_URL".to_string(), format!("sqlite://{}", dir.path().join("relay.db").display()));
+    env.insert("PUSHRELAY_DATABASE_URL".to_string(), test_database_url(dir.path()).await);
     env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
     env.insert("PUSHRELAY_APNS_PRODUCTION_URL".to_string(), format!("https://{closed}"));
     let app = spawn_with(dir, env).await;

@@ -48,11 +48,33 @@ pub fn uds_xml(token: &str, channel: &str, key: &str, app: &str) -> String {
     )
 }
 
+/// The database a test relay uses: a fresh SQLite file in `dir`, or — when
+/// `PUSHRELAY_TEST_DATABASE_URL` names a PostgreSQL server — a fresh
+/// database created on it for this test.
+pub async fn test_database_url(dir: &std::path::Path) -> String {
+    match std::env::var("PUSHRELAY_TEST_DATABASE_URL") {
+        Ok(base) if base.starts_with("postgres") => {
+            use sqlx::Connection;
+            let base = base.trim_end_matches('/').to_string();
+            let name = format!("pushrelay_test_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.expect("connect to the test PostgreSQL server");
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+            format!("{base}/{name}")
+        }
+        _ => format!("sqlite://{}", dir.join("relay.db").display()),
+    }
+}
+
+pub fn on_postgres() -> bool {
+    std::env::var("PUSHRELAY_TEST_DATABASE_URL").map(|u| u.starts_with("postgres")).unwrap_or(false)
+}
+
 pub async fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut env = HashMap::new();
     env.insert("PUSHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string());
-    env.insert("PUSHRELAY_DATABASE_URL".to_string(), format!("sqlite://{}", dir.path().join("relay.db").display()));
+    env.insert("PUSHRELAY_DATABASE_URL".to_string(), test_database_url(dir.path()).await);
+    env.insert("PUSHRELAY_MASTER_KEY_FILE".to_string(), dir.path().join("master.key").display().to_string());
     env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
     spawn_with(dir, env).await
 }
@@ -73,6 +95,31 @@ pub async fn spawn_with(dir: tempfile::TempDir, env: HashMap<String, String>) ->
 }
 
 impl TestApp {
+    pub fn database_url(&self) -> &str {
+        &self.env["PUSHRELAY_DATABASE_URL"]
+    }
+
+    /// Every secret-bearing column, read straight from the database.
+    pub async fn raw_secret_columns(&self) -> String {
+        use sqlx::Row;
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(self.database_url()).await.unwrap();
+        let mut out = String::new();
+        for q in [
+            "SELECT secret FROM app_credentials",
+            "SELECT COALESCE(push_key, '') FROM devices",
+            "SELECT COALESCE(password_hash, '') FROM users",
+            "SELECT value FROM settings",
+        ] {
+            for row in sqlx::query(q).fetch_all(&pool).await.unwrap() {
+                out.push_str(&row.get::<String, _>(0));
+                out.push('\n');
+            }
+        }
+        pool.close().await;
+        out
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -194,7 +241,8 @@ pub async fn spawn_app_with_mocks() -> (TestApp, Mocks) {
     std::fs::write(&ca, pki.ca_pem()).unwrap();
     let mut env = HashMap::new();
     env.insert("PUSHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string());
-    env.insert("PUSHRELAY_DATABASE_URL".to_string(), format!("sqlite://{}", dir.path().join("relay.db").display()));
+    env.insert("PUSHRELAY_DATABASE_URL".to_string(), test_database_url(dir.path()).await);
+    env.insert("PUSHRELAY_MASTER_KEY_FILE".to_string(), dir.path().join("master.key").display().to_string());
     env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
     env.insert("PUSHRELAY_APNS_PRODUCTION_URL".to_string(), apns.url());
     env.insert("PUSHRELAY_APNS_SANDBOX_URL".to_string(), apns_dev.url());

@@ -159,8 +159,17 @@ async fn registrations_survive_a_restart() {
 async fn the_database_file_holds_no_plaintext_secret() {
     let app = registered_app().await;
     assert_eq!(app.put_uds("alice", "pw-alice", "dev-1", uds_xml(APNS_TOKEN, "APNS", KEY_B64, APP)).await.status(), 200);
+    let columns = app.raw_secret_columns().await;
+    assert!(columns.contains("v1.") && columns.contains("$argon2id$"), "sanity: envelopes and hashes are there");
+    for secret in [KEY_B64, "PRIVATE KEY", "pw-alice", ADMIN_TOKEN] {
+        assert!(!columns.contains(secret), "{secret} stored in plaintext");
+    }
     let mut app = app;
     app.stop().await;
+    if on_postgres() {
+        return;
+    }
+    // SQLite: the whole file (and its WAL) holds no plaintext secret either.
     let mut raw = Vec::new();
     for f in ["relay.db", "relay.db-wal"] {
         if let Ok(b) = std::fs::read(app.dir.path().join(f)) {

@@ -72,6 +72,8 @@ impl UdsToken {
             key: Some(self.key),
             app: self.app,
             payload_version: Some(self.payload_version),
+                    msg: None,
+            sip: None,
         }
     }
 }

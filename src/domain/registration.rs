@@ -8,11 +8,66 @@ pub struct Registration {
     pub device: DevicePkid,
     pub dialect: Dialect,
     pub channel: Channel,
+    /// The token calls are pushed to (APNs: the VoIP/PushKit token).
     pub token: DeviceToken,
     /// The device's own JWE key (UDS devices); `None` for plain-payload dialects.
     pub key: Option<PushKey>,
     pub app: AppId,
     pub payload_version: Option<PayloadVersion>,
+    /// A second, non-VoIP token for alerts (cancels): Spark `msgToken`,
+    /// Acrobits `token_msgs`.
+    pub msg: Option<MessageToken>,
+    /// Where the device registered over SIP (for `/sip/wake` and the Mizu payload).
+    pub sip: Option<SipBinding>,
+}
+
+/// A device's token for regular (non-VoIP) pushes.
+#[derive(Clone, Debug)]
+pub struct MessageToken {
+    pub app: AppId,
+    pub channel: Channel,
+    pub token: DeviceToken,
+}
+
+/// Which SIP push convention a device used; it decides the payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SipFormat {
+    /// MizuTech `X-MPUSH` (seeds/001): the Mizu payload.
+    Mpush,
+    /// RFC 8599 `pn-*` Contact parameters.
+    Rfc8599,
+    /// Kazoo-style Contact parameters picked by a User-Agent rule (seeds/004).
+    Kazoo,
+}
+
+impl SipFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SipFormat::Mpush => "mpush",
+            SipFormat::Rfc8599 => "rfc8599",
+            SipFormat::Kazoo => "kazoo",
+        }
+    }
+    pub fn from_stored(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "mpush" => SipFormat::Mpush,
+            "rfc8599" => SipFormat::Rfc8599,
+            "kazoo" => SipFormat::Kazoo,
+            _ => return None,
+        })
+    }
+}
+
+/// The SIP side of a registration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipBinding {
+    /// The address of record, e.g. `sip:1111@example.com`.
+    pub aor: String,
+    /// The Contact the device registered (what `/sip/wake` answers with).
+    pub contact: Option<String>,
+    pub format: SipFormat,
+    /// RFC 8599 `pn-purr`, stored, not interpreted.
+    pub purr: Option<String>,
 }
 
 /// A stored registration with its timestamps (epoch ms).

@@ -31,7 +31,7 @@ async fn put_apns(_: Admin, State(s): State<AppState>, Path(app): Path<String>, 
         .await
         .map_err(|e| ApiError::Internal(e.into()))??;
     let summary = creds.summary();
-    s.store.put_credentials(&app, "apns", &summary, &creds.to_stored(), now_ms()).await?;
+    s.store.put_credentials(&app, "apns", &summary, &creds.to_stored(), Some(creds.bundle_id.as_str()), now_ms()).await?;
     tracing::info!(app = %app, auth = %summary["auth"], "APNs credentials stored");
     app_view(&s, &app).await
 }
@@ -43,7 +43,7 @@ async fn put_fcm(_: Admin, State(s): State<AppState>, Path(app): Path<String>, h
         .await
         .map_err(|e| ApiError::Internal(e.into()))??;
     let summary = creds.summary();
-    s.store.put_credentials(&app, "fcm", &summary, &creds.to_stored(), now_ms()).await?;
+    s.store.put_credentials(&app, "fcm", &summary, &creds.to_stored(), Some(&creds.project_id), now_ms()).await?;
     tracing::info!(app = %app, project = %creds.project_id, "FCM credentials stored");
     app_view(&s, &app).await
 }

@@ -72,6 +72,8 @@ mod tests {
             key,
             app: AppId::parse("com.example.app").unwrap(),
             payload_version: Some(PayloadVersion::V2),
+            msg: None,
+            sip: None,
         }
     }
 

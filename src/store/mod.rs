@@ -10,14 +10,17 @@
 //! Depends on `domain`, `envelope`, `secret`. Never on `http`.
 
 use crate::domain::{
-    AppId, CallId, CallReport, Channel, Device, DevicePkid, DeviceToken, Dialect, PayloadVersion, Provider, PushKey,
-    Registration, UserId,
+    AppId, CallId, CallReport, Channel, Device, DevicePkid, DeviceToken, Dialect, MessageToken, PayloadVersion, Provider,
+    PushKey, Registration, SipBinding, SipFormat, UserId,
 };
 use crate::envelope::{EnvelopeError, MasterKey};
 use crate::secret::Secret;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use std::time::Duration;
+
+const DEVICE_COLUMNS: &str = "user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at, \
+     msg_token, msg_channel, msg_app_id, sip_aor, sip_contact, sip_format, sip_purr";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -164,6 +167,7 @@ impl Store {
         provider: &str,
         summary: &serde_json::Value,
         secret: &Secret<String>,
+        lookup_key: Option<&str>,
         now_ms: i64,
     ) -> Result<()> {
         let sealed = self.master.seal(&Self::cred_context(app, provider), secret.expose().as_bytes());
@@ -174,14 +178,16 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO app_credentials (app_id, provider, summary, secret, updated_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (app_id, provider) DO UPDATE SET summary = excluded.summary, secret = excluded.secret, updated_at = excluded.updated_at",
+            "INSERT INTO app_credentials (app_id, provider, summary, secret, updated_at, lookup_key) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (app_id, provider) DO UPDATE SET summary = excluded.summary, secret = excluded.secret, \
+             updated_at = excluded.updated_at, lookup_key = excluded.lookup_key",
         )
         .bind(app.as_str())
         .bind(provider)
         .bind(summary.to_string())
         .bind(sealed)
         .bind(now_ms)
+        .bind(lookup_key)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -236,6 +242,20 @@ impl Store {
             secret: self.master.open_string(&Self::cred_context(app, provider), &sealed)?,
             updated_at: r.get(2),
         }))
+    }
+
+    /// The app whose `provider` credentials carry `lookup_key` (APNs: the
+    /// bundle id; FCM: the project id). With several, the oldest app id wins.
+    pub async fn app_for_lookup(&self, provider: Provider, lookup_key: &str) -> Result<Option<AppId>> {
+        let row = sqlx::query("SELECT app_id FROM app_credentials WHERE provider = $1 AND lookup_key = $2 ORDER BY app_id LIMIT 1")
+            .bind(provider.as_str())
+            .bind(lookup_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(Some(AppId::parse(&r.get::<String, _>(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
+            None => Ok(None),
+        }
     }
 
     pub async fn has_credentials(&self, app: &AppId, provider: Provider) -> Result<bool> {
@@ -297,11 +317,16 @@ impl Store {
     pub async fn upsert_device(&self, reg: &Registration, now_ms: i64) -> Result<u64> {
         let sealed_key = reg.key.as_ref().map(|k| self.master.seal(&Self::key_context(&reg.user, &reg.device), k.to_b64().as_bytes()));
         let r = sqlx::query(
-            "INSERT INTO devices (user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+            "INSERT INTO devices (user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at, \
+             msg_token, msg_channel, msg_app_id, sip_aor, sip_contact, sip_format, sip_purr) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14, $15, $16) \
              ON CONFLICT (user_id, device_pkid) DO UPDATE SET dialect = excluded.dialect, channel = excluded.channel, \
              token = excluded.token, push_key = excluded.push_key, app_id = excluded.app_id, \
-             payload_version = excluded.payload_version, updated_at = excluded.updated_at",
+             payload_version = excluded.payload_version, updated_at = excluded.updated_at, \
+             msg_token = CASE WHEN excluded.msg_token IS NULL THEN devices.msg_token ELSE excluded.msg_token END, \
+             msg_channel = CASE WHEN excluded.msg_token IS NULL THEN devices.msg_channel ELSE excluded.msg_channel END, \
+             msg_app_id = CASE WHEN excluded.msg_token IS NULL THEN devices.msg_app_id ELSE excluded.msg_app_id END, \
+             sip_aor = excluded.sip_aor, sip_contact = excluded.sip_contact, sip_format = excluded.sip_format, sip_purr = excluded.sip_purr",
         )
         .bind(reg.user.as_str())
         .bind(reg.device.as_str())
@@ -312,6 +337,13 @@ impl Store {
         .bind(reg.app.as_str())
         .bind(reg.payload_version.map(|v| v.as_str()))
         .bind(now_ms)
+        .bind(reg.msg.as_ref().map(|m| m.token.as_str()))
+        .bind(reg.msg.as_ref().map(|m| m.channel.as_str()))
+        .bind(reg.msg.as_ref().map(|m| m.app.as_str()))
+        .bind(reg.sip.as_ref().map(|b| b.aor.as_str()))
+        .bind(reg.sip.as_ref().and_then(|b| b.contact.as_deref()))
+        .bind(reg.sip.as_ref().map(|b| b.format.as_str()))
+        .bind(reg.sip.as_ref().and_then(|b| b.purr.as_deref()))
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected().max(1))
@@ -357,8 +389,28 @@ impl Store {
             Some(v) => Some(PayloadVersion::parse(&v).map_err(|_| corrupt("payload_version"))?),
             None => None,
         };
+        let msg = match (r.get::<Option<String>, _>("msg_token"), r.get::<Option<String>, _>("msg_channel"), r.get::<Option<String>, _>("msg_app_id")) {
+            (Some(t), Some(c), Some(a)) => {
+                let channel = Channel::parse(&c).map_err(|_| corrupt("msg_channel"))?;
+                Some(MessageToken {
+                    app: AppId::parse(&a).map_err(|_| corrupt("msg_app_id"))?,
+                    channel,
+                    token: DeviceToken::for_channel(channel, &t).map_err(|_| corrupt("msg_token"))?,
+                })
+            }
+            _ => None,
+        };
+        let sip = match (r.get::<Option<String>, _>("sip_aor"), r.get::<Option<String>, _>("sip_format")) {
+            (Some(aor), Some(f)) => Some(SipBinding {
+                aor,
+                contact: r.get::<Option<String>, _>("sip_contact"),
+                format: SipFormat::from_stored(&f).ok_or_else(|| corrupt("sip_format"))?,
+                purr: r.get::<Option<String>, _>("sip_purr"),
+            }),
+            _ => None,
+        };
         Ok(Device {
-            registration: Registration { user, device, dialect, channel, token, key, app, payload_version },
+            registration: Registration { user, device, dialect, channel, token, key, app, payload_version, msg, sip },
             created_at: r.get("created_at"),
             updated_at: r.get("updated_at"),
         })
@@ -366,7 +418,7 @@ impl Store {
 
     /// The devices to wake for a user (one device, or all of them), keys opened.
     pub async fn devices_for(&self, user: &UserId, device: Option<&DevicePkid>) -> Result<Vec<Device>> {
-        let cols = "user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at";
+        let cols = DEVICE_COLUMNS;
         let rows = match device {
             Some(d) => {
                 sqlx::query(&format!("SELECT {cols} FROM devices WHERE user_id = $1 AND device_pkid = $2"))
@@ -383,6 +435,25 @@ impl Store {
             }
         };
         rows.iter().map(|r| self.device_from_row(r)).collect()
+    }
+
+    /// Devices registered over SIP for an address of record.
+    pub async fn devices_for_aor(&self, aor: &str) -> Result<Vec<Device>> {
+        let rows = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE sip_aor = $1 ORDER BY user_id, device_pkid"))
+            .bind(aor)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| self.device_from_row(r)).collect()
+    }
+
+    /// Delete every device of `dialect` whose call token is `token`.
+    pub async fn delete_devices_by_token(&self, dialect: Dialect, token: &str) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM devices WHERE dialect = $1 AND token = $2")
+            .bind(dialect.as_str())
+            .bind(token)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     /// The operator's view: no key is opened, only the token suffix leaves.

@@ -10,7 +10,8 @@
 //! sees XML, SIP or HTTP-server types.
 
 use crate::domain::{
-    now_ms, ApnsCredentials, AppId, CallEvent, CallReport, Channel, Delivery, Device, FcmCredentials, Outcome, Provider,
+    now_ms, ApnsCredentials, AppId, CallEvent, CallId, CallReport, Channel, Delivery, Device, DeviceToken, FcmCredentials,
+    Outcome, Provider, Registration, RingWindow,
 };
 use crate::payload::{self, Content};
 use crate::provider::{ApnsClient, ApnsPush, Attempt, FcmClient, ProviderSettings};
@@ -106,69 +107,108 @@ impl Dispatcher {
         if devices.is_empty() {
             return Err(DispatchError::NoDevices);
         }
-        let deliveries = futures::future::join_all(devices.iter().map(|d| self.deliver(event, d))).await;
-        let report = CallReport::new(&event.call_id, deliveries);
+        let report = self.run_on(event, &devices).await;
         self.store
             .save_call(&event.call_id, &event.user, event.push_id.as_str(), event.ring.starts_at_ms, event.ring.ends_at_ms, &report)
             .await?;
         Ok(report)
     }
 
-    #[tracing::instrument(skip_all, fields(call_id = %event.call_id.as_str(), device = %dev.registration.device, channel = %dev.registration.channel))]
-    async fn deliver(&self, event: &CallEvent, dev: &Device) -> Delivery {
-        let reg = &dev.registration;
-        let provider = reg.channel.provider();
-        let finish = |outcome: Outcome, status: Option<u16>, reason: Option<String>, attempts: u32| {
-            metrics::counter!(telemetry::PUSHES, "provider" => provider.as_str(), "outcome" => outcome.as_str()).increment(1);
-            tracing::info!(outcome = outcome.as_str(), attempts, status, reason = reason.as_deref().unwrap_or(""), token = reg.token.suffix(), "push finished");
-            Delivery::new(&reg.device, reg.channel, outcome, status, reason, attempts)
+    /// Push `event` to the given devices (already looked up), concurrently.
+    pub async fn run_on(&self, event: &CallEvent, devices: &[Device]) -> CallReport {
+        let deliveries = futures::future::join_all(devices.iter().map(|d| async move {
+            let reg = &d.registration;
+            match payload::for_call(event, reg) {
+                Ok(content) => self.deliver(event.call_id.as_str(), &event.ring, reg, content).await,
+                Err(e) => finish(reg, Outcome::Failed, None, Some(e.to_string()), 0),
+            }
+        }))
+        .await;
+        CallReport::new(&event.call_id, deliveries)
+    }
+
+    /// Tell the devices of an earlier call that it ended (interface §4
+    /// "Cancel"): alerts to message tokens, FCM data `type: cancel`, never a
+    /// VoIP push; VoIP-only APNs devices are reported `skipped`.
+    pub async fn cancel(&self, call: &CallId) -> Result<Option<CallReport>, DispatchError> {
+        let Some(info) = self.store.call_info(call).await? else { return Ok(None) };
+        let wanted: HashSet<&str> = info.report.deliveries.iter().map(|d| d.device.as_str()).collect();
+        let devices: Vec<Device> =
+            self.store.devices_for(&info.user, None).await?.into_iter().filter(|d| wanted.contains(d.registration.device.as_str())).collect();
+        let window = RingWindow::starting_now(now_ms(), CANCEL_WINDOW_SECONDS);
+        let deliveries = futures::future::join_all(devices.iter().map(|d| {
+            let reg = &d.registration;
+            let window = &window;
+            let info = &info;
+            async move {
+                match payload::for_cancel(call.as_str(), &info.push_id, "", reg) {
+                    Some(content) => self.deliver(call.as_str(), window, reg, content).await,
+                    None => finish(reg, Outcome::Skipped, None, Some("VoIP-only device: a cancel is never sent as a VoIP push".into()), 0),
+                }
+            }
+        }))
+        .await;
+        Ok(Some(CallReport::new(call, deliveries)))
+    }
+
+    /// Deliver one payload to one device: attempts until delivered, dead,
+    /// failed for good, or the window closes.
+    #[tracing::instrument(skip_all, fields(call_id = %label, device = %reg.device, channel = %reg.channel))]
+    async fn deliver(&self, label: &str, window: &RingWindow, reg: &Registration, content: Content) -> Delivery {
+        // Alerts go to the message token (its own app and channel).
+        let to_msg_token = matches!(content, Content::ApnsAlert { .. }) && reg.msg.is_some();
+        let (app, channel, token) = match (&reg.msg, to_msg_token) {
+            (Some(m), true) => (&m.app, m.channel, &m.token),
+            _ => (&reg.app, reg.channel, &reg.token),
         };
-        let content = match payload::for_call(event, reg) {
-            Ok(c) => c,
-            Err(e) => return finish(Outcome::Failed, None, Some(e.to_string()), 0),
-        };
+        let provider = channel.provider();
         let mut attempts = 0u32;
         let mut last: Option<Attempt> = None;
         loop {
-            let remaining_ms = event.ring.remaining_ms(now_ms());
+            let remaining_ms = window.remaining_ms(now_ms());
             if remaining_ms == 0 {
                 let (status, reason) = last.map(|a| (a.status(), a.reason().map(str::to_string))).unwrap_or((None, None));
-                return finish(Outcome::Expired, status, reason.or(Some("ring window closed".into())), attempts);
+                return finish(reg, Outcome::Expired, status, reason.or(Some("ring window closed".into())), attempts);
             }
             attempts += 1;
             let started = Instant::now();
-            let attempt = tokio::time::timeout(Duration::from_millis(remaining_ms as u64), self.send_once(event, reg.channel, &reg.app, &reg.token, &content))
+            let attempt = tokio::time::timeout(Duration::from_millis(remaining_ms as u64), self.send_once(window, channel, app, token, &content))
                 .await
                 .unwrap_or(Attempt::Retry { status: None, reason: "ring window closed during the request".into(), after: None });
             metrics::histogram!(telemetry::PROVIDER_LATENCY, "provider" => provider.as_str()).record(started.elapsed().as_secs_f64());
             match attempt {
-                Attempt::Delivered { status } => return finish(Outcome::Delivered, Some(status), None, attempts),
+                Attempt::Delivered { status } => return finish(reg, Outcome::Delivered, Some(status), None, attempts),
                 Attempt::TokenGone { status, reason } => {
-                    match self.store.remove_dead_token(&reg.user, &reg.device, &reg.token).await {
+                    let removed = if to_msg_token {
+                        self.store.clear_msg_token(&reg.user, &reg.device, token).await
+                    } else {
+                        self.store.remove_dead_token(&reg.user, &reg.device, token).await
+                    };
+                    match removed {
                         Ok(_) => metrics::counter!(telemetry::TOKENS_REMOVED, "provider" => provider.as_str()).increment(1),
                         Err(e) => {
                             metrics::counter!(telemetry::STORE_ERRORS).increment(1);
                             tracing::error!(error = %e, "could not remove a dead token");
                         }
                     }
-                    return finish(Outcome::TokenRemoved, Some(status), Some(reason), attempts);
+                    return finish(reg, Outcome::TokenRemoved, Some(status), Some(reason), attempts);
                 }
                 Attempt::Failed { status, reason } => {
-                    self.alert_once(&reg.app, status, &reason);
-                    return finish(Outcome::Failed, status, Some(reason), attempts);
+                    self.alert_once(app, status, &reason);
+                    return finish(reg, Outcome::Failed, status, Some(reason), attempts);
                 }
                 Attempt::Retry { status, reason, after } => {
                     let delay = self.retry.delay(attempts, after);
-                    let left = event.ring.remaining_ms(now_ms());
+                    let left = window.remaining_ms(now_ms());
                     if delay.as_millis() as i64 >= left {
-                        return finish(Outcome::Expired, status, Some(reason), attempts);
+                        return finish(reg, Outcome::Expired, status, Some(reason), attempts);
                     }
                     metrics::counter!(telemetry::RETRIES, "provider" => provider.as_str()).increment(1);
                     tracing::debug!(attempts, ?delay, reason = %reason, "retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = self.shutdown.cancelled() => {
-                            return finish(Outcome::Failed, status, Some(format!("relay shutting down (last: {reason})")), attempts);
+                            return finish(reg, Outcome::Failed, status, Some(format!("relay shutting down (last: {reason})")), attempts);
                         }
                     }
                     last = Some(Attempt::Retry { status, reason, after });
@@ -178,14 +218,23 @@ impl Dispatcher {
     }
 
     /// One provider request with the app's current credentials.
-    async fn send_once(&self, event: &CallEvent, channel: Channel, app: &AppId, token: &crate::domain::DeviceToken, content: &Content) -> Attempt {
+    async fn send_once(&self, window: &RingWindow, channel: Channel, app: &AppId, token: &DeviceToken, content: &Content) -> Attempt {
         match (channel.provider(), content) {
             (Provider::Apns, Content::ApnsVoip { body }) => {
                 let creds = match self.apns_creds(app).await {
                     Ok(c) => c,
                     Err(reason) => return Attempt::Failed { status: None, reason },
                 };
-                let push = ApnsPush::voip(token, &creds.bundle_id, event.ring.ends_at_epoch_seconds(), body.clone());
+                let push = ApnsPush::voip(token, &creds.bundle_id, window.ends_at_epoch_seconds(), body.clone());
+                self.apns.send(app.as_str(), &creds, channel, &push).await
+            }
+            (Provider::Apns, Content::ApnsAlert { body, collapse_id }) => {
+                let creds = match self.apns_creds(app).await {
+                    Ok(c) => c,
+                    Err(reason) => return Attempt::Failed { status: None, reason },
+                };
+                let mut push = ApnsPush::alert(token, &creds.bundle_id, window.ends_at_epoch_seconds(), body.clone());
+                push.collapse_id = Some(collapse_id.clone());
                 self.apns.send(app.as_str(), &creds, channel, &push).await
             }
             (Provider::Fcm, Content::FcmData { data }) => {
@@ -194,7 +243,7 @@ impl Dispatcher {
                     Err(reason) => return Attempt::Failed { status: None, reason },
                 };
                 // android.ttl: the seconds left before ring end, rounded up, ≥ 1.
-                let ttl_s = ((event.ring.remaining_ms(now_ms()) + 999) / 1000).max(1) as u64;
+                let ttl_s = ((window.remaining_ms(now_ms()) + 999) / 1000).max(1) as u64;
                 self.fcm.send(&creds, token.as_str(), data, ttl_s).await
             }
             _ => Attempt::Failed { status: None, reason: "payload does not fit the channel".into() },
@@ -238,6 +287,17 @@ impl Dispatcher {
             tracing::error!(app = %app, status, reason, "provider refused the app's credentials or configuration (logged once per app and reason)");
         }
     }
+}
+
+/// Cancels are alerts: worth delivering for half a minute, not longer.
+const CANCEL_WINDOW_SECONDS: u32 = 30;
+
+/// Record one device's outcome (metrics, one log line) and make its `Delivery`.
+fn finish(reg: &Registration, outcome: Outcome, status: Option<u16>, reason: Option<String>, attempts: u32) -> Delivery {
+    let provider = reg.channel.provider();
+    metrics::counter!(telemetry::PUSHES, "provider" => provider.as_str(), "outcome" => outcome.as_str()).increment(1);
+    tracing::info!(outcome = outcome.as_str(), attempts, status, reason = reason.as_deref().unwrap_or(""), token = reg.token.suffix(), "push finished");
+    Delivery::new(&reg.device, reg.channel, outcome, status, reason, attempts)
 }
 
 #[cfg(test)]

@@ -91,6 +91,8 @@ pub struct CallEvent {
     pub display_name: String,
     pub display_number: String,
     pub hunt_pilot_dn: String,
+    /// Who caused the call, when the source says (Webex `actorId`).
+    pub actor: Option<String>,
     pub ring: RingWindow,
 }
 

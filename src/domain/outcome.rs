@@ -9,6 +9,8 @@ pub enum Outcome {
     TokenRemoved,
     Failed,
     Expired,
+    /// Nothing was sent on purpose (a cancel to a VoIP-only device).
+    Skipped,
 }
 
 impl Outcome {
@@ -18,6 +20,7 @@ impl Outcome {
             Outcome::TokenRemoved => "token_removed",
             Outcome::Failed => "failed",
             Outcome::Expired => "expired",
+            Outcome::Skipped => "skipped",
         }
     }
 }

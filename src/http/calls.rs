@@ -51,6 +51,7 @@ fn parse_event(b: CallBody, default_ring: u32) -> Result<CallEvent> {
         display_name: text_field("displayname", b.displayname)?,
         display_number: text_field("displaynumber", b.displaynumber)?,
         hunt_pilot_dn: text_field("huntpilotdn", b.huntpilotdn)?,
+        actor: None,
         ring: RingWindow::starting_now(now_ms(), ring_seconds),
     })
 }

@@ -8,10 +8,12 @@
 //! format: adding a dialect is adding a module and one line in `FORMATS`.
 //!
 //! - `v2`: the CUCM/UDS V2 JSON (protocol.md §2) and its APNs/FCM wrappers.
+//! - `plain`: Spark/Webex, Acrobits, SIP and MizuTech payloads, and cancels.
 
+pub mod plain;
 pub mod v2;
 
-use crate::domain::{CallEvent, Dialect, Provider, Registration};
+use crate::domain::{CallEvent, Dialect, Provider, Registration, SipFormat};
 use std::collections::BTreeMap;
 
 /// What to push, in the provider's own shape.
@@ -21,6 +23,8 @@ pub enum Content {
     ApnsVoip { body: Vec<u8> },
     /// An FCM data-only message (`android.priority: HIGH`).
     FcmData { data: BTreeMap<String, String> },
+    /// An APNs alert (cancels) to the device's message token, topic `<bundle>`.
+    ApnsAlert { body: Vec<u8>, collapse_id: String },
 }
 
 /// Why no payload could be built for a device.
@@ -35,7 +39,8 @@ pub enum PayloadError {
 type CallBuilder = fn(&CallEvent, &Registration) -> Result<Content, PayloadError>;
 
 /// Dialect → call payload builder (the payload formats as data).
-const FORMATS: &[(Dialect, CallBuilder)] = &[(Dialect::Uds, uds_v2_jwe)];
+const FORMATS: &[(Dialect, CallBuilder)] =
+    &[(Dialect::Uds, uds_v2_jwe), (Dialect::Spark, spark), (Dialect::Acrobits, plain_call), (Dialect::Sip, sip)];
 
 /// The call wake-up payload for one device.
 pub fn for_call(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadError> {
@@ -55,6 +60,44 @@ fn uds_v2_jwe(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadE
         Provider::Apns => Content::ApnsVoip { body: v2::apns_body(&jwe) },
         Provider::Fcm => Content::FcmData { data: BTreeMap::from([("body".to_string(), jwe)]) },
     })
+}
+
+/// Spark/Webex devices: the Webex call fields (iOS VoIP).
+fn spark(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadError> {
+    Ok(match reg.channel.provider() {
+        Provider::Apns => Content::ApnsVoip { body: plain::webex_voip(event) },
+        Provider::Fcm => Content::FcmData { data: plain::fcm_data(event) },
+    })
+}
+
+/// Acrobits and RFC 8599 / Kazoo SIP devices: the plain call payload.
+fn plain_call(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadError> {
+    Ok(match reg.channel.provider() {
+        Provider::Apns => Content::ApnsVoip { body: plain::apns_voip(event) },
+        Provider::Fcm => Content::FcmData { data: plain::fcm_data(event) },
+    })
+}
+
+/// SIP devices: X-MPUSH ones get the Mizu payload, the others the plain one.
+fn sip(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadError> {
+    match (reg.sip.as_ref().map(|b| b.format), reg.channel.provider()) {
+        (Some(SipFormat::Mpush), Provider::Apns) => Ok(Content::ApnsVoip { body: plain::mizu(event) }),
+        _ => plain_call(event, reg),
+    }
+}
+
+/// What a cancel sends to a device: never a VoIP push on APNs. APNs devices
+/// with a message token get an alert there; FCM devices a data message
+/// `type: cancel`; APNs devices with only a VoIP token get nothing (`None`:
+/// reported `skipped`).
+pub fn for_cancel(call_id: &str, push_id: &str, display: &str, reg: &Registration) -> Option<Content> {
+    match reg.channel.provider() {
+        Provider::Fcm => Some(Content::FcmData { data: plain::cancel_data(call_id, push_id) }),
+        Provider::Apns => reg.msg.as_ref().map(|_| Content::ApnsAlert {
+            body: plain::cancel_alert(call_id, push_id, display),
+            collapse_id: call_id.chars().take(64).collect(),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +129,7 @@ mod tests {
             display_name: "Alice".into(),
             display_number: "1001".into(),
             hunt_pilot_dn: String::new(),
+            actor: None,
             ring: RingWindow::starting_now(1_764_057_600_000, 30),
         }
     }

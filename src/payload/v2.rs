@@ -57,6 +57,7 @@ mod tests {
             display_name: name.into(),
             display_number: number.into(),
             hunt_pilot_dn: hunt.into(),
+            actor: None,
             ring: RingWindow { starts_at_ms: ends_at_ms - 30_000, ends_at_ms },
         }
     }

@@ -65,6 +65,14 @@ pub struct DeviceSummary {
     pub updated_at: i64,
 }
 
+/// A stored call, as a cancel needs it.
+#[derive(Clone, Debug)]
+pub struct CallInfo {
+    pub user: UserId,
+    pub push_id: String,
+    pub report: CallReport,
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -446,6 +454,19 @@ impl Store {
         rows.iter().map(|r| self.device_from_row(r)).collect()
     }
 
+    /// Forget a dead message token (the device and its call token stay).
+    pub async fn clear_msg_token(&self, user: &UserId, device: &DevicePkid, token: &DeviceToken) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE devices SET msg_token = NULL, msg_channel = NULL, msg_app_id = NULL WHERE user_id = $1 AND device_pkid = $2 AND msg_token = $3",
+        )
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .bind(token.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     /// Delete every device of `dialect` whose call token is `token`.
     pub async fn delete_devices_by_token(&self, dialect: Dialect, token: &str) -> Result<u64> {
         let r = sqlx::query("DELETE FROM devices WHERE dialect = $1 AND token = $2")
@@ -498,6 +519,17 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Who a call was for, its pushid, and its report (for cancels).
+    pub async fn call_info(&self, call: &CallId) -> Result<Option<CallInfo>> {
+        let row = sqlx::query("SELECT user_id, push_id, report FROM calls WHERE call_id = $1").bind(call.as_str()).fetch_optional(&self.pool).await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(CallInfo {
+            user: UserId::parse(&r.get::<String, _>(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            push_id: r.get(1),
+            report: serde_json::from_str(&r.get::<String, _>(2)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        }))
     }
 
     pub async fn call_report(&self, call: &CallId) -> Result<Option<CallReport>> {

@@ -1,0 +1,94 @@
+//! The plain call payloads of devices that carry no key (Spark, Acrobits,
+//! SIP): pushrelay's choice of shape, documented in the README.
+//!
+//! - Spark/Webex (protocol §6): `{"aps":{},"webex":{"callId","actorId","personId","event":"incoming_call"}}`.
+//! - Acrobits / SIP (RFC 8599, Kazoo) on APNs: `{"aps":{},"call":{…}}`;
+//!   on FCM: data `{"type":"incomingcall", …}` (all strings).
+//! - MizuTech X-MPUSH devices (seeds/001, protocol §8.1): the Mizu payload.
+
+use crate::domain::CallEvent;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// The call fields every plain payload carries.
+fn call_fields(event: &CallEvent) -> serde_json::Value {
+    json!({
+        "type": "incomingcall",
+        "call_id": event.push_id.as_str(),
+        "pushid": event.push_id.as_str(),
+        "displayname": event.display_name,
+        "displaynumber": event.display_number,
+        "ringexpiretime": event.ring.ends_at_ms.to_string(),
+    })
+}
+
+pub fn webex_voip(event: &CallEvent) -> Vec<u8> {
+    let mut webex = json!({
+        "callId": event.push_id.as_str(),
+        "personId": event.user.as_str(),
+        "event": "incoming_call",
+    });
+    if let Some(actor) = &event.actor {
+        webex["actorId"] = json!(actor);
+    }
+    serde_json::to_vec(&json!({ "aps": {}, "webex": webex })).expect("json")
+}
+
+pub fn apns_voip(event: &CallEvent) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "aps": {}, "call": call_fields(event) })).expect("json")
+}
+
+pub fn fcm_data(event: &CallEvent) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let serde_json::Value::Object(m) = call_fields(event) {
+        for (k, v) in m {
+            out.insert(k, v.as_str().unwrap_or_default().to_string());
+        }
+    }
+    out
+}
+
+/// The MizuTech payload (body only; its `headers` go in HTTP headers).
+pub fn mizu(event: &CallEvent) -> Vec<u8> {
+    let from = if event.display_number.is_empty() { event.display_name.as_str() } else { event.display_number.as_str() };
+    let name = if event.display_name.is_empty() { from } else { event.display_name.as_str() };
+    serde_json::to_vec(&json!({
+        "aps": {
+            "alert": { "title": format!("Incoming call from {from}"), "body": format!("Incoming VoIP call from {from}") },
+            "content-available": 1,
+            "sound": "default",
+            "badge": 1
+        },
+        "data": {
+            "ntype": 0,
+            "nfromusername": name,
+            "nfrom": event.display_number,
+            "nmsg": format!("Incoming call from {from}"),
+            "ncallid": event.push_id.as_str(),
+            "ntousr": event.user.as_str()
+        }
+    }))
+    .expect("json")
+}
+
+/// A call-ended alert for a message token (never VoIP: iOS 13+ kills an
+/// app that gets a VoIP push without reporting a call).
+pub fn cancel_alert(call_id: &str, push_id: &str, display: &str) -> Vec<u8> {
+    let who = if display.is_empty() { "Call ended".to_string() } else { format!("Missed call from {display}") };
+    serde_json::to_vec(&json!({
+        "aps": { "alert": { "title": "Call ended", "body": who }, "sound": "default" },
+        "type": "cancel",
+        "call_id": call_id,
+        "pushid": push_id
+    }))
+    .expect("json")
+}
+
+/// The FCM data message of a cancel.
+pub fn cancel_data(call_id: &str, push_id: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("type".to_string(), "cancel".to_string()),
+        ("call_id".to_string(), call_id.to_string()),
+        ("pushid".to_string(), push_id.to_string()),
+    ])
+}

@@ -14,7 +14,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/calls", post(post_call)).route("/v1/calls/{call_id}", get(get_call))
+    Router::new()
+        .route("/v1/calls", post(post_call))
+        .route("/v1/calls/{call_id}", get(get_call))
+        .route("/v1/calls/{call_id}/cancel", post(cancel_call))
 }
 
 #[derive(Deserialize)]
@@ -72,4 +75,14 @@ async fn post_call(_: Admin, State(s): State<AppState>, headers: HeaderMap, Limi
 async fn get_call(_: Admin, State(s): State<AppState>, Path(call_id): Path<String>) -> Result<Json<CallReport>> {
     let id = CallId::parse(&call_id).map_err(|_| ApiError::NotFound(format!("unknown call {call_id}")))?;
     s.store.call_report(&id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("unknown call {call_id}")))
+}
+
+async fn cancel_call(_: Admin, State(s): State<AppState>, Path(call_id): Path<String>) -> Result<Json<CallReport>> {
+    let id = CallId::parse(&call_id).map_err(|_| ApiError::NotFound(format!("unknown call {call_id}")))?;
+    match s.dispatcher.cancel(&id).await {
+        Ok(Some(report)) => Ok(Json(report)),
+        Ok(None) => Err(ApiError::NotFound(format!("unknown call {call_id}"))),
+        Err(DispatchError::NoDevices) => Err(ApiError::NotFound(format!("call {call_id} has no devices left"))),
+        Err(DispatchError::Store(e)) => Err(e.into()),
+    }
 }

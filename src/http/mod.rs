@@ -47,6 +47,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken"),
     ("post", "/v1/calls"),
     ("get", "/v1/calls/{call_id}"),
+    ("post", "/v1/calls/{call_id}/cancel"),
 ];
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -6,4 +6,5 @@
 //! `domain` only; the `http` layer maps its errors to status codes and
 //! response bodies.
 
+pub mod spark;
 pub mod uds;

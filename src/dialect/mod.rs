@@ -6,4 +6,6 @@
 //! `domain` only; the `http` layer maps its errors to status codes and
 //! response bodies.
 
+pub mod acrobits;
+pub mod spark;
 pub mod uds;

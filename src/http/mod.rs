@@ -6,6 +6,7 @@
 //! that turn errors into statuses. Depends on `dialect`, `domain`, `store`,
 //! `jwe`/`payload` (through dispatch), `telemetry`.
 
+mod acrobits;
 mod apps;
 pub mod auth;
 pub mod body;
@@ -14,6 +15,7 @@ pub mod error;
 mod health;
 pub mod serve;
 pub mod state;
+mod spark;
 mod time;
 mod uds;
 mod users;
@@ -48,6 +50,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/calls"),
     ("get", "/v1/calls/{call_id}"),
     ("post", "/v1/calls/{call_id}/cancel"),
+    ("put", "/v1/apps/{app_id}/webex"),
+    ("post", "/register"),
+    ("delete", "/register/{device_token}"),
+    ("post", "/webhook"),
+    ("get", "/acrobits/token"),
+    ("post", "/acrobits/token"),
 ];
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -62,6 +70,8 @@ pub fn router(state: AppState) -> Router {
         .merge(apps::router())
         .merge(users::router())
         .merge(uds::router())
+        .merge(spark::router())
+        .merge(acrobits::router())
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
     // Call events are bounded by their ring window (≤ 300 s), not the timeout.
     Router::new()

@@ -294,6 +294,16 @@ impl Store {
         Ok(!existed)
     }
 
+    /// Create a user without a password (Webex person, SIP AOR user) unless present.
+    pub async fn ensure_user(&self, user: &UserId, now_ms: i64) -> Result<()> {
+        sqlx::query("INSERT INTO users (user_id, password_hash, created_at, updated_at) VALUES ($1, NULL, $2, $2) ON CONFLICT (user_id) DO NOTHING")
+            .bind(user.as_str())
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Delete a user and their devices; false if unknown.
     pub async fn delete_user(&self, user: &UserId) -> Result<bool> {
         let mut tx = self.pool.begin().await?;

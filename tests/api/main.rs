@@ -8,5 +8,6 @@ mod faults;
 mod health;
 mod hostile;
 mod helpers;
+mod spark;
 mod uds;
 mod users;

@@ -1,0 +1,133 @@
+//! Acrobits Push Token Reporter (seeds/002): `GET /acrobits/token` with a
+//! query, `POST /acrobits/token` with a form or JSON body. Success is 200
+//! with no body (what the app expects). Parsing lives in `dialect::acrobits`.
+
+use super::auth::{basic_credentials, Admin};
+use super::error::{ApiError, Result};
+use super::spark::require_credentials;
+use super::state::AppState;
+use crate::dialect::acrobits::{self, RawToken};
+use crate::domain::{now_ms, AppId, Channel, DevicePkid, Dialect, FieldError, MessageToken, Provider, Registration, UserId};
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::Router;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/acrobits/token", get(report_get).post(report_post))
+}
+
+/// Who reports: the end user by HTTP Basic, or an operator bearer.
+enum Reporter {
+    User(UserId),
+    Operator,
+}
+
+impl FromRequestParts<AppState> for Reporter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some((user, password)) = basic_credentials(&parts.headers) {
+            let user = UserId::parse(&user).map_err(|_| ApiError::Unauthorized)?;
+            let Some(hash) = state.store.password_hash(&user).await? else { return Err(ApiError::Unauthorized) };
+            return if state.passwords.verify(user.as_str(), password, hash).await { Ok(Reporter::User(user)) } else { Err(ApiError::Unauthorized) };
+        }
+        Admin::from_request_parts(parts, state).await.map(|_| Reporter::Operator)
+    }
+}
+
+async fn report_get(reporter: Reporter, State(s): State<AppState>, req: Request) -> Result<StatusCode> {
+    let query = req.uri().query().unwrap_or("");
+    if query.len() > acrobits::MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge(acrobits::MAX_BODY_BYTES));
+    }
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    store_report(&s, reporter, &pairs).await
+}
+
+async fn report_post(reporter: Reporter, State(s): State<AppState>, headers: HeaderMap, body: Body) -> Result<StatusCode> {
+    let body = match tokio::time::timeout(super::body::BODY_READ_TIMEOUT, axum::body::to_bytes(body, acrobits::MAX_BODY_BYTES)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return Err(ApiError::PayloadTooLarge(acrobits::MAX_BODY_BYTES)),
+        Err(_) => return Err(ApiError::BodyTimeout),
+    };
+    let mime = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/x-www-form-urlencoded");
+    let mime = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let pairs = match mime.as_str() {
+        "application/json" => acrobits::pairs_from_json(&body)?,
+        "application/x-www-form-urlencoded" | "" => form_urlencoded::parse(&body).into_owned().collect(),
+        _ => return Err(ApiError::UnsupportedMediaType("application/x-www-form-urlencoded or application/json")),
+    };
+    store_report(&s, reporter, &pairs).await
+}
+
+/// The app a reported token belongs to, and the provider its credentials
+/// are for: the app whose id is the reported app id (a `.pushkit` suffix is
+/// dropped when no app has the full id).
+async fn app_of(s: &AppState, token: &RawToken, field: &'static str) -> Result<(AppId, Provider)> {
+    let reported = token
+        .app_id
+        .as_ref()
+        .ok_or_else(|| ApiError::bad_request("missing_field", format!("{field}: the token's app id is required (appid_calls / appid_msgs)")))?;
+    let mut candidates = vec![reported.clone()];
+    let stripped = acrobits::voip_topic_app(reported.as_str());
+    if stripped != reported.as_str() {
+        candidates.push(AppId::parse(stripped)?);
+    }
+    for app in &candidates {
+        for provider in [Provider::Apns, Provider::Fcm] {
+            if s.store.has_credentials(app, provider).await? {
+                return Ok((app.clone(), provider));
+            }
+        }
+    }
+    require_credentials(s, reported, Provider::Apns).await?;
+    unreachable!("require_credentials refuses an app without credentials")
+}
+
+fn channel_for(provider: Provider) -> Channel {
+    match provider {
+        Provider::Apns => Channel::Apns,
+        Provider::Fcm => Channel::Fcm,
+    }
+}
+
+async fn store_report(s: &AppState, reporter: Reporter, pairs: &[(String, String)]) -> Result<StatusCode> {
+    let report = acrobits::parse_params(pairs)?;
+    if let Reporter::User(user) = &reporter {
+        if *user != report.username {
+            return Err(ApiError::Forbidden("register (the Basic user must be the reported username)"));
+        }
+    }
+    // Android reports one token for everything: it is the call token too.
+    let calls = report.calls.as_ref().or(report.msgs.as_ref()).expect("parser requires one token");
+    let (app, provider) = app_of(s, calls, "token_calls").await?;
+    let token = acrobits::token_for(provider, calls)?;
+    let msg = match &report.msgs {
+        Some(m) if report.calls.is_some() => {
+            let (app, provider) = app_of(s, m, "token_msgs").await?;
+            Some(MessageToken { app, channel: channel_for(provider), token: acrobits::token_for(provider, m)? })
+        }
+        _ => None,
+    };
+    let device = DevicePkid::parse(&report.selector).map_err(|e| FieldError { field: "selector", ..e })?;
+    let registration = Registration {
+        user: report.username.clone(),
+        device,
+        dialect: Dialect::Acrobits,
+        channel: channel_for(provider),
+        token,
+        key: None,
+        app,
+        payload_version: None,
+        msg,
+        sip: None,
+    };
+    let now = now_ms();
+    s.store.ensure_user(&report.username, now).await?;
+    s.store.upsert_device(&registration, now).await?;
+    metrics::counter!(crate::telemetry::REGISTRATIONS, "dialect" => "acrobits").increment(1);
+    tracing::info!(user = %registration.user, device = %registration.device, channel = %registration.channel, token = registration.token.suffix(), "Acrobits token reported");
+    Ok(StatusCode::OK)
+}

@@ -1,6 +1,7 @@
 //! HTTP integration tests: each test starts the real relay on a random port
 //! against a fresh SQLite file (`helpers::spawn_app`). One binary for all.
 
+mod acrobits;
 mod apps;
 mod calls;
 mod cli;

@@ -5,7 +5,19 @@
 //! Dialect code is pure: no HTTP, no SQL, no I/O, no clock. It depends on
 //! `domain` only; the `http` layer maps its errors to status codes and
 //! response bodies.
+//!
+//! | module     | wire format                                        | spec                          |
+//! |------------|----------------------------------------------------|-------------------------------|
+//! | `uds`      | CUCM UDS `<token>` XML                             | protocol.md §1                |
+//! | `spark`    | Webex `/register` JSON, webhook envelope, `X-Spark-Signature` | interface.md §4, protocol.md §6 |
+//! | `acrobits` | Acrobits Push Token Reporter query / form / JSON   | interface.md §4, protocol.md §7 |
+//! | `sip`      | raw SIP REGISTER: X-MPUSH, RFC 8599, Kazoo rules   | interface.md §4, protocol.md §8 |
+//!
+//! Error codes shared by the dialects: `too_large` (413), `malformed_*`,
+//! `missing_field`, `duplicate_field`, `invalid_*` (400). Messages never
+//! quote tokens, keys or signatures.
 
 pub mod acrobits;
+pub mod sip;
 pub mod spark;
 pub mod uds;

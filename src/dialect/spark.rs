@@ -18,7 +18,10 @@
 //!   Webex sends it) is an [`WebhookEvent::IncomingCall`]; it needs
 //!   `data.personId` and `data.callId`. Every other `resource`/`event` pair is
 //!   [`WebhookEvent::Ignored`]. An envelope without string `resource` and
-//!   `event` members is not a Webex event and is refused.
+//!   `event` members is not a Webex event and is refused. A repeated
+//!   top-level `resource`/`event`/`actorId`/`data`, or a repeated
+//!   `data.personId`/`callId`/`status`/`id` of a call event, is refused
+//!   (`duplicate_field`) rather than read last-wins.
 //!
 //! Error messages never echo tokens, signatures or JSON values: serde_json
 //! data errors (which may quote a value) are replaced by fixed texts.
@@ -92,6 +95,21 @@ struct Envelope {
     data: Option<Value>,
 }
 
+#[derive(Deserialize)]
+struct CallEnvelope {
+    data: CallData,
+}
+
+#[derive(Deserialize)]
+struct CallData {
+    id: Option<Value>,
+    #[serde(rename = "callId")]
+    call_id: Option<Value>,
+    #[serde(rename = "personId")]
+    person_id: Option<Value>,
+    status: Option<Value>,
+}
+
 /// Parse a `POST /register` body.
 pub fn parse_register(body: &[u8]) -> Result<SparkRegister, FieldError> {
     check_size(body, MAX_REGISTER_BYTES)?;
@@ -152,25 +170,27 @@ pub fn parse_webhook(body: &[u8]) -> Result<WebhookEvent, FieldError> {
     if resource != "callMemberships" || event != "created" {
         return Ok(ignored());
     }
-    let data = match env.data {
-        Some(Value::Object(m)) => m,
+    match env.data {
+        Some(Value::Object(_)) => {}
         None | Some(Value::Null) => {
             return Err(FieldError::new("data", "missing_field", "data is required for callMemberships/created"))
         }
         Some(_) => return Err(FieldError::new("data", "invalid_field", "data must be a JSON object")),
-    };
-    match optional_str(data.get("status").cloned(), "data.status")? {
+    }
+    // Second pass over the same bytes with typed `data` members, so that a
+    // repeated `personId`/`callId`/`status`/`id` is refused, not last-wins.
+    let data = from_json::<CallEnvelope>(body)?.data;
+    match optional_str(data.status, "data.status")? {
         None => {}
         Some(s) if s == "notified" => {}
         Some(_) => return Ok(ignored()),
     }
-    let person = required_str(data.get("personId").cloned(), "data.personId")?;
+    let person = required_str(data.person_id, "data.personId")?;
     let person = UserId::parse(&person).map_err(|e| FieldError { field: "data.personId", ..e })?;
-    let call_id = required_str(data.get("callId").cloned(), "data.callId")?;
+    let call_id = required_str(data.call_id, "data.callId")?;
     let call_id = check_text(call_id, "data.callId")?;
     let actor_id = optional_str(env.actor_id, "actorId")?.map(|s| check_text(s, "actorId")).transpose()?;
-    let membership_id =
-        optional_str(data.get("id").cloned(), "data.id")?.map(|s| check_text(s, "data.id")).transpose()?;
+    let membership_id = optional_str(data.id, "data.id")?.map(|s| check_text(s, "data.id")).transpose()?;
     Ok(WebhookEvent::IncomingCall { person, call_id, actor_id, membership_id })
 }
 
@@ -468,6 +488,9 @@ mod tests {
             (r#"{"resource":"messages","data":{}}"#.into(), "missing_field event"),
             (r#"{"resource":1,"event":"created"}"#.into(), "invalid_field resource"),
             (r#"{"resource":"messages","resource":"x","event":"created"}"#.into(), "duplicate_field"),
+            (call(r#","personId":"other""#), "duplicate_field"),
+            (call(r#","status":"joined","status":"notified""#), "duplicate_field"),
+            (hook("messages", "created", r#"{"personId":"a","personId":"b"}"#), "ignored"),
             (call("").replace("\"actorId\":\"CALLER\"", "\"actorId\":1"), "invalid_field actorId"),
             ("".into(), "malformed_json"),
             ("not json".into(), "malformed_json"),

@@ -35,6 +35,26 @@ pub struct Settings {
     pub fcm: FcmSettings,
     pub tls: TlsSettings,
     pub calls: CallsSettings,
+    pub sip: SipSettings,
+}
+
+/// `sip.user_agents.<name> = { regex, token_app, token_type, token_id }`
+/// (Kazoo-style push parameters picked by User-Agent, seeds/004), in the
+/// order of their names.
+#[derive(Clone, Debug, Default)]
+pub struct SipSettings {
+    pub user_agents: Vec<UserAgentRule>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserAgentRule {
+    #[serde(skip)]
+    pub name: String,
+    pub regex: String,
+    pub token_app: Option<String>,
+    pub token_type: Option<String>,
+    pub token_id: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +92,7 @@ impl Default for Settings {
             fcm: FcmSettings { base_url: "https://fcm.googleapis.com".into() },
             tls: TlsSettings::default(),
             calls: CallsSettings { ring_seconds: 30 },
+            sip: SipSettings::default(),
         }
     }
 }
@@ -103,6 +124,13 @@ struct FileSettings {
     fcm: Option<FileFcm>,
     tls: Option<FileTls>,
     calls: Option<FileCalls>,
+    sip: Option<FileSip>,
+}
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSip {
+    #[serde(default)]
+    user_agents: std::collections::BTreeMap<String, UserAgentRule>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +172,7 @@ impl Settings {
     pub fn load_from(file: Option<&Path>, env: &HashMap<String, String>, cli: &CliOverrides) -> Result<Self, ConfigError> {
         let mut raw: HashMap<&'static str, String> = HashMap::new();
         let mut ring_from_file: Option<i64> = None;
+        let mut user_agents: Vec<UserAgentRule> = Vec::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
             let f: FileSettings =
@@ -163,6 +192,10 @@ impl Settings {
             put("fcm.base_url", f.fcm.unwrap_or_default().base_url);
             put("tls.extra_ca_file", f.tls.unwrap_or_default().extra_ca_file.map(|p| p.display().to_string()));
             ring_from_file = f.calls.unwrap_or_default().ring_seconds;
+            user_agents = f.sip.unwrap_or_default().user_agents.into_iter().map(|(name, mut r)| {
+                r.name = name;
+                r
+            }).collect();
         }
         for (key, var) in ENV_KEYS {
             if let Some(v) = env.get(*var) {
@@ -210,6 +243,7 @@ impl Settings {
             }
             s.calls.ring_seconds = r as u32;
         }
+        s.sip.user_agents = user_agents;
         s.validate()?;
         Ok(s)
     }
@@ -230,6 +264,11 @@ impl Settings {
                 return Err(invalid(key, format!("{url:?} is not an http(s) URL")));
             }
         }
+        for rule in &self.sip.user_agents {
+            if let Err(e) = self.compile_rule(rule) {
+                return Err(ConfigError::Invalid { key: "sip.user_agents", env: "", message: format!("rule {:?}: {}", rule.name, e.message) });
+            }
+        }
         if let Some(t) = &self.admin_token {
             if t.expose().len() < 16 {
                 return Err(invalid("admin_token", "must be at least 16 characters"));
@@ -243,6 +282,16 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    fn compile_rule(&self, r: &UserAgentRule) -> Result<crate::dialect::sip::UaRule, crate::domain::FieldError> {
+        crate::dialect::sip::UaRule::new(&r.name, &r.regex, r.token_app.as_deref(), r.token_type.as_deref(), r.token_id.as_deref())
+    }
+
+    /// The User-Agent rules, compiled (validated at load, so this cannot fail
+    /// for loaded settings).
+    pub fn user_agent_rules(&self) -> Vec<crate::dialect::sip::UaRule> {
+        self.sip.user_agents.iter().filter_map(|r| self.compile_rule(r).ok()).collect()
     }
 
     /// The SQLite file, if the store is SQLite on a file.
@@ -323,6 +372,21 @@ mod tests {
         std::fs::write(&f, "[apns]\nproduction_ur = \"https://x\"\n").unwrap();
         let e = Settings::load_from(Some(&f), &env(&[]), &CliOverrides::default()).unwrap_err();
         assert!(e.to_string().contains("production_ur"), "{e}");
+    }
+
+    #[test]
+    fn user_agent_rules_load_in_name_order_and_a_bad_regex_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[sip.user_agents.myapp]\nregex = \"^MyApp\"\n[sip.user_agents.acme]\nregex = \"^Acme\"\ntoken_id = \"tok\"\n").unwrap();
+        let s = Settings::load_from(Some(&f), &env(&[]), &CliOverrides::default()).unwrap();
+        let rules = s.user_agent_rules();
+        assert_eq!(rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["acme", "myapp"]);
+        assert_eq!(rules[0].token_id, "tok");
+        assert_eq!(rules[1].token_app, "app-id");
+        std::fs::write(&f, "[sip.user_agents.bad]\nregex = \"(\"\n").unwrap();
+        let e = Settings::load_from(Some(&f), &env(&[]), &CliOverrides::default()).unwrap_err().to_string();
+        assert!(e.contains("sip.user_agents") && e.contains("bad"), "{e}");
     }
 
     #[test]

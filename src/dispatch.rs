@@ -107,7 +107,12 @@ impl Dispatcher {
         if devices.is_empty() {
             return Err(DispatchError::NoDevices);
         }
-        let report = self.run_on(event, &devices).await;
+        self.run_on_and_save(event, &devices).await
+    }
+
+    /// `run_on`, then store the report (for `GET /v1/calls/{call_id}`).
+    pub async fn run_on_and_save(&self, event: &CallEvent, devices: &[Device]) -> Result<CallReport, DispatchError> {
+        let report = self.run_on(event, devices).await;
         self.store
             .save_call(&event.call_id, &event.user, event.push_id.as_str(), event.ring.starts_at_ms, event.ring.ends_at_ms, &report)
             .await?;

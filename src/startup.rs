@@ -97,6 +97,7 @@ impl Application {
             request_timeout: Duration::from_secs(10),
         };
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), providers, RetryPolicy::default(), shutdown.clone()));
+        let ua_rules = settings.user_agent_rules();
         let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let state = AppState {
@@ -106,6 +107,8 @@ impl Application {
             metrics: crate::telemetry::metrics_handle(),
             dispatcher: dispatcher.clone(),
             passwords: Arc::new(crate::http::auth::PasswordCache::new(Duration::from_secs(300))),
+            ua_rules: Arc::new(ua_rules),
+            wake: crate::wake::WakeHub::new(),
         };
         let router = http::router(state);
         Ok(Self { listener, router, store, addr, generated_admin_token, dispatcher, shutdown })

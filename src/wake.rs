@@ -93,9 +93,14 @@ impl WakeHub {
 
 impl Waiter {
     /// The contact of the REGISTER that woke us, or `None` at the timeout.
-    pub async fn wait(mut self, timeout: std::time::Duration) -> Option<String> {
+    pub async fn wait(self, timeout: std::time::Duration) -> Option<String> {
+        self.wait_until(tokio::time::Instant::now() + timeout).await
+    }
+
+    /// Like `wait`, with an absolute deadline.
+    pub async fn wait_until(mut self, deadline: tokio::time::Instant) -> Option<String> {
         let rx = self.rx.take().expect("waited once");
-        tokio::time::timeout(timeout, rx).await.ok().and_then(Result::ok)
+        tokio::time::timeout_at(deadline, rx).await.ok().and_then(Result::ok)
     }
 }
 

@@ -67,7 +67,9 @@ impl ApiError {
 
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
-        ApiError::BadRequest { code: e.code, message: e.message }
+        // Name the field unless the message already does.
+        let message = if e.field.is_empty() || e.message.contains(e.field) { e.message } else { format!("{}: {}", e.field, e.message) };
+        ApiError::BadRequest { code: e.code, message }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 mod health;
 pub mod serve;
 pub mod state;
+pub mod sip;
 mod spark;
 mod time;
 mod uds;
@@ -56,6 +57,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/webhook"),
     ("get", "/acrobits/token"),
     ("post", "/acrobits/token"),
+    ("post", "/sip/register"),
+    ("post", "/sip/wake"),
 ];
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -77,6 +80,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(bounded)
         .merge(calls::router())
+        .merge(sip::router())
         .fallback(no_such_route)
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))

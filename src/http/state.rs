@@ -15,6 +15,10 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Recently verified end-user passwords (Basic auth), see `auth::PasswordCache`.
     pub passwords: Arc<crate::http::auth::PasswordCache>,
+    /// Compiled `sip.user_agents` rules.
+    pub ua_rules: Arc<Vec<crate::dialect::sip::UaRule>>,
+    /// Waiters of `/sip/wake`.
+    pub wake: Arc<crate::wake::WakeHub>,
     /// Pushes call events to APNs/FCM.
     pub dispatcher: Arc<Dispatcher>,
 }

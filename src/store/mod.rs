@@ -477,6 +477,12 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Remove the SIP bindings of an AOR (a de-REGISTER); how many went.
+    pub async fn delete_devices_for_aor(&self, aor: &str) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM devices WHERE sip_aor = $1").bind(aor).execute(&self.pool).await?;
+        Ok(r.rows_affected())
+    }
+
     /// Delete every device of `dialect` whose call token is `token`.
     pub async fn delete_devices_by_token(&self, dialect: Dialect, token: &str) -> Result<u64> {
         let r = sqlx::query("DELETE FROM devices WHERE dialect = $1 AND token = $2")

@@ -84,7 +84,9 @@ pub async fn spawn_with(dir: tempfile::TempDir, env: HashMap<String, String>) ->
         pushrelay::telemetry::init_tracing();
     }
     pushrelay::startup::install_crypto_provider();
-    let settings = Settings::load_from(None, &env, &CliOverrides::default()).expect("test settings");
+    // `CONFIG_FILE` in the map names a TOML file (for keys with no env form).
+    let file = env.get("CONFIG_FILE").map(PathBuf::from);
+    let settings = Settings::load_from(file.as_deref(), &env, &CliOverrides::default()).expect("test settings");
     let app = Application::build(settings).await.expect("build app");
     let base = format!("http://{}", app.local_addr());
     let (tx, rx) = oneshot::channel::<()>();
@@ -218,6 +220,11 @@ pub const FCM_PROJECT: &str = "pushrelay-test";
 /// Start mock APNs (production + sandbox) and FCM sharing one test CA, and a
 /// relay that trusts it and points at them.
 pub async fn spawn_app_with_mocks() -> (TestApp, Mocks) {
+    spawn_app_with_mocks_and_config("").await
+}
+
+/// Same, with extra TOML configuration (e.g. `sip.user_agents` rules).
+pub async fn spawn_app_with_mocks_and_config(toml: &str) -> (TestApp, Mocks) {
     use pushrelay::mock::{apns::*, fcm::MockFcm, fixtures, tls::TestPki};
     pushrelay::startup::install_crypto_provider();
     let pki = TestPki::generate();
@@ -248,6 +255,11 @@ pub async fn spawn_app_with_mocks() -> (TestApp, Mocks) {
     env.insert("PUSHRELAY_APNS_SANDBOX_URL".to_string(), apns_dev.url());
     env.insert("PUSHRELAY_FCM_BASE_URL".to_string(), fcm.base_url());
     env.insert("PUSHRELAY_TLS_EXTRA_CA_FILE".to_string(), ca.display().to_string());
+    if !toml.is_empty() {
+        let f = dir.path().join("relay.toml");
+        std::fs::write(&f, toml).unwrap();
+        env.insert("CONFIG_FILE".to_string(), f.display().to_string());
+    }
     let app = spawn_with(dir, env).await;
     (app, Mocks { apns, apns_dev, fcm, p8, key_id, team_id, service_account })
 }
@@ -267,6 +279,16 @@ impl TestApp {
         assert_eq!(self.put_apns(APP, &m.apns_body()).await.status(), 200);
         assert_eq!(self.put_fcm(APP, &m.fcm_body()).await.status(), 200);
         assert_eq!(self.put_user("alice", "pw-alice").await.status(), 201);
+    }
+
+    /// APNs token-auth credentials for `app` with bundle id `bundle` (the mock learns the bundle).
+    pub async fn put_mock_apns(&self, m: &Mocks, app: &str, bundle: &str) {
+        m.apns.register_bundle(bundle);
+        m.apns_dev.register_bundle(bundle);
+        let mut body = m.apns_body();
+        body["bundleId"] = serde_json::json!(bundle);
+        let r = self.put_apns(app, &body).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
     pub async fn post_call(&self, body: &serde_json::Value) -> reqwest::Response {

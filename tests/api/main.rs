@@ -9,6 +9,7 @@ mod faults;
 mod health;
 mod hostile;
 mod helpers;
+mod sip;
 mod spark;
 mod uds;
 mod users;

@@ -1,0 +1,207 @@
+//! SIP REGISTER push data: MizuTech X-MPUSH (seeds/001), Kazoo User-Agent
+//! rules (seeds/004), RFC 8599; push-and-wait with /sip/wake.
+use crate::helpers::*;
+use pushrelay::mock::apns::ScriptedReply;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+async fn sip_register(app: &TestApp, body: Vec<u8>) -> reqwest::Response {
+    app.admin(reqwest::Method::POST, "/sip/register").header("content-type", "message/sip").body(body).send().await.unwrap()
+}
+
+fn wake(app: &TestApp, body: Value) -> tokio::task::JoinHandle<(u16, Value, Duration)> {
+    let req = app.admin(reqwest::Method::POST, "/sip/wake").json(&body);
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap(), started.elapsed())
+    })
+}
+
+async fn until<F: Fn() -> bool>(what: &str, f: F) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn mizu_register_then_wake_sends_the_mizu_payload_and_returns_on_re_register() {
+    let (app, m) = spawn_app_with_mocks().await;
+    app.put_mock_apns(&m, "com.mycompany.myapp", "com.mycompany.myapp").await;
+    let r = sip_register(&app, fixture("sip/mizu-register-hex.txt")).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let list = app.devices("1111").await;
+    assert_eq!(list[0]["dialect"], "sip");
+    assert_eq!(list[0]["channel"], "APNS");
+
+    let w = wake(&app, json!({"aor": "sip:1111@sip.mydomain.com", "call_id": "abcdef", "from_display": "John Smith", "from_number": "1234", "timeout_ms": 5000}));
+    until("the VoIP push", || !m.apns.requests().is_empty()).await;
+    let req = &m.apns.requests()[0];
+    assert_eq!(req.path, "/3/device/5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d");
+    assert_eq!(req.header("apns-push-type"), Some("voip"));
+    assert_eq!(req.header("apns-topic"), Some("com.mycompany.myapp.voip"));
+    assert_eq!(req.header("apns-priority"), Some("10"));
+    let p: Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(p["aps"]["alert"]["title"], "Incoming call from 1234");
+    assert_eq!(p["aps"]["alert"]["body"], "Incoming VoIP call from 1234");
+    assert_eq!(p["data"]["ntype"], 0);
+    assert_eq!(p["data"]["nfromusername"], "John Smith");
+    assert_eq!(p["data"]["nfrom"], "1234");
+    assert_eq!(p["data"]["ncallid"], "abcdef");
+    assert_eq!(p["data"]["ntousr"], "1111");
+    assert!(!w.is_finished(), "the wake is held until the device registers");
+
+    // The woken phone registers again: the held request answers at once.
+    let again = Instant::now();
+    assert_eq!(sip_register(&app, fixture("sip/mizu-register-hex.txt")).await.status(), 200);
+    let (status, body, _) = w.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["registered"], true);
+    assert_eq!(body["contact"], "sip:1111@192.168.1.101:14501");
+    assert!(again.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn the_seed_001_register_with_its_non_hex_token_is_refused_clearly() {
+    let (app, m) = spawn_app_with_mocks().await;
+    app.put_mock_apns(&m, "com.mycompany.myapp", "com.mycompany.myapp").await;
+    let r = sip_register(&app, fixture("sip/mizu-register.txt")).await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "invalid_token", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("X-MPUSH"), "{e}");
+}
+
+#[tokio::test]
+async fn kazoo_user_agent_rule_picks_the_contact_params_and_a_call_wakes_the_device() {
+    let (app, m) = spawn_app_with_mocks_and_config("[sip.user_agents.myapp]\nregex = \"^MyApp\"\n").await;
+    app.put_mock_apns(&m, "org.myorg.myapp", "org.myorg.myapp").await;
+    let r = sip_register(&app, fixture("sip/kazoo-register.txt")).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["stored"][0]["format"], "kazoo");
+    assert_eq!(v["stored"][0]["application"], "org.myorg.myapp");
+    let rep: Value = app.post_call(&json!({"user": "user", "pushid": "k-1", "displaynumber": "+15551234"})).await.json().await.unwrap();
+    assert_eq!(rep["deliveries"][0]["outcome"], "delivered", "{rep}");
+    let req = &m.apns.requests()[0];
+    assert_eq!(req.path, "/3/device/b4cce23749d42e1b53cfbd1d8521b1f9e16bd6e4961cdada7c8a3a5f5022faeb");
+    assert_eq!(req.header("apns-topic"), Some("org.myorg.myapp.voip"));
+    let p: Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(p["call"]["pushid"], "k-1");
+    assert_eq!(p["call"]["displaynumber"], "+15551234");
+}
+
+#[tokio::test]
+async fn without_a_matching_rule_the_kazoo_register_has_no_push_data() {
+    let (app, m) = spawn_app_with_mocks_and_config("[sip.user_agents.other]\nregex = \"^OtherApp\"\n").await;
+    app.put_mock_apns(&m, "org.myorg.myapp", "org.myorg.myapp").await;
+    let r = sip_register(&app, fixture("sip/kazoo-register.txt")).await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "no_push_data", "{e}");
+}
+
+#[tokio::test]
+async fn rfc8599_apns_and_fcm_bindings_find_their_apps_and_wake_times_out_with_408() {
+    let (app, m) = spawn_app_with_mocks().await;
+    app.put_mock_apns(&m, "example-ios", "com.yourcompany.yourexampleapp").await;
+    let sa = pushrelay::mock::fixtures::service_account_json(&m.fcm.token_uri(), "example-voip-app");
+    m.fcm.register_service_account(&sa);
+    use base64::Engine;
+    let r = app.put_fcm("example-android", &json!({"serviceAccount": base64::engine::general_purpose::STANDARD.encode(&sa)})).await;
+    assert_eq!(r.status(), 200);
+    let r = sip_register(&app, fixture("sip/rfc8599-apns.txt")).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["stored"][0]["application"], "example-ios", "{v}");
+    assert_eq!(v["stored"][0]["format"], "rfc8599");
+    let r = sip_register(&app, fixture("sip/rfc8599-fcm.txt")).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["stored"][0]["application"], "example-android", "{v}");
+    assert_eq!(v["stored"][0]["channel"], "FCM");
+
+    // Nobody re-registers: 408 at the timeout, after the push was delivered.
+    let (status, body, took) = wake(&app, json!({"aor": "sip:bob@example.com", "call_id": "c-9", "timeout_ms": 800})).await.unwrap();
+    assert_eq!(status, 408, "{body}");
+    assert_eq!(body["registered"], false);
+    assert!(took >= Duration::from_millis(750) && took < Duration::from_secs(3), "{took:?}");
+    let send = &m.fcm.sends()[0];
+    let msg: Value = serde_json::from_slice(&send.body).unwrap();
+    assert_eq!(msg["message"]["token"], "dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx8OLp2TQd6F_mN3tVqX");
+    assert_eq!(msg["message"]["data"]["pushid"], "c-9");
+}
+
+#[tokio::test]
+async fn a_wake_whose_push_fails_for_good_answers_at_once_with_the_report() {
+    let (app, m) = spawn_app_with_mocks().await;
+    app.put_mock_apns(&m, "com.mycompany.myapp", "com.mycompany.myapp").await;
+    assert_eq!(sip_register(&app, fixture("sip/mizu-register-hex.txt")).await.status(), 200);
+    m.apns.script_token("5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d", vec![ScriptedReply::error(410, "Unregistered")]);
+    let (status, body, took) = wake(&app, json!({"aor": "sip:1111@sip.mydomain.com", "call_id": "x", "timeout_ms": 10000})).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["registered"], false);
+    assert_eq!(body["report"]["deliveries"][0]["outcome"], "token_removed");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[tokio::test]
+async fn many_concurrent_waits_are_held_and_released_by_their_own_register() {
+    let (app, m) = spawn_app_with_mocks().await;
+    app.put_mock_apns(&m, "com.mycompany.myapp", "com.mycompany.myapp").await;
+    let msg = String::from_utf8(fixture("sip/mizu-register-hex.txt")).unwrap();
+    let n = 200;
+    for i in 0..n {
+        let token = format!("{:064x}", i + 1);
+        let body = msg.replace("sip:1111@", &format!("sip:u{i}@")).replace("5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d", &token);
+        assert_eq!(sip_register(&app, body.into_bytes()).await.status(), 200);
+    }
+    let waits: Vec<_> = (0..n).map(|i| wake(&app, json!({"aor": format!("sip:u{i}@sip.mydomain.com"), "call_id": format!("c{i}"), "timeout_ms": 15000}))).collect();
+    until("every push", || m.apns.requests().len() >= n).await;
+    // Re-register every other user: exactly those waits return 200.
+    for i in (0..n).step_by(2) {
+        let token = format!("{:064x}", i + 1);
+        let body = msg.replace("sip:1111@", &format!("sip:u{i}@")).replace("5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d", &token);
+        assert_eq!(sip_register(&app, body.into_bytes()).await.status(), 200);
+    }
+    for (i, w) in waits.into_iter().enumerate() {
+        if i % 2 == 0 {
+            let (status, body, _) = w.await.unwrap();
+            assert_eq!(status, 200, "{i}: {body}");
+            assert_eq!(body["registered"], true);
+        } else {
+            assert!(!w.is_finished(), "wait {i} must still be held");
+            w.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_sip_input_is_400_and_stores_nothing() {
+    let (app, m) = spawn_app_with_mocks().await;
+    app.put_mock_apns(&m, "com.mycompany.myapp", "com.mycompany.myapp").await;
+    for (file, code) in [("sip/no-push-data.txt", "no_push_data"), ("sip/mpush-unknown-provider.txt", "unknown_provider")] {
+        let r = sip_register(&app, fixture(file)).await;
+        assert_eq!(r.status(), 400, "{file}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"], code, "{file}: {e}");
+    }
+    let r = sip_register(&app, fixture("sip/malformed.txt")).await;
+    assert_eq!(r.status(), 400);
+    let r = sip_register(&app, b"INVITE sip:x@y SIP/2.0\r\n\r\n".to_vec()).await;
+    assert_eq!(r.status(), 400);
+    let r = app.admin(reqwest::Method::POST, "/sip/register").header("content-type", "application/json").body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 415);
+    let r = sip_register(&app, vec![b'a'; 20 * 1024]).await;
+    assert_eq!(r.status(), 413);
+    for bad in [json!({"aor": "not a uri", "call_id": "x"}), json!({"aor": "sip:1111@sip.mydomain.com", "call_id": "x", "timeout_ms": 0}), json!({"aor": "sip:1111@sip.mydomain.com"})] {
+        let (status, body, _) = wake(&app, bad.clone()).await.unwrap();
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _, _) = wake(&app, json!({"aor": "sip:nobody@sip.mydomain.com", "call_id": "x"})).await.unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(app.admin(reqwest::Method::GET, "/v1/users/1111/devices").send().await.unwrap().status(), 404);
+}

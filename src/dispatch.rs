@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::payload::{self, Content};
 use crate::provider::{ApnsClient, ApnsPush, Attempt, FcmClient, ProviderSettings};
-use crate::store::{Store, StoreError};
+use crate::store::{CallRecord, Store, StoreError};
 use crate::telemetry;
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
@@ -59,14 +59,18 @@ pub enum DispatchError {
     Store(#[from] StoreError),
 }
 
-/// Parsed provider credentials, cached per (app, provider) and reused while
-/// the stored row is unchanged (`updated_at`); another node's update shows
-/// up on the next call because the row is read every time.
+/// Parsed provider credentials, cached per (app, provider). A cached entry
+/// younger than `CREDENTIALS_FRESH` is used as is; an older one is checked
+/// against the stored row's `updated_at` (and reparsed only if it changed).
+/// So a credentials change — on this node or another — is in effect within
+/// `CREDENTIALS_FRESH`, and a call costs no credentials query in between.
 #[derive(Default)]
 struct CredentialCache {
-    apns: Mutex<HashMap<AppId, (i64, Arc<ApnsCredentials>)>>,
-    fcm: Mutex<HashMap<AppId, (i64, Arc<FcmCredentials>)>>,
+    apns: Mutex<HashMap<AppId, (Instant, i64, Arc<ApnsCredentials>)>>,
+    fcm: Mutex<HashMap<AppId, (Instant, i64, Arc<FcmCredentials>)>>,
 }
+
+const CREDENTIALS_FRESH: Duration = Duration::from_secs(1);
 
 pub struct Dispatcher {
     store: Store,
@@ -78,10 +82,64 @@ pub struct Dispatcher {
     /// app, not once per push (they are still in every report).
     alerted: Mutex<HashSet<(String, String)>>,
     shutdown: CancellationToken,
+    reports: ReportWriter,
+}
+
+/// Group commit of call reports: every call waits for its own report to be
+/// written (so `GET /v1/calls/{id}` right after the answer finds it), but
+/// the reports of concurrent calls share one transaction.
+struct ReportWriter {
+    tx: tokio::sync::mpsc::Sender<(CallRecord, tokio::sync::oneshot::Sender<Result<(), String>>)>,
+    store: Store,
+}
+
+impl ReportWriter {
+    const QUEUE: usize = 4096;
+    const BATCH: usize = 256;
+
+    fn start(store: Store) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(CallRecord, tokio::sync::oneshot::Sender<Result<(), String>>)>(Self::QUEUE);
+        let writer = store.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(Self::BATCH);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < Self::BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let records: Vec<CallRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+                let result = writer.save_calls(&records).await.map_err(|e| e.to_string());
+                if let Err(e) = &result {
+                    metrics::counter!(telemetry::STORE_ERRORS).increment(1);
+                    tracing::error!(error = %e, calls = records.len(), "call reports could not be stored");
+                }
+                for (_, ack) in batch.drain(..) {
+                    let _ = ack.send(result.clone());
+                }
+            }
+        });
+        Self { tx, store }
+    }
+
+    async fn save(&self, record: CallRecord) -> Result<(), StoreError> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        match self.tx.try_send((record, ack)) {
+            Ok(()) => done.await.map_err(|_| StoreError::Batch("report writer stopped".into()))?.map_err(StoreError::Batch),
+            // Queue full or writer gone: write this one directly.
+            Err(tokio::sync::mpsc::error::TrySendError::Full((record, _)) | tokio::sync::mpsc::error::TrySendError::Closed((record, _))) => {
+                self.store.save_call(&record).await
+            }
+        }
+    }
 }
 
 impl Dispatcher {
+    /// Must be called inside a tokio runtime (it starts the report writer).
     pub fn new(store: Store, providers: ProviderSettings, retry: RetryPolicy, shutdown: CancellationToken) -> Self {
+        let store_for_reports = store.clone();
         Self {
             store,
             apns: ApnsClient::new(providers.clone()),
@@ -90,6 +148,7 @@ impl Dispatcher {
             creds: CredentialCache::default(),
             alerted: Mutex::new(HashSet::new()),
             shutdown,
+            reports: ReportWriter::start(store_for_reports),
         }
     }
 
@@ -113,9 +172,15 @@ impl Dispatcher {
     /// `run_on`, then store the report (for `GET /v1/calls/{call_id}`).
     pub async fn run_on_and_save(&self, event: &CallEvent, devices: &[Device]) -> Result<CallReport, DispatchError> {
         let report = self.run_on(event, devices).await;
-        self.store
-            .save_call(&event.call_id, &event.user, event.push_id.as_str(), event.ring.starts_at_ms, event.ring.ends_at_ms, &report)
-            .await?;
+        let record = CallRecord {
+            call: event.call_id.clone(),
+            user: event.user.clone(),
+            push_id: event.push_id.as_str().to_string(),
+            created_ms: event.ring.starts_at_ms,
+            ring_ends_ms: event.ring.ends_at_ms,
+            report: report.clone(),
+        };
+        self.reports.save(record).await?;
         Ok(report)
     }
 
@@ -256,28 +321,39 @@ impl Dispatcher {
     }
 
     async fn apns_creds(&self, app: &AppId) -> Result<Arc<ApnsCredentials>, String> {
-        let row = self.store.credentials(app, "apns").await.map_err(|e| format!("store: {e}"))?;
-        let row = row.ok_or_else(|| format!("app {app} has no APNs credentials"))?;
-        if let Some((at, c)) = self.creds.apns.lock().expect("cache lock").get(app) {
-            if *at == row.updated_at {
-                return Ok(c.clone());
-            }
-        }
-        let parsed = Arc::new(ApnsCredentials::from_stored(row.secret.expose()).map_err(|e| e.to_string())?);
-        self.creds.apns.lock().expect("cache lock").insert(app.clone(), (row.updated_at, parsed.clone()));
-        Ok(parsed)
+        self.cached_creds(&self.creds.apns, app, "apns", |raw| ApnsCredentials::from_stored(raw).map_err(|e| e.to_string())).await
     }
 
     async fn fcm_creds(&self, app: &AppId) -> Result<Arc<FcmCredentials>, String> {
-        let row = self.store.credentials(app, "fcm").await.map_err(|e| format!("store: {e}"))?;
-        let row = row.ok_or_else(|| format!("app {app} has no FCM credentials"))?;
-        if let Some((at, c)) = self.creds.fcm.lock().expect("cache lock").get(app) {
-            if *at == row.updated_at {
+        self.cached_creds(&self.creds.fcm, app, "fcm", |raw| FcmCredentials::from_stored(raw).map_err(|e| e.to_string())).await
+    }
+
+    async fn cached_creds<C>(
+        &self,
+        cache: &Mutex<HashMap<AppId, (Instant, i64, Arc<C>)>>,
+        app: &AppId,
+        provider: &str,
+        parse: impl Fn(&str) -> Result<C, String>,
+    ) -> Result<Arc<C>, String> {
+        if let Some((at, _, c)) = cache.lock().expect("cache lock").get(app) {
+            if at.elapsed() < CREDENTIALS_FRESH {
                 return Ok(c.clone());
             }
         }
-        let parsed = Arc::new(FcmCredentials::from_stored(row.secret.expose()).map_err(|e| e.to_string())?);
-        self.creds.fcm.lock().expect("cache lock").insert(app.clone(), (row.updated_at, parsed.clone()));
+        let row = self.store.credentials(app, provider).await.map_err(|e| format!("store: {e}"))?;
+        let Some(row) = row else {
+            cache.lock().expect("cache lock").remove(app);
+            return Err(format!("app {app} has no {provider} credentials"));
+        };
+        let mut guard = cache.lock().expect("cache lock");
+        if let Some(entry) = guard.get_mut(app) {
+            if entry.1 == row.updated_at {
+                entry.0 = Instant::now();
+                return Ok(entry.2.clone());
+            }
+        }
+        let parsed = Arc::new(parse(row.secret.expose())?);
+        guard.insert(app.clone(), (Instant::now(), row.updated_at, parsed.clone()));
         Ok(parsed)
     }
 

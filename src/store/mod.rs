@@ -35,6 +35,8 @@ pub enum StoreError {
     Envelope(#[from] EnvelopeError),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    #[error("a batched write failed: {0}")]
+    Batch(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -63,6 +65,17 @@ pub struct DeviceSummary {
     pub dialect: String,
     pub token_suffix: String,
     pub updated_at: i64,
+}
+
+/// One call's report, as written.
+#[derive(Clone, Debug)]
+pub struct CallRecord {
+    pub call: CallId,
+    pub user: UserId,
+    pub push_id: String,
+    pub created_ms: i64,
+    pub ring_ends_ms: i64,
+    pub report: CallReport,
 }
 
 /// A stored call, as a cancel needs it.
@@ -520,20 +533,29 @@ impl Store {
 
     // ---- calls -------------------------------------------------------------
 
-    pub async fn save_call(&self, call: &CallId, user: &UserId, push_id: &str, created_ms: i64, ring_ends_ms: i64, report: &CallReport) -> Result<()> {
-        let json = serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO calls (call_id, user_id, push_id, created_at, ring_ends_at, report) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (call_id) DO UPDATE SET report = excluded.report",
-        )
-        .bind(call.as_str())
-        .bind(user.as_str())
-        .bind(push_id)
-        .bind(created_ms)
-        .bind(ring_ends_ms)
-        .bind(json)
-        .execute(&self.pool)
-        .await?;
+    pub async fn save_call(&self, record: &CallRecord) -> Result<()> {
+        self.save_calls(std::slice::from_ref(record)).await
+    }
+
+    /// Store several call reports in one transaction (group commit).
+    pub async fn save_calls(&self, records: &[CallRecord]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for rec in records {
+            let json = serde_json::to_string(&rec.report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO calls (call_id, user_id, push_id, created_at, ring_ends_at, report) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (call_id) DO UPDATE SET report = excluded.report",
+            )
+            .bind(rec.call.as_str())
+            .bind(rec.user.as_str())
+            .bind(rec.push_id.as_str())
+            .bind(rec.created_ms)
+            .bind(rec.ring_ends_ms)
+            .bind(json)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

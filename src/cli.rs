@@ -40,6 +40,18 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Re-encrypt every stored secret under a new master key (one transaction).
+    /// The new key file is created (mode 0600) if it does not exist; point
+    /// `master_key_file` at it afterwards, on every node.
+    RotateMasterKey {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// Where the new master key is (or will be written).
+        #[arg(long, value_name = "F")]
+        new_key_file: PathBuf,
+    },
     /// The JWE codec (dir + A256GCM) as a tool, for support staff and interop tests.
     Jwe {
         #[command(subcommand)]
@@ -117,6 +129,33 @@ pub async fn run(cli: Cli) -> i32 {
                     0
                 }
                 Err(e) => fail(format!("{e:#}")),
+            }
+        }
+        Command::RotateMasterKey { config, database_url, new_key_file } => {
+            let settings = match load(config, CliOverrides { listen: None, database_url }) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let (new_key, created) = match crate::envelope::MasterKey::load_or_create(&new_key_file) {
+                Ok(k) => k,
+                Err(e) => return fail(e),
+            };
+            let (mut store, _) = match open_store(&settings).await {
+                Ok(s) => s,
+                Err(e) => return fail(format!("{e:#}")),
+            };
+            match store.rotate_master_key(new_key).await {
+                Ok(n) => {
+                    store.close().await;
+                    println!(
+                        "re-encrypted {n} secrets under {} ({}); now set master_key_file = {:?} on every node and keep the old key until they all use the new one",
+                        new_key_file.display(),
+                        if created { "new key generated" } else { "existing key" },
+                        new_key_file.display().to_string()
+                    );
+                    0
+                }
+                Err(e) => fail(format!("rotation failed, nothing changed: {e}")),
             }
         }
         Command::CheckConfig { config } => {

@@ -158,6 +158,42 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// Re-encrypt every stored secret under `new` in one transaction; the
+    /// store keeps using `new` afterwards. Returns how many secrets moved.
+    pub async fn rotate_master_key(&mut self, new: MasterKey) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut moved = 0u64;
+        let creds = sqlx::query("SELECT app_id, provider, secret FROM app_credentials").fetch_all(&mut *tx).await?;
+        for r in creds {
+            let (app, provider, sealed): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            let ctx = format!("app:{app}:{provider}");
+            let plain = self.master.open(&ctx, &sealed)?;
+            sqlx::query("UPDATE app_credentials SET secret = $1 WHERE app_id = $2 AND provider = $3")
+                .bind(new.seal(&ctx, plain.expose()))
+                .bind(&app)
+                .bind(&provider)
+                .execute(&mut *tx)
+                .await?;
+            moved += 1;
+        }
+        let keys = sqlx::query("SELECT user_id, device_pkid, push_key FROM devices WHERE push_key IS NOT NULL").fetch_all(&mut *tx).await?;
+        for r in keys {
+            let (user, device, sealed): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            let ctx = format!("device:{user}/{device}");
+            let plain = self.master.open(&ctx, &sealed)?;
+            sqlx::query("UPDATE devices SET push_key = $1 WHERE user_id = $2 AND device_pkid = $3")
+                .bind(new.seal(&ctx, plain.expose()))
+                .bind(&user)
+                .bind(&device)
+                .execute(&mut *tx)
+                .await?;
+            moved += 1;
+        }
+        tx.commit().await?;
+        self.master = new;
+        Ok(moved)
+    }
+
     // ---- settings -------------------------------------------------------
 
     pub async fn setting(&self, name: &str) -> Result<Option<String>> {

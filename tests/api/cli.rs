@@ -136,3 +136,31 @@ fn wait_http(port: u16, path: &str, bearer: Option<&str>) -> String {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `rotate-master-key` re-encrypts every secret; the relay then works with
+/// the new key only.
+#[tokio::test]
+async fn rotate_master_key_re_encrypts_everything() {
+    use crate::helpers::*;
+    let (app, m) = spawn_app_with_mocks().await;
+    app.with_mock_credentials(&m).await;
+    let (k, _) = device_key();
+    assert_eq!(app.put_uds("alice", "pw-alice", "phone", uds_xml(&apns_token(), "APNS", &k, APP)).await.status(), 200);
+    let before = app.raw_secret_columns().await;
+    let mut app = app;
+    app.stop().await;
+    let new_key = app.dir.path().join("new.key");
+    let out = Command::new(env!("CARGO_BIN_EXE_pushrelay"))
+        .args(["rotate-master-key", "--database-url", app.database_url(), "--new-key-file", new_key.to_str().unwrap()])
+        .env("PUSHRELAY_MASTER_KEY_FILE", &app.env["PUSHRELAY_MASTER_KEY_FILE"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted 3 secrets"), "{}", String::from_utf8_lossy(&out.stdout));
+    let after = app.raw_secret_columns().await;
+    assert_ne!(before, after);
+    app.env.insert("PUSHRELAY_MASTER_KEY_FILE".into(), new_key.display().to_string());
+    let app = app.restart().await;
+    let r: serde_json::Value = app.post_call(&serde_json::json!({"user": "alice", "pushid": "p"})).await.json().await.unwrap();
+    assert_eq!(r["deliveries"][0]["outcome"], "delivered", "{r}");
+}

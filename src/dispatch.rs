@@ -83,7 +83,14 @@ pub struct Dispatcher {
     alerted: Mutex<HashSet<(String, String)>>,
     shutdown: CancellationToken,
     reports: ReportWriter,
+    /// In-flight provider requests, bounded per provider, so a slow APNs
+    /// cannot take every slot from FCM (or the other way round).
+    apns_slots: Arc<tokio::sync::Semaphore>,
+    fcm_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most provider requests in flight at once, per provider.
+pub const MAX_IN_FLIGHT_PER_PROVIDER: usize = 1024;
 
 /// Group commit of call reports: every call waits for its own report to be
 /// written (so `GET /v1/calls/{id}` right after the answer finds it), but
@@ -149,6 +156,8 @@ impl Dispatcher {
             alerted: Mutex::new(HashSet::new()),
             shutdown,
             reports: ReportWriter::start(store_for_reports),
+            apns_slots: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PROVIDER)),
+            fcm_slots: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PROVIDER)),
         }
     }
 
@@ -287,8 +296,16 @@ impl Dispatcher {
         }
     }
 
-    /// One provider request with the app's current credentials.
+    /// One provider request with the app's current credentials, inside that
+    /// provider's concurrency bound.
     async fn send_once(&self, window: &RingWindow, channel: Channel, app: &AppId, token: &DeviceToken, content: &Content) -> Attempt {
+        let slots = match channel.provider() {
+            Provider::Apns => &self.apns_slots,
+            Provider::Fcm => &self.fcm_slots,
+        };
+        let Ok(_slot) = slots.acquire().await else {
+            return Attempt::Failed { status: None, reason: "relay shutting down".into() };
+        };
         match (channel.provider(), content) {
             (Provider::Apns, Content::ApnsVoip { body }) => {
                 let creds = match self.apns_creds(app).await {

@@ -115,7 +115,9 @@ impl Store {
     pub async fn connect(url: &str, master: MasterKey) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
-        let opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5));
+        // No ping before each acquire: a broken connection fails its query
+        // and is replaced; a ping per query costs more than it saves.
+        let opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5)).test_before_acquire(false);
         let pool = match backend {
             Backend::Sqlite => {
                 opts.max_connections(8)
@@ -326,21 +328,29 @@ impl Store {
 
     // ---- users -----------------------------------------------------------
 
-    /// Create or replace a user's password hash; true when created.
+    /// Create or replace a user's password hash; true when created. Two
+    /// single statements (no read-then-write transaction, which SQLite
+    /// refuses under concurrent writers with SQLITE_BUSY_SNAPSHOT).
     pub async fn upsert_user(&self, user: &UserId, password_hash: Option<&str>, now_ms: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let existed = sqlx::query("SELECT 1 FROM users WHERE user_id = $1").bind(user.as_str()).fetch_optional(&mut *tx).await?.is_some();
-        sqlx::query(
-            "INSERT INTO users (user_id, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $3) \
-             ON CONFLICT (user_id) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
+        let created = sqlx::query(
+            "INSERT INTO users (user_id, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $3) ON CONFLICT (user_id) DO NOTHING",
         )
         .bind(user.as_str())
         .bind(password_hash)
         .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(!existed)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            > 0;
+        if !created {
+            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE user_id = $3")
+                .bind(password_hash)
+                .bind(now_ms)
+                .bind(user.as_str())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(created)
     }
 
     /// Create a user without a password (Webex person, SIP AOR user) unless present.

@@ -59,6 +59,8 @@ enum Scenario {
     UdsRegister,
     /// ns/op of the V2 payload, JWE encrypt/decrypt, envelope open, Argon2 verify.
     Jwe,
+    /// Diagnostic: the store statements of one call, alone, at each concurrency.
+    StoreOps,
 }
 
 impl Scenario {
@@ -69,6 +71,7 @@ impl Scenario {
             Scenario::Mixed => "mixed",
             Scenario::UdsRegister => "uds-register",
             Scenario::Jwe => "jwe",
+            Scenario::StoreOps => "store-ops",
         }
     }
 }
@@ -602,11 +605,24 @@ async fn register_store(rts: &Runtimes, env: &Env, devs: &[Dev]) -> anyhow::Resu
     let hash = pushrelay::http::auth::hash_password(PASSWORD)?;
     let now = now_ms();
     let regs: Vec<Registration> = devs.iter().map(registration).collect::<anyhow::Result<_>>()?;
+    // Users one at a time: `Store::upsert_user` is a deferred SELECT-then-INSERT
+    // transaction, and concurrent ones fail on SQLite WAL with
+    // SQLITE_BUSY_SNAPSHOT (517, "database is locked"), which busy_timeout
+    // does not retry (see docs/BENCHMARKS.md). Devices are single statements.
+    let users: Vec<UserId> = regs.iter().map(|r| r.user.clone()).collect();
+    let (st, h) = (store.clone(), hash.clone());
+    rts.relay
+        .spawn(async move {
+            for u in users {
+                st.upsert_user(&u, Some(&h), now).await?;
+            }
+            anyhow::Ok(())
+        })
+        .await??;
     let st = store.clone();
     for_each_concurrent(rts.relay.handle(), regs, 8, move |reg: Registration| {
-        let (st, hash) = (st.clone(), hash.clone());
+        let st = st.clone();
         async move {
-            st.upsert_user(&reg.user, Some(&hash), now).await?;
             st.upsert_device(&reg, now).await?;
             Ok(())
         }
@@ -1030,6 +1046,79 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The three statements `POST /v1/calls` runs per call (device read with the
+/// key opened, credentials read, report write), each alone and all three in
+/// sequence, on the relay runtime with the relay's own store settings.
+async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
+    use pushrelay::domain::{Delivery, Outcome, CallReport};
+    let env = start_env(rts, 16).await?;
+    let devs = Arc::new(make_devices(Scenario::Apns, a.devices.max(1)));
+    register_store(rts, &env, &devs).await?;
+    let settings = env.settings()?;
+    let store: Store = rts.relay.spawn(async move { open_store(&settings).await.map(|(s, _)| s) }).await??;
+    let app = AppId::parse(APP)?;
+    let b = bounds(a);
+    let op = |kind: u8| -> Op {
+        let (store, devs, app) = (store.clone(), devs.clone(), app.clone());
+        Arc::new(move |n: u64| -> OpFuture {
+            let (store, app) = (store.clone(), app.clone());
+            let d = devs[(n % devs.len() as u64) as usize].clone();
+            Box::pin(async move {
+                let user = UserId::parse(&d.user).map_err(|e| e.to_string())?;
+                let device = DevicePkid::parse(&d.device).map_err(|e| e.to_string())?;
+                if kind == 0 || kind == 3 {
+                    let v = store.devices_for(&user, Some(&device)).await.map_err(|e| e.to_string())?;
+                    if v.len() != 1 {
+                        return Err("device missing".into());
+                    }
+                }
+                if kind == 1 || kind == 3 {
+                    store.credentials(&app, "apns").await.map_err(|e| e.to_string())?.ok_or("no credentials")?;
+                }
+                if kind == 2 || kind == 3 {
+                    let call = CallId::new();
+                    let rep = CallReport::new(&call, vec![Delivery::new(&device, Channel::Apns, Outcome::Delivered, Some(200), None, 1)]);
+                    let now = now_ms();
+                    store.save_call(&call, &user, &format!("bench-{n:012}"), now, now + 30_000, &rep).await.map_err(|e| e.to_string())?;
+                }
+                Ok(0)
+            })
+        })
+    };
+    println!("store-ops: {} devices; each operation alone on the relay runtime (no HTTP, no push)", devs.len());
+    println!("{:>34} {:>5} {:>8} {:>9} {:>7} {:>7} {:>7} | {:>8} {:>7}", "operation", "conc", "ops", "ops/s", "p50ms", "p99ms", "maxms", "cpu/1k", "sqlite");
+    let mut csv = String::from("operation,concurrency,ops,errors,seconds,ops_per_s,p50_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_sqlite_threads\n");
+    for &c in &a.concurrency {
+        for (name, kind) in [
+            ("devices_for (SELECT + key open)", 0u8),
+            ("credentials (SELECT + envelope)", 1),
+            ("save_call (INSERT report)", 2),
+            ("all three (store part of a call)", 3),
+        ] {
+            let p = closed_loop(rts.relay.handle(), c, &b, op(kind)).await;
+            println!(
+                "{name:>34} {c:>5} {:>8} {:>9.0} {:>7.2} {:>7.2} {:>7.2} | {:>8.3} {:>7.3}",
+                p.ops, p.ops_per_s(), p.p50_ms, p.p99_ms, p.max_ms, p.per_k(p.cpu.total), p.per_k(p.cpu.sqlite)
+            );
+            if let Some(e) = &p.first_error {
+                println!("      first error: {e}");
+            }
+            let _ = writeln!(
+                csv,
+                "\"{name}\",{c},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.4},{:.4}",
+                p.ops, p.errors, p.secs, p.ops_per_s(), p.p50_ms, p.p99_ms, p.max_ms, p.per_k(p.cpu.total), p.per_k(p.cpu.sqlite)
+            );
+        }
+    }
+    store.close().await;
+    stop_env(env).await;
+    std::fs::create_dir_all(&a.out)?;
+    let path = a.out.join(format!("store-ops{}.csv", a.tag));
+    std::fs::write(&path, csv)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
 /// ns per call of `f`, over `iters` iterations (after iters/10 warm-up).
 fn time_ns<T>(iters: u64, mut f: impl FnMut(u64) -> T) -> f64 {
     for i in 0..(iters / 10).max(1) {
@@ -1248,6 +1337,7 @@ fn main() -> anyhow::Result<()> {
         match a.scenario {
             Scenario::Apns | Scenario::Fcm | Scenario::Mixed => run_calls(&a, &rts).await,
             Scenario::UdsRegister => run_uds(&a, &rts).await,
+            Scenario::StoreOps => run_store_ops(&a, &rts).await,
             Scenario::Jwe => unreachable!(),
         }
     });

@@ -128,7 +128,7 @@ struct Args {
     #[arg(long, default_value_t = 200_000)]
     iterations: u64,
     /// Suffix for the output file names (e.g. `-logs`).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     tag: String,
 }
 
@@ -142,6 +142,8 @@ struct Cpu {
     sqlite: f64,
     mock: f64,
     gen: f64,
+    /// Busy CPU seconds of the whole machine (/proc/stat), all processes.
+    machine: f64,
 }
 
 impl std::ops::Sub for Cpu {
@@ -153,6 +155,7 @@ impl std::ops::Sub for Cpu {
             sqlite: self.sqlite - o.sqlite,
             mock: self.mock - o.mock,
             gen: self.gen - o.gen,
+            machine: self.machine - o.machine,
         }
     }
 }
@@ -163,6 +166,19 @@ impl Cpu {
     fn relay(&self) -> f64 {
         self.total - self.mock - self.gen
     }
+    /// CPU seconds other processes on the machine used meanwhile.
+    fn others(&self) -> f64 {
+        (self.machine - self.total).max(0.0)
+    }
+}
+
+/// Busy seconds of all CPUs: user+nice+system+irq+softirq+steal from /proc/stat.
+fn machine_busy() -> f64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = s.lines().next() else { return 0.0 };
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    (get(0) + get(1) + get(2) + get(5) + get(6) + get(7)) as f64 / clk_tck()
 }
 
 fn clk_tck() -> f64 {
@@ -188,7 +204,11 @@ fn stat_ticks(path: &Path) -> Option<u64> {
 
 fn cpu_now() -> Cpu {
     let tck = clk_tck();
-    let mut c = Cpu { total: stat_ticks(Path::new("/proc/self/stat")).unwrap_or(0) as f64 / tck, ..Default::default() };
+    let mut c = Cpu {
+        total: stat_ticks(Path::new("/proc/self/stat")).unwrap_or(0) as f64 / tck,
+        machine: machine_busy(),
+        ..Default::default()
+    };
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for e in dir.flatten() {
             let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
@@ -371,7 +391,7 @@ fn make_devices(scenario: Scenario, n: usize) -> Vec<Dev> {
             };
             let token = match channel {
                 // An FCM registration token is ~163 printable characters.
-                Channel::Fcm => format!("bench{i:06}:APA91b{}{}", hex::encode(rand::random::<[u8; 32]>()), hex::encode(rand::random::<[u8; 32]>()))[..163].to_string(),
+                Channel::Fcm => format!("bench{i:06}:APA91b{}{}{}", hex::encode(rand::random::<[u8; 32]>()), hex::encode(rand::random::<[u8; 32]>()), hex::encode(rand::random::<[u8; 32]>()))[..163].to_string(),
                 _ => hex::encode(rand::random::<[u8; 32]>()),
             };
             Dev { user: format!("u{i:06}"), device: format!("dev-{i:06}"), channel, token, key: rand::random() }
@@ -770,6 +790,7 @@ fn print_call_header() {
         "conc", "calls", "calls/s", "pushes/s", "p50ms", "p90ms", "p99ms", "maxms", "errs",
         "cpu/1k", "relay", "sqlite", "mock", "gen", "ceil/s", "c.p99", "ratio"
     );
+    println!("      (others = cores used by other processes on the machine during the point: noise if > 0.1)");
 }
 
 fn print_call_row(r: &Row) {
@@ -802,6 +823,13 @@ fn print_call_row(r: &Row) {
         cp99,
         ratio
     );
+    let others = |q: &Point| q.cpu.others() / q.secs;
+    println!(
+        "      process used {:.2} cores; others {:.2} cores (relay point), {} (ceiling point)",
+        p.cpu.total / p.secs,
+        others(p),
+        r.ceiling.as_ref().map(|c| format!("{:.2}", others(c))).unwrap_or("-".into())
+    );
     if let Some(e) = &p.first_error {
         println!("      first relay error: {e}");
     }
@@ -810,22 +838,23 @@ fn print_call_row(r: &Row) {
     }
 }
 
-const CALL_CSV_HEADER: &str = "scenario,concurrency,calls,errors,seconds,calls_per_s,pushes_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_relay,cpu_s_per_1k_sqlite_threads,cpu_s_per_1k_mock,cpu_s_per_1k_generator,ceiling_pushes_per_s,ceiling_p50_ms,ceiling_p99_ms,ceiling_cpu_s_per_1k_total,ratio_to_ceiling";
+const CALL_CSV_HEADER: &str = "scenario,concurrency,calls,errors,seconds,calls_per_s,pushes_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_relay,cpu_s_per_1k_sqlite_threads,cpu_s_per_1k_mock,cpu_s_per_1k_generator,ceiling_pushes_per_s,ceiling_p50_ms,ceiling_p99_ms,ceiling_cpu_s_per_1k_total,ratio_to_ceiling,process_cores,other_processes_cores,ceiling_other_processes_cores";
 
 fn call_csv_row(scenario: &str, r: &Row) -> String {
     let p = &r.relay;
-    let (cs, c50, c99, ccpu, ratio) = match &r.ceiling {
+    let (cs, c50, c99, ccpu, ratio, coth) = match &r.ceiling {
         Some(c) => (
             format!("{:.1}", c.pushes_per_s()),
             format!("{:.3}", c.p50_ms),
             format!("{:.3}", c.p99_ms),
             format!("{:.4}", c.per_k(c.cpu.total)),
             format!("{:.4}", p.ops_per_s() / c.pushes_per_s().max(1e-9)),
+            format!("{:.2}", c.cpu.others() / c.secs),
         ),
         None => Default::default(),
     };
     format!(
-        "{scenario},{},{},{},{:.3},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4},{:.4},{cs},{c50},{c99},{ccpu},{ratio}",
+        "{scenario},{},{},{},{:.3},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4},{:.4},{cs},{c50},{c99},{ccpu},{ratio},{:.2},{:.2},{coth}",
         p.concurrency,
         p.ops,
         p.errors,
@@ -841,6 +870,8 @@ fn call_csv_row(scenario: &str, r: &Row) -> String {
         p.per_k(p.cpu.sqlite),
         p.per_k(p.cpu.mock),
         p.per_k(p.cpu.gen),
+        p.cpu.total / p.secs,
+        p.cpu.others() / p.secs,
     )
 }
 
@@ -989,10 +1020,10 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         })
     };
     println!(
-        "{:>16} {:>5} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>6} | {:>8} {:>7} {:>7} {:>7}",
-        "variant", "conc", "regs", "regs/s", "p50ms", "p90ms", "p99ms", "maxms", "errs", "cpu/1k", "relay", "sqlite", "gen"
+        "{:>16} {:>5} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>6} | {:>8} {:>7} {:>7} {:>7} {:>6}",
+        "variant", "conc", "regs", "regs/s", "p50ms", "p90ms", "p99ms", "maxms", "errs", "cpu/1k", "relay", "sqlite", "gen", "others"
     );
-    let mut csv = String::from("variant,concurrency,registrations,errors,seconds,registrations_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_relay,cpu_s_per_1k_sqlite_threads,cpu_s_per_1k_generator\n");
+    let mut csv = String::from("variant,concurrency,registrations,errors,seconds,registrations_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_relay,cpu_s_per_1k_sqlite_threads,cpu_s_per_1k_generator,other_processes_cores\n");
     for &c in &a.concurrency {
         for (variant, op, rt) in [
             ("argon2-default", put_op("argon"), rts.gen.handle()),
@@ -1001,7 +1032,7 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         ] {
             let p = closed_loop(rt, c, &b, op).await;
             println!(
-                "{:>16} {:>5} {:>8} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>6} | {:>8.3} {:>7.3} {:>7.3} {:>7.3}",
+                "{:>16} {:>5} {:>8} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>6} | {:>8.3} {:>7.3} {:>7.3} {:>7.3} {:>6.2}",
                 variant,
                 c,
                 p.ops,
@@ -1014,14 +1045,15 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                 p.per_k(p.cpu.total),
                 p.per_k(p.cpu.relay()),
                 p.per_k(p.cpu.sqlite),
-                p.per_k(p.cpu.gen)
+                p.per_k(p.cpu.gen),
+                p.cpu.others() / p.secs
             );
             if let Some(e) = &p.first_error {
                 println!("      first error: {e}");
             }
             let _ = writeln!(
                 csv,
-                "{variant},{c},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4}",
+                "{variant},{c},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4},{:.2}",
                 p.ops,
                 p.errors,
                 p.secs,
@@ -1033,7 +1065,8 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                 p.per_k(p.cpu.total),
                 p.per_k(p.cpu.relay()),
                 p.per_k(p.cpu.sqlite),
-                p.per_k(p.cpu.gen)
+                p.per_k(p.cpu.gen),
+                p.cpu.others() / p.secs
             );
         }
     }
@@ -1087,7 +1120,8 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     };
     println!("store-ops: {} devices; each operation alone on the relay runtime (no HTTP, no push)", devs.len());
     println!("{:>34} {:>5} {:>8} {:>9} {:>7} {:>7} {:>7} | {:>8} {:>7}", "operation", "conc", "ops", "ops/s", "p50ms", "p99ms", "maxms", "cpu/1k", "sqlite");
-    let mut csv = String::from("operation,concurrency,ops,errors,seconds,ops_per_s,p50_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_sqlite_threads\n");
+    println!("(last column: cores used by other processes meanwhile)");
+    let mut csv = String::from("operation,concurrency,ops,errors,seconds,ops_per_s,p50_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_sqlite_threads,other_processes_cores\n");
     for &c in &a.concurrency {
         for (name, kind) in [
             ("devices_for (SELECT + key open)", 0u8),
@@ -1097,16 +1131,16 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         ] {
             let p = closed_loop(rts.relay.handle(), c, &b, op(kind)).await;
             println!(
-                "{name:>34} {c:>5} {:>8} {:>9.0} {:>7.2} {:>7.2} {:>7.2} | {:>8.3} {:>7.3}",
-                p.ops, p.ops_per_s(), p.p50_ms, p.p99_ms, p.max_ms, p.per_k(p.cpu.total), p.per_k(p.cpu.sqlite)
+                "{name:>34} {c:>5} {:>8} {:>9.0} {:>7.2} {:>7.2} {:>7.2} | {:>8.3} {:>7.3} {:>6.2}",
+                p.ops, p.ops_per_s(), p.p50_ms, p.p99_ms, p.max_ms, p.per_k(p.cpu.total), p.per_k(p.cpu.sqlite), p.cpu.others() / p.secs
             );
             if let Some(e) = &p.first_error {
                 println!("      first error: {e}");
             }
             let _ = writeln!(
                 csv,
-                "\"{name}\",{c},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.4},{:.4}",
-                p.ops, p.errors, p.secs, p.ops_per_s(), p.p50_ms, p.p99_ms, p.max_ms, p.per_k(p.cpu.total), p.per_k(p.cpu.sqlite)
+                "\"{name}\",{c},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.4},{:.4},{:.2}",
+                p.ops, p.errors, p.secs, p.ops_per_s(), p.p50_ms, p.p99_ms, p.max_ms, p.per_k(p.cpu.total), p.per_k(p.cpu.sqlite), p.cpu.others() / p.secs
             );
         }
     }
@@ -1146,46 +1180,54 @@ fn run_jwe(a: &Args) -> anyhow::Result<()> {
     let sealed = master.seal("device:u000001/dev-000001", key.to_b64().as_bytes());
     let hash = pushrelay::http::auth::hash_password(PASSWORD)?;
     println!(
-        "jwe: V2 payload {} bytes plaintext, compact JWE {} bytes, APNs body {} bytes; {iters} iterations per row (Argon2: fewer)",
+        "jwe: V2 payload {} bytes plaintext, compact JWE {} bytes, APNs body {} bytes; {iters} iterations per round, 3 rounds (Argon2: 30 per round)",
         plaintext.len(),
         compact.len(),
         v2::apns_body(&compact).len()
     );
     let argon_iters = 30u64;
-    let rows: Vec<(&str, u64, f64)> = vec![
-        ("v2::build (V2 JSON)", iters, time_ns(iters, |_| v2::build(&event))),
-        ("jwe::encrypt (random IV)", iters, time_ns(iters, |_| jwe::encrypt(&key, &plaintext))),
+    // Each row: three rounds; the best (least disturbed) and the median are reported.
+    let rounds = |mut f: Box<dyn FnMut() -> f64 + '_>| -> [f64; 3] {
+        let mut r = [f(), f(), f()];
+        r.sort_by(|x, y| x.total_cmp(y));
+        r
+    };
+    let rows: Vec<(&str, u64, [f64; 3])> = vec![
+        ("v2::build (V2 JSON)", iters, rounds(Box::new(|| time_ns(iters, |_| v2::build(&event))))),
+        ("jwe::encrypt (random IV)", iters, rounds(Box::new(|| time_ns(iters, |_| jwe::encrypt(&key, &plaintext))))),
         (
             "jwe::encrypt_with_iv (no RNG)",
             iters,
-            time_ns(iters, |i| {
-                let mut iv = [0u8; 12];
-                iv[..8].copy_from_slice(&i.to_le_bytes());
-                jwe::encrypt_with_iv(&key, iv, &plaintext)
-            }),
+            rounds(Box::new(|| {
+                time_ns(iters, |i| {
+                    let mut iv = [0u8; 12];
+                    iv[..8].copy_from_slice(&i.to_le_bytes());
+                    jwe::encrypt_with_iv(&key, iv, &plaintext)
+                })
+            })),
         ),
-        ("jwe::decrypt", iters, time_ns(iters, |_| jwe::decrypt(&compact, &key_bytes).expect("decrypt"))),
+        ("jwe::decrypt", iters, rounds(Box::new(|| time_ns(iters, |_| jwe::decrypt(&compact, &key_bytes).expect("decrypt"))))),
         (
             "payload::for_call (build+encrypt+wrap)",
             iters,
-            time_ns(iters, |_| payload::for_call(&event, &reg).expect("payload")),
+            rounds(Box::new(|| time_ns(iters, |_| payload::for_call(&event, &reg).expect("payload")))),
         ),
         (
             "envelope open (device key, per call)",
             iters,
-            time_ns(iters, |_| master.open_string("device:u000001/dev-000001", &sealed).expect("open")),
+            rounds(Box::new(|| time_ns(iters, |_| master.open_string("device:u000001/dev-000001", &sealed).expect("open")))),
         ),
         (
             "argon2 verify (default params, per UDS PUT)",
             argon_iters,
-            time_ns(argon_iters, |_| pushrelay::http::auth::verify_password(PASSWORD, &hash)),
+            rounds(Box::new(|| time_ns(argon_iters, |_| pushrelay::http::auth::verify_password(PASSWORD, &hash)))),
         ),
     ];
-    println!("{:<46} {:>10} {:>14} {:>14}", "operation", "iters", "ns/op", "ops/s (1 core)");
-    let mut csv = String::from("operation,iterations,ns_per_op,ops_per_s_one_core\n");
-    for (name, n, ns) in rows {
-        println!("{name:<46} {n:>10} {ns:>14.0} {:>14.0}", 1e9 / ns);
-        let _ = writeln!(csv, "\"{name}\",{n},{ns:.1},{:.1}", 1e9 / ns);
+    println!("{:<46} {:>10} {:>12} {:>12} {:>14}", "operation", "iters", "best ns/op", "median ns", "ops/s (best)");
+    let mut csv = String::from("operation,iterations,best_ns_per_op,median_ns_per_op,worst_ns_per_op,ops_per_s_one_core_best\n");
+    for (name, n, r) in rows {
+        println!("{name:<46} {n:>10} {:>12.0} {:>12.0} {:>14.0}", r[0], r[1], 1e9 / r[0]);
+        let _ = writeln!(csv, "\"{name}\",{n},{:.1},{:.1},{:.1},{:.1}", r[0], r[1], r[2], 1e9 / r[0]);
     }
     std::fs::create_dir_all(&a.out)?;
     let path = a.out.join(format!("jwe{}.csv", a.tag));
@@ -1314,10 +1356,11 @@ fn main() -> anyhow::Result<()> {
         pushrelay::telemetry::init_tracing();
     }
     println!(
-        "pushrelay-bench {} | {} | nproc {} | runtimes: relay {} / mock {} / generator {} worker threads",
+        "pushrelay-bench {} | {} | nproc {} | loadavg {} | runtimes: relay {} / mock {} / generator {} worker threads",
         a.scenario.name(),
         cpu_model(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        loadavg(),
         a.relay_threads,
         a.mock_threads,
         a.gen_threads
@@ -1346,6 +1389,11 @@ fn main() -> anyhow::Result<()> {
     rts.mock.shutdown_timeout(Duration::from_secs(1));
     rts.gen.shutdown_timeout(Duration::from_secs(1));
     r.context("benchmark failed")
+}
+
+/// The 1-minute load average before the run: other processes on the machine skew results.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next().map(str::to_string)).unwrap_or_default()
 }
 
 fn cpu_model() -> String {

@@ -22,8 +22,9 @@ use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use pushrelay::config::{CliOverrides, Settings};
 use pushrelay::domain::{
-    now_ms, ApnsAuth, ApnsCredentials, AppId, BundleId, CallEvent, CallId, Channel, DevicePkid, DeviceToken, Dialect,
-    FcmCredentials, PayloadVersion, PushId, PushKey, Registration, RingWindow, UserId,
+    now_ms, ApnsAuth, ApnsCredentials, AppId, BundleId, CallEvent, CallId, Channel, DevicePkid,
+    DeviceToken, Dialect, FcmCredentials, PayloadVersion, PushId, PushKey, Registration,
+    RingWindow, UserId,
 };
 use pushrelay::mock::{fixtures, MockApns, MockApnsConfig, MockApnsKey, MockFcm, TestPki};
 use pushrelay::payload::{self, Content};
@@ -85,7 +86,10 @@ enum Register {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "pushrelay-bench", about = "Benchmarks pushrelay against in-process mock APNs/FCM (127.0.0.1 only)")]
+#[command(
+    name = "pushrelay-bench",
+    about = "Benchmarks pushrelay against in-process mock APNs/FCM (127.0.0.1 only)"
+)]
 struct Args {
     scenario: Scenario,
     /// Devices registered (one user per device; calls go round-robin over them).
@@ -175,8 +179,14 @@ impl Cpu {
 /// Busy seconds of all CPUs: user+nice+system+irq+softirq+steal from /proc/stat.
 fn machine_busy() -> f64 {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = s.lines().next() else { return 0.0 };
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let Some(line) = s.lines().next() else {
+        return 0.0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     let get = |i: usize| v.get(i).copied().unwrap_or(0);
     (get(0) + get(1) + get(2) + get(5) + get(6) + get(7)) as f64 / clk_tck()
 }
@@ -391,10 +401,22 @@ fn make_devices(scenario: Scenario, n: usize) -> Vec<Dev> {
             };
             let token = match channel {
                 // An FCM registration token is ~163 printable characters.
-                Channel::Fcm => format!("bench{i:06}:APA91b{}{}{}", hex::encode(rand::random::<[u8; 32]>()), hex::encode(rand::random::<[u8; 32]>()), hex::encode(rand::random::<[u8; 32]>()))[..163].to_string(),
+                Channel::Fcm => format!(
+                    "bench{i:06}:APA91b{}{}{}",
+                    hex::encode(rand::random::<[u8; 32]>()),
+                    hex::encode(rand::random::<[u8; 32]>()),
+                    hex::encode(rand::random::<[u8; 32]>())
+                )[..163]
+                    .to_string(),
                 _ => hex::encode(rand::random::<[u8; 32]>()),
             };
-            Dev { user: format!("u{i:06}"), device: format!("dev-{i:06}"), channel, token, key: rand::random() }
+            Dev {
+                user: format!("u{i:06}"),
+                device: format!("dev-{i:06}"),
+                channel,
+                token,
+                key: rand::random(),
+            }
         })
         .collect()
 }
@@ -439,8 +461,11 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> anyhow::Result<Self> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-        let p = std::env::temp_dir().join(format!("pushrelay-bench-{}-{nanos}", std::process::id()));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos();
+        let p =
+            std::env::temp_dir().join(format!("pushrelay-bench-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p)?;
         Ok(Self(p))
     }
@@ -474,7 +499,11 @@ impl Env {
         format!("{}{}", self.base, path)
     }
     fn settings(&self) -> anyhow::Result<Settings> {
-        Ok(Settings::load_from(None, &self.settings_env, &CliOverrides::default())?)
+        Ok(Settings::load_from(
+            None,
+            &self.settings_env,
+            &CliOverrides::default(),
+        )?)
     }
 }
 
@@ -487,7 +516,11 @@ async fn start_env(rts: &Runtimes, max_conns: usize) -> anyhow::Result<Env> {
     let cfg = MockApnsConfig {
         sandbox: false,
         bundles: vec![APP.to_string()],
-        keys: vec![MockApnsKey { team_id: team_id.clone(), key_id: key_id.clone(), p8_pem: p8.clone() }],
+        keys: vec![MockApnsKey {
+            team_id: team_id.clone(),
+            key_id: key_id.clone(),
+            p8_pem: p8.clone(),
+        }],
         // The relay and the ceiling client each sign their own provider JWT
         // for the same team: no token-update limit here.
         token_update_limit: None,
@@ -505,12 +538,18 @@ async fn start_env(rts: &Runtimes, max_conns: usize) -> anyhow::Result<Env> {
     std::fs::write(&ca, pki.ca_pem())?;
     let mut env = HashMap::new();
     env.insert("PUSHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string());
-    env.insert("PUSHRELAY_DATABASE_URL".to_string(), format!("sqlite://{}", dir.path().join("relay.db").display()));
+    env.insert(
+        "PUSHRELAY_DATABASE_URL".to_string(),
+        format!("sqlite://{}", dir.path().join("relay.db").display()),
+    );
     env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
     env.insert("PUSHRELAY_APNS_PRODUCTION_URL".to_string(), apns.url());
     env.insert("PUSHRELAY_APNS_SANDBOX_URL".to_string(), apns.url());
     env.insert("PUSHRELAY_FCM_BASE_URL".to_string(), fcm.base_url());
-    env.insert("PUSHRELAY_TLS_EXTRA_CA_FILE".to_string(), ca.display().to_string());
+    env.insert(
+        "PUSHRELAY_TLS_EXTRA_CA_FILE".to_string(),
+        ca.display().to_string(),
+    );
     let settings = Settings::load_from(None, &env, &CliOverrides::default())?;
 
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
@@ -529,7 +568,9 @@ async fn start_env(rts: &Runtimes, max_conns: usize) -> anyhow::Result<Env> {
         })
         .await
     });
-    let addr = addr_rx.await?.map_err(|e| anyhow::anyhow!("relay did not start: {e}"))?;
+    let addr = addr_rx
+        .await?
+        .map_err(|e| anyhow::anyhow!("relay did not start: {e}"))?;
     let client = reqwest::Client::builder()
         .http1_only()
         .pool_max_idle_per_host(max_conns.max(16))
@@ -547,7 +588,11 @@ async fn start_env(rts: &Runtimes, max_conns: usize) -> anyhow::Result<Env> {
     };
     let apns_creds = ApnsCredentials {
         bundle_id: BundleId::parse(APP)?,
-        auth: ApnsAuth::Token { key_id: key_id.clone(), team_id: team_id.clone(), p8_pem: Secret::new(p8.clone()) },
+        auth: ApnsAuth::Token {
+            key_id: key_id.clone(),
+            team_id: team_id.clone(),
+            p8_pem: Secret::new(p8.clone()),
+        },
     };
     let fcm_creds = FcmCredentials::parse_service_account(service_account.as_bytes())
         .map_err(|e| anyhow::anyhow!("service account: {e}"))?;
@@ -568,10 +613,23 @@ async fn start_env(rts: &Runtimes, max_conns: usize) -> anyhow::Result<Env> {
     // Provider credentials through the admin API (cheap, once).
     let apns_body = serde_json::json!({"keyId": key_id, "bundleId": APP, "teamId": team_id, "keyFile": STANDARD.encode(&p8)});
     let fcm_body = serde_json::json!({"serviceAccount": STANDARD.encode(&service_account)});
-    for (path, body) in [(format!("/v1/apps/{APP}/apns"), apns_body), (format!("/v1/apps/{APP}/fcm"), fcm_body)] {
-        let r = e.client.put(e.url(&path)).bearer_auth(ADMIN_TOKEN).json(&body).send().await?;
+    for (path, body) in [
+        (format!("/v1/apps/{APP}/apns"), apns_body),
+        (format!("/v1/apps/{APP}/fcm"), fcm_body),
+    ] {
+        let r = e
+            .client
+            .put(e.url(&path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await?;
         if !r.status().is_success() {
-            bail!("PUT {path}: {} {}", r.status(), r.text().await.unwrap_or_default());
+            bail!(
+                "PUT {path}: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
         }
     }
     Ok(e)
@@ -594,7 +652,12 @@ async fn stop_env(mut e: Env) {
 }
 
 /// Run `f` with `concurrency` in flight over `items`, failing on the first error.
-async fn for_each_concurrent<T, F, Fut>(rt: &Handle, items: Vec<T>, concurrency: usize, f: F) -> anyhow::Result<()>
+async fn for_each_concurrent<T, F, Fut>(
+    rt: &Handle,
+    items: Vec<T>,
+    concurrency: usize,
+    f: F,
+) -> anyhow::Result<()>
 where
     T: Send + 'static,
     F: Fn(T) -> Fut + Send + Sync + 'static,
@@ -621,10 +684,16 @@ where
 
 async fn register_store(rts: &Runtimes, env: &Env, devs: &[Dev]) -> anyhow::Result<()> {
     let settings = env.settings()?;
-    let store: Store = rts.relay.spawn(async move { open_store(&settings).await.map(|(s, _)| s) }).await??;
+    let store: Store = rts
+        .relay
+        .spawn(async move { open_store(&settings).await.map(|(s, _)| s) })
+        .await??;
     let hash = pushrelay::http::auth::hash_password(PASSWORD)?;
     let now = now_ms();
-    let regs: Vec<Registration> = devs.iter().map(registration).collect::<anyhow::Result<_>>()?;
+    let regs: Vec<Registration> = devs
+        .iter()
+        .map(registration)
+        .collect::<anyhow::Result<_>>()?;
     // Users one at a time: `Store::upsert_user` is a deferred SELECT-then-INSERT
     // transaction, and concurrent ones fail on SQLite WAL with
     // SQLITE_BUSY_SNAPSHOT (517, "database is locked"), which busy_timeout
@@ -652,33 +721,51 @@ async fn register_store(rts: &Runtimes, env: &Env, devs: &[Dev]) -> anyhow::Resu
     Ok(())
 }
 
-async fn register_http(rts: &Runtimes, env: &Env, devs: &[Dev], concurrency: usize) -> anyhow::Result<()> {
+async fn register_http(
+    rts: &Runtimes,
+    env: &Env,
+    devs: &[Dev],
+    concurrency: usize,
+) -> anyhow::Result<()> {
     let (client, base) = (env.client.clone(), env.base.clone());
-    for_each_concurrent(rts.gen.handle(), devs.to_vec(), concurrency, move |d: Dev| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let r = client
-                .put(format!("{base}/v1/users/{}", d.user))
-                .bearer_auth(ADMIN_TOKEN)
-                .json(&serde_json::json!({ "password": PASSWORD }))
-                .send()
-                .await?;
-            if !r.status().is_success() {
-                bail!("PUT user {}: {}", d.user, r.status());
+    for_each_concurrent(
+        rts.gen.handle(),
+        devs.to_vec(),
+        concurrency,
+        move |d: Dev| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let r = client
+                    .put(format!("{base}/v1/users/{}", d.user))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .json(&serde_json::json!({ "password": PASSWORD }))
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("PUT user {}: {}", d.user, r.status());
+                }
+                let r = client
+                    .put(format!(
+                        "{base}/cucm-uds/user/{}/device/{}/devicetoken",
+                        d.user, d.device
+                    ))
+                    .basic_auth(&d.user, Some(PASSWORD))
+                    .header("content-type", "application/xml")
+                    .body(uds_xml(&d))
+                    .send()
+                    .await?;
+                if r.status() != 200 {
+                    bail!(
+                        "UDS PUT {}: {} {}",
+                        d.device,
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
+                }
+                Ok(())
             }
-            let r = client
-                .put(format!("{base}/cucm-uds/user/{}/device/{}/devicetoken", d.user, d.device))
-                .basic_auth(&d.user, Some(PASSWORD))
-                .header("content-type", "application/xml")
-                .body(uds_xml(&d))
-                .send()
-                .await?;
-            if r.status() != 200 {
-                bail!("UDS PUT {}: {} {}", d.device, r.status(), r.text().await.unwrap_or_default());
-            }
-            Ok(())
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -715,13 +802,18 @@ fn call_op(env: &Env, devs: Arc<Vec<Dev>>) -> Op {
             if status != 200 {
                 return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
             }
-            let rep: ReportBody = serde_json::from_slice(&bytes).map_err(|e| format!("report: {e}"))?;
+            let rep: ReportBody =
+                serde_json::from_slice(&bytes).map_err(|e| format!("report: {e}"))?;
             let mut delivered = 0;
             for d in &rep.deliveries {
                 if d.outcome == "delivered" {
                     delivered += 1;
                 } else {
-                    return Err(format!("outcome {} ({})", d.outcome, d.reason.as_deref().unwrap_or("")));
+                    return Err(format!(
+                        "outcome {} ({})",
+                        d.outcome,
+                        d.reason.as_deref().unwrap_or("")
+                    ));
                 }
             }
             Ok(delivered)
@@ -748,8 +840,14 @@ fn ceiling_op(env: &Env, devs: Arc<Vec<Dev>>) -> anyhow::Result<Op> {
     Ok(Arc::new(move |n: u64| -> OpFuture {
         let i = (n % devs.len() as u64) as usize;
         let channel = devs[i].channel;
-        let (apns, fcm, apns_creds, fcm_creds, contents, bundle) =
-            (apns.clone(), fcm.clone(), apns_creds.clone(), fcm_creds.clone(), contents.clone(), bundle.clone());
+        let (apns, fcm, apns_creds, fcm_creds, contents, bundle) = (
+            apns.clone(),
+            fcm.clone(),
+            apns_creds.clone(),
+            fcm_creds.clone(),
+            contents.clone(),
+            bundle.clone(),
+        );
         Box::pin(async move {
             let (token, content) = &contents[i];
             let attempt = match content {
@@ -828,7 +926,10 @@ fn print_call_row(r: &Row) {
         "      process used {:.2} cores; others {:.2} cores (relay point), {} (ceiling point)",
         p.cpu.total / p.secs,
         others(p),
-        r.ceiling.as_ref().map(|c| format!("{:.2}", others(c))).unwrap_or("-".into())
+        r.ceiling
+            .as_ref()
+            .map(|c| format!("{:.2}", others(c)))
+            .unwrap_or("-".into())
     );
     if let Some(e) = &p.first_error {
         println!("      first relay error: {e}");
@@ -890,14 +991,19 @@ async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         devs.len(),
         devs.len(),
         match a.register {
-            Register::Store => "the store fast path (Store::upsert_user/upsert_device on a second pool, same file)",
+            Register::Store =>
+                "the store fast path (Store::upsert_user/upsert_device on a second pool, same file)",
             Register::Http => "HTTP (PUT /v1/users + UDS PUT, Argon2 hash + verify each)",
         },
         reg_s
     );
     let devs = Arc::new(devs);
     let b = bounds(a);
-    let ceiling = if a.no_ceiling { None } else { Some(ceiling_op(&env, devs.clone())?) };
+    let ceiling = if a.no_ceiling {
+        None
+    } else {
+        Some(ceiling_op(&env, devs.clone())?)
+    };
     let relay_op = call_op(&env, devs.clone());
     println!(
         "scenario {}: closed loop POST /v1/calls, {:.1} s warm-up + {:.1} s per point, at most {} calls per point; ceiling = provider client straight at the mock",
@@ -915,7 +1021,10 @@ async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
             None => None,
         };
         let relay_point = closed_loop(rts.gen.handle(), c, &b, relay_op.clone()).await;
-        let row = Row { relay: relay_point, ceiling: ceiling_point };
+        let row = Row {
+            relay: relay_point,
+            ceiling: ceiling_point,
+        };
         print_call_row(&row);
         rows.push(row);
     }
@@ -944,26 +1053,49 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let max_c = a.concurrency.iter().copied().max().unwrap_or(16);
     let env = start_env(rts, max_c).await?;
     let settings = env.settings()?;
-    let store: Store = rts.relay.spawn(async move { open_store(&settings).await.map(|(s, _)| s) }).await??;
+    let store: Store = rts
+        .relay
+        .spawn(async move { open_store(&settings).await.map(|(s, _)| s) })
+        .await??;
     let users = 64usize;
     let default_hash = pushrelay::http::auth::hash_password(PASSWORD)?;
     let cheap_hash = {
         use argon2::password_hash::{PasswordHasher, SaltString};
         let params = argon2::Params::new(8, 1, 1, None).map_err(|e| anyhow::anyhow!("{e}"))?;
         let a2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        a2.hash_password(PASSWORD.as_bytes(), &SaltString::generate(&mut rand::rngs::OsRng))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .to_string()
+        a2.hash_password(
+            PASSWORD.as_bytes(),
+            &SaltString::generate(&mut rand::rngs::OsRng),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .to_string()
     };
     let now = now_ms();
     for i in 0..users {
-        store.upsert_user(&UserId::parse(&format!("argon{i:03}"))?, Some(&default_hash), now).await?;
-        store.upsert_user(&UserId::parse(&format!("cheap{i:03}"))?, Some(&cheap_hash), now).await?;
-        store.upsert_user(&UserId::parse(&format!("direct{i:03}"))?, None, now).await?;
+        store
+            .upsert_user(
+                &UserId::parse(&format!("argon{i:03}"))?,
+                Some(&default_hash),
+                now,
+            )
+            .await?;
+        store
+            .upsert_user(
+                &UserId::parse(&format!("cheap{i:03}"))?,
+                Some(&cheap_hash),
+                now,
+            )
+            .await?;
+        store
+            .upsert_user(&UserId::parse(&format!("direct{i:03}"))?, None, now)
+            .await?;
     }
     println!("uds-register: {users} users per variant; every operation registers a new device (user n % {users}, device d<n>), APNs channel");
     let params: Vec<&str> = default_hash.split('$').take(4).collect();
-    println!("  argon2-default: UDS PUT, stored hash {} (what PUT /v1/users stores)", params.join("$"));
+    println!(
+        "  argon2-default: UDS PUT, stored hash {} (what PUT /v1/users stores)",
+        params.join("$")
+    );
     println!("  argon2-cheap:   UDS PUT, stored hash with m=8 KiB, t=1, p=1 (the path without the password cost)");
     println!("  store-direct:   Store::upsert_device only (envelope seal + one INSERT ... ON CONFLICT), no HTTP");
     let b = bounds(a);
@@ -985,7 +1117,10 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                 key,
             };
             let req = client
-                .put(format!("{base}/cucm-uds/user/{}/device/{}/devicetoken", d.user, d.device))
+                .put(format!(
+                    "{base}/cucm-uds/user/{}/device/{}/devicetoken",
+                    d.user, d.device
+                ))
                 .basic_auth(&d.user, Some(PASSWORD))
                 .header("content-type", "application/xml")
                 .body(uds_xml(&d));
@@ -1014,14 +1149,30 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
             let store = store.clone();
             Box::pin(async move {
                 let reg = registration(&d).map_err(|e| e.to_string())?;
-                store.upsert_device(&reg, now_ms()).await.map_err(|e| e.to_string())?;
+                store
+                    .upsert_device(&reg, now_ms())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(0)
             })
         })
     };
     println!(
         "{:>16} {:>5} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>6} | {:>8} {:>7} {:>7} {:>7} {:>6}",
-        "variant", "conc", "regs", "regs/s", "p50ms", "p90ms", "p99ms", "maxms", "errs", "cpu/1k", "relay", "sqlite", "gen", "others"
+        "variant",
+        "conc",
+        "regs",
+        "regs/s",
+        "p50ms",
+        "p90ms",
+        "p99ms",
+        "maxms",
+        "errs",
+        "cpu/1k",
+        "relay",
+        "sqlite",
+        "gen",
+        "others"
     );
     let mut csv = String::from("variant,concurrency,registrations,errors,seconds,registrations_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_relay,cpu_s_per_1k_sqlite_threads,cpu_s_per_1k_generator,other_processes_cores\n");
     for &c in &a.concurrency {
@@ -1083,12 +1234,15 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
 /// key opened, credentials read, report write), each alone and all three in
 /// sequence, on the relay runtime with the relay's own store settings.
 async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
-    use pushrelay::domain::{Delivery, Outcome, CallReport};
+    use pushrelay::domain::{CallReport, Delivery, Outcome};
     let env = start_env(rts, 16).await?;
     let devs = Arc::new(make_devices(Scenario::Apns, a.devices.max(1)));
     register_store(rts, &env, &devs).await?;
     let settings = env.settings()?;
-    let store: Store = rts.relay.spawn(async move { open_store(&settings).await.map(|(s, _)| s) }).await??;
+    let store: Store = rts
+        .relay
+        .spawn(async move { open_store(&settings).await.map(|(s, _)| s) })
+        .await??;
     let app = AppId::parse(APP)?;
     let b = bounds(a);
     let op = |kind: u8| -> Op {
@@ -1100,26 +1254,59 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                 let user = UserId::parse(&d.user).map_err(|e| e.to_string())?;
                 let device = DevicePkid::parse(&d.device).map_err(|e| e.to_string())?;
                 if kind == 0 || kind == 3 {
-                    let v = store.devices_for(&user, Some(&device)).await.map_err(|e| e.to_string())?;
+                    let v = store
+                        .devices_for(&user, Some(&device))
+                        .await
+                        .map_err(|e| e.to_string())?;
                     if v.len() != 1 {
                         return Err("device missing".into());
                     }
                 }
                 if kind == 1 || kind == 3 {
-                    store.credentials(&app, "apns").await.map_err(|e| e.to_string())?.ok_or("no credentials")?;
+                    store
+                        .credentials(&app, "apns")
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .ok_or("no credentials")?;
                 }
                 if kind == 2 || kind == 3 {
                     let call = CallId::new();
-                    let rep = CallReport::new(&call, vec![Delivery::new(&device, Channel::Apns, Outcome::Delivered, Some(200), None, 1)]);
+                    let rep = CallReport::new(
+                        &call,
+                        vec![Delivery::new(
+                            &device,
+                            Channel::Apns,
+                            Outcome::Delivered,
+                            Some(200),
+                            None,
+                            1,
+                        )],
+                    );
                     let now = now_ms();
-                    store.save_call(&call, &user, &format!("bench-{n:012}"), now, now + 30_000, &rep).await.map_err(|e| e.to_string())?;
+                    store
+                        .save_call(
+                            &call,
+                            &user,
+                            &format!("bench-{n:012}"),
+                            now,
+                            now + 30_000,
+                            &rep,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
                 Ok(0)
             })
         })
     };
-    println!("store-ops: {} devices; each operation alone on the relay runtime (no HTTP, no push)", devs.len());
-    println!("{:>34} {:>5} {:>8} {:>9} {:>7} {:>7} {:>7} | {:>8} {:>7}", "operation", "conc", "ops", "ops/s", "p50ms", "p99ms", "maxms", "cpu/1k", "sqlite");
+    println!(
+        "store-ops: {} devices; each operation alone on the relay runtime (no HTTP, no push)",
+        devs.len()
+    );
+    println!(
+        "{:>34} {:>5} {:>8} {:>9} {:>7} {:>7} {:>7} | {:>8} {:>7}",
+        "operation", "conc", "ops", "ops/s", "p50ms", "p99ms", "maxms", "cpu/1k", "sqlite"
+    );
     println!("(last column: cores used by other processes meanwhile)");
     let mut csv = String::from("operation,concurrency,ops,errors,seconds,ops_per_s,p50_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_sqlite_threads,other_processes_cores\n");
     for &c in &a.concurrency {
@@ -1132,7 +1319,14 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
             let p = closed_loop(rts.relay.handle(), c, &b, op(kind)).await;
             println!(
                 "{name:>34} {c:>5} {:>8} {:>9.0} {:>7.2} {:>7.2} {:>7.2} | {:>8.3} {:>7.3} {:>6.2}",
-                p.ops, p.ops_per_s(), p.p50_ms, p.p99_ms, p.max_ms, p.per_k(p.cpu.total), p.per_k(p.cpu.sqlite), p.cpu.others() / p.secs
+                p.ops,
+                p.ops_per_s(),
+                p.p50_ms,
+                p.p99_ms,
+                p.max_ms,
+                p.per_k(p.cpu.total),
+                p.per_k(p.cpu.sqlite),
+                p.cpu.others() / p.secs
             );
             if let Some(e) = &p.first_error {
                 println!("      first error: {e}");
@@ -1140,7 +1334,16 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
             let _ = writeln!(
                 csv,
                 "\"{name}\",{c},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.4},{:.4},{:.2}",
-                p.ops, p.errors, p.secs, p.ops_per_s(), p.p50_ms, p.p99_ms, p.max_ms, p.per_k(p.cpu.total), p.per_k(p.cpu.sqlite), p.cpu.others() / p.secs
+                p.ops,
+                p.errors,
+                p.secs,
+                p.ops_per_s(),
+                p.p50_ms,
+                p.p99_ms,
+                p.max_ms,
+                p.per_k(p.cpu.total),
+                p.per_k(p.cpu.sqlite),
+                p.cpu.others() / p.secs
             );
         }
     }
@@ -1193,8 +1396,18 @@ fn run_jwe(a: &Args) -> anyhow::Result<()> {
         r
     };
     let rows: Vec<(&str, u64, [f64; 3])> = vec![
-        ("v2::build (V2 JSON)", iters, rounds(Box::new(|| time_ns(iters, |_| v2::build(&event))))),
-        ("jwe::encrypt (random IV)", iters, rounds(Box::new(|| time_ns(iters, |_| jwe::encrypt(&key, &plaintext))))),
+        (
+            "v2::build (V2 JSON)",
+            iters,
+            rounds(Box::new(|| time_ns(iters, |_| v2::build(&event)))),
+        ),
+        (
+            "jwe::encrypt (random IV)",
+            iters,
+            rounds(Box::new(|| {
+                time_ns(iters, |_| jwe::encrypt(&key, &plaintext))
+            })),
+        ),
         (
             "jwe::encrypt_with_iv (no RNG)",
             iters,
@@ -1206,28 +1419,63 @@ fn run_jwe(a: &Args) -> anyhow::Result<()> {
                 })
             })),
         ),
-        ("jwe::decrypt", iters, rounds(Box::new(|| time_ns(iters, |_| jwe::decrypt(&compact, &key_bytes).expect("decrypt"))))),
+        (
+            "jwe::decrypt",
+            iters,
+            rounds(Box::new(|| {
+                time_ns(iters, |_| {
+                    jwe::decrypt(&compact, &key_bytes).expect("decrypt")
+                })
+            })),
+        ),
         (
             "payload::for_call (build+encrypt+wrap)",
             iters,
-            rounds(Box::new(|| time_ns(iters, |_| payload::for_call(&event, &reg).expect("payload")))),
+            rounds(Box::new(|| {
+                time_ns(iters, |_| payload::for_call(&event, &reg).expect("payload"))
+            })),
         ),
         (
             "envelope open (device key, per call)",
             iters,
-            rounds(Box::new(|| time_ns(iters, |_| master.open_string("device:u000001/dev-000001", &sealed).expect("open")))),
+            rounds(Box::new(|| {
+                time_ns(iters, |_| {
+                    master
+                        .open_string("device:u000001/dev-000001", &sealed)
+                        .expect("open")
+                })
+            })),
         ),
         (
             "argon2 verify (default params, per UDS PUT)",
             argon_iters,
-            rounds(Box::new(|| time_ns(argon_iters, |_| pushrelay::http::auth::verify_password(PASSWORD, &hash)))),
+            rounds(Box::new(|| {
+                time_ns(argon_iters, |_| {
+                    pushrelay::http::auth::verify_password(PASSWORD, &hash)
+                })
+            })),
         ),
     ];
-    println!("{:<46} {:>10} {:>12} {:>12} {:>14}", "operation", "iters", "best ns/op", "median ns", "ops/s (best)");
+    println!(
+        "{:<46} {:>10} {:>12} {:>12} {:>14}",
+        "operation", "iters", "best ns/op", "median ns", "ops/s (best)"
+    );
     let mut csv = String::from("operation,iterations,best_ns_per_op,median_ns_per_op,worst_ns_per_op,ops_per_s_one_core_best\n");
     for (name, n, r) in rows {
-        println!("{name:<46} {n:>10} {:>12.0} {:>12.0} {:>14.0}", r[0], r[1], 1e9 / r[0]);
-        let _ = writeln!(csv, "\"{name}\",{n},{:.1},{:.1},{:.1},{:.1}", r[0], r[1], r[2], 1e9 / r[0]);
+        println!(
+            "{name:<46} {n:>10} {:>12.0} {:>12.0} {:>14.0}",
+            r[0],
+            r[1],
+            1e9 / r[0]
+        );
+        let _ = writeln!(
+            csv,
+            "\"{name}\",{n},{:.1},{:.1},{:.1},{:.1}",
+            r[0],
+            r[1],
+            r[2],
+            1e9 / r[0]
+        );
     }
     std::fs::create_dir_all(&a.out)?;
     let path = a.out.join(format!("jwe{}.csv", a.tag));
@@ -1249,44 +1497,89 @@ fn chart(title: &str, rows: &[Row]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#, w / 2.0, esc(title));
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+        w / 2.0,
+        esc(title)
+    );
     let xs: Vec<f64> = rows.iter().map(|r| r.relay.concurrency as f64).collect();
     let thr: Vec<(&str, &str, Vec<f64>)> = {
         let mut v = vec![
-            ("relay calls/s", "#1f77b4", rows.iter().map(|r| r.relay.ops_per_s()).collect()),
-            ("relay pushes/s", "#2ca02c", rows.iter().map(|r| r.relay.pushes_per_s()).collect()),
+            (
+                "relay calls/s",
+                "#1f77b4",
+                rows.iter().map(|r| r.relay.ops_per_s()).collect(),
+            ),
+            (
+                "relay pushes/s",
+                "#2ca02c",
+                rows.iter().map(|r| r.relay.pushes_per_s()).collect(),
+            ),
         ];
         if rows.iter().all(|r| r.ceiling.is_some()) {
             v.push((
                 "mock ceiling pushes/s",
                 "#d62728",
-                rows.iter().map(|r| r.ceiling.as_ref().map(|c| c.pushes_per_s()).unwrap_or(0.0)).collect(),
+                rows.iter()
+                    .map(|r| r.ceiling.as_ref().map(|c| c.pushes_per_s()).unwrap_or(0.0))
+                    .collect(),
             ));
         }
         v
     };
     let lat: Vec<(&str, &str, Vec<f64>)> = {
         let mut v = vec![
-            ("relay p99 ms", "#1f77b4", rows.iter().map(|r| r.relay.p99_ms).collect()),
-            ("relay p50 ms", "#9467bd", rows.iter().map(|r| r.relay.p50_ms).collect()),
+            (
+                "relay p99 ms",
+                "#1f77b4",
+                rows.iter().map(|r| r.relay.p99_ms).collect(),
+            ),
+            (
+                "relay p50 ms",
+                "#9467bd",
+                rows.iter().map(|r| r.relay.p50_ms).collect(),
+            ),
         ];
         if rows.iter().all(|r| r.ceiling.is_some()) {
             v.push((
                 "mock ceiling p99 ms",
                 "#d62728",
-                rows.iter().map(|r| r.ceiling.as_ref().map(|c| c.p99_ms).unwrap_or(0.0)).collect(),
+                rows.iter()
+                    .map(|r| r.ceiling.as_ref().map(|c| c.p99_ms).unwrap_or(0.0))
+                    .collect(),
             ));
         }
         v
     };
-    panel(&mut s, 70.0, 50.0, 380.0, 300.0, "throughput (per second) vs concurrency", &xs, &thr);
-    panel(&mut s, 560.0, 50.0, 380.0, 300.0, "latency (ms) vs concurrency", &xs, &lat);
+    panel(
+        &mut s,
+        70.0,
+        50.0,
+        380.0,
+        300.0,
+        "throughput (per second) vs concurrency",
+        &xs,
+        &thr,
+    );
+    panel(
+        &mut s,
+        560.0,
+        50.0,
+        380.0,
+        300.0,
+        "latency (ms) vs concurrency",
+        &xs,
+        &lat,
+    );
     let _ = writeln!(s, "</svg>");
     s
 }
 
 fn esc(t: &str) -> String {
-    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn nice_max(v: f64) -> f64 {
@@ -1303,14 +1596,33 @@ fn nice_max(v: f64) -> f64 {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn panel(s: &mut String, x0: f64, y0: f64, pw: f64, ph: f64, title: &str, xs: &[f64], series: &[(&str, &str, Vec<f64>)]) {
-    let ymax = nice_max(series.iter().flat_map(|(_, _, v)| v.iter().copied()).fold(0.0, f64::max) * 1.05);
+fn panel(
+    s: &mut String,
+    x0: f64,
+    y0: f64,
+    pw: f64,
+    ph: f64,
+    title: &str,
+    xs: &[f64],
+    series: &[(&str, &str, Vec<f64>)],
+) {
+    let ymax = nice_max(
+        series
+            .iter()
+            .flat_map(|(_, _, v)| v.iter().copied())
+            .fold(0.0, f64::max)
+            * 1.05,
+    );
     let lx: Vec<f64> = xs.iter().map(|x| x.max(1.0).log2()).collect();
     let (xmin, xmax) = (
         lx.iter().copied().fold(f64::INFINITY, f64::min),
         lx.iter().copied().fold(f64::NEG_INFINITY, f64::max),
     );
-    let span = if (xmax - xmin).abs() < 1e-9 { 1.0 } else { xmax - xmin };
+    let span = if (xmax - xmin).abs() < 1e-9 {
+        1.0
+    } else {
+        xmax - xmin
+    };
     let px = |lx: f64| {
         if (xmax - xmin).abs() < 1e-9 {
             x0 + pw / 2.0
@@ -1319,31 +1631,85 @@ fn panel(s: &mut String, x0: f64, y0: f64, pw: f64, ph: f64, title: &str, xs: &[
         }
     };
     let py = |y: f64| y0 + ph - y / ymax * ph;
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle" font-size="13">{}</text>"#, x0 + pw / 2.0, y0 - 10.0, esc(title));
-    let _ = writeln!(s, r##"<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle" font-size="13">{}</text>"#,
+        x0 + pw / 2.0,
+        y0 - 10.0,
+        esc(title)
+    );
+    let _ = writeln!(
+        s,
+        r##"<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##
+    );
     for i in 0..=5 {
         let y = ymax * i as f64 / 5.0;
         let yy = py(y);
-        let _ = writeln!(s, r##"<line x1="{x0}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/>"##, x0 + pw);
-        let label = if ymax >= 100.0 { format!("{y:.0}") } else { format!("{y:.2}") };
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#, x0 - 5.0, yy + 4.0);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x0}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/>"##,
+            x0 + pw
+        );
+        let label = if ymax >= 100.0 {
+            format!("{y:.0}")
+        } else {
+            format!("{y:.2}")
+        };
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#,
+            x0 - 5.0,
+            yy + 4.0
+        );
     }
     for (x, l) in xs.iter().zip(&lx) {
         let xx = px(*l);
-        let _ = writeln!(s, r##"<line x1="{xx:.1}" y1="{y0}" x2="{xx:.1}" y2="{:.1}" stroke="#eee"/>"##, y0 + ph);
-        let _ = writeln!(s, r#"<text x="{xx:.1}" y="{:.1}" text-anchor="middle">{x}</text>"#, y0 + ph + 16.0);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{xx:.1}" y1="{y0}" x2="{xx:.1}" y2="{:.1}" stroke="#eee"/>"##,
+            y0 + ph
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{xx:.1}" y="{:.1}" text-anchor="middle">{x}</text>"#,
+            y0 + ph + 16.0
+        );
     }
-    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">concurrency (requests in flight)</text>"#, x0 + pw / 2.0, y0 + ph + 34.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">concurrency (requests in flight)</text>"#,
+        x0 + pw / 2.0,
+        y0 + ph + 34.0
+    );
     for (k, (name, color, v)) in series.iter().enumerate() {
-        let pts: Vec<String> = lx.iter().zip(v).map(|(l, y)| format!("{:.1},{:.1}", px(*l), py(*y))).collect();
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, pts.join(" "));
+        let pts: Vec<String> = lx
+            .iter()
+            .zip(v)
+            .map(|(l, y)| format!("{:.1},{:.1}", px(*l), py(*y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            pts.join(" ")
+        );
         for p in &pts {
             let (cx, cy) = p.split_once(',').unwrap_or(("0", "0"));
             let _ = writeln!(s, r#"<circle cx="{cx}" cy="{cy}" r="3" fill="{color}"/>"#);
         }
         let ly = y0 + ph + 52.0 + 16.0 * k as f64;
-        let _ = writeln!(s, r#"<line x1="{x0}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"/>"#, ly - 4.0, x0 + 24.0, ly - 4.0);
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{ly:.1}">{}</text>"#, x0 + 30.0, esc(name));
+        let _ = writeln!(
+            s,
+            r#"<line x1="{x0}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"/>"#,
+            ly - 4.0,
+            x0 + 24.0,
+            ly - 4.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{ly:.1}">{}</text>"#,
+            x0 + 30.0,
+            esc(name)
+        );
     }
 }
 
@@ -1375,7 +1741,9 @@ fn main() -> anyhow::Result<()> {
     };
     // The orchestration itself runs on the main thread (block_on), idle
     // while the loads run on the runtimes' workers.
-    let orchestrator = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let orchestrator = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let r = orchestrator.block_on(async {
         match a.scenario {
             Scenario::Apns | Scenario::Fcm | Scenario::Mixed => run_calls(&a, &rts).await,
@@ -1393,12 +1761,19 @@ fn main() -> anyhow::Result<()> {
 
 /// The 1-minute load average before the run: other processes on the machine skew results.
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next().map(str::to_string)).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }

@@ -2,7 +2,7 @@
 //! query, `POST /acrobits/token` with a form or JSON body. Success is 200
 //! with no body (what the app expects). Parsing lives in `dialect::acrobits`.
 
-use super::auth::{basic_credentials, Admin};
+use super::auth::{basic_credentials, Caller, Scope};
 use super::error::{ApiError, Result};
 use super::spark::require_credentials;
 use super::state::AppState;
@@ -18,10 +18,11 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/acrobits/token", get(report_get).post(report_post))
 }
 
-/// Who reports: the end user by HTTP Basic, or an operator bearer.
+/// Who reports: the end user by HTTP Basic, or an API key with scope
+/// `register` (whose app, if any, is the default app of the tokens).
 enum Reporter {
     User(UserId),
-    Operator,
+    Operator(Option<AppId>),
 }
 
 impl FromRequestParts<AppState> for Reporter {
@@ -33,7 +34,9 @@ impl FromRequestParts<AppState> for Reporter {
             let Some(hash) = state.store.password_hash(&user).await? else { return Err(ApiError::Unauthorized) };
             return if state.passwords.verify(user.as_str(), password, hash).await { Ok(Reporter::User(user)) } else { Err(ApiError::Unauthorized) };
         }
-        Admin::from_request_parts(parts, state).await.map(|_| Reporter::Operator)
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(Scope::Register)?;
+        Ok(Reporter::Operator(caller.app))
     }
 }
 
@@ -65,11 +68,10 @@ async fn report_post(reporter: Reporter, State(s): State<AppState>, headers: Hea
 /// The app a reported token belongs to, and the provider its credentials
 /// are for: the app whose id is the reported app id (a `.pushkit` suffix is
 /// dropped when no app has the full id).
-async fn app_of(s: &AppState, token: &RawToken, field: &'static str) -> Result<(AppId, Provider)> {
-    let reported = token
-        .app_id
-        .as_ref()
-        .ok_or_else(|| ApiError::bad_request("missing_field", format!("{field}: the token's app id is required (appid_calls / appid_msgs)")))?;
+async fn app_of(s: &AppState, token: &RawToken, field: &'static str, key_app: Option<&AppId>) -> Result<(AppId, Provider)> {
+    let reported = token.app_id.as_ref().or(key_app).ok_or_else(|| {
+        ApiError::bad_request("missing_field", format!("{field}: the token's app id is required (appid_calls / appid_msgs), or an API key bound to an app"))
+    })?;
     let mut candidates = vec![reported.clone()];
     let stripped = acrobits::voip_topic_app(reported.as_str());
     if stripped != reported.as_str() {
@@ -95,6 +97,10 @@ fn channel_for(provider: Provider) -> Channel {
 
 async fn store_report(s: &AppState, reporter: Reporter, pairs: &[(String, String)]) -> Result<StatusCode> {
     let report = acrobits::parse_params(pairs)?;
+    let key_app = match &reporter {
+        Reporter::Operator(app) => app.clone(),
+        Reporter::User(_) => None,
+    };
     if let Reporter::User(user) = &reporter {
         if *user != report.username {
             return Err(ApiError::Forbidden("register (the Basic user must be the reported username)"));
@@ -102,11 +108,11 @@ async fn store_report(s: &AppState, reporter: Reporter, pairs: &[(String, String
     }
     // Android reports one token for everything: it is the call token too.
     let calls = report.calls.as_ref().or(report.msgs.as_ref()).expect("parser requires one token");
-    let (app, provider) = app_of(s, calls, "token_calls").await?;
+    let (app, provider) = app_of(s, calls, "token_calls", key_app.as_ref()).await?;
     let token = acrobits::token_for(provider, calls)?;
     let msg = match &report.msgs {
         Some(m) if report.calls.is_some() => {
-            let (app, provider) = app_of(s, m, "token_msgs").await?;
+            let (app, provider) = app_of(s, m, "token_msgs", key_app.as_ref()).await?;
             Some(MessageToken { app, channel: channel_for(provider), token: acrobits::token_for(provider, m)? })
         }
         _ => None,

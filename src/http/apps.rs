@@ -1,6 +1,6 @@
 //! `/v1/apps/{app_id}/…`: provider credentials per application (admin).
 
-use super::auth::Admin;
+use super::auth::{Caller, Scope};
 use super::error::{require_json, ApiError, Result};
 use super::state::AppState;
 use super::time::rfc3339;
@@ -23,7 +23,8 @@ fn app_id(raw: &str) -> Result<AppId> {
     AppId::parse(raw).map_err(|e| ApiError::bad_request("invalid_app_id", e.message))
 }
 
-async fn put_apns(_: Admin, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+async fn put_apns(caller: Caller, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+    caller.require(Scope::Admin)?;
     let app = app_id(&app)?;
     require_json(&headers)?;
     // Parsing signs a probe JWT / loads the certificate: keep it off the runtime.
@@ -36,7 +37,8 @@ async fn put_apns(_: Admin, State(s): State<AppState>, Path(app): Path<String>, 
     app_view(&s, &app).await
 }
 
-async fn put_fcm(_: Admin, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+async fn put_fcm(caller: Caller, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+    caller.require(Scope::Admin)?;
     let app = app_id(&app)?;
     require_json(&headers)?;
     let creds = tokio::task::spawn_blocking(move || FcmCredentials::parse_admin_json(&body))
@@ -55,11 +57,13 @@ async fn delete_provider(s: &AppState, app: &str, provider: &str) -> Result<Stat
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn delete_apns(_: Admin, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
+async fn delete_apns(caller: Caller, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
+    caller.require(Scope::Admin)?;
     delete_provider(&s, &app, "apns").await
 }
 
-async fn delete_fcm(_: Admin, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
+async fn delete_fcm(caller: Caller, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
+    caller.require(Scope::Admin)?;
     delete_provider(&s, &app, "fcm").await
 }
 
@@ -68,7 +72,8 @@ fn with_time(mut summary: Value, ms: i64) -> Value {
     summary
 }
 
-async fn get_app(_: Admin, State(s): State<AppState>, Path(app): Path<String>) -> Result<Json<Value>> {
+async fn get_app(caller: Caller, State(s): State<AppState>, Path(app): Path<String>) -> Result<Json<Value>> {
+    caller.require(Scope::Read)?;
     let app = app_id(&app)?;
     app_view(&s, &app).await
 }

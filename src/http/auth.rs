@@ -23,10 +23,59 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
-/// Proof that the request carried the admin token.
-pub struct Admin;
+/// What a bearer may do (interface §5). `admin` implies every other scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Admin,
+    Calls,
+    Register,
+    Read,
+}
 
-impl FromRequestParts<AppState> for Admin {
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Admin, Scope::Calls, Scope::Register, Scope::Read];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Calls => "calls",
+            Scope::Register => "register",
+            Scope::Read => "read",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+/// An authenticated bearer: the bootstrap admin token, or an API key.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// `None` for the admin token.
+    pub key_id: Option<String>,
+    scopes: Vec<Scope>,
+    /// The app an API key is bound to, if any (Spark/Acrobits default app).
+    pub app: Option<crate::domain::AppId>,
+}
+
+impl Caller {
+    /// 403 unless the caller holds `scope` (or `admin`).
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(scope.as_str()))
+        }
+    }
+
+    /// The name rate limits are counted under.
+    pub fn limit_key(&self) -> &str {
+        self.key_id.as_deref().unwrap_or("admin")
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -34,11 +83,18 @@ impl FromRequestParts<AppState> for Admin {
             tracing::debug!("no bearer token");
             return Err(ApiError::Unauthorized);
         };
-        if bool::from(token_hash(token).ct_eq(&state.admin_token_hash)) {
-            Ok(Admin)
-        } else {
-            tracing::debug!("wrong bearer token");
-            Err(ApiError::Unauthorized)
+        let hash = token_hash(token);
+        if bool::from(hash.ct_eq(&state.admin_token_hash)) {
+            return Ok(Caller { key_id: None, scopes: vec![Scope::Admin], app: None });
+        }
+        // The lookup is by hash: equal hashes mean equal keys, and the
+        // database index compares hashes, never the key itself.
+        match state.store.api_key_by_hash(&hex::encode(hash)).await? {
+            Some(k) => Ok(Caller { key_id: Some(k.id), scopes: k.scopes.iter().filter_map(|s| Scope::parse(s)).collect(), app: k.app }),
+            None => {
+                tracing::debug!("unknown or revoked bearer token");
+                Err(ApiError::Unauthorized)
+            }
         }
     }
 }

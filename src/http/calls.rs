@@ -1,6 +1,6 @@
 //! `POST /v1/calls`, `GET /v1/calls/{call_id}`: call events and their reports.
 
-use super::auth::Admin;
+use super::auth::{Caller, Scope};
 use super::error::{json_body, ApiError, Result};
 use super::state::AppState;
 use super::users::user_id;
@@ -59,7 +59,8 @@ fn parse_event(b: CallBody, default_ring: u32) -> Result<CallEvent> {
     })
 }
 
-async fn post_call(_: Admin, State(s): State<AppState>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<CallReport>> {
+async fn post_call(caller: Caller, State(s): State<AppState>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<CallReport>> {
+    caller.require(Scope::Calls)?;
     let b: CallBody = json_body(&headers, &body)?;
     let event = parse_event(b, s.settings.calls.ring_seconds)?;
     match s.dispatcher.run(&event).await {
@@ -72,12 +73,14 @@ async fn post_call(_: Admin, State(s): State<AppState>, headers: HeaderMap, Limi
     }
 }
 
-async fn get_call(_: Admin, State(s): State<AppState>, Path(call_id): Path<String>) -> Result<Json<CallReport>> {
+async fn get_call(caller: Caller, State(s): State<AppState>, Path(call_id): Path<String>) -> Result<Json<CallReport>> {
+    caller.require(Scope::Read).or_else(|_| caller.require(Scope::Calls))?;
     let id = CallId::parse(&call_id).map_err(|_| ApiError::NotFound(format!("unknown call {call_id}")))?;
     s.store.call_report(&id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("unknown call {call_id}")))
 }
 
-async fn cancel_call(_: Admin, State(s): State<AppState>, Path(call_id): Path<String>) -> Result<Json<CallReport>> {
+async fn cancel_call(caller: Caller, State(s): State<AppState>, Path(call_id): Path<String>) -> Result<Json<CallReport>> {
+    caller.require(Scope::Calls)?;
     let id = CallId::parse(&call_id).map_err(|_| ApiError::NotFound(format!("unknown call {call_id}")))?;
     match s.dispatcher.cancel(&id).await {
         Ok(Some(report)) => Ok(Json(report)),

@@ -7,6 +7,7 @@
 //! `jwe`/`payload` (through dispatch), `telemetry`.
 
 mod acrobits;
+mod api_keys;
 mod apps;
 pub mod auth;
 pub mod body;
@@ -59,6 +60,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/acrobits/token"),
     ("post", "/sip/register"),
     ("post", "/sip/wake"),
+    ("post", "/v1/api-keys"),
+    ("delete", "/v1/api-keys/{id}"),
 ];
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -75,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(uds::router())
         .merge(spark::router())
         .merge(acrobits::router())
+        .merge(api_keys::router())
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
     // Call events are bounded by their ring window (≤ 300 s), not the timeout.
     Router::new()

@@ -4,7 +4,7 @@
 //! the device re-REGISTERs (Kazoo-style push-and-wait) or the timeout.
 //! Parsing lives in `dialect::sip`; the wait in `wake`.
 
-use super::auth::Admin;
+use super::auth::{Caller, Scope};
 use super::error::{json_body, ApiError, Result};
 use super::state::AppState;
 use super::LimitedBody;
@@ -62,7 +62,8 @@ fn device_id(format: SipFormat, token: &str) -> DevicePkid {
     DevicePkid::parse(&format!("{}-{}", format.as_str(), &hex::encode(h)[..16])).expect("hex id is valid")
 }
 
-async fn register(_: Admin, State(s): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>> {
+async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>> {
+    caller.require(Scope::Register)?;
     let mime = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("message/sip");
     if !mime.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("message/sip") {
         return Err(ApiError::UnsupportedMediaType("message/sip"));
@@ -142,7 +143,8 @@ struct WakeBody {
     timeout_ms: Option<u64>,
 }
 
-async fn wake(_: Admin, State(s): State<AppState>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Response> {
+async fn wake(caller: Caller, State(s): State<AppState>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Response> {
+    caller.require(Scope::Calls)?;
     let b: WakeBody = json_body(&headers, &body)?;
     let aor = sip::parse_uri(&b.aor).map_err(|e| ApiError::bad_request("invalid_aor", e.message))?.aor();
     let timeout_ms = b.timeout_ms.unwrap_or(DEFAULT_WAKE_MS);

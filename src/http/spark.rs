@@ -2,7 +2,7 @@
 //! /register/{device_token}`, `POST /webhook`, and the webhook secret
 //! `PUT /v1/apps/{app_id}/webex`. Parsing lives in `dialect::spark`.
 
-use super::auth::Admin;
+use super::auth::{Caller, Scope};
 use super::error::{json_body, require_json, ApiError, Result};
 use super::state::AppState;
 use super::LimitedBody;
@@ -48,9 +48,13 @@ pub(super) async fn require_credentials(s: &AppState, app: &AppId, provider: Pro
     }
 }
 
-async fn register(_: Admin, State(s): State<AppState>, Query(q): Query<AppQuery>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+async fn register(caller: Caller, State(s): State<AppState>, Query(q): Query<AppQuery>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+    caller.require(Scope::Register)?;
     require_json(&headers)?;
-    let app = app_from_query(&q)?;
+    let app = match (&q.app, &caller.app) {
+        (None, Some(app)) => app.clone(),
+        _ => app_from_query(&q)?,
+    };
     let reg = spark::parse_register(&body)?;
     require_credentials(&s, &app, Provider::Apns).await?;
     let channel = reg.channel();
@@ -75,7 +79,8 @@ async fn register(_: Admin, State(s): State<AppState>, Query(q): Query<AppQuery>
     Ok(Json(json!({ "user": reg.person.as_str(), "device": device.as_str(), "channel": channel.as_str() })))
 }
 
-async fn unregister(_: Admin, State(s): State<AppState>, Path(token): Path<String>) -> Result<StatusCode> {
+async fn unregister(caller: Caller, State(s): State<AppState>, Path(token): Path<String>) -> Result<StatusCode> {
+    caller.require(Scope::Register)?;
     let token = token.to_ascii_lowercase();
     if token.is_empty() || token.len() > 200 || !token.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request("invalid_token", "device_token must be the APNs token in hex"));
@@ -92,7 +97,8 @@ struct WebexBody {
     webhook_secret: String,
 }
 
-async fn put_webex(_: Admin, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+async fn put_webex(caller: Caller, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+    caller.require(Scope::Admin)?;
     let app = AppId::parse(&app).map_err(|e| ApiError::bad_request("invalid_app_id", e.message))?;
     let b: WebexBody = json_body(&headers, &body)?;
     if b.webhook_secret.is_empty() || b.webhook_secret.len() > 1024 {

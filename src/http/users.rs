@@ -1,6 +1,6 @@
 //! `/v1/users/{userId}`: end users (admin) and the operator's device view.
 
-use super::auth::{hash_password, Admin};
+use super::auth::{hash_password, Caller, Scope};
 use super::error::{json_body, ApiError, Result};
 use super::state::AppState;
 use super::time::rfc3339;
@@ -29,7 +29,8 @@ struct UserBody {
     password: String,
 }
 
-async fn put_user(_: Admin, State(s): State<AppState>, Path(user): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<(StatusCode, Json<Value>)> {
+async fn put_user(caller: Caller, State(s): State<AppState>, Path(user): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<(StatusCode, Json<Value>)> {
+    caller.require(Scope::Admin)?;
     let user = user_id(&user)?;
     let b: UserBody = json_body(&headers, &body)?;
     if b.password.is_empty() || b.password.len() > 1024 {
@@ -44,7 +45,8 @@ async fn put_user(_: Admin, State(s): State<AppState>, Path(user): Path<String>,
     Ok((status, Json(json!({ "user": user.as_str(), "created": created }))))
 }
 
-async fn delete_user(_: Admin, State(s): State<AppState>, Path(user): Path<String>) -> Result<StatusCode> {
+async fn delete_user(caller: Caller, State(s): State<AppState>, Path(user): Path<String>) -> Result<StatusCode> {
+    caller.require(Scope::Admin)?;
     let user = user_id(&user)?;
     if s.store.delete_user(&user).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -53,7 +55,8 @@ async fn delete_user(_: Admin, State(s): State<AppState>, Path(user): Path<Strin
     }
 }
 
-async fn list_devices(_: Admin, State(s): State<AppState>, Path(user): Path<String>) -> Result<Json<Value>> {
+async fn list_devices(caller: Caller, State(s): State<AppState>, Path(user): Path<String>) -> Result<Json<Value>> {
+    caller.require(Scope::Read)?;
     let user = user_id(&user)?;
     if !s.store.user_exists(&user).await? {
         return Err(ApiError::NotFound(format!("unknown user {user}")));

@@ -37,6 +37,10 @@ TWINS = {
     "call-event.schema.json": ("CallEvent", "POST /v1/calls body"),
     "call-report.schema.json": ("CallReport", "POST /v1/calls and GET /v1/calls/{call_id} answer"),
     "device-list.schema.json": ("DeviceList", "GET /v1/users/{userId}/devices answer"),
+    "webex-secret.schema.json": ("WebexSecret", "PUT /v1/apps/{app_id}/webex body"),
+    "spark-register.schema.json": ("SparkRegister", "POST /register body (Spark/Webex)"),
+    "acrobits-report.schema.json": ("AcrobitsReport", "POST /acrobits/token JSON body"),
+    "sip-wake.schema.json": ("SipWake", "POST /sip/wake body"),
 }
 FILE_OF = {comp: f for f, (comp, _) in TWINS.items()}
 
@@ -341,7 +345,7 @@ def check_openapi_validator(doc):
 
 
 def check_contract(doc):
-    """The routes and security of interface.md §2, exactly."""
+    """The routes and security of interface.md §2 and §4, exactly."""
     want = {
         "/healthz": {"get"}, "/readyz": {"get"}, "/metrics": {"get"},
         "/v1/apps/{app_id}": {"get"},
@@ -352,6 +356,14 @@ def check_contract(doc):
         "/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken": {"put", "delete"},
         "/v1/calls": {"post"},
         "/v1/calls/{call_id}": {"get"},
+        "/v1/calls/{call_id}/cancel": {"post"},
+        "/v1/apps/{app_id}/webex": {"put"},
+        "/register": {"post"},
+        "/register/{device_token}": {"delete"},
+        "/webhook": {"post"},
+        "/acrobits/token": {"get", "post"},
+        "/sip/register": {"post"},
+        "/sip/wake": {"post"},
     }
     methods = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
     have = {p: {m for m in item if m in methods} for p, item in doc.get("paths", {}).items()}
@@ -362,8 +374,9 @@ def check_contract(doc):
         for m in methods & set(item):
             op = item[m]
             sec = op.get("security")
-            expect = [] if p in ("/healthz", "/readyz", "/metrics") else \
-                [{"basicAuth": []}] if p.startswith("/cucm-uds/") else [{"bearerAuth": []}]
+            expect = [] if p in ("/healthz", "/readyz", "/metrics", "/webhook") else \
+                [{"basicAuth": []}] if p.startswith("/cucm-uds/") else \
+                [{"basicAuth": []}, {"bearerAuth": []}] if p == "/acrobits/token" else [{"bearerAuth": []}]
             if sec != expect:
                 fail(f"{m.upper()} {p}: security {sec}, expected {expect}")
             if p.startswith("/v1/"):
@@ -371,7 +384,7 @@ def check_contract(doc):
                     if code not in op.get("responses", {}):
                         fail(f"{m.upper()} {p}: no {code} response")
     if not [f for f in failures if f.startswith(("path ", "GET ", "PUT ", "POST ", "DELETE "))]:
-        ok("paths, methods and security match interface.md §2")
+        ok("paths, methods and security match interface.md §2 and §4")
 
 
 def main():

@@ -364,6 +364,8 @@ def check_contract(doc):
         "/acrobits/token": {"get", "post"},
         "/sip/register": {"post"},
         "/sip/wake": {"post"},
+        "/v1/api-keys": {"post"},
+        "/v1/api-keys/{id}": {"delete"},
     }
     methods = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
     have = {p: {m for m in item if m in methods} for p, item in doc.get("paths", {}).items()}

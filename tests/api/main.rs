@@ -2,6 +2,7 @@
 //! against a fresh SQLite file (`helpers::spawn_app`). One binary for all.
 
 mod acrobits;
+mod api_keys;
 mod apps;
 mod calls;
 mod cli;

@@ -40,7 +40,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-"$here/.venv/bin/st" run "$root/schemas/openapi.yaml" \
+PYTHONPATH="$here" SCHEMATHESIS_HOOKS=hooks "$here/.venv/bin/st" run "$root/schemas/openapi.yaml" \
   --url "http://127.0.0.1:$port" \
   -H "Authorization: Bearer $token" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \

@@ -195,15 +195,53 @@ impl Dispatcher {
 
     /// Push `event` to the given devices (already looked up), concurrently.
     pub async fn run_on(&self, event: &CallEvent, devices: &[Device]) -> CallReport {
-        let deliveries = futures::future::join_all(devices.iter().map(|d| async move {
-            let reg = &d.registration;
-            match payload::for_call(event, reg) {
-                Ok(content) => self.deliver(event.call_id.as_str(), &event.ring, reg, content).await,
-                Err(e) => finish(reg, Outcome::Failed, None, Some(e.to_string()), 0),
-            }
-        }))
-        .await;
+        let deliveries = futures::future::join_all(devices.iter().map(|d| self.deliver_once(event, &d.registration))).await;
         CallReport::new(&event.call_id, deliveries)
+    }
+
+    /// One push per (pushid, device) within the ring window, across nodes:
+    /// claim it in the store first; if another call holds the claim, report
+    /// that call's outcome for this device instead of pushing again.
+    async fn deliver_once(&self, event: &CallEvent, reg: &Registration) -> Delivery {
+        let claim = self.store.claim_push(event.push_id.as_str(), &reg.user, &reg.device, &event.call_id, event.ring.ends_at_ms, now_ms()).await;
+        let claimed = match claim {
+            Ok(None) => true,
+            Ok(Some(other)) => return self.outcome_of(event.push_id.as_str(), &other, reg, &event.ring).await,
+            Err(e) => {
+                // A call is worth more than a duplicate: push anyway.
+                metrics::counter!(telemetry::STORE_ERRORS).increment(1);
+                tracing::error!(error = %e, "could not claim the push; pushing without the duplicate guard");
+                false
+            }
+        };
+        let delivery = match payload::for_call(event, reg) {
+            Ok(content) => self.deliver(event.call_id.as_str(), &event.ring, reg, content).await,
+            Err(e) => finish(reg, Outcome::Failed, None, Some(e.to_string()), 0),
+        };
+        if claimed {
+            // Published per device at once (not with the report): a duplicate
+            // call waiting on this device must never wait on our other devices.
+            if let Err(e) = self.store.finish_claim(event.push_id.as_str(), &reg.user, &event.call_id, &delivery).await {
+                tracing::warn!(error = %e, "could not record the outcome on the push claim");
+            }
+        }
+        delivery
+    }
+
+    /// The outcome another call (maybe on another node) had for this device,
+    /// as its claim records it; waits at most until the ring end (plus a little).
+    async fn outcome_of(&self, push_id: &str, other: &CallId, reg: &Registration, ring: &RingWindow) -> Delivery {
+        let give_up = ring.ends_at_ms + 2_000;
+        loop {
+            if let Ok(Some(d)) = self.store.claim_outcome(push_id, &reg.user, &reg.device).await {
+                let reason = format!("duplicate pushid: pushed once, by call {}", other.as_str());
+                return Delivery { reason: Some(d.reason.map(|r| format!("{r}; {reason}")).unwrap_or(reason)), attempts: 0, ..d };
+            }
+            if now_ms() >= give_up {
+                return Delivery::new(&reg.device, reg.channel, Outcome::Expired, None, Some(format!("duplicate pushid: call {} holds this device", other.as_str())), 0);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Tell the devices of an earlier call that it ended (interface §4

@@ -98,6 +98,10 @@ impl Application {
         };
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), providers, RetryPolicy::default(), shutdown.clone()));
         let ua_rules = settings.user_agent_rules();
+        let wake = crate::wake::WakeHub::new();
+        if store.backend() == crate::store::Backend::Postgres {
+            listen_for_wakes(&settings.database_url, store.clone(), wake.clone(), shutdown.clone()).await?;
+        }
         let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let state = AppState {
@@ -108,7 +112,7 @@ impl Application {
             dispatcher: dispatcher.clone(),
             passwords: Arc::new(crate::http::auth::PasswordCache::new(Duration::from_secs(300))),
             ua_rules: Arc::new(ua_rules),
-            wake: crate::wake::WakeHub::new(),
+            wake,
         };
         let router = http::router(state);
         Ok(Self { listener, router, store, addr, generated_admin_token, dispatcher, shutdown })
@@ -148,6 +152,44 @@ impl Application {
         tracing::info!("pushrelay stopped");
         Ok(())
     }
+}
+
+/// Several nodes on one PostgreSQL database: a REGISTER on any node must
+/// release `/sip/wake` requests held on every node. Registrations are
+/// published with `NOTIFY pushrelay_wake` and every node `LISTEN`s (no
+/// polling; sqlx's listener reconnects by itself).
+async fn listen_for_wakes(url: &str, store: Store, hub: Arc<crate::wake::WakeHub>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await.context("cannot LISTEN for wake-ups")?;
+    listener.listen("pushrelay_wake").await.context("cannot LISTEN for wake-ups")?;
+    let local = hub.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                n = listener.recv() => match n {
+                    Ok(n) => {
+                        let v: serde_json::Value = serde_json::from_str(n.payload()).unwrap_or_default();
+                        if let (Some(aor), Some(contact)) = (v["aor"].as_str(), v["contact"].as_str()) {
+                            local.notify_local(aor, contact);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "wake listener lost its connection; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+            }
+        }
+    });
+    hub.set_remote(Arc::new(move |aor: &str, contact: &str| {
+        let (store, aor, contact) = (store.clone(), aor.to_string(), contact.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = store.notify_wake(&aor, &contact).await {
+                tracing::warn!(error = %e, "could not publish a wake-up to the other nodes");
+            }
+        });
+    }));
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

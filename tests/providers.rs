@@ -228,15 +228,23 @@ async fn apns_expired_provider_token_is_rebuilt_and_retried_once() {
 }
 
 #[tokio::test]
-async fn apns_token_churn_is_refused_in_strict_mode() {
+async fn apns_token_churn_on_one_connection_is_refused_in_strict_mode() {
     let env = apns_env(Some(Duration::from_secs(20 * 60))).await;
+    // Two relay nodes: each its own connection and token — both fine.
     let a = ApnsClient::new(env.settings.clone());
     let b = ApnsClient::new(env.settings.clone());
     assert!(a.send("app", &env.creds, Channel::Apns, &voip(&token(1))).await.is_delivered());
-    // A second process with its own token for the same team, 1 s later.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(b.send("app", &env.creds, Channel::Apns, &voip(&token(1))).await.is_delivered());
+    // One client that re-signs every second (a too-short TTL) on the same
+    // connection is throttled by APNs.
+    let now = Arc::new(AtomicI64::new(pushrelay::provider::system_clock()()));
+    let clock_now = now.clone();
+    let clock: Clock = Arc::new(move || clock_now.load(Ordering::SeqCst));
+    let churn = ApnsClient::with_options(env.settings.clone(), Duration::from_secs(1), clock);
+    assert!(churn.send("app", &env.creds, Channel::Apns, &voip(&token(1))).await.is_delivered());
+    now.fetch_add(2, Ordering::SeqCst);
     assert_eq!(
-        b.send("app", &env.creds, Channel::Apns, &voip(&token(1))).await,
+        churn.send("app", &env.creds, Channel::Apns, &voip(&token(1))).await,
         Attempt::Retry { status: Some(429), reason: "TooManyProviderTokenUpdates".into(), after: None }
     );
 }

@@ -35,7 +35,7 @@ pub struct MockApnsConfig {
     pub bundles: Vec<String>,
     pub keys: Vec<MockApnsKey>,
     /// Strict mode: 429 `TooManyProviderTokenUpdates` when a team's provider
-    /// token changes again within this interval.
+    /// token changes again on the same connection within this interval.
     pub token_update_limit: Option<Duration>,
     /// Use this PKI (e.g. shared with another instance); else a new one.
     pub pki: Option<Arc<TestPki>>,
@@ -103,7 +103,7 @@ struct State {
     token_update_limit: Option<Duration>,
     verified: HashSet<String>,
     distinct_tokens: HashSet<String>,
-    /// team → (current token, when it was first seen)
+    /// (team, connection) → (current token, when it was first seen)
     team_tokens: HashMap<String, (String, i64)>,
     failed: HashMap<String, (u16, String)>,
     scripts: HashMap<String, VecDeque<ScriptedReply>>,
@@ -346,7 +346,7 @@ fn check(
             }
             _ => return reject(403, "MissingProviderToken"),
         };
-        if let Some(v) = check_jwt(state, &jwt, now) {
+        if let Some(v) = check_jwt(state, &jwt, now, info.id) {
             return v;
         }
     } else if !info.client_cert {
@@ -424,7 +424,7 @@ fn check(
 }
 
 /// `None` when the provider token is acceptable, else the rejection.
-fn check_jwt(state: &Mutex<State>, jwt: &str, now: i64) -> Option<Verdict> {
+fn check_jwt(state: &Mutex<State>, jwt: &str, now: i64, connection: u64) -> Option<Verdict> {
     let Some((header, claims, signing_input, sig)) = split_jwt(jwt) else {
         return Some(reject(403, "InvalidProviderToken"));
     };
@@ -458,16 +458,19 @@ fn check_jwt(state: &Mutex<State>, jwt: &str, now: i64) -> Option<Verdict> {
         return Some(reject(403, "ExpiredProviderToken"));
     }
     if let Some(limit) = st.token_update_limit {
-        match st.team_tokens.get(iss) {
+        // Tracked per connection: each relay node (own connection, own
+        // token) is fine; one connection changing its token too often is not.
+        let slot = format!("{iss}#{connection}");
+        match st.team_tokens.get(&slot) {
             Some((current, since)) if current != jwt => {
                 if now - since < limit.as_secs() as i64 {
                     return Some(reject(429, "TooManyProviderTokenUpdates"));
                 }
-                st.team_tokens.insert(iss.to_string(), (jwt.to_string(), now));
+                st.team_tokens.insert(slot, (jwt.to_string(), now));
             }
             Some(_) => {}
             None => {
-                st.team_tokens.insert(iss.to_string(), (jwt.to_string(), now));
+                st.team_tokens.insert(slot, (jwt.to_string(), now));
             }
         }
     }

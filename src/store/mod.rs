@@ -659,6 +659,112 @@ impl Store {
         Ok(())
     }
 
+    /// Claim the push of `push_id` to one device for `call` until
+    /// `expires_at`. `None`: claimed now; `Some(other)`: another call
+    /// (possibly on another node) holds a live claim.
+    pub async fn claim_push(&self, push_id: &str, user: &UserId, device: &DevicePkid, call: &CallId, expires_at: i64, now_ms: i64) -> Result<Option<CallId>> {
+        let r = sqlx::query(
+            "INSERT INTO push_claims (push_id, user_id, device_pkid, call_id, expires_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (push_id, user_id, device_pkid) DO UPDATE SET call_id = excluded.call_id, expires_at = excluded.expires_at, delivery = NULL \
+             WHERE push_claims.expires_at < $6",
+        )
+        .bind(push_id)
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .bind(call.as_str())
+        .bind(expires_at)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() > 0 {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT call_id FROM push_claims WHERE push_id = $1 AND user_id = $2 AND device_pkid = $3")
+            .bind(push_id)
+            .bind(user.as_str())
+            .bind(device.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(Some(CallId::parse(&r.get::<String, _>(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
+            // The holder's claim vanished between the two statements (pruned): ours now.
+            None => Ok(None),
+        }
+    }
+
+    /// Record the claim holder's outcome for the device.
+    pub async fn finish_claim(&self, push_id: &str, user: &UserId, call: &CallId, delivery: &crate::domain::Delivery) -> Result<()> {
+        let json = serde_json::to_string(delivery).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query("UPDATE push_claims SET delivery = $1 WHERE push_id = $2 AND user_id = $3 AND device_pkid = $4 AND call_id = $5")
+            .bind(json)
+            .bind(push_id)
+            .bind(user.as_str())
+            .bind(&delivery.device)
+            .bind(call.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The outcome the holder of a push claim recorded, if any yet.
+    pub async fn claim_outcome(&self, push_id: &str, user: &UserId, device: &DevicePkid) -> Result<Option<crate::domain::Delivery>> {
+        let row = sqlx::query("SELECT delivery FROM push_claims WHERE push_id = $1 AND user_id = $2 AND device_pkid = $3")
+            .bind(push_id)
+            .bind(user.as_str())
+            .bind(device.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row.and_then(|r| r.get::<Option<String>, _>(0)) {
+            Some(j) => Ok(Some(serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Delete expired push claims and call reports older than `calls_before`.
+    pub async fn prune(&self, now_ms: i64, calls_before: i64) -> Result<(u64, u64)> {
+        let claims = sqlx::query("DELETE FROM push_claims WHERE expires_at < $1").bind(now_ms).execute(&self.pool).await?.rows_affected();
+        let calls = sqlx::query("DELETE FROM calls WHERE created_at < $1").bind(calls_before).execute(&self.pool).await?.rows_affected();
+        Ok((claims, calls))
+    }
+
+    /// Devices not registered again since `before` (epoch ms), oldest first.
+    pub async fn stale_devices(&self, before: i64, limit: i64) -> Result<Vec<(String, DeviceSummary)>> {
+        let rows = sqlx::query(
+            "SELECT user_id, device_pkid, channel, app_id, dialect, token, updated_at FROM devices WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let token: String = r.get(5);
+                let n = token.len();
+                (
+                    r.get::<String, _>(0),
+                    DeviceSummary {
+                        device: r.get(1),
+                        channel: r.get(2),
+                        application: r.get(3),
+                        dialect: r.get(4),
+                        token_suffix: token[n.saturating_sub(8)..].to_string(),
+                        updated_at: r.get(6),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// PostgreSQL: tell every node's wake listener that `aor` registered.
+    pub async fn notify_wake(&self, aor: &str, contact: &str) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            let payload = serde_json::json!({ "aor": aor, "contact": contact }).to_string();
+            sqlx::query("SELECT pg_notify('pushrelay_wake', $1)").bind(payload).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
     /// Who a call was for, its pushid, and its report (for cancels).
     pub async fn call_info(&self, call: &CallId) -> Result<Option<CallInfo>> {
         let row = sqlx::query("SELECT user_id, push_id, report FROM calls WHERE call_id = $1").bind(call.as_str()).fetch_optional(&self.pool).await?;

@@ -93,6 +93,12 @@ async fn goaway_mid_burst_loses_and_duplicates_nothing() {
     for (_, t) in &users {
         assert_eq!(delivered.get(t), Some(&1), "token {t} delivered exactly once");
     }
+    // The connection that sent GOAWAY is gone: the next push needs (and gets) a new one.
+    let (k, _) = device_key();
+    assert_eq!(app.put_user("late", "pw").await.status(), 201);
+    assert_eq!(app.put_uds("late", "pw", "phone", uds_xml(&apns_token(), "APNS", &k, APP)).await.status(), 200);
+    let r = call_all(&app, &[("late".to_string(), String::new())], 10).await;
+    assert_eq!(r[0]["deliveries"][0]["outcome"], "delivered", "{}", r[0]);
     assert!(m.apns.connections_accepted() >= 2, "GOAWAY forced a new connection");
 }
 

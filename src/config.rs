@@ -21,6 +21,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("fcm.base_url", "PUSHRELAY_FCM_BASE_URL"),
     ("tls.extra_ca_file", "PUSHRELAY_TLS_EXTRA_CA_FILE"),
     ("calls.ring_seconds", "PUSHRELAY_CALLS_RING_SECONDS"),
+    ("limits.calls_per_second", "PUSHRELAY_LIMITS_CALLS_PER_SECOND"),
+    ("limits.registrations_per_second", "PUSHRELAY_LIMITS_REGISTRATIONS_PER_SECOND"),
+    ("retention.call_days", "PUSHRELAY_RETENTION_CALL_DAYS"),
+    ("retention.stale_device_days", "PUSHRELAY_RETENTION_STALE_DEVICE_DAYS"),
 ];
 
 #[derive(Clone, Debug)]
@@ -36,6 +40,24 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub calls: CallsSettings,
     pub sip: SipSettings,
+    pub limits: LimitSettings,
+    pub retention: RetentionSettings,
+}
+
+/// Per-key request rates (per node); 0 = unlimited.
+#[derive(Clone, Debug)]
+pub struct LimitSettings {
+    pub calls_per_second: u32,
+    pub registrations_per_second: u32,
+}
+
+/// How long records are kept.
+#[derive(Clone, Debug)]
+pub struct RetentionSettings {
+    /// Call reports older than this are deleted (hourly).
+    pub call_days: u32,
+    /// Devices not registered again for this long are listed by `GET /v1/devices/stale` (never deleted).
+    pub stale_device_days: u32,
 }
 
 /// `sip.user_agents.<name> = { regex, token_app, token_type, token_id }`
@@ -93,6 +115,8 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             calls: CallsSettings { ring_seconds: 30 },
             sip: SipSettings::default(),
+            limits: LimitSettings { calls_per_second: 1000, registrations_per_second: 1000 },
+            retention: RetentionSettings { call_days: 30, stale_device_days: 90 },
         }
     }
 }
@@ -125,6 +149,17 @@ struct FileSettings {
     tls: Option<FileTls>,
     calls: Option<FileCalls>,
     sip: Option<FileSip>,
+    limits: Option<FileNumbers>,
+    retention: Option<FileNumbers>,
+}
+/// A section of whole numbers (`[limits]`, `[retention]`), checked by name below.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileNumbers {
+    calls_per_second: Option<i64>,
+    registrations_per_second: Option<i64>,
+    call_days: Option<i64>,
+    stale_device_days: Option<i64>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -172,6 +207,7 @@ impl Settings {
     pub fn load_from(file: Option<&Path>, env: &HashMap<String, String>, cli: &CliOverrides) -> Result<Self, ConfigError> {
         let mut raw: HashMap<&'static str, String> = HashMap::new();
         let mut ring_from_file: Option<i64> = None;
+        let mut numbers: HashMap<&'static str, i64> = HashMap::new();
         let mut user_agents: Vec<UserAgentRule> = Vec::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
@@ -192,6 +228,24 @@ impl Settings {
             put("fcm.base_url", f.fcm.unwrap_or_default().base_url);
             put("tls.extra_ca_file", f.tls.unwrap_or_default().extra_ca_file.map(|p| p.display().to_string()));
             ring_from_file = f.calls.unwrap_or_default().ring_seconds;
+            let limits = f.limits.unwrap_or_default();
+            if limits.call_days.is_some() || limits.stale_device_days.is_some() {
+                return Err(ConfigError::Parse { path: path.into(), message: "[limits] takes calls_per_second and registrations_per_second".into() });
+            }
+            let retention = f.retention.unwrap_or_default();
+            if retention.calls_per_second.is_some() || retention.registrations_per_second.is_some() {
+                return Err(ConfigError::Parse { path: path.into(), message: "[retention] takes call_days and stale_device_days".into() });
+            }
+            for (k, v) in [
+                ("limits.calls_per_second", limits.calls_per_second),
+                ("limits.registrations_per_second", limits.registrations_per_second),
+                ("retention.call_days", retention.call_days),
+                ("retention.stale_device_days", retention.stale_device_days),
+            ] {
+                if let Some(v) = v {
+                    numbers.insert(k, v);
+                }
+            }
             user_agents = f.sip.unwrap_or_default().user_agents.into_iter().map(|(name, mut r)| {
                 r.name = name;
                 r
@@ -244,6 +298,30 @@ impl Settings {
             s.calls.ring_seconds = r as u32;
         }
         s.sip.user_agents = user_agents;
+        for (key, max) in [
+            ("limits.calls_per_second", 1_000_000),
+            ("limits.registrations_per_second", 1_000_000),
+            ("retention.call_days", 3650),
+            ("retention.stale_device_days", 3650),
+        ] {
+            let env_name = ENV_KEYS.iter().find(|(k, _)| *k == key).map(|(_, e)| *e).unwrap_or("");
+            let v = match env.get(env_name) {
+                Some(v) => Some(v.trim().parse::<i64>().map_err(|_| invalid(key, format!("{v:?} is not a whole number")))?),
+                None => numbers.get(key).copied(),
+            };
+            if let Some(v) = v {
+                if !(0..=max).contains(&v) {
+                    return Err(invalid(key, format!("must be between 0 and {max} (got {v})")));
+                }
+                let v = v as u32;
+                match key {
+                    "limits.calls_per_second" => s.limits.calls_per_second = v,
+                    "limits.registrations_per_second" => s.limits.registrations_per_second = v,
+                    "retention.call_days" => s.retention.call_days = v.max(1),
+                    _ => s.retention.stale_device_days = v.max(1),
+                }
+            }
+        }
         s.validate()?;
         Ok(s)
     }

@@ -97,7 +97,12 @@ impl Application {
             request_timeout: Duration::from_secs(10),
         };
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), providers, RetryPolicy::default(), shutdown.clone()));
+        spawn_pruner(store.clone(), settings.retention.call_days, shutdown.clone());
         let ua_rules = settings.user_agent_rules();
+        let limits = Arc::new(crate::http::limit::Limits {
+            calls: crate::http::limit::RateLimiter::new(settings.limits.calls_per_second),
+            registrations: crate::http::limit::RateLimiter::new(settings.limits.registrations_per_second),
+        });
         let wake = crate::wake::WakeHub::new();
         if store.backend() == crate::store::Backend::Postgres {
             listen_for_wakes(&settings.database_url, store.clone(), wake.clone(), shutdown.clone()).await?;
@@ -113,6 +118,7 @@ impl Application {
             passwords: Arc::new(crate::http::auth::PasswordCache::new(Duration::from_secs(300))),
             ua_rules: Arc::new(ua_rules),
             wake,
+            limits,
         };
         let router = http::router(state);
         Ok(Self { listener, router, store, addr, generated_admin_token, dispatcher, shutdown })
@@ -190,6 +196,27 @@ async fn listen_for_wakes(url: &str, store: Store, hub: Arc<crate::wake::WakeHub
         });
     }));
     Ok(())
+}
+
+/// Retention: every hour, delete call reports older than `call_days` and
+/// expired push claims (any node may run it; the deletes are idempotent).
+fn spawn_pruner(store: Store, call_days: u32, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    let now = crate::domain::now_ms();
+                    match store.prune(now, now - i64::from(call_days) * 86_400_000).await {
+                        Ok((claims, calls)) if claims + calls > 0 => tracing::info!(claims, calls, "pruned old records"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "pruning failed"),
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -22,7 +22,8 @@ pub fn router() -> Router<AppState> {
 /// `register` (whose app, if any, is the default app of the tokens).
 enum Reporter {
     User(UserId),
-    Operator(Option<AppId>),
+    /// The key's bound app, and the name its rate is counted under.
+    Operator(Option<AppId>, String),
 }
 
 impl FromRequestParts<AppState> for Reporter {
@@ -36,7 +37,7 @@ impl FromRequestParts<AppState> for Reporter {
         }
         let caller = Caller::from_request_parts(parts, state).await?;
         caller.require(Scope::Register)?;
-        Ok(Reporter::Operator(caller.app))
+        Ok(Reporter::Operator(caller.app.clone(), caller.limit_key().to_string()))
     }
 }
 
@@ -98,8 +99,14 @@ fn channel_for(provider: Provider) -> Channel {
 async fn store_report(s: &AppState, reporter: Reporter, pairs: &[(String, String)]) -> Result<StatusCode> {
     let report = acrobits::parse_params(pairs)?;
     let key_app = match &reporter {
-        Reporter::Operator(app) => app.clone(),
-        Reporter::User(_) => None,
+        Reporter::Operator(app, key) => {
+            s.limit_registrations(key)?;
+            app.clone()
+        }
+        Reporter::User(user) => {
+            s.limit_registrations(&format!("user:{user}"))?;
+            None
+        }
     };
     if let Reporter::User(user) = &reporter {
         if *user != report.username {

@@ -61,6 +61,7 @@ fn parse_event(b: CallBody, default_ring: u32) -> Result<CallEvent> {
 
 async fn post_call(caller: Caller, State(s): State<AppState>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<CallReport>> {
     caller.require(Scope::Calls)?;
+    s.limit_calls(caller.limit_key())?;
     let b: CallBody = json_body(&headers, &body)?;
     let event = parse_event(b, s.settings.calls.ring_seconds)?;
     match s.dispatcher.run(&event).await {
@@ -81,6 +82,7 @@ async fn get_call(caller: Caller, State(s): State<AppState>, Path(call_id): Path
 
 async fn cancel_call(caller: Caller, State(s): State<AppState>, Path(call_id): Path<String>) -> Result<Json<CallReport>> {
     caller.require(Scope::Calls)?;
+    s.limit_calls(caller.limit_key())?;
     let id = CallId::parse(&call_id).map_err(|_| ApiError::NotFound(format!("unknown call {call_id}")))?;
     match s.dispatcher.cancel(&id).await {
         Ok(Some(report)) => Ok(Json(report)),

@@ -19,6 +19,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("too many requests for this key: retry after {} s", .0.as_secs().max(1))]
+    RateLimited(std::time::Duration),
     #[error("the request body did not arrive in time")]
     BodyTimeout,
     #[error("content-type must be {0}")]
@@ -45,6 +47,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -59,6 +62,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::BodyTimeout => "body_timeout",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -93,7 +97,11 @@ impl IntoResponse for ApiError {
             return (status, Json(serde_json::json!({ "error": code, "message": msg }))).into_response();
         }
         let body = Json(serde_json::json!({ "error": self.code(), "message": self.to_string() }));
+        let retry_after = if let ApiError::RateLimited(wait) = &self { Some(wait.as_secs_f64().ceil().max(1.0) as u64) } else { None };
         let mut resp = (status, body).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"pushrelay\""));
         }

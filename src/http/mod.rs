@@ -14,6 +14,7 @@ pub mod body;
 mod calls;
 pub mod error;
 mod health;
+pub mod limit;
 pub mod serve;
 pub mod state;
 pub mod sip;
@@ -62,6 +63,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/sip/wake"),
     ("post", "/v1/api-keys"),
     ("delete", "/v1/api-keys/{id}"),
+    ("get", "/v1/devices/stale"),
 ];
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

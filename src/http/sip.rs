@@ -64,6 +64,7 @@ fn device_id(format: SipFormat, token: &str) -> DevicePkid {
 
 async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>> {
     caller.require(Scope::Register)?;
+    s.limit_registrations(caller.limit_key())?;
     let mime = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("message/sip");
     if !mime.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("message/sip") {
         return Err(ApiError::UnsupportedMediaType("message/sip"));
@@ -145,6 +146,7 @@ struct WakeBody {
 
 async fn wake(caller: Caller, State(s): State<AppState>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Response> {
     caller.require(Scope::Calls)?;
+    s.limit_calls(caller.limit_key())?;
     let b: WakeBody = json_body(&headers, &body)?;
     let aor = sip::parse_uri(&b.aor).map_err(|e| ApiError::bad_request("invalid_aor", e.message))?.aor();
     let timeout_ms = b.timeout_ms.unwrap_or(DEFAULT_WAKE_MS);

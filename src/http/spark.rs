@@ -50,6 +50,7 @@ pub(super) async fn require_credentials(s: &AppState, app: &AppId, provider: Pro
 
 async fn register(caller: Caller, State(s): State<AppState>, Query(q): Query<AppQuery>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
     caller.require(Scope::Register)?;
+    s.limit_registrations(caller.limit_key())?;
     require_json(&headers)?;
     let app = match (&q.app, &caller.app) {
         (None, Some(app)) => app.clone(),
@@ -81,6 +82,7 @@ async fn register(caller: Caller, State(s): State<AppState>, Query(q): Query<App
 
 async fn unregister(caller: Caller, State(s): State<AppState>, Path(token): Path<String>) -> Result<StatusCode> {
     caller.require(Scope::Register)?;
+    s.limit_registrations(caller.limit_key())?;
     let token = token.to_ascii_lowercase();
     if token.is_empty() || token.len() > 200 || !token.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request("invalid_token", "device_token must be the APNs token in hex"));

@@ -19,6 +19,20 @@ pub struct AppState {
     pub ua_rules: Arc<Vec<crate::dialect::sip::UaRule>>,
     /// Waiters of `/sip/wake`.
     pub wake: Arc<crate::wake::WakeHub>,
+    /// Per-key rate limits of call and registration endpoints.
+    pub limits: Arc<crate::http::limit::Limits>,
     /// Pushes call events to APNs/FCM.
     pub dispatcher: Arc<Dispatcher>,
+}
+
+impl AppState {
+    /// Count a call-endpoint request against `key`'s rate.
+    pub fn limit_calls(&self, key: &str) -> Result<(), crate::http::error::ApiError> {
+        self.limits.calls.check(key).map_err(crate::http::error::ApiError::RateLimited)
+    }
+
+    /// Count a registration against `key`'s rate.
+    pub fn limit_registrations(&self, key: &str) -> Result<(), crate::http::error::ApiError> {
+        self.limits.registrations.check(key).map_err(crate::http::error::ApiError::RateLimited)
+    }
 }

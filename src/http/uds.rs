@@ -29,11 +29,12 @@ pub struct UdsError {
     code: &'static str,
     field: &'static str,
     message: String,
+    retry_after: Option<u64>,
 }
 
 impl UdsError {
     fn new(status: StatusCode, code: &'static str, field: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, field, message: message.into() }
+        Self { status, code, field, message: message.into(), retry_after: None }
     }
     fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "", "Basic credentials of the user in the path are required")
@@ -63,6 +64,9 @@ fn xml(status: StatusCode, body: String) -> Response {
 impl IntoResponse for UdsError {
     fn into_response(self) -> Response {
         let mut r = xml(self.status, uds::error_xml(self.code, self.field, &self.message));
+        if let Some(secs) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"pushrelay\""));
         }
@@ -88,6 +92,12 @@ async fn authenticate(s: &AppState, headers: &HeaderMap, user: &str, device: &st
     };
     if !s.passwords.verify(user.as_str(), password, hash).await {
         return Err(UdsError::unauthorized());
+    }
+    // Registrations count per end user (the Basic identity).
+    if let Err(wait) = s.limits.registrations.check(&format!("user:{user}")) {
+        let mut e = UdsError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "", "too many registrations for this user; retry later");
+        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        return Err(e);
     }
     Ok((user, device))
 }

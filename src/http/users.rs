@@ -17,6 +17,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/users/{user_id}", put(put_user).delete(delete_user))
         .route("/v1/users/{user_id}/devices", get(list_devices))
+        .route("/v1/devices/stale", get(stale_devices))
 }
 
 pub(super) fn user_id(raw: &str) -> Result<UserId> {
@@ -74,4 +75,35 @@ async fn list_devices(caller: Caller, State(s): State<AppState>, Path(user): Pat
         })
         .collect();
     Ok(Json(Value::Array(list)))
+}
+
+#[derive(Deserialize)]
+struct StaleQuery {
+    days: Option<u32>,
+    limit: Option<u32>,
+}
+
+/// Devices that have not registered again for `days` (default
+/// `retention.stale_device_days`): reported for the operator, never deleted.
+async fn stale_devices(caller: Caller, State(s): State<AppState>, axum::extract::Query(q): axum::extract::Query<StaleQuery>) -> Result<Json<Value>> {
+    caller.require(Scope::Read)?;
+    let days = q.days.unwrap_or(s.settings.retention.stale_device_days);
+    if !(1..=3650).contains(&days) {
+        return Err(ApiError::bad_request("invalid_days", "days must be between 1 and 3650"));
+    }
+    let limit = i64::from(q.limit.unwrap_or(1000).clamp(1, 10_000));
+    let before = now_ms() - i64::from(days) * 86_400_000;
+    let list: Vec<Value> = s
+        .store
+        .stale_devices(before, limit)
+        .await?
+        .into_iter()
+        .map(|(user, d)| {
+            json!({
+                "user": user, "device": d.device, "channel": d.channel, "application": d.application,
+                "dialect": d.dialect, "token_suffix": d.token_suffix, "updated_at": rfc3339(d.updated_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "days": days, "devices": list })))
 }

@@ -784,3 +784,47 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Delivery, Outcome};
+
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let s = Store::connect(&url, MasterKey::generate()).await.unwrap();
+        s.migrate().await.unwrap();
+        (s, dir)
+    }
+
+    #[tokio::test]
+    async fn a_push_claim_is_held_until_it_expires_and_carries_the_outcome() {
+        let (s, _d) = store().await;
+        let (u, d) = (UserId::parse("alice").unwrap(), DevicePkid::parse("phone").unwrap());
+        let (c1, c2) = (CallId::new(), CallId::new());
+        assert_eq!(s.claim_push("p", &u, &d, &c1, 10_000, 1_000).await.unwrap(), None);
+        assert_eq!(s.claim_push("p", &u, &d, &c2, 10_000, 2_000).await.unwrap(), Some(c1.clone()));
+        assert_eq!(s.claim_outcome("p", &u, &d).await.unwrap(), None);
+        let delivery = Delivery::new(&d, Channel::Apns, Outcome::Delivered, Some(200), None, 1);
+        s.finish_claim("p", &u, &c1, &delivery).await.unwrap();
+        assert_eq!(s.claim_outcome("p", &u, &d).await.unwrap(), Some(delivery));
+        // After the ring end the pushid may be pushed again.
+        assert_eq!(s.claim_push("p", &u, &d, &c2, 50_000, 20_000).await.unwrap(), None);
+        assert_eq!(s.claim_outcome("p", &u, &d).await.unwrap(), None, "a new claim starts without an outcome");
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_old_calls_and_expired_claims_only() {
+        let (s, _d) = store().await;
+        let u = UserId::parse("alice").unwrap();
+        for (created, id) in [(1_000, CallId::new()), (90_000, CallId::new())] {
+            let rec = CallRecord { call: id.clone(), user: u.clone(), push_id: "p".into(), created_ms: created, ring_ends_ms: created + 30_000, report: CallReport::new(&id, vec![]) };
+            s.save_call(&rec).await.unwrap();
+        }
+        s.claim_push("old", &u, &DevicePkid::parse("a").unwrap(), &CallId::new(), 5_000, 0).await.unwrap();
+        s.claim_push("live", &u, &DevicePkid::parse("a").unwrap(), &CallId::new(), 500_000, 0).await.unwrap();
+        assert_eq!(s.prune(100_000, 50_000).await.unwrap(), (1, 1));
+        assert_eq!(s.prune(100_000, 50_000).await.unwrap(), (0, 0));
+    }
+}

@@ -10,6 +10,7 @@ mod faults;
 mod health;
 mod hostile;
 mod helpers;
+mod limits;
 mod nodes;
 mod sip;
 mod spark;

@@ -366,6 +366,7 @@ def check_contract(doc):
         "/sip/wake": {"post"},
         "/v1/api-keys": {"post"},
         "/v1/api-keys/{id}": {"delete"},
+        "/v1/devices/stale": {"get"},
     }
     methods = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
     have = {p: {m for m in item if m in methods} for p, item in doc.get("paths", {}).items()}

@@ -107,14 +107,18 @@ async fn goaway_mid_burst_loses_and_duplicates_nothing() {
 #[tokio::test]
 async fn kill_9_during_a_registration_burst_loses_no_acknowledged_registration() {
     use std::process::{Command, Stdio};
+    pushrelay::startup::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // SQLite in the temp dir, or a fresh PostgreSQL database in the PostgreSQL pass.
+    let db = test_database_url(dir.path()).await;
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_pushrelay"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .current_dir(dir.path())
             .env("PUSHRELAY_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env_remove("PUSHRELAY_DATABASE_URL")
+            .env("PUSHRELAY_DATABASE_URL", &db)
+            .env("PUSHRELAY_MASTER_KEY_FILE", dir.path().join("master.key"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -51,11 +51,7 @@ async fn report_get(reporter: Reporter, State(s): State<AppState>, req: Request)
 }
 
 async fn report_post(reporter: Reporter, State(s): State<AppState>, headers: HeaderMap, body: Body) -> Result<StatusCode> {
-    let body = match tokio::time::timeout(super::body::BODY_READ_TIMEOUT, axum::body::to_bytes(body, acrobits::MAX_BODY_BYTES)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => return Err(ApiError::PayloadTooLarge(acrobits::MAX_BODY_BYTES)),
-        Err(_) => return Err(ApiError::BodyTimeout),
-    };
+    let body = super::body::read_body(body, acrobits::MAX_BODY_BYTES).await.map_err(|e| e.into_api(acrobits::MAX_BODY_BYTES))?;
     let mime = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/x-www-form-urlencoded");
     let mime = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let pairs = match mime.as_str() {

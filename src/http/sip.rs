@@ -69,11 +69,7 @@ async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap,
     if !mime.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("message/sip") {
         return Err(ApiError::UnsupportedMediaType("message/sip"));
     }
-    let body = match tokio::time::timeout(super::body::BODY_READ_TIMEOUT, axum::body::to_bytes(body, sip::MAX_MESSAGE_BYTES)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => return Err(ApiError::PayloadTooLarge(sip::MAX_MESSAGE_BYTES)),
-        Err(_) => return Err(ApiError::BodyTimeout),
-    };
+    let body = super::body::read_body(body, sip::MAX_MESSAGE_BYTES).await.map_err(|e| e.into_api(sip::MAX_MESSAGE_BYTES))?;
     let msg = sip::parse_register(&body)?;
     let aor = msg.aor.aor();
     // A de-REGISTER removes the AOR's push bindings.

@@ -4,6 +4,7 @@
 //! file does auth, body limits, the app/credentials check and the store.
 
 use super::auth::basic_credentials;
+use super::body::BodyError;
 use super::state::AppState;
 use crate::dialect::uds;
 use crate::domain::{now_ms, DevicePkid, FieldError, UserId};
@@ -117,13 +118,12 @@ async fn put_token(State(s): State<AppState>, Path((user, device)): Path<(String
     if !content_type_ok(&headers) {
         return Err(UdsError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "", "Content-Type must be application/xml or text/xml"));
     }
-    let read = tokio::time::timeout(super::body::BODY_READ_TIMEOUT, axum::body::to_bytes(body, uds::MAX_BODY_BYTES));
-    let body = match read.await {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
+    let body = match super::body::read_body(body, uds::MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
             return Err(UdsError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "", format!("body is larger than {} bytes", uds::MAX_BODY_BYTES)))
         }
-        Err(_) => return Err(UdsError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "", "the request body did not arrive in time")),
+        Err(BodyError::TooSlow) => return Err(UdsError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "", "the request body did not arrive in time")),
     };
     let token = uds::parse_token(&body)?;
     let provider = token.channel.provider();

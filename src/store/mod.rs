@@ -172,33 +172,31 @@ impl Store {
     /// Re-encrypt every stored secret under `new` in one transaction; the
     /// store keeps using `new` afterwards. Returns how many secrets moved.
     pub async fn rotate_master_key(&mut self, new: MasterKey) -> Result<u64> {
+        // Every sealed column: (rows with their two key columns and the
+        // envelope, the update, the envelope's context from the two keys).
+        type Context = fn(&str, &str) -> String;
+        let sealed: [(&str, &str, Context); 2] = [
+            (
+                "SELECT app_id, provider, secret FROM app_credentials",
+                "UPDATE app_credentials SET secret = $1 WHERE app_id = $2 AND provider = $3",
+                |app, provider| Self::cred_context_raw(app, provider),
+            ),
+            (
+                "SELECT user_id, device_pkid, push_key FROM devices WHERE push_key IS NOT NULL",
+                "UPDATE devices SET push_key = $1 WHERE user_id = $2 AND device_pkid = $3",
+                |user, device| Self::key_context_raw(user, device),
+            ),
+        ];
         let mut tx = self.pool.begin().await?;
         let mut moved = 0u64;
-        let creds = sqlx::query("SELECT app_id, provider, secret FROM app_credentials").fetch_all(&mut *tx).await?;
-        for r in creds {
-            let (app, provider, sealed): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-            let ctx = format!("app:{app}:{provider}");
-            let plain = self.master.open(&ctx, &sealed)?;
-            sqlx::query("UPDATE app_credentials SET secret = $1 WHERE app_id = $2 AND provider = $3")
-                .bind(new.seal(&ctx, plain.expose()))
-                .bind(&app)
-                .bind(&provider)
-                .execute(&mut *tx)
-                .await?;
-            moved += 1;
-        }
-        let keys = sqlx::query("SELECT user_id, device_pkid, push_key FROM devices WHERE push_key IS NOT NULL").fetch_all(&mut *tx).await?;
-        for r in keys {
-            let (user, device, sealed): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-            let ctx = format!("device:{user}/{device}");
-            let plain = self.master.open(&ctx, &sealed)?;
-            sqlx::query("UPDATE devices SET push_key = $1 WHERE user_id = $2 AND device_pkid = $3")
-                .bind(new.seal(&ctx, plain.expose()))
-                .bind(&user)
-                .bind(&device)
-                .execute(&mut *tx)
-                .await?;
-            moved += 1;
+        for (select, update, context) in sealed {
+            for r in sqlx::query(select).fetch_all(&mut *tx).await? {
+                let (a, b, envelope): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                let ctx = context(&a, &b);
+                let plain = self.master.open(&ctx, &envelope)?;
+                sqlx::query(update).bind(new.seal(&ctx, plain.expose())).bind(&a).bind(&b).execute(&mut *tx).await?;
+                moved += 1;
+            }
         }
         tx.commit().await?;
         self.master = new;
@@ -225,7 +223,12 @@ impl Store {
     // ---- apps and credentials ------------------------------------------
 
     fn cred_context(app: &AppId, provider: &str) -> String {
-        format!("app:{}:{provider}", app.as_str())
+        Self::cred_context_raw(app.as_str(), provider)
+    }
+
+    /// The envelope context (AAD) of an app's credentials.
+    fn cred_context_raw(app: &str, provider: &str) -> String {
+        format!("app:{app}:{provider}")
     }
 
     /// Create the app if needed and replace its credentials for `provider`.
@@ -440,7 +443,12 @@ impl Store {
     // ---- devices ---------------------------------------------------------
 
     fn key_context(user: &UserId, device: &DevicePkid) -> String {
-        format!("device:{}/{}", user.as_str(), device.as_str())
+        Self::key_context_raw(user.as_str(), device.as_str())
+    }
+
+    /// The envelope context (AAD) of a device key.
+    fn key_context_raw(user: &str, device: &str) -> String {
+        format!("device:{user}/{device}")
     }
 
     /// Create or replace one device registration (one statement: atomic).

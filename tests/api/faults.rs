@@ -55,10 +55,7 @@ async fn a_provider_that_is_down_reports_expired_by_the_ring_end() {
     // A port with nothing listening: every connect is refused.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut env = HashMap::new();
-    env.insert("PUSHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string());
-    env.insert("PUSHRELAY_DATABASE_URL".to_string(), test_database_url(dir.path()).await);
-    env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
+    let mut env = base_env(dir.path()).await;
     env.insert("PUSHRELAY_APNS_PRODUCTION_URL".to_string(), format!("https://{closed}"));
     let app = spawn_with(dir, env).await;
     app.with_app_and_user().await;

@@ -69,13 +69,20 @@ pub fn on_postgres() -> bool {
     std::env::var("PUSHRELAY_TEST_DATABASE_URL").map(|u| u.starts_with("postgres")).unwrap_or(false)
 }
 
-pub async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
+/// The settings every test relay starts from: port 0, a fresh database,
+/// a master key in `dir`, the test admin token.
+pub async fn base_env(dir: &std::path::Path) -> HashMap<String, String> {
     let mut env = HashMap::new();
     env.insert("PUSHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string());
-    env.insert("PUSHRELAY_DATABASE_URL".to_string(), test_database_url(dir.path()).await);
-    env.insert("PUSHRELAY_MASTER_KEY_FILE".to_string(), dir.path().join("master.key").display().to_string());
+    env.insert("PUSHRELAY_DATABASE_URL".to_string(), test_database_url(dir).await);
+    env.insert("PUSHRELAY_MASTER_KEY_FILE".to_string(), dir.join("master.key").display().to_string());
     env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
+    env
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let env = base_env(dir.path()).await;
     spawn_with(dir, env).await
 }
 
@@ -246,11 +253,7 @@ pub async fn spawn_app_with_mocks_and_config(toml: &str) -> (TestApp, Mocks) {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("mock-ca.pem");
     std::fs::write(&ca, pki.ca_pem()).unwrap();
-    let mut env = HashMap::new();
-    env.insert("PUSHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string());
-    env.insert("PUSHRELAY_DATABASE_URL".to_string(), test_database_url(dir.path()).await);
-    env.insert("PUSHRELAY_MASTER_KEY_FILE".to_string(), dir.path().join("master.key").display().to_string());
-    env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
+    let mut env = base_env(dir.path()).await;
     env.insert("PUSHRELAY_APNS_PRODUCTION_URL".to_string(), apns.url());
     env.insert("PUSHRELAY_APNS_SANDBOX_URL".to_string(), apns_dev.url());
     env.insert("PUSHRELAY_FCM_BASE_URL".to_string(), fcm.base_url());

@@ -2,15 +2,10 @@
 use crate::helpers::*;
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 
 async fn limited_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let mut env = HashMap::new();
-    env.insert("PUSHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string());
-    env.insert("PUSHRELAY_DATABASE_URL".to_string(), test_database_url(dir.path()).await);
-    env.insert("PUSHRELAY_MASTER_KEY_FILE".to_string(), dir.path().join("master.key").display().to_string());
-    env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
+    let mut env = base_env(dir.path()).await;
     env.insert("PUSHRELAY_LIMITS_CALLS_PER_SECOND".to_string(), "2".to_string());
     env.insert("PUSHRELAY_LIMITS_REGISTRATIONS_PER_SECOND".to_string(), "2".to_string());
     spawn_with(dir, env).await

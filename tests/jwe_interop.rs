@@ -105,6 +105,7 @@ fn event(push_id: &str, name: &str, number: &str, hunt: &str) -> CallEvent {
         display_name: name.into(),
         display_number: number.into(),
         hunt_pilot_dn: hunt.into(),
+        actor: None,
         ring: RingWindow::starting_now(1_764_057_600_000, 30),
     }
 }

@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::payload::{self, Content};
 use crate::provider::{ApnsClient, ApnsPush, Attempt, FcmClient, ProviderSettings};
-use crate::store::{CallRecord, Store, StoreError};
+use crate::store::{CallRecord, ClaimOutcome, Store, StoreError};
 use crate::telemetry;
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
@@ -92,12 +92,18 @@ pub struct Dispatcher {
 /// Most provider requests in flight at once, per provider.
 pub const MAX_IN_FLIGHT_PER_PROVIDER: usize = 1024;
 
-/// Group commit of call reports: every call waits for its own report to be
-/// written (so `GET /v1/calls/{id}` right after the answer finds it), but
-/// the reports of concurrent calls share one transaction.
+/// Group commit of what dispatch writes after pushing: call reports (each
+/// call waits for its own, so `GET /v1/calls/{id}` right after the answer
+/// finds it) and push-claim outcomes (not waited for: a duplicate call
+/// polls for them). Concurrent calls share one transaction.
 struct ReportWriter {
-    tx: tokio::sync::mpsc::Sender<(CallRecord, tokio::sync::oneshot::Sender<Result<(), String>>)>,
+    tx: tokio::sync::mpsc::Sender<WriteJob>,
     store: Store,
+}
+
+enum WriteJob {
+    Report(CallRecord, tokio::sync::oneshot::Sender<Result<(), String>>),
+    ClaimOutcome(ClaimOutcome),
 }
 
 impl ReportWriter {
@@ -105,25 +111,34 @@ impl ReportWriter {
     const BATCH: usize = 256;
 
     fn start(store: Store) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(CallRecord, tokio::sync::oneshot::Sender<Result<(), String>>)>(Self::QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteJob>(Self::QUEUE);
         let writer = store.clone();
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(Self::BATCH);
+            let mut jobs = Vec::with_capacity(Self::BATCH);
             while let Some(first) = rx.recv().await {
-                batch.push(first);
-                while batch.len() < Self::BATCH {
+                jobs.push(first);
+                while jobs.len() < Self::BATCH {
                     match rx.try_recv() {
-                        Ok(next) => batch.push(next),
+                        Ok(next) => jobs.push(next),
                         Err(_) => break,
                     }
                 }
-                let records: Vec<CallRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
-                let result = writer.save_calls(&records).await.map_err(|e| e.to_string());
+                let (mut records, mut acks, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
+                for job in jobs.drain(..) {
+                    match job {
+                        WriteJob::Report(r, ack) => {
+                            records.push(r);
+                            acks.push(ack);
+                        }
+                        WriteJob::ClaimOutcome(o) => outcomes.push(o),
+                    }
+                }
+                let result = writer.write_batch(&records, &outcomes).await.map_err(|e| e.to_string());
                 if let Err(e) = &result {
                     metrics::counter!(telemetry::STORE_ERRORS).increment(1);
-                    tracing::error!(error = %e, calls = records.len(), "call reports could not be stored");
+                    tracing::error!(error = %e, calls = records.len(), outcomes = outcomes.len(), "call reports could not be stored");
                 }
-                for (_, ack) in batch.drain(..) {
+                for ack in acks {
                     let _ = ack.send(result.clone());
                 }
             }
@@ -133,11 +148,23 @@ impl ReportWriter {
 
     async fn save(&self, record: CallRecord) -> Result<(), StoreError> {
         let (ack, done) = tokio::sync::oneshot::channel();
-        match self.tx.try_send((record, ack)) {
+        match self.tx.try_send(WriteJob::Report(record, ack)) {
             Ok(()) => done.await.map_err(|_| StoreError::Batch("report writer stopped".into()))?.map_err(StoreError::Batch),
             // Queue full or writer gone: write this one directly.
-            Err(tokio::sync::mpsc::error::TrySendError::Full((record, _)) | tokio::sync::mpsc::error::TrySendError::Closed((record, _))) => {
-                self.store.save_call(&record).await
+            Err(tokio::sync::mpsc::error::TrySendError::Full(job) | tokio::sync::mpsc::error::TrySendError::Closed(job)) => match job {
+                WriteJob::Report(record, _) => self.store.save_call(&record).await,
+                WriteJob::ClaimOutcome(_) => unreachable!("sent a report"),
+            },
+        }
+    }
+
+    async fn claim_outcome(&self, outcome: ClaimOutcome) {
+        if let Err(e) = self.tx.try_send(WriteJob::ClaimOutcome(outcome)) {
+            let (tokio::sync::mpsc::error::TrySendError::Full(job) | tokio::sync::mpsc::error::TrySendError::Closed(job)) = e;
+            if let WriteJob::ClaimOutcome(o) = job {
+                if let Err(e) = self.store.write_batch(&[], &[o]).await {
+                    tracing::warn!(error = %e, "could not record the outcome on the push claim");
+                }
             }
         }
     }
@@ -221,9 +248,14 @@ impl Dispatcher {
         if claimed {
             // Published per device at once (not with the report): a duplicate
             // call waiting on this device must never wait on our other devices.
-            if let Err(e) = self.store.finish_claim(event.push_id.as_str(), &reg.user, &event.call_id, &delivery).await {
-                tracing::warn!(error = %e, "could not record the outcome on the push claim");
-            }
+            self.reports
+                .claim_outcome(ClaimOutcome {
+                    push_id: event.push_id.as_str().to_string(),
+                    user: reg.user.clone(),
+                    call: event.call_id.clone(),
+                    delivery: delivery.clone(),
+                })
+                .await;
         }
         delivery
     }

@@ -67,6 +67,15 @@ pub struct DeviceSummary {
     pub updated_at: i64,
 }
 
+/// The outcome the holder of a push claim had for its device.
+#[derive(Clone, Debug)]
+pub struct ClaimOutcome {
+    pub push_id: String,
+    pub user: UserId,
+    pub call: CallId,
+    pub delivery: crate::domain::Delivery,
+}
+
 /// An API key as stored (without the key).
 #[derive(Clone, Debug)]
 pub struct ApiKeyRecord {
@@ -647,7 +656,23 @@ impl Store {
 
     /// Store several call reports in one transaction (group commit).
     pub async fn save_calls(&self, records: &[CallRecord]) -> Result<()> {
+        self.write_batch(records, &[]).await
+    }
+
+    /// Call reports and push-claim outcomes, in one transaction.
+    pub async fn write_batch(&self, records: &[CallRecord], outcomes: &[ClaimOutcome]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        for o in outcomes {
+            let json = serde_json::to_string(&o.delivery).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sqlx::query("UPDATE push_claims SET delivery = $1 WHERE push_id = $2 AND user_id = $3 AND device_pkid = $4 AND call_id = $5")
+                .bind(json)
+                .bind(&o.push_id)
+                .bind(o.user.as_str())
+                .bind(&o.delivery.device)
+                .bind(o.call.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         for rec in records {
             let json = serde_json::to_string(&rec.report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             sqlx::query(
@@ -698,20 +723,6 @@ impl Store {
             // The holder's claim vanished between the two statements (pruned): ours now.
             None => Ok(None),
         }
-    }
-
-    /// Record the claim holder's outcome for the device.
-    pub async fn finish_claim(&self, push_id: &str, user: &UserId, call: &CallId, delivery: &crate::domain::Delivery) -> Result<()> {
-        let json = serde_json::to_string(delivery).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query("UPDATE push_claims SET delivery = $1 WHERE push_id = $2 AND user_id = $3 AND device_pkid = $4 AND call_id = $5")
-            .bind(json)
-            .bind(push_id)
-            .bind(user.as_str())
-            .bind(&delivery.device)
-            .bind(call.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     /// The outcome the holder of a push claim recorded, if any yet.
@@ -815,7 +826,7 @@ mod tests {
         assert_eq!(s.claim_push("p", &u, &d, &c2, 10_000, 2_000).await.unwrap(), Some(c1.clone()));
         assert_eq!(s.claim_outcome("p", &u, &d).await.unwrap(), None);
         let delivery = Delivery::new(&d, Channel::Apns, Outcome::Delivered, Some(200), None, 1);
-        s.finish_claim("p", &u, &c1, &delivery).await.unwrap();
+        s.write_batch(&[], &[ClaimOutcome { push_id: "p".into(), user: u.clone(), call: c1.clone(), delivery: delivery.clone() }]).await.unwrap();
         assert_eq!(s.claim_outcome("p", &u, &d).await.unwrap(), Some(delivery));
         // After the ring end the pushid may be pushed again.
         assert_eq!(s.claim_push("p", &u, &d, &c2, 50_000, 20_000).await.unwrap(), None);

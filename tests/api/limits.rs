@@ -66,7 +66,7 @@ async fn stale_devices_are_reported_not_deleted() {
     {
         sqlx::any::install_default_drivers();
         let pool = sqlx::AnyPool::connect(app.database_url()).await.unwrap();
-        sqlx::query("UPDATE devices SET updated_at = updated_at - 100 * 86400000").execute(&pool).await.unwrap();
+        sqlx::query("UPDATE devices SET updated_at = updated_at - 8640000000").execute(&pool).await.unwrap();
         pool.close().await;
     }
     let v: Value = app.admin(Method::GET, "/v1/devices/stale").send().await.unwrap().json().await.unwrap();

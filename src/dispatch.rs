@@ -66,9 +66,12 @@ pub enum DispatchError {
 /// `CREDENTIALS_FRESH`, and a call costs no credentials query in between.
 #[derive(Default)]
 struct CredentialCache {
-    apns: Mutex<HashMap<AppId, (Instant, i64, Arc<ApnsCredentials>)>>,
-    fcm: Mutex<HashMap<AppId, (Instant, i64, Arc<FcmCredentials>)>>,
+    apns: Mutex<CachedCreds<ApnsCredentials>>,
+    fcm: Mutex<CachedCreds<FcmCredentials>>,
 }
+
+/// app → (checked at, stored `updated_at`, parsed credentials).
+type CachedCreds<C> = HashMap<AppId, (Instant, i64, Arc<C>)>;
 
 const CREDENTIALS_FRESH: Duration = Duration::from_secs(1);
 
@@ -417,7 +420,7 @@ impl Dispatcher {
 
     async fn cached_creds<C>(
         &self,
-        cache: &Mutex<HashMap<AppId, (Instant, i64, Arc<C>)>>,
+        cache: &Mutex<CachedCreds<C>>,
         app: &AppId,
         provider: &str,
         parse: impl Fn(&str) -> Result<C, String>,

@@ -18,6 +18,9 @@ use tokio::sync::oneshot;
 /// At most this many requests may wait at once (each is a few hundred bytes).
 pub const MAX_WAITERS: usize = 100_000;
 
+/// Publishes "(aor, contact) registered" to the other nodes.
+pub type Publisher = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 type Waiters = HashMap<String, Vec<(u64, oneshot::Sender<String>)>>;
 
 #[derive(Default)]
@@ -26,7 +29,7 @@ pub struct WakeHub {
     next_id: AtomicU64,
     count: AtomicU64,
     /// Set when registrations are also published to other nodes.
-    remote: Mutex<Option<Arc<dyn Fn(&str, &str) + Send + Sync>>>,
+    remote: Mutex<Option<Publisher>>,
 }
 
 /// One waiting request; dropping it (timeout, client gone) unregisters it.
@@ -81,7 +84,7 @@ impl WakeHub {
     }
 
     /// Install the cross-node publisher (PostgreSQL `NOTIFY`).
-    pub fn set_remote(&self, publish: Arc<dyn Fn(&str, &str) + Send + Sync>) {
+    pub fn set_remote(&self, publish: Publisher) {
         *self.remote.lock().expect("wake lock") = Some(publish);
     }
 

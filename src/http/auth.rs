@@ -131,6 +131,8 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     }
 }
 
+type VerifiedPassword = (String, [u8; 32], std::time::Instant);
+
 /// Remembers successful Argon2 verifications for a short time, so a phone
 /// re-registering (or a backend's burst) does not cost tens of milliseconds
 /// of CPU per request. A hit needs the same stored hash (a password change,
@@ -140,7 +142,8 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 pub struct PasswordCache {
     key: [u8; 32],
     ttl: std::time::Duration,
-    entries: std::sync::Mutex<std::collections::HashMap<String, (String, [u8; 32], std::time::Instant)>>,
+    /// user → (stored hash, keyed digest of the password, verified at)
+    entries: std::sync::Mutex<std::collections::HashMap<String, VerifiedPassword>>,
 }
 
 impl PasswordCache {

@@ -182,7 +182,7 @@ async fn wake(caller: Caller, State(s): State<AppState>, headers: HeaderMap, Lim
     let waited = waiter.wait_until(deadline);
     tokio::pin!(waited);
     tokio::select! {
-        contact = &mut waited => return Ok(answer(contact, None)),
+        contact = &mut waited => Ok(answer(contact, None)),
         pushed = push => {
             let report = pushed.map_err(|e| ApiError::Internal(e.into()))?.map_err(|e| match e {
                 crate::dispatch::DispatchError::Store(e) => ApiError::from(e),

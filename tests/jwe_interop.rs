@@ -186,3 +186,34 @@ fn jose_cli_interoperates_both_ways_and_tampering_is_refused() {
         interop(t);
     }
 }
+
+/// The `pushrelay jwe` commands as support staff run them: the binary's
+/// output decrypts in node jose, and the binary decrypts jwcrypto's output
+/// and refuses it tampered.
+#[test]
+fn the_cli_binary_interoperates_with_foreign_libraries() {
+    let (Some(node), Some(py)) = (tool_or_skip(Tool::node()), tool_or_skip(Tool::jwcrypto())) else { return };
+    let bin = env!("CARGO_BIN_EXE_pushrelay");
+    let cli = |args: &[&str], input: &[u8]| -> (bool, Vec<u8>, String) {
+        let mut child = Command::new(bin).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (_, key_b64) = random_key();
+    for (label, pt) in payloads() {
+        let (ok, compact, err) = cli(&["jwe", "encrypt", "--key-b64", &key_b64], &pt);
+        assert!(ok, "{label}: {err}");
+        let got = node.run("decrypt", &key_b64, String::from_utf8(compact).unwrap().trim().as_bytes()).unwrap();
+        assert_eq!(got, pt, "{label}: node jose decrypted the CLI's JWE to other bytes");
+
+        let theirs = py.run("encrypt", &key_b64, &pt).unwrap();
+        let (ok, got, err) = cli(&["jwe", "decrypt", "--key-b64", &key_b64], &theirs);
+        assert!(ok, "{label}: {err}");
+        assert_eq!(got, pt);
+        let bad = flip_last_tag_byte(String::from_utf8(theirs).unwrap().trim_end());
+        let (ok, out, err) = cli(&["jwe", "decrypt", "--key-b64", &key_b64], bad.as_bytes());
+        assert!(!ok && out.is_empty(), "{label}: a tampered tag was accepted");
+        assert!(err.contains("undecryptable"), "{label}: {err}");
+    }
+}

@@ -2,9 +2,11 @@
 //! (docs/BENCHMARKS.md).
 //!
 //! Everything runs in this one process, on 127.0.0.1 only: the strict mock
-//! APNs/FCM servers (recording off), a real relay (`Application::build` on a
-//! temporary SQLite file) pointed at them, and a closed-loop HTTP/1.1
-//! generator driving `POST /v1/calls`. Each of the three lives on its own
+//! APNs/FCM servers (recording off), one or two real relays
+//! (`Application::build` on a temporary SQLite file, or on a fresh database
+//! created on `--database-url postgres://…`) pointed at them, and a
+//! closed-loop HTTP/1.1 generator driving `POST /v1/calls` (round-robin over
+//! the nodes), UDS PUTs or SIP REGISTER / `/sip/wake`. Each of the three lives on its own
 //! tokio runtime with named threads (`relay-rt`, `mock-rt`, `gen-rt`) so the
 //! CPU time of each can be read from `/proc/self/task/*/stat`.
 //!
@@ -2010,8 +2012,9 @@ async fn run_sip_wake(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     );
 
     // 4. The re-REGISTERs, concurrency c; AOR i goes to the other node when there are two.
-    let marks: Arc<std::sync::Mutex<Vec<Option<(Instant, Instant)>>>> =
-        Arc::new(std::sync::Mutex::new(vec![None; w]));
+    // Per AOR: when its re-REGISTER was sent and answered.
+    type Marks = std::sync::Mutex<Vec<Option<(Instant, Instant)>>>;
+    let marks: Arc<Marks> = Arc::new(std::sync::Mutex::new(vec![None; w]));
     let cpu0 = cpu_now();
     let t_rereg = Instant::now();
     {

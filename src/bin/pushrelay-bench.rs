@@ -2,9 +2,11 @@
 //! (docs/BENCHMARKS.md).
 //!
 //! Everything runs in this one process, on 127.0.0.1 only: the strict mock
-//! APNs/FCM servers (recording off), a real relay (`Application::build` on a
-//! temporary SQLite file) pointed at them, and a closed-loop HTTP/1.1
-//! generator driving `POST /v1/calls`. Each of the three lives on its own
+//! APNs/FCM servers (recording off), one or two real relays
+//! (`Application::build` on a temporary SQLite file, or on a fresh database
+//! created on `--database-url postgres://…`) pointed at them, and a
+//! closed-loop HTTP/1.1 generator driving `POST /v1/calls` (round-robin over
+//! the nodes), UDS PUTs or SIP REGISTER / `/sip/wake`. Each of the three lives on its own
 //! tokio runtime with named threads (`relay-rt`, `mock-rt`, `gen-rt`) so the
 //! CPU time of each can be read from `/proc/self/task/*/stat`.
 //!
@@ -62,6 +64,9 @@ enum Scenario {
     Jwe,
     /// Diagnostic: the store statements of one call, alone, at each concurrency.
     StoreOps,
+    /// SIP: REGISTER ingestion (registrations/s), then W held `/sip/wake`
+    /// requests, then the re-REGISTERs that release them (wake latency, RSS per waiter).
+    SipWake,
 }
 
 impl Scenario {
@@ -73,6 +78,7 @@ impl Scenario {
             Scenario::UdsRegister => "uds-register",
             Scenario::Jwe => "jwe",
             Scenario::StoreOps => "store-ops",
+            Scenario::SipWake => "sip-wake",
         }
     }
 }
@@ -131,9 +137,29 @@ struct Args {
     /// Iterations of the fast `jwe` micro-benchmarks.
     #[arg(long, default_value_t = 200_000)]
     iterations: u64,
-    /// Suffix for the output file names (e.g. `-logs`).
+    /// Suffix for the output file names (e.g. `-logs`). `-pg` and `-2nodes`
+    /// are added by themselves for PostgreSQL and two nodes.
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     tag: String,
+    /// The database: a `postgres://user@host:port` server (a fresh database
+    /// `pushrelay_bench_*` is created on it for the run and dropped after),
+    /// or a `sqlite://` URL. Default: a temporary SQLite file.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Relay nodes (1 or 2). With 2, two relays (two `Application`s on port 0)
+    /// share the database and the master key file, and the generator spreads
+    /// requests round-robin over them. Needs PostgreSQL.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    nodes: u8,
+    /// sip-wake: AORs registered in the measured REGISTER-ingestion phase.
+    #[arg(long, default_value_t = 2000)]
+    aors: usize,
+    /// sip-wake: `/sip/wake` requests held at once.
+    #[arg(long, default_value_t = 1000)]
+    waiters: usize,
+    /// sip-wake: `timeout_ms` of each `/sip/wake`.
+    #[arg(long, default_value_t = 20_000)]
+    wake_timeout_ms: u64,
 }
 
 // ---------------------------------------------------------------- CPU time
@@ -146,6 +172,9 @@ struct Cpu {
     sqlite: f64,
     mock: f64,
     gen: f64,
+    /// The PostgreSQL server's processes (postmaster, its live children and
+    /// the children it already reaped), when the database is a local server.
+    db: f64,
     /// Busy CPU seconds of the whole machine (/proc/stat), all processes.
     machine: f64,
 }
@@ -159,6 +188,7 @@ impl std::ops::Sub for Cpu {
             sqlite: self.sqlite - o.sqlite,
             mock: self.mock - o.mock,
             gen: self.gen - o.gen,
+            db: self.db - o.db,
             machine: self.machine - o.machine,
         }
     }
@@ -170,10 +200,88 @@ impl Cpu {
     fn relay(&self) -> f64 {
         self.total - self.mock - self.gen
     }
-    /// CPU seconds other processes on the machine used meanwhile.
-    fn others(&self) -> f64 {
-        (self.machine - self.total).max(0.0)
+    /// The relay without its store: `relay()` minus the SQLite worker threads.
+    /// total = relay_code + store + mock + gen on both backends.
+    fn relay_code(&self) -> f64 {
+        self.relay() - self.sqlite
     }
+    /// CPU seconds other processes on the machine used meanwhile (not this
+    /// process, not the benchmark's PostgreSQL server).
+    fn others(&self) -> f64 {
+        (self.machine - self.total - self.db).max(0.0)
+    }
+    /// Everything the benchmark used: this process and its database server.
+    fn all(&self) -> f64 {
+        self.total + self.db
+    }
+    /// The store's CPU: SQLite worker threads (in process) or the PostgreSQL server.
+    fn store(&self) -> f64 {
+        self.sqlite + self.db
+    }
+}
+
+/// The pid of the PostgreSQL postmaster serving the benchmark (found once
+/// by the port in its command line), so its CPU is not counted as "others".
+static POSTMASTER: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+
+fn find_postmaster(port: u16) -> Option<u32> {
+    let want = port.to_string();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let is_pg = args
+            .first()
+            .map(|a| a.ends_with(b"/postgres") || *a == b"postgres")
+            .unwrap_or(false);
+        let has_port = args
+            .windows(2)
+            .any(|w| w[0] == b"-p" && w[1] == want.as_bytes());
+        if is_pg && has_port {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// utime+stime of the postmaster's live children, plus the postmaster's own
+/// utime+stime+cutime+cstime (backends that already exited), in ticks.
+fn postmaster_ticks(pm: u32) -> u64 {
+    let fields = |path: &Path| -> Option<Vec<u64>> {
+        let s = std::fs::read_to_string(path).ok()?;
+        let rest = &s[s.rfind(')')? + 2..];
+        Some(
+            rest.split_whitespace()
+                .map(|x| x.parse::<u64>().unwrap_or(0))
+                .collect(),
+        )
+    };
+    let mut t = 0;
+    if let Some(f) = fields(&PathBuf::from(format!("/proc/{pm}/stat"))) {
+        // after the comm: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+        t += f.get(11).copied().unwrap_or(0)
+            + f.get(12).copied().unwrap_or(0)
+            + f.get(13).copied().unwrap_or(0)
+            + f.get(14).copied().unwrap_or(0);
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().parse::<u32>().is_err() {
+                continue;
+            }
+            let Some(f) = fields(&e.path().join("stat")) else {
+                continue;
+            };
+            if f.get(1).copied() == Some(pm as u64) {
+                t += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+            }
+        }
+    }
+    t
 }
 
 /// Busy seconds of all CPUs: user+nice+system+irq+softirq+steal from /proc/stat.
@@ -217,6 +325,12 @@ fn cpu_now() -> Cpu {
     let mut c = Cpu {
         total: stat_ticks(Path::new("/proc/self/stat")).unwrap_or(0) as f64 / tck,
         machine: machine_busy(),
+        db: POSTMASTER
+            .get()
+            .copied()
+            .flatten()
+            .map(|pm| postmaster_ticks(pm) as f64 / tck)
+            .unwrap_or(0.0),
         ..Default::default()
     };
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
@@ -491,15 +605,29 @@ struct Env {
     fcm_creds: FcmCredentials,
     providers: ProviderSettings,
     settings_env: HashMap<String, String>,
+    /// Node 0 (admin calls go there).
     base: String,
+    /// Every node's base URL (`--nodes`), for round-robin load.
+    bases: Vec<String>,
     client: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    relay_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    relay_tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// A PostgreSQL database created for this run: (server URL, name), dropped at the end.
+    pg_created: Option<(String, String)>,
+    /// For the sip-wake scenario's credentials.
+    apns_body: serde_json::Value,
 }
+
+/// The bundle (and app id) the SIP fixture's `X-MPUSH` names.
+const SIP_APP: &str = "com.mycompany.myapp";
 
 impl Env {
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+    /// Node `n % nodes`.
+    fn node(&self, n: u64) -> &str {
+        &self.bases[(n % self.bases.len() as u64) as usize]
     }
     fn settings(&self) -> anyhow::Result<Settings> {
         Ok(Settings::load_from(
@@ -508,17 +636,81 @@ impl Env {
             &CliOverrides::default(),
         )?)
     }
+    fn backend(&self) -> &'static str {
+        if self.settings_env["PUSHRELAY_DATABASE_URL"].starts_with("postgres") {
+            "postgresql"
+        } else {
+            "sqlite"
+        }
+    }
 }
 
-/// Mocks (recording off) on the mock runtime, a relay on the relay runtime
-/// pointed at them, the app's APNs and FCM credentials stored over HTTP.
-async fn start_env(rts: &Runtimes, max_conns: usize) -> anyhow::Result<Env> {
+/// `postgres://user@host:port/db?x` → (`postgres://user@host:port`, port).
+fn pg_server(url: &str) -> (String, Option<u16>) {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &url[scheme_end..];
+    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let server = format!("{}{}", &url[..scheme_end], &rest[..host_end]);
+    let hostport = rest[..host_end].rsplit('@').next().unwrap_or("");
+    let port = hostport
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .or(Some(5432));
+    (server, port)
+}
+
+/// The database URL of this run: a temp SQLite file, the given SQLite URL,
+/// or a fresh database created on the given PostgreSQL server.
+async fn prepare_database(
+    a: &Args,
+    dir: &Path,
+) -> anyhow::Result<(String, Option<(String, String)>)> {
+    match a.database_url.as_deref() {
+        None => Ok((
+            format!("sqlite://{}", dir.join("relay.db").display()),
+            None,
+        )),
+        Some(u) if u.starts_with("postgres") => {
+            use sqlx::Connection;
+            let (server, port) = pg_server(u);
+            let name = format!(
+                "pushrelay_bench_{}_{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_millis()
+            );
+            let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+                .await
+                .with_context(|| format!("connect to {server}/postgres"))?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await?;
+            let _ = conn.close().await;
+            if let Some(port) = port {
+                let pm = find_postmaster(port);
+                let _ = POSTMASTER.set(pm);
+                match pm {
+                    Some(pid) => println!("database: PostgreSQL on port {port}, postmaster pid {pid} (its CPU is counted as the store, not as others); fresh database {name}"),
+                    None => println!("database: PostgreSQL on port {port} (server process not found: its CPU shows up as others); fresh database {name}"),
+                }
+            }
+            Ok((format!("{server}/{name}"), Some((server, name))))
+        }
+        Some(u) => Ok((u.to_string(), None)),
+    }
+}
+
+/// Mocks (recording off) on the mock runtime, `--nodes` relays on the relay
+/// runtime pointed at them (same database, same master key file), the app's
+/// APNs and FCM credentials stored over HTTP.
+async fn start_env(a: &Args, rts: &Runtimes, max_conns: usize) -> anyhow::Result<Env> {
     let pki = TestPki::generate();
     let (p8, key_id) = fixtures::apns_p8();
     let team_id = "D7A3215KHV".to_string();
     let cfg = MockApnsConfig {
         sandbox: false,
-        bundles: vec![APP.to_string()],
+        bundles: vec![APP.to_string(), SIP_APP.to_string()],
         keys: vec![MockApnsKey {
             team_id: team_id.clone(),
             key_id: key_id.clone(),
@@ -539,11 +731,16 @@ async fn start_env(rts: &Runtimes, max_conns: usize) -> anyhow::Result<Env> {
     let dir = TempDir::new()?;
     let ca = dir.path().join("mock-ca.pem");
     std::fs::write(&ca, pki.ca_pem())?;
+    let (db_url, pg_created) = prepare_database(a, dir.path()).await?;
+    if a.nodes > 1 && !db_url.starts_with("postgres") {
+        bail!("--nodes 2 needs --database-url postgres://… (several nodes share one PostgreSQL database)");
+    }
     let mut env = HashMap::new();
     env.insert("PUSHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string());
+    env.insert("PUSHRELAY_DATABASE_URL".to_string(), db_url);
     env.insert(
-        "PUSHRELAY_DATABASE_URL".to_string(),
-        format!("sqlite://{}", dir.path().join("relay.db").display()),
+        "PUSHRELAY_MASTER_KEY_FILE".to_string(),
+        dir.path().join("master.key").display().to_string(),
     );
     env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
     env.insert("PUSHRELAY_APNS_PRODUCTION_URL".to_string(), apns.url());
@@ -553,34 +750,43 @@ async fn start_env(rts: &Runtimes, max_conns: usize) -> anyhow::Result<Env> {
         "PUSHRELAY_TLS_EXTRA_CA_FILE".to_string(),
         ca.display().to_string(),
     );
-    let settings = Settings::load_from(None, &env, &CliOverrides::default())?;
 
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let relay_task = rts.relay.spawn(async move {
-        let app = match Application::build(settings).await {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = addr_tx.send(Err(format!("{e:#}")));
-                return Err(e);
-            }
-        };
-        let _ = addr_tx.send(Ok(app.local_addr()));
-        app.run_until_stopped(async move {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
-    let addr = addr_rx
-        .await?
-        .map_err(|e| anyhow::anyhow!("relay did not start: {e}"))?;
+    // The nodes start one after the other: the first creates the master key
+    // file and migrates, the next ones find both.
+    let mut bases = Vec::new();
+    let mut stops = Vec::new();
+    let mut relay_tasks = Vec::new();
+    for _ in 0..a.nodes {
+        let settings = Settings::load_from(None, &env, &CliOverrides::default())?;
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let relay_task = rts.relay.spawn(async move {
+            let app = match Application::build(settings).await {
+                Ok(a) => a,
+                Err(e) => {
+                    let _ = addr_tx.send(Err(format!("{e:#}")));
+                    return Err(e);
+                }
+            };
+            let _ = addr_tx.send(Ok(app.local_addr()));
+            app.run_until_stopped(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        let addr = addr_rx
+            .await?
+            .map_err(|e| anyhow::anyhow!("relay did not start: {e}"))?;
+        bases.push(format!("http://{addr}"));
+        stops.push(stop_tx);
+        relay_tasks.push(relay_task);
+    }
     let client = reqwest::Client::builder()
         .http1_only()
         .pool_max_idle_per_host(max_conns.max(16))
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(60))
         .build()?;
-    let base = format!("http://{addr}");
 
     let providers = ProviderSettings {
         apns_production_url: apns.url(),
@@ -600,6 +806,7 @@ async fn start_env(rts: &Runtimes, max_conns: usize) -> anyhow::Result<Env> {
     let fcm_creds = FcmCredentials::parse_service_account(service_account.as_bytes())
         .map_err(|e| anyhow::anyhow!("service account: {e}"))?;
 
+    let apns_body = serde_json::json!({"keyId": key_id, "bundleId": APP, "teamId": team_id, "keyFile": STANDARD.encode(&p8)});
     let e = Env {
         _dir: dir,
         apns,
@@ -608,23 +815,38 @@ async fn start_env(rts: &Runtimes, max_conns: usize) -> anyhow::Result<Env> {
         fcm_creds,
         providers,
         settings_env: env,
-        base,
+        base: bases[0].clone(),
+        bases,
         client,
-        stop: Some(stop_tx),
-        relay_task: Some(relay_task),
+        stops,
+        relay_tasks,
+        pg_created,
+        apns_body: apns_body.clone(),
     };
+    println!(
+        "relay: {} node(s) on {} ({}), sharing one database and master key file",
+        e.bases.len(),
+        e.backend(),
+        e.bases.join(", ")
+    );
     // Provider credentials through the admin API (cheap, once).
-    let apns_body = serde_json::json!({"keyId": key_id, "bundleId": APP, "teamId": team_id, "keyFile": STANDARD.encode(&p8)});
     let fcm_body = serde_json::json!({"serviceAccount": STANDARD.encode(&service_account)});
     for (path, body) in [
         (format!("/v1/apps/{APP}/apns"), apns_body),
         (format!("/v1/apps/{APP}/fcm"), fcm_body),
     ] {
-        let r = e
+        e.admin_put(&path, &body).await?;
+    }
+    Ok(e)
+}
+
+impl Env {
+    async fn admin_put(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+        let r = self
             .client
-            .put(e.url(&path))
+            .put(self.url(path))
             .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
+            .json(body)
             .send()
             .await?;
         if !r.status().is_success() {
@@ -634,20 +856,35 @@ async fn start_env(rts: &Runtimes, max_conns: usize) -> anyhow::Result<Env> {
                 r.text().await.unwrap_or_default()
             );
         }
+        Ok(())
     }
-    Ok(e)
 }
 
 async fn stop_env(mut e: Env) {
-    if let Some(tx) = e.stop.take() {
+    for tx in e.stops.drain(..) {
         let _ = tx.send(());
     }
-    if let Some(t) = e.relay_task.take() {
+    for t in e.relay_tasks.drain(..) {
         match tokio::time::timeout(Duration::from_secs(15), t).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(err))) => eprintln!("relay stopped with an error: {err:#}"),
             Ok(Err(err)) => eprintln!("relay task: {err}"),
             Err(_) => eprintln!("relay did not stop within 15 s"),
+        }
+    }
+    if let Some((server, name)) = e.pg_created.take() {
+        use sqlx::Connection;
+        match sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
+            Ok(mut conn) => {
+                if let Err(err) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                {
+                    eprintln!("could not drop {name}: {err}");
+                }
+                let _ = conn.close().await;
+            }
+            Err(err) => eprintln!("could not drop {name}: {err}"),
         }
     }
     drop(e.apns);
@@ -783,10 +1020,12 @@ struct DeliveryBody {
     reason: Option<String>,
 }
 
-/// `POST /v1/calls` for device `n % len`, counting delivered pushes.
+/// `POST /v1/calls` for device `n % len` on node `n % nodes`, counting delivered pushes.
 fn call_op(env: &Env, devs: Arc<Vec<Dev>>) -> Op {
-    let (client, url) = (env.client.clone(), env.url("/v1/calls"));
+    let client = env.client.clone();
+    let urls: Vec<String> = env.bases.iter().map(|b| format!("{b}/v1/calls")).collect();
     Arc::new(move |n: u64| -> OpFuture {
+        let url = &urls[(n % urls.len() as u64) as usize];
         let d = &devs[(n % devs.len() as u64) as usize];
         let body = serde_json::json!({
             "user": d.user, "device": d.device, "pushid": format!("bench-{n:012}"),
@@ -794,7 +1033,7 @@ fn call_op(env: &Env, devs: Arc<Vec<Dev>>) -> Op {
         })
         .to_string();
         let req = client
-            .post(&url)
+            .post(url)
             .bearer_auth(ADMIN_TOKEN)
             .header("content-type", "application/json")
             .body(body);
@@ -873,6 +1112,20 @@ fn ceiling_op(env: &Env, devs: Arc<Vec<Dev>>) -> anyhow::Result<Op> {
 
 // ------------------------------------------------------------ scenarios
 
+/// Output file stem: scenario, `-pg` on PostgreSQL, `-2nodes`, then `--tag`.
+fn stem(a: &Args, name: &str) -> String {
+    let pg = a
+        .database_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("postgres"));
+    format!(
+        "{name}{}{}{}",
+        if pg { "-pg" } else { "" },
+        if a.nodes > 1 { format!("-{}nodes", a.nodes) } else { String::new() },
+        a.tag
+    )
+}
+
 fn bounds(a: &Args) -> Bounds {
     Bounds {
         warmup: Duration::from_secs_f64(a.warmup_secs.max(0.0)),
@@ -890,9 +1143,10 @@ fn print_call_header() {
     println!(
         "{:>5} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>6} | {:>8} {:>7} {:>7} {:>7} {:>7} | {:>10} {:>7} {:>6}",
         "conc", "calls", "calls/s", "pushes/s", "p50ms", "p90ms", "p99ms", "maxms", "errs",
-        "cpu/1k", "relay", "sqlite", "mock", "gen", "ceil/s", "c.p99", "ratio"
+        "cpu/1k", "relay", "store", "mock", "gen", "ceil/s", "c.p99", "ratio"
     );
-    println!("      (others = cores used by other processes on the machine during the point: noise if > 0.1)");
+    println!("      cpu/1k = CPU-s per 1000 calls of this process + its PostgreSQL server = relay (without store) + store (SQLite worker threads or PostgreSQL server) + mock + gen");
+    println!("      (others = cores used by other processes on the machine during the point: noise if > 0.1, disturbed if > 0.3)");
 }
 
 fn print_call_row(r: &Row) {
@@ -916,9 +1170,9 @@ fn print_call_row(r: &Row) {
         p.p99_ms,
         p.max_ms,
         p.errors,
-        p.per_k(p.cpu.total),
-        p.per_k(p.cpu.relay()),
-        p.per_k(p.cpu.sqlite),
+        p.per_k(p.cpu.all()),
+        p.per_k(p.cpu.relay_code()),
+        p.per_k(p.cpu.store()),
         p.per_k(p.cpu.mock),
         p.per_k(p.cpu.gen),
         cs,
@@ -927,8 +1181,9 @@ fn print_call_row(r: &Row) {
     );
     let others = |q: &Point| q.cpu.others() / q.secs;
     println!(
-        "      process used {:.2} cores; others {:.2} cores (relay point), {} (ceiling point)",
-        p.cpu.total / p.secs,
+        "      process{} used {:.2} cores; others {:.2} cores (relay point), {} (ceiling point)",
+        if p.cpu.db > 0.0 { " + PostgreSQL server" } else { "" },
+        p.cpu.all() / p.secs,
         others(p),
         r.ceiling
             .as_ref()
@@ -943,23 +1198,23 @@ fn print_call_row(r: &Row) {
     }
 }
 
-const CALL_CSV_HEADER: &str = "scenario,concurrency,calls,errors,seconds,calls_per_s,pushes_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_relay,cpu_s_per_1k_sqlite_threads,cpu_s_per_1k_mock,cpu_s_per_1k_generator,ceiling_pushes_per_s,ceiling_p50_ms,ceiling_p99_ms,ceiling_cpu_s_per_1k_total,ratio_to_ceiling,process_cores,other_processes_cores,ceiling_other_processes_cores";
+const CALL_CSV_HEADER: &str = "scenario,backend,nodes,concurrency,calls,errors,seconds,calls_per_s,pushes_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_relay_without_store,cpu_s_per_1k_store,cpu_s_per_1k_mock,cpu_s_per_1k_generator,ceiling_pushes_per_s,ceiling_p50_ms,ceiling_p99_ms,ceiling_cpu_s_per_1k_total,ratio_to_ceiling,bench_cores,other_processes_cores,ceiling_other_processes_cores";
 
-fn call_csv_row(scenario: &str, r: &Row) -> String {
+fn call_csv_row(scenario: &str, backend: &str, nodes: usize, r: &Row) -> String {
     let p = &r.relay;
     let (cs, c50, c99, ccpu, ratio, coth) = match &r.ceiling {
         Some(c) => (
             format!("{:.1}", c.pushes_per_s()),
             format!("{:.3}", c.p50_ms),
             format!("{:.3}", c.p99_ms),
-            format!("{:.4}", c.per_k(c.cpu.total)),
+            format!("{:.4}", c.per_k(c.cpu.all())),
             format!("{:.4}", p.ops_per_s() / c.pushes_per_s().max(1e-9)),
             format!("{:.2}", c.cpu.others() / c.secs),
         ),
         None => Default::default(),
     };
     format!(
-        "{scenario},{},{},{},{:.3},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4},{:.4},{cs},{c50},{c99},{ccpu},{ratio},{:.2},{:.2},{coth}",
+        "{scenario},{backend},{nodes},{},{},{},{:.3},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4},{:.4},{cs},{c50},{c99},{ccpu},{ratio},{:.2},{:.2},{coth}",
         p.concurrency,
         p.ops,
         p.errors,
@@ -970,19 +1225,19 @@ fn call_csv_row(scenario: &str, r: &Row) -> String {
         p.p90_ms,
         p.p99_ms,
         p.max_ms,
-        p.per_k(p.cpu.total),
-        p.per_k(p.cpu.relay()),
-        p.per_k(p.cpu.sqlite),
+        p.per_k(p.cpu.all()),
+        p.per_k(p.cpu.relay_code()),
+        p.per_k(p.cpu.store()),
         p.per_k(p.cpu.mock),
         p.per_k(p.cpu.gen),
-        p.cpu.total / p.secs,
+        p.cpu.all() / p.secs,
         p.cpu.others() / p.secs,
     )
 }
 
 async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let max_c = a.concurrency.iter().copied().max().unwrap_or(16);
-    let env = start_env(rts, max_c).await?;
+    let env = start_env(a, rts, max_c).await?;
     let devs = make_devices(a.scenario, a.devices.max(1));
     let t = Instant::now();
     match a.register {
@@ -996,7 +1251,7 @@ async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         devs.len(),
         match a.register {
             Register::Store =>
-                "the store fast path (Store::upsert_user/upsert_device on a second pool, same file)",
+                "the store fast path (Store::upsert_user/upsert_device on a second pool, same database)",
             Register::Http => "HTTP (PUT /v1/users + UDS PUT, Argon2 hash + verify each)",
         },
         reg_s
@@ -1016,7 +1271,6 @@ async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         a.duration_secs,
         a.calls
     );
-    println!("cpu columns: process CPU seconds per 1000 calls (total, relay = total - mock - gen, of which sqlite worker threads, mock, generator)");
     print_call_header();
     let mut rows = Vec::new();
     for &c in &a.concurrency {
@@ -1032,14 +1286,15 @@ async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         print_call_row(&row);
         rows.push(row);
     }
+    let backend = env.backend();
     stop_env(env).await;
 
     std::fs::create_dir_all(&a.out)?;
-    let stem = format!("{}{}", a.scenario.name(), a.tag);
+    let stem = stem(a, a.scenario.name());
     let mut csv = String::from(CALL_CSV_HEADER);
     csv.push('\n');
     for r in &rows {
-        csv.push_str(&call_csv_row(a.scenario.name(), r));
+        csv.push_str(&call_csv_row(a.scenario.name(), backend, a.nodes as usize, r));
         csv.push('\n');
     }
     let csv_path = a.out.join(format!("{stem}.csv"));
@@ -1050,43 +1305,30 @@ async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Registrations/s at each concurrency: UDS PUT with the default Argon2
-/// hash, UDS PUT with a minimal-cost hash (the rest of the path), and
-/// `Store::upsert_device` alone (no HTTP).
+/// Registrations/s at each concurrency, through `PUT /cucm-uds/…/devicetoken`
+/// with the default Argon2 hash: a user's first registration (no cached
+/// verification: one full Argon2 verify), a re-registration (the relay's
+/// password cache hits: no Argon2), and `Store::upsert_device` alone.
 async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let max_c = a.concurrency.iter().copied().max().unwrap_or(16);
-    let env = start_env(rts, max_c).await?;
+    let env = start_env(a, rts, max_c).await?;
     let settings = env.settings()?;
     let store: Store = rts
         .relay
         .spawn(async move { open_store(&settings).await.map(|(s, _)| s) })
         .await??;
     let users = 64usize;
+    // Fresh users for "first registration": each is used once. At ~100-150
+    // Argon2 verifies/s on 2 cores a 6 s point needs < 1000.
+    let fresh = 1500usize * a.concurrency.len();
     let default_hash = pushrelay::http::auth::hash_password(PASSWORD)?;
-    let cheap_hash = {
-        use argon2::password_hash::{PasswordHasher, SaltString};
-        let params = argon2::Params::new(8, 1, 1, None).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let a2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        a2.hash_password(
-            PASSWORD.as_bytes(),
-            &SaltString::generate(&mut rand::rngs::OsRng),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .to_string()
-    };
     let now = now_ms();
+    let t = Instant::now();
     for i in 0..users {
         store
             .upsert_user(
-                &UserId::parse(&format!("argon{i:03}"))?,
+                &UserId::parse(&format!("again{i:03}"))?,
                 Some(&default_hash),
-                now,
-            )
-            .await?;
-        store
-            .upsert_user(
-                &UserId::parse(&format!("cheap{i:03}"))?,
-                Some(&cheap_hash),
                 now,
             )
             .await?;
@@ -1094,14 +1336,32 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
             .upsert_user(&UserId::parse(&format!("direct{i:03}"))?, None, now)
             .await?;
     }
-    println!("uds-register: {users} users per variant; every operation registers a new device (user n % {users}, device d<n>), APNs channel");
+    // One Argon2 hash (14 ms) shared by every fresh user: each user's first
+    // verification still runs Argon2, since the cache is per user.
+    for i in 0..fresh {
+        store
+            .upsert_user(
+                &UserId::parse(&format!("first{i:05}"))?,
+                Some(&default_hash),
+                now,
+            )
+            .await?;
+    }
+    println!(
+        "uds-register: {} users created in {:.2} s; APNs channel; {} node(s) on {}",
+        2 * users + fresh,
+        t.elapsed().as_secs_f64(),
+        env.bases.len(),
+        env.backend()
+    );
     let params: Vec<&str> = default_hash.split('$').take(4).collect();
     println!(
-        "  argon2-default: UDS PUT, stored hash {} (what PUT /v1/users stores)",
+        "  stored hash {} (what PUT /v1/users stores)",
         params.join("$")
     );
-    println!("  argon2-cheap:   UDS PUT, stored hash with m=8 KiB, t=1, p=1 (the path without the password cost)");
-    println!("  store-direct:   Store::upsert_device only (envelope seal + one INSERT ... ON CONFLICT), no HTTP");
+    println!("  first-registration: UDS PUT by a user never seen before (fresh user per operation): one full Argon2 verify each");
+    println!("  re-registration:    UDS PUT by one of {users} users who registered before (same device, new token and key): the verification cache hits, no Argon2");
+    println!("  store-direct:       Store::upsert_device only (envelope seal + one INSERT ... ON CONFLICT), no HTTP");
     let b = bounds(a);
     let token_key = |n: u64| {
         let token = hex::encode(rand::random::<[u8; 32]>());
@@ -1109,17 +1369,11 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         let _ = n;
         (token, key)
     };
-    let put_op = |prefix: &'static str| -> Op {
-        let (client, base) = (env.client.clone(), env.base.clone());
-        Arc::new(move |n: u64| -> OpFuture {
-            let (token, key) = token_key(n);
-            let d = Dev {
-                user: format!("{prefix}{:03}", n % users as u64),
-                device: format!("d{n:09}"),
-                channel: Channel::Apns,
-                token,
-                key,
-            };
+    let put = {
+        let client = env.client.clone();
+        let bases = env.bases.clone();
+        move |n: u64, d: Dev| -> OpFuture {
+            let base = &bases[(n % bases.len() as u64) as usize];
             let req = client
                 .put(format!(
                     "{base}/cucm-uds/user/{}/device/{}/devicetoken",
@@ -1137,8 +1391,52 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                 }
                 Ok(0)
             })
+        }
+    };
+    let next_fresh = Arc::new(AtomicU64::new(0));
+    let first_op: Op = {
+        let put = put.clone();
+        Arc::new(move |n: u64| -> OpFuture {
+            let i = next_fresh.fetch_add(1, Ordering::Relaxed);
+            if i >= fresh as u64 {
+                return Box::pin(async move {
+                    Err(format!("ran out of fresh users ({fresh}): raise the count"))
+                });
+            }
+            let (token, key) = token_key(n);
+            put(
+                n,
+                Dev {
+                    user: format!("first{i:05}"),
+                    device: "phone".to_string(),
+                    channel: Channel::Apns,
+                    token,
+                    key,
+                },
+            )
         })
     };
+    let again_op: Op = {
+        let put = put.clone();
+        Arc::new(move |n: u64| -> OpFuture {
+            let (token, key) = token_key(n);
+            put(
+                n,
+                Dev {
+                    user: format!("again{:03}", n % users as u64),
+                    device: "phone".to_string(),
+                    channel: Channel::Apns,
+                    token,
+                    key,
+                },
+            )
+        })
+    };
+    // Every re-registration user registers once first (Argon2, then cached
+    // on each node), so the measured points only see re-registrations.
+    for k in 0..(users * env.bases.len()) as u64 {
+        again_op(k).await.map_err(|e| anyhow::anyhow!("priming re-registration users: {e}"))?;
+    }
     let direct_op: Op = {
         let store = store.clone();
         Arc::new(move |n: u64| -> OpFuture {
@@ -1162,7 +1460,7 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         })
     };
     println!(
-        "{:>16} {:>5} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>6} | {:>8} {:>7} {:>7} {:>7} {:>6}",
+        "{:>18} {:>5} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>6} | {:>8} {:>7} {:>7} {:>7} {:>6}",
         "variant",
         "conc",
         "regs",
@@ -1174,20 +1472,22 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         "errs",
         "cpu/1k",
         "relay",
-        "sqlite",
+        "store",
         "gen",
         "others"
     );
-    let mut csv = String::from("variant,concurrency,registrations,errors,seconds,registrations_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_relay,cpu_s_per_1k_sqlite_threads,cpu_s_per_1k_generator,other_processes_cores\n");
+    println!("  (cpu/1k = CPU-s per 1000 registrations, this process + PostgreSQL server = relay without store + store + mock + gen)");
+    let backend = env.backend();
+    let mut csv = String::from("variant,backend,nodes,concurrency,registrations,errors,seconds,registrations_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_relay_without_store,cpu_s_per_1k_store,cpu_s_per_1k_generator,other_processes_cores\n");
     for &c in &a.concurrency {
         for (variant, op, rt) in [
-            ("argon2-default", put_op("argon"), rts.gen.handle()),
-            ("argon2-cheap", put_op("cheap"), rts.gen.handle()),
+            ("first-registration", first_op.clone(), rts.gen.handle()),
+            ("re-registration", again_op.clone(), rts.gen.handle()),
             ("store-direct", direct_op.clone(), rts.relay.handle()),
         ] {
             let p = closed_loop(rt, c, &b, op).await;
             println!(
-                "{:>16} {:>5} {:>8} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>6} | {:>8.3} {:>7.3} {:>7.3} {:>7.3} {:>6.2}",
+                "{:>18} {:>5} {:>8} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>6} | {:>8.3} {:>7.3} {:>7.3} {:>7.3} {:>6.2}",
                 variant,
                 c,
                 p.ops,
@@ -1197,9 +1497,9 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                 p.p99_ms,
                 p.max_ms,
                 p.errors,
-                p.per_k(p.cpu.total),
-                p.per_k(p.cpu.relay()),
-                p.per_k(p.cpu.sqlite),
+                p.per_k(p.cpu.all()),
+                p.per_k(p.cpu.relay_code()),
+                p.per_k(p.cpu.store()),
                 p.per_k(p.cpu.gen),
                 p.cpu.others() / p.secs
             );
@@ -1208,7 +1508,8 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
             }
             let _ = writeln!(
                 csv,
-                "{variant},{c},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4},{:.2}",
+                "{variant},{backend},{},{c},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4},{:.2}",
+                a.nodes,
                 p.ops,
                 p.errors,
                 p.secs,
@@ -1217,9 +1518,9 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                 p.p90_ms,
                 p.p99_ms,
                 p.max_ms,
-                p.per_k(p.cpu.total),
-                p.per_k(p.cpu.relay()),
-                p.per_k(p.cpu.sqlite),
+                p.per_k(p.cpu.all()),
+                p.per_k(p.cpu.relay_code()),
+                p.per_k(p.cpu.store()),
                 p.per_k(p.cpu.gen),
                 p.cpu.others() / p.secs
             );
@@ -1228,7 +1529,7 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     store.close().await;
     stop_env(env).await;
     std::fs::create_dir_all(&a.out)?;
-    let path = a.out.join(format!("uds-register{}.csv", a.tag));
+    let path = a.out.join(format!("{}.csv", stem(a, "uds-register")));
     std::fs::write(&path, csv)?;
     println!("wrote {}", path.display());
     Ok(())
@@ -1239,7 +1540,7 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
 /// sequence, on the relay runtime with the relay's own store settings.
 async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     use pushrelay::domain::{CallReport, Delivery, Outcome};
-    let env = start_env(rts, 16).await?;
+    let env = start_env(a, rts, 16).await?;
     let devs = Arc::new(make_devices(Scenario::Apns, a.devices.max(1)));
     register_store(rts, &env, &devs).await?;
     let settings = env.settings()?;
@@ -1309,10 +1610,10 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     );
     println!(
         "{:>34} {:>5} {:>8} {:>9} {:>7} {:>7} {:>7} | {:>8} {:>7}",
-        "operation", "conc", "ops", "ops/s", "p50ms", "p99ms", "maxms", "cpu/1k", "sqlite"
+        "operation", "conc", "ops", "ops/s", "p50ms", "p99ms", "maxms", "cpu/1k", "store"
     );
     println!("(last column: cores used by other processes meanwhile)");
-    let mut csv = String::from("operation,concurrency,ops,errors,seconds,ops_per_s,p50_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_sqlite_threads,other_processes_cores\n");
+    let mut csv = String::from("operation,concurrency,ops,errors,seconds,ops_per_s,p50_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_store,other_processes_cores\n");
     for &c in &a.concurrency {
         for (name, kind) in [
             ("devices_for (SELECT + key open)", 0u8),
@@ -1328,8 +1629,8 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                 p.p50_ms,
                 p.p99_ms,
                 p.max_ms,
-                p.per_k(p.cpu.total),
-                p.per_k(p.cpu.sqlite),
+                p.per_k(p.cpu.all()),
+                p.per_k(p.cpu.store()),
                 p.cpu.others() / p.secs
             );
             if let Some(e) = &p.first_error {
@@ -1345,8 +1646,8 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                 p.p50_ms,
                 p.p99_ms,
                 p.max_ms,
-                p.per_k(p.cpu.total),
-                p.per_k(p.cpu.sqlite),
+                p.per_k(p.cpu.all()),
+                p.per_k(p.cpu.store()),
                 p.cpu.others() / p.secs
             );
         }
@@ -1354,7 +1655,461 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     store.close().await;
     stop_env(env).await;
     std::fs::create_dir_all(&a.out)?;
-    let path = a.out.join(format!("store-ops{}.csv", a.tag));
+    let path = a.out.join(format!("{}.csv", stem(a, "store-ops")));
+    std::fs::write(&path, csv)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+// ------------------------------------------------------------ sip-wake
+
+/// The SIP fixture (a valid MizuTech REGISTER with an `X-MPUSH` APNs token).
+const SIP_REGISTER: &str = include_str!("../../fixtures/sip/mizu-register-hex.txt");
+const SIP_FIXTURE_TOKEN: &str = "5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d";
+
+/// User part of AOR number `i` (digits, like the fixture's `1111`).
+fn sip_user(i: u64) -> String {
+    format!("{}", 7_000_000 + i)
+}
+
+fn sip_aor(i: u64) -> String {
+    format!("sip:{}@sip.mydomain.com", sip_user(i))
+}
+
+/// The fixture with AOR `i`: its own user, APNs token (stable per AOR, so a
+/// re-REGISTER updates the same binding) and Call-ID.
+fn sip_register(i: u64, cseq: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let token = hex::encode(Sha256::digest(format!("bench-sip-{i}").as_bytes()));
+    SIP_REGISTER
+        .replace("1111", &sip_user(i))
+        .replace(SIP_FIXTURE_TOKEN, &token)
+        .replace("enutmuwaynqib", &format!("bench-{i}"))
+        .replace("CSeq: 2 REGISTER", &format!("CSeq: {cseq} REGISTER"))
+}
+
+/// `POST /sip/register` of AOR `i` on node `node`.
+fn sip_register_req(env: &Env, node: u64, i: u64, cseq: u32) -> reqwest::RequestBuilder {
+    env.client
+        .post(format!("{}/sip/register", env.node(node)))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "message/sip")
+        .body(sip_register(i, cseq))
+}
+
+/// Resident set size of this process (kB), from /proc/self/status.
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// `pushrelay_pushes_total{…,outcome="delivered"}`, summed over every node
+/// of this process (the Prometheus recorder is process-wide).
+fn pushes_delivered() -> f64 {
+    pushrelay::telemetry::metrics_handle()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("pushrelay_pushes_total{") && l.contains("outcome=\"delivered\""))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// (p50, p99, max) of `v` (sorted in place); zeros when empty.
+fn quantiles(v: &mut [f64]) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort_by(|x, y| x.total_cmp(y));
+    let q = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    (q(0.50), q(0.99), v[v.len() - 1])
+}
+
+/// Give freed heap pages back to the OS (glibc), so RSS deltas measure
+/// what is held, not what an earlier phase left in the allocator.
+fn trim_heap() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: glibc's malloc_trim has no preconditions.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+/// A client for held `/sip/wake` requests: one connection per request.
+fn wake_client(n: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(n)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(120))
+        .build()?)
+}
+
+type WakeAnswer = (u16, bool, Instant);
+
+/// `n` concurrent `/sip/wake` for AORs `first..first+n`, AOR i on node i % nodes.
+/// Opened 100 per 10 ms: a burst of ~1000 simultaneous connects overflows
+/// the listen queue (backlog 1024) and some SYNs wait a 1 s retransmit.
+async fn hold_waiters(
+    env: &Env,
+    client: &reqwest::Client,
+    rt: &Handle,
+    first: u64,
+    n: usize,
+    timeout_ms: u64,
+) -> Vec<tokio::task::JoinHandle<WakeAnswer>> {
+    let mut out = Vec::with_capacity(n);
+    for i in first..first + n as u64 {
+        if i > first && (i - first) % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        out.push({
+            let req = client
+                .post(format!("{}/sip/wake", env.node(i)))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&serde_json::json!({
+                    "aor": sip_aor(i), "call_id": format!("bench-wake-{i:06}"),
+                    "from_display": "John Smith", "from_number": "1234", "timeout_ms": timeout_ms,
+                }));
+            rt.spawn(async move {
+                let r = req.send().await;
+                let at = Instant::now();
+                match r {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let v: serde_json::Value = r.json().await.unwrap_or_default();
+                        (status, v["registered"].as_bool().unwrap_or(false), at)
+                    }
+                    Err(_) => (0, false, at),
+                }
+            })
+        });
+    }
+    out
+}
+
+/// TcpExt ListenOverflows (SYNs dropped because a listen queue was full),
+/// machine-wide, from /proc/net/netstat.
+fn listen_overflows() -> u64 {
+    let s = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = s.lines();
+    while let (Some(h), Some(v)) = (lines.next(), lines.next()) {
+        if h.starts_with("TcpExt:") {
+            let i = h.split_whitespace().position(|k| k == "ListenOverflows");
+            return i
+                .and_then(|i| v.split_whitespace().nth(i))
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    0
+}
+
+/// Wait until `n` more pushes than `base` were delivered (or `limit`):
+/// (how many, seconds until the first).
+async fn wait_delivered(base: f64, n: usize, limit: Duration) -> (u64, f64) {
+    let t = Instant::now();
+    let mut first = None;
+    loop {
+        let d = pushes_delivered() - base;
+        if d >= 1.0 && first.is_none() {
+            first = Some(t.elapsed().as_secs_f64());
+        }
+        if d >= n as f64 || t.elapsed() >= limit {
+            return (d as u64, first.unwrap_or(f64::NAN));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// SIP: REGISTER ingestion (closed loop, `--aors` measured registrations),
+/// then `--waiters` held `/sip/wake` requests (RSS before/after), then the
+/// re-REGISTERs that release them (wake latency). With two nodes the wake
+/// is held on one node and the re-REGISTER goes to the other.
+async fn run_sip_wake(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
+    let c = a.concurrency.first().copied().unwrap_or(16).max(1);
+    let w = a.waiters.max(1);
+    if w > a.aors {
+        bail!("--waiters ({w}) must not exceed --aors ({})", a.aors);
+    }
+    let env = start_env(a, rts, c.max(w)).await?;
+    let mut body = env.apns_body.clone();
+    body["bundleId"] = serde_json::json!(SIP_APP);
+    env.admin_put(&format!("/v1/apps/{SIP_APP}/apns"), &body).await?;
+    let env = Arc::new(env);
+
+    // 1. REGISTER ingestion.
+    let highest = Arc::new(AtomicU64::new(0));
+    let reg_op: Op = {
+        let (env, highest) = (env.clone(), highest.clone());
+        Arc::new(move |n: u64| -> OpFuture {
+            highest.fetch_max(n + 1, Ordering::Relaxed);
+            let req = sip_register_req(&env, n, n, 2);
+            Box::pin(async move {
+                let r = req.send().await.map_err(|e| format!("send: {e}"))?;
+                let status = r.status();
+                let body = r.bytes().await.map_err(|e| format!("body: {e}"))?;
+                if status != 200 {
+                    return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+                }
+                Ok(0)
+            })
+        })
+    };
+    let b = Bounds {
+        warmup: Duration::from_secs_f64(a.warmup_secs.max(0.0)),
+        duration: Duration::from_secs(120),
+        max_ops: a.aors as u64,
+    };
+    println!(
+        "sip-wake: {} node(s) on {}; POST /sip/register of {} new AORs (MizuTech X-MPUSH, fixtures/sip/mizu-register-hex.txt with its own user/token/Call-ID each) at concurrency {c}, after {:.1} s warm-up on other AORs",
+        env.bases.len(),
+        env.backend(),
+        a.aors,
+        a.warmup_secs
+    );
+    let reg = closed_loop(rts.gen.handle(), c, &b, reg_op).await;
+    let registered = highest.load(Ordering::Relaxed);
+    println!(
+        "  REGISTER ingestion: {} registrations in {:.2} s = {:.0} registrations/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, errors {}, {:.3} CPU-s/1000 (store {:.3}), others {:.2} cores",
+        reg.ops,
+        reg.secs,
+        reg.ops_per_s(),
+        reg.p50_ms,
+        reg.p99_ms,
+        reg.max_ms,
+        reg.errors,
+        reg.per_k(reg.cpu.all()),
+        reg.per_k(reg.cpu.store()),
+        reg.cpu.others() / reg.secs
+    );
+    if let Some(e) = &reg.first_error {
+        bail!("REGISTER failed: {e}");
+    }
+
+    // 2. Warm-up wake round on AORs past the measured ones (first push to
+    //    the SIP app: credentials, provider connection, JWT), on its own
+    //    client whose connections are closed before the RSS baseline.
+    let warm = 100.min(registered.saturating_sub(w as u64)) as usize;
+    if warm > 0 {
+        let client = wake_client(warm)?;
+        let first = registered - warm as u64;
+        let held = hold_waiters(&env, &client, rts.gen.handle(), first, warm, a.wake_timeout_ms).await;
+        wait_delivered(pushes_delivered(), warm, Duration::from_secs(30)).await;
+        for i in first..registered {
+            sip_register_req(&env, i, i, 3).send().await?.bytes().await?;
+        }
+        for t in held {
+            t.await?;
+        }
+        drop(client);
+    }
+
+    // 3a. Control for the memory figure: the generator's side alone. The same
+    //     W requests held by a server that reads them and never answers.
+    let (gen_kb, _) = {
+        let listener = rts
+            .mock
+            .spawn(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .await??;
+        let addr = listener.local_addr()?;
+        let got = Arc::new(AtomicU64::new(0));
+        let got2 = got.clone();
+        let accept = rts.mock.spawn(async move {
+            use tokio::io::AsyncReadExt;
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let got = got2.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let mut counted = false;
+                    while let Ok(n) = sock.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if !counted {
+                            counted = true;
+                            got.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        trim_heap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let client = wake_client(w)?;
+        let r0 = rss_kb();
+        let held: Vec<_> = (0..w)
+            .map(|i| {
+                let req = client
+                    .post(format!("http://{addr}/sip/wake"))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .json(&serde_json::json!({
+                        "aor": sip_aor(i as u64), "call_id": format!("bench-wake-{i:06}"),
+                        "from_display": "John Smith", "from_number": "1234", "timeout_ms": a.wake_timeout_ms,
+                    }));
+                rts.gen.spawn(async move {
+                    let _ = req.send().await;
+                })
+            })
+            .collect();
+        let t = Instant::now();
+        while got.load(Ordering::Relaxed) < w as u64 && t.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r1 = rss_kb();
+        for h in &held {
+            h.abort();
+        }
+        for h in held {
+            let _ = h.await;
+        }
+        drop(client);
+        accept.abort();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ((r1 as f64 - r0 as f64) / w as f64, ())
+    };
+
+    // 3. Hold W waiters: AORs 0..W (all registered above), node i % nodes,
+    //    one fresh HTTP/1.1 connection each.
+    trim_heap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = wake_client(w)?;
+    let delivered0 = pushes_delivered();
+    let rss0 = rss_kb();
+    let cpu0 = cpu_now();
+    let t_hold = Instant::now();
+    let overflows0 = listen_overflows();
+    let waiters = hold_waiters(&env, &client, rts.gen.handle(), 0, w, a.wake_timeout_ms).await;
+    // A waiter is held once its push was delivered (it subscribes before pushing).
+    let (held, first_secs) = wait_delivered(delivered0, w, Duration::from_secs(30)).await;
+    let held_secs = t_hold.elapsed().as_secs_f64();
+    let cpu_hold = cpu_now() - cpu0;
+    let overflows = listen_overflows() - overflows0;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss1 = rss_kb();
+    let per_waiter_kb = (rss1 as f64 - rss0 as f64) / w as f64;
+    println!(
+        "  held {held} of {w} /sip/wake (push delivered, now waiting) {held_secs:.2} s after the first was sent, opened 100 per 10 ms (first push delivered after {:.3} s; {:.0} wakes/s pushed, {:.3} CPU-s/1000, others {:.2} cores; listen-queue overflows meanwhile: {overflows})",
+        first_secs,
+        held as f64 / held_secs.max(1e-9),
+        cpu_hold.all() * 1000.0 / held.max(1) as f64,
+        cpu_hold.others() / held_secs.max(1e-9)
+    );
+    let relay_kb = per_waiter_kb - gen_kb;
+    println!(
+        "  RSS {rss0} kB before → {rss1} kB holding: {per_waiter_kb:+.1} kB per waiter, both ends of each held HTTP/1.1 connection (relay and generator are one process);"
+    );
+    println!(
+        "  the generator's end alone (the same requests held by a server that never answers): {gen_kb:+.1} kB per waiter → the relay's share ≈ {relay_kb:+.1} kB per waiter"
+    );
+
+    // 4. The re-REGISTERs, concurrency c; AOR i goes to the other node when there are two.
+    // Per AOR: when its re-REGISTER was sent and answered.
+    type Marks = std::sync::Mutex<Vec<Option<(Instant, Instant)>>>;
+    let marks: Arc<Marks> = Arc::new(std::sync::Mutex::new(vec![None; w]));
+    let cpu0 = cpu_now();
+    let t_rereg = Instant::now();
+    {
+        let (env2, marks2) = (env.clone(), marks.clone());
+        for_each_concurrent(rts.gen.handle(), (0..w as u64).collect(), c, move |i: u64| {
+            let req = sip_register_req(&env2, i + 1, i, 3);
+            let marks = marks2.clone();
+            async move {
+                let sent = Instant::now();
+                let r = req.send().await?;
+                let status = r.status();
+                let _ = r.bytes().await?;
+                let answered = Instant::now();
+                if status != 200 {
+                    bail!("re-REGISTER {i}: {status}");
+                }
+                marks.lock().expect("marks")[i as usize] = Some((sent, answered));
+                Ok(())
+            }
+        })
+        .await?;
+    }
+    let rereg_secs = t_rereg.elapsed().as_secs_f64();
+    let mut woke = 0u64;
+    let mut timed_out = 0u64;
+    let mut other = 0u64;
+    let mut after_answer = Vec::with_capacity(w);
+    let mut after_sent = Vec::with_capacity(w);
+    let waiters: Vec<tokio::task::JoinHandle<WakeAnswer>> = waiters;
+    let mut last_answer = t_rereg;
+    for (i, t) in waiters.into_iter().enumerate() {
+        let (status, registered, at) = t.await?;
+        last_answer = last_answer.max(at);
+        match (status, registered) {
+            (200, true) => woke += 1,
+            (408, _) => timed_out += 1,
+            _ => other += 1,
+        }
+        if let (200, true, Some((sent, answered))) =
+            (status, registered, marks.lock().expect("marks")[i])
+        {
+            let signed = |from: Instant| {
+                if at >= from {
+                    (at - from).as_secs_f64() * 1000.0
+                } else {
+                    -((from - at).as_secs_f64() * 1000.0)
+                }
+            };
+            after_answer.push(signed(answered));
+            after_sent.push(signed(sent));
+        }
+    }
+    let cpu_wake = cpu_now() - cpu0;
+    let wake_secs = (last_answer - t_rereg).as_secs_f64().max(1e-9);
+    let before_answer = after_answer.iter().filter(|x| **x < 0.0).count();
+    let (a50, a99, amax) = quantiles(&mut after_answer);
+    let (s50, s99, smax) = quantiles(&mut after_sent);
+    println!(
+        "  re-REGISTER of the {w} AORs at concurrency {c}{}: {:.2} s ({:.0} registrations/s); {woke} waiters woke (200 registered:true), {timed_out} timed out (408), {other} other; {:.3} CPU-s/1000 wakes, others {:.2} cores",
+        if env.bases.len() > 1 { ", each on the node not holding its wake (LISTEN/NOTIFY)" } else { "" },
+        rereg_secs,
+        w as f64 / rereg_secs.max(1e-9),
+        cpu_wake.all() * 1000.0 / woke.max(1) as f64,
+        cpu_wake.others() / wake_secs
+    );
+    println!(
+        "  wake latency, REGISTER answer → wake answer: p50 {a50:.2} ms, p99 {a99:.2} ms, max {amax:.2} ms ({before_answer} of {} wake answers arrived before their REGISTER answer: negative)",
+        after_answer.len()
+    );
+    println!(
+        "  wake latency, REGISTER sent → wake answer:   p50 {s50:.2} ms, p99 {s99:.2} ms, max {smax:.2} ms"
+    );
+    let backend = env.backend();
+    let nodes = env.bases.len();
+    drop(client);
+    let env = Arc::try_unwrap(env).map_err(|_| anyhow::anyhow!("env still shared"))?;
+    stop_env(env).await;
+
+    std::fs::create_dir_all(&a.out)?;
+    let mut csv = String::from("backend,nodes,concurrency,aors_registered,register_ops,register_errors,register_per_s,register_p50_ms,register_p99_ms,register_max_ms,register_cpu_s_per_1k,register_other_cores,waiters,held,hold_seconds,rss_before_kb,rss_held_kb,rss_kb_per_waiter,rss_kb_per_waiter_generator_control,rss_kb_per_waiter_relay,rereg_seconds,woke,timed_out,other,wake_after_register_answer_p50_ms,wake_after_register_answer_p99_ms,wake_after_register_answer_max_ms,wake_answers_before_register_answer,wake_after_register_sent_p50_ms,wake_after_register_sent_p99_ms,wake_after_register_sent_max_ms,wake_cpu_s_per_1k,wake_other_cores\n");
+    let _ = writeln!(
+        csv,
+        "{backend},{nodes},{c},{registered},{},{},{:.1},{:.3},{:.3},{:.3},{:.4},{:.2},{w},{held},{held_secs:.3},{rss0},{rss1},{per_waiter_kb:.2},{gen_kb:.2},{relay_kb:.2},{rereg_secs:.3},{woke},{timed_out},{other},{a50:.3},{a99:.3},{amax:.3},{before_answer},{s50:.3},{s99:.3},{smax:.3},{:.4},{:.2}",
+        reg.ops,
+        reg.errors,
+        reg.ops_per_s(),
+        reg.p50_ms,
+        reg.p99_ms,
+        reg.max_ms,
+        reg.per_k(reg.cpu.all()),
+        reg.cpu.others() / reg.secs,
+        cpu_wake.all() * 1000.0 / woke.max(1) as f64,
+        cpu_wake.others() / wake_secs
+    );
+    let path = a.out.join(format!("{}.csv", stem(a, "sip-wake")));
     std::fs::write(&path, csv)?;
     println!("wrote {}", path.display());
     Ok(())
@@ -1753,6 +2508,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Apns | Scenario::Fcm | Scenario::Mixed => run_calls(&a, &rts).await,
             Scenario::UdsRegister => run_uds(&a, &rts).await,
             Scenario::StoreOps => run_store_ops(&a, &rts).await,
+            Scenario::SipWake => run_sip_wake(&a, &rts).await,
             Scenario::Jwe => unreachable!(),
         }
     });

@@ -107,7 +107,7 @@ impl Application {
         if store.backend() == crate::store::Backend::Postgres {
             listen_for_wakes(&settings.database_url, store.clone(), wake.clone(), shutdown.clone()).await?;
         }
-        let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let listener = bind(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let state = AppState {
             store: store.clone(),
@@ -196,6 +196,15 @@ async fn listen_for_wakes(url: &str, store: Store, hub: Arc<crate::wake::WakeHub
         });
     }));
     Ok(())
+}
+
+/// Listen with a backlog of 4096 (tokio's default is 1024): a burst of
+/// connections, e.g. a thousand `/sip/wake` at once, is not dropped.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Retention: every hour, delete call reports older than `call_days` and

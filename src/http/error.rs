@@ -123,3 +123,33 @@ pub fn require_json(headers: &axum::http::HeaderMap) -> Result<()> {
         Some(_) => Err(ApiError::UnsupportedMediaType("application/json")),
     }
 }
+
+/// Rejections produced by axum itself (a query string or path segment that
+/// does not deserialize) come as `text/plain`; this middleware gives them
+/// the same shape as every other error: JSON, or XML under `/cucm-uds/`.
+pub async fn uniform_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uds = req.uri().path().starts_with("/cucm-uds/");
+    let resp = next.run(req).await;
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/plain"));
+    if !resp.status().is_client_error() || !plain {
+        return resp;
+    }
+    let status = resp.status();
+    let text = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).chars().take(300).collect::<String>();
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "bad_request",
+    };
+    if uds {
+        let body = crate::dialect::uds::error_xml(code, "", &message);
+        return (status, [(header::CONTENT_TYPE, "application/xml; charset=utf-8")], body).into_response();
+    }
+    (status, Json(serde_json::json!({ "error": code, "message": message }))).into_response()
+}

@@ -89,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sip::router())
         .fallback(no_such_route)
         .with_state(state)
+        .layer(axum::middleware::from_fn(error::uniform_errors))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");

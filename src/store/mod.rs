@@ -17,6 +17,7 @@ use crate::envelope::{EnvelopeError, MasterKey};
 use crate::secret::Secret;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
+use std::sync::Arc;
 use std::time::Duration;
 
 const DEVICE_COLUMNS: &str = "user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at, \
@@ -109,6 +110,10 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     master: MasterKey,
+    /// SQLite has one writer at a time: in-process writers queue here
+    /// instead of sleeping in SQLite's busy handler (1, 2, 5, 10 ms…),
+    /// which under load cost more than the writes. `None` on PostgreSQL.
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -156,7 +161,16 @@ impl Store {
             // WAL is a property of the file: set once, kept across opens.
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
-        Ok(Self { pool, backend, master })
+        let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Self { pool, backend, master, write_gate })
+    }
+
+    /// Hold this while writing (SQLite only; a no-op on PostgreSQL).
+    async fn writing(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.write_gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        }
     }
 
     pub async fn migrate(&self) -> Result<()> {
@@ -398,6 +412,7 @@ impl Store {
     /// single statements (no read-then-write transaction, which SQLite
     /// refuses under concurrent writers with SQLITE_BUSY_SNAPSHOT).
     pub async fn upsert_user(&self, user: &UserId, password_hash: Option<&str>, now_ms: i64) -> Result<bool> {
+        let _gate = self.writing().await;
         let created = sqlx::query(
             "INSERT INTO users (user_id, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $3) ON CONFLICT (user_id) DO NOTHING",
         )
@@ -421,6 +436,7 @@ impl Store {
 
     /// Create a user without a password (Webex person, SIP AOR user) unless present.
     pub async fn ensure_user(&self, user: &UserId, now_ms: i64) -> Result<()> {
+        let _gate = self.writing().await;
         sqlx::query("INSERT INTO users (user_id, password_hash, created_at, updated_at) VALUES ($1, NULL, $2, $2) ON CONFLICT (user_id) DO NOTHING")
             .bind(user.as_str())
             .bind(now_ms)
@@ -463,6 +479,7 @@ impl Store {
     /// Create or replace one device registration (one statement: atomic).
     /// Returns the number of rows written (always 1 on success).
     pub async fn upsert_device(&self, reg: &Registration, now_ms: i64) -> Result<u64> {
+        let _gate = self.writing().await;
         let sealed_key = reg.key.as_ref().map(|k| self.master.seal(&Self::key_context(&reg.user, &reg.device), k.to_b64().as_bytes()));
         let r = sqlx::query(
             "INSERT INTO devices (user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at, \
@@ -498,6 +515,7 @@ impl Store {
     }
 
     pub async fn delete_device(&self, user: &UserId, device: &DevicePkid) -> Result<bool> {
+        let _gate = self.writing().await;
         let r = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_pkid = $2")
             .bind(user.as_str())
             .bind(device.as_str())
@@ -509,6 +527,7 @@ impl Store {
     /// Remove a dead token — only if the device still has that token (a
     /// re-registration that raced the push is kept).
     pub async fn remove_dead_token(&self, user: &UserId, device: &DevicePkid, token: &DeviceToken) -> Result<bool> {
+        let _gate = self.writing().await;
         let r = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_pkid = $2 AND token = $3")
             .bind(user.as_str())
             .bind(device.as_str())
@@ -661,6 +680,7 @@ impl Store {
 
     /// Call reports and push-claim outcomes, in one transaction.
     pub async fn write_batch(&self, records: &[CallRecord], outcomes: &[ClaimOutcome]) -> Result<()> {
+        let _gate = self.writing().await;
         let mut tx = self.pool.begin().await?;
         for o in outcomes {
             let json = serde_json::to_string(&o.delivery).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -696,6 +716,7 @@ impl Store {
     /// `expires_at`. `None`: claimed now; `Some(other)`: another call
     /// (possibly on another node) holds a live claim.
     pub async fn claim_push(&self, push_id: &str, user: &UserId, device: &DevicePkid, call: &CallId, expires_at: i64, now_ms: i64) -> Result<Option<CallId>> {
+        let _gate = self.writing().await;
         let r = sqlx::query(
             "INSERT INTO push_claims (push_id, user_id, device_pkid, call_id, expires_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (push_id, user_id, device_pkid) DO UPDATE SET call_id = excluded.call_id, expires_at = excluded.expires_at, delivery = NULL \

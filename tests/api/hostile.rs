@@ -72,3 +72,19 @@ async fn deep_nesting_and_entity_expansion_in_uds_are_refused() {
     assert_eq!(r.status(), 400);
     assert_eq!(app.devices("alice").await.as_array().unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn undecodable_queries_and_paths_get_the_usual_error_shape() {
+    let app = spawn_app().await;
+    let r = app.admin(reqwest::Method::GET, "/v1/devices/stale?limit=null&limit=null").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "bad_request");
+    let r = app.admin(reqwest::Method::GET, "/v1/users/%FF%FE/devices").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let r = app.client.delete(app.url("/cucm-uds/user/%FF/device/d/devicetoken")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().starts_with("<error><code>bad_request</code>"));
+}

@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::payload::{self, Content};
 use crate::provider::{ApnsClient, ApnsPush, Attempt, FcmClient, ProviderSettings};
-use crate::store::{CallRecord, ClaimOutcome, Store, StoreError};
+use crate::store::{CallRecord, ClaimOutcome, ClaimRequest, Store, StoreError};
 use crate::telemetry;
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
@@ -86,6 +86,7 @@ pub struct Dispatcher {
     alerted: Mutex<HashSet<(String, String)>>,
     shutdown: CancellationToken,
     reports: ReportWriter,
+    claims: Claimer,
     /// In-flight provider requests, bounded per provider, so a slow APNs
     /// cannot take every slot from FCM (or the other way round).
     apns_slots: Arc<tokio::sync::Semaphore>,
@@ -173,6 +174,61 @@ impl ReportWriter {
     }
 }
 
+/// Group commit of push claims: the claims of concurrent calls are taken
+/// in one transaction (each call still waits for its own answer before it
+/// pushes). On SQLite this turns one write per call into one per batch.
+struct Claimer {
+    tx: tokio::sync::mpsc::Sender<(ClaimRequest, tokio::sync::oneshot::Sender<Result<Option<CallId>, String>>)>,
+    store: Store,
+}
+
+impl Claimer {
+    const QUEUE: usize = 4096;
+    const BATCH: usize = 256;
+
+    fn start(store: Store) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(ClaimRequest, tokio::sync::oneshot::Sender<Result<Option<CallId>, String>>)>(Self::QUEUE);
+        let writer = store.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(Self::BATCH);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < Self::BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let reqs: Vec<ClaimRequest> = batch.iter().map(|(r, _)| r.clone()).collect();
+                match writer.claim_pushes(&reqs, now_ms()).await {
+                    Ok(results) => {
+                        for ((_, ack), result) in batch.drain(..).zip(results) {
+                            let _ = ack.send(Ok(result));
+                        }
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        for (_, ack) in batch.drain(..) {
+                            let _ = ack.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Self { tx, store }
+    }
+
+    async fn claim(&self, req: ClaimRequest) -> Result<Option<CallId>, StoreError> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        match self.tx.try_send((req, ack)) {
+            Ok(()) => done.await.map_err(|_| StoreError::Batch("claimer stopped".into()))?.map_err(StoreError::Batch),
+            Err(tokio::sync::mpsc::error::TrySendError::Full((req, _)) | tokio::sync::mpsc::error::TrySendError::Closed((req, _))) => {
+                self.store.claim_pushes(std::slice::from_ref(&req), now_ms()).await.map(|mut v| v.remove(0))
+            }
+        }
+    }
+}
+
 impl Dispatcher {
     /// Must be called inside a tokio runtime (it starts the report writer).
     pub fn new(store: Store, providers: ProviderSettings, retry: RetryPolicy, shutdown: CancellationToken) -> Self {
@@ -185,7 +241,8 @@ impl Dispatcher {
             creds: CredentialCache::default(),
             alerted: Mutex::new(HashSet::new()),
             shutdown,
-            reports: ReportWriter::start(store_for_reports),
+            reports: ReportWriter::start(store_for_reports.clone()),
+            claims: Claimer::start(store_for_reports),
             apns_slots: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PROVIDER)),
             fcm_slots: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PROVIDER)),
         }
@@ -233,7 +290,16 @@ impl Dispatcher {
     /// claim it in the store first; if another call holds the claim, report
     /// that call's outcome for this device instead of pushing again.
     async fn deliver_once(&self, event: &CallEvent, reg: &Registration) -> Delivery {
-        let claim = self.store.claim_push(event.push_id.as_str(), &reg.user, &reg.device, &event.call_id, event.ring.ends_at_ms, now_ms()).await;
+        let claim = self
+            .claims
+            .claim(ClaimRequest {
+                push_id: event.push_id.as_str().to_string(),
+                user: reg.user.clone(),
+                device: reg.device.clone(),
+                call: event.call_id.clone(),
+                expires_at: event.ring.ends_at_ms,
+            })
+            .await;
         let claimed = match claim {
             Ok(None) => true,
             Ok(Some(other)) => return self.outcome_of(event.push_id.as_str(), &other, reg, &event.ring).await,

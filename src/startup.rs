@@ -176,7 +176,7 @@ async fn listen_for_wakes(url: &str, store: Store, hub: Arc<crate::wake::WakeHub
                     Ok(n) => {
                         let v: serde_json::Value = serde_json::from_str(n.payload()).unwrap_or_default();
                         if let (Some(aor), Some(contact)) = (v["aor"].as_str(), v["contact"].as_str()) {
-                            local.notify_local(aor, contact);
+                            local.notify_since(aor, contact, v["at"].as_i64().unwrap_or(i64::MAX));
                         }
                     }
                     Err(e) => {
@@ -187,10 +187,10 @@ async fn listen_for_wakes(url: &str, store: Store, hub: Arc<crate::wake::WakeHub
             }
         }
     });
-    hub.set_remote(Arc::new(move |aor: &str, contact: &str| {
+    hub.set_remote(Arc::new(move |aor: &str, contact: &str, at: i64| {
         let (store, aor, contact) = (store.clone(), aor.to_string(), contact.to_string());
         tokio::spawn(async move {
-            if let Err(e) = store.notify_wake(&aor, &contact).await {
+            if let Err(e) = store.notify_wake(&aor, &contact, at).await {
                 tracing::warn!(error = %e, "could not publish a wake-up to the other nodes");
             }
         });

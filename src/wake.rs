@@ -19,9 +19,14 @@ use tokio::sync::oneshot;
 pub const MAX_WAITERS: usize = 100_000;
 
 /// Publishes "(aor, contact) registered" to the other nodes.
-pub type Publisher = Arc<dyn Fn(&str, &str) + Send + Sync>;
+pub type Publisher = Arc<dyn Fn(&str, &str, i64) + Send + Sync>;
 
-type Waiters = HashMap<String, Vec<(u64, oneshot::Sender<String>)>>;
+/// aor → (waiter id, subscribed at (epoch ms), its sender)
+type Waiters = HashMap<String, Vec<(u64, i64, oneshot::Sender<String>)>>;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
 
 #[derive(Default)]
 pub struct WakeHub {
@@ -57,7 +62,7 @@ impl WakeHub {
         }
         let (tx, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.waiters.lock().expect("wake lock").entry(aor.to_string()).or_default().push((id, tx));
+        self.waiters.lock().expect("wake lock").entry(aor.to_string()).or_default().push((id, now_ms(), tx));
         self.count.fetch_add(1, Ordering::Relaxed);
         Ok(Waiter { hub: self.clone(), aor: aor.to_string(), id, rx: Some(rx) })
     }
@@ -65,19 +70,36 @@ impl WakeHub {
     /// A REGISTER for `aor` arrived here: wake local waiters and tell the
     /// other nodes (when a remote publisher is installed).
     pub fn registered(&self, aor: &str, contact: &str) {
-        self.notify_local(aor, contact);
+        let at = now_ms();
+        self.notify_since(aor, contact, at);
         let remote = self.remote.lock().expect("wake lock").clone();
         if let Some(publish) = remote {
-            publish(aor, contact);
+            publish(aor, contact, at);
         }
     }
 
     /// Wake every local waiter of `aor`; returns how many were woken.
     pub fn notify_local(&self, aor: &str, contact: &str) -> usize {
-        let list = self.waiters.lock().expect("wake lock").remove(aor).unwrap_or_default();
-        let n = list.len();
+        self.notify_since(aor, contact, i64::MAX)
+    }
+
+    /// Wake the local waiters of `aor` that started waiting no later than
+    /// `registered_at` (epoch ms): a REGISTER that happened before a wait
+    /// began — and reached this node late through another node — must not
+    /// release it.
+    pub fn notify_since(&self, aor: &str, contact: &str, registered_at: i64) -> usize {
+        let mut map = self.waiters.lock().expect("wake lock");
+        let Some(list) = map.get_mut(aor) else { return 0 };
+        let (woken, kept): (Vec<_>, Vec<_>) = std::mem::take(list).into_iter().partition(|(_, since, _)| *since <= registered_at);
+        if kept.is_empty() {
+            map.remove(aor);
+        } else {
+            *list = kept;
+        }
+        drop(map);
+        let n = woken.len();
         self.count.fetch_sub(n as u64, Ordering::Relaxed);
-        for (_, tx) in list {
+        for (_, _, tx) in woken {
             let _ = tx.send(contact.to_string());
         }
         n
@@ -112,7 +134,7 @@ impl Drop for Waiter {
         let mut map = self.hub.waiters.lock().expect("wake lock");
         if let Some(list) = map.get_mut(&self.aor) {
             let before = list.len();
-            list.retain(|(id, _)| *id != self.id);
+            list.retain(|(id, _, _)| *id != self.id);
             if list.len() < before {
                 self.hub.count.fetch_sub(1, Ordering::Relaxed);
             }
@@ -152,12 +174,23 @@ mod tests {
         assert_eq!(hub.waiting(), 0);
     }
 
+    #[tokio::test]
+    async fn a_registration_older_than_the_wait_does_not_release_it() {
+        let hub = WakeHub::new();
+        let w = hub.subscribe("sip:1@x").unwrap();
+        // Published by another node before this wait began, delivered late.
+        assert_eq!(hub.notify_since("sip:1@x", "old", now_ms() - 1_000), 0);
+        assert_eq!(hub.waiting(), 1);
+        assert_eq!(hub.notify_since("sip:1@x", "new", now_ms()), 1);
+        assert_eq!(w.wait(Duration::from_secs(1)).await.as_deref(), Some("new"));
+    }
+
     #[test]
     fn the_remote_publisher_sees_every_registration() {
         let hub = WakeHub::new();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
-        hub.set_remote(Arc::new(move |aor, c| s.lock().unwrap().push((aor.to_string(), c.to_string()))));
+        hub.set_remote(Arc::new(move |aor, c, _at| s.lock().unwrap().push((aor.to_string(), c.to_string()))));
         hub.registered("sip:9@x", "c");
         assert_eq!(seen.lock().unwrap().as_slice(), &[("sip:9@x".to_string(), "c".to_string())]);
     }

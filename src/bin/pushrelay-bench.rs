@@ -743,6 +743,9 @@ async fn start_env(a: &Args, rts: &Runtimes, max_conns: usize) -> anyhow::Result
         dir.path().join("master.key").display().to_string(),
     );
     env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
+    // The generator is one key: per-key rate limits would measure themselves.
+    env.insert("PUSHRELAY_LIMITS_CALLS_PER_SECOND".to_string(), "0".to_string());
+    env.insert("PUSHRELAY_LIMITS_REGISTRATIONS_PER_SECOND".to_string(), "0".to_string());
     env.insert("PUSHRELAY_APNS_PRODUCTION_URL".to_string(), apns.url());
     env.insert("PUSHRELAY_APNS_SANDBOX_URL".to_string(), apns.url());
     env.insert("PUSHRELAY_FCM_BASE_URL".to_string(), fcm.base_url());

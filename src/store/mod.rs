@@ -68,6 +68,16 @@ pub struct DeviceSummary {
     pub updated_at: i64,
 }
 
+/// One device's push claim to take.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    pub push_id: String,
+    pub user: UserId,
+    pub device: DevicePkid,
+    pub call: CallId,
+    pub expires_at: i64,
+}
+
 /// The outcome the holder of a push claim had for its device.
 #[derive(Clone, Debug)]
 pub struct ClaimOutcome {
@@ -716,34 +726,48 @@ impl Store {
     /// `expires_at`. `None`: claimed now; `Some(other)`: another call
     /// (possibly on another node) holds a live claim.
     pub async fn claim_push(&self, push_id: &str, user: &UserId, device: &DevicePkid, call: &CallId, expires_at: i64, now_ms: i64) -> Result<Option<CallId>> {
+        let req = ClaimRequest { push_id: push_id.to_string(), user: user.clone(), device: device.clone(), call: call.clone(), expires_at };
+        Ok(self.claim_pushes(std::slice::from_ref(&req), now_ms).await?.remove(0))
+    }
+
+    /// `claim_push` for several devices in one transaction (group commit).
+    pub async fn claim_pushes(&self, reqs: &[ClaimRequest], now_ms: i64) -> Result<Vec<Option<CallId>>> {
         let _gate = self.writing().await;
-        let r = sqlx::query(
-            "INSERT INTO push_claims (push_id, user_id, device_pkid, call_id, expires_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (push_id, user_id, device_pkid) DO UPDATE SET call_id = excluded.call_id, expires_at = excluded.expires_at, delivery = NULL \
-             WHERE push_claims.expires_at < $6",
-        )
-        .bind(push_id)
-        .bind(user.as_str())
-        .bind(device.as_str())
-        .bind(call.as_str())
-        .bind(expires_at)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
-        if r.rows_affected() > 0 {
-            return Ok(None);
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let claimed = sqlx::query(
+                "INSERT INTO push_claims (push_id, user_id, device_pkid, call_id, expires_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (push_id, user_id, device_pkid) DO UPDATE SET call_id = excluded.call_id, expires_at = excluded.expires_at, delivery = NULL \
+                 WHERE push_claims.expires_at < $6",
+            )
+            .bind(&r.push_id)
+            .bind(r.user.as_str())
+            .bind(r.device.as_str())
+            .bind(r.call.as_str())
+            .bind(r.expires_at)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+            if claimed {
+                out.push(None);
+                continue;
+            }
+            let row = sqlx::query("SELECT call_id FROM push_claims WHERE push_id = $1 AND user_id = $2 AND device_pkid = $3")
+                .bind(&r.push_id)
+                .bind(r.user.as_str())
+                .bind(r.device.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            out.push(match row {
+                Some(row) => Some(CallId::parse(&row.get::<String, _>(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+                None => None,
+            });
         }
-        let row = sqlx::query("SELECT call_id FROM push_claims WHERE push_id = $1 AND user_id = $2 AND device_pkid = $3")
-            .bind(push_id)
-            .bind(user.as_str())
-            .bind(device.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(r) => Ok(Some(CallId::parse(&r.get::<String, _>(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
-            // The holder's claim vanished between the two statements (pruned): ours now.
-            None => Ok(None),
-        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// The outcome the holder of a push claim recorded, if any yet.
@@ -797,9 +821,9 @@ impl Store {
     }
 
     /// PostgreSQL: tell every node's wake listener that `aor` registered.
-    pub async fn notify_wake(&self, aor: &str, contact: &str) -> Result<()> {
+    pub async fn notify_wake(&self, aor: &str, contact: &str, registered_at: i64) -> Result<()> {
         if self.backend == Backend::Postgres {
-            let payload = serde_json::json!({ "aor": aor, "contact": contact }).to_string();
+            let payload = serde_json::json!({ "aor": aor, "contact": contact, "at": registered_at }).to_string();
             sqlx::query("SELECT pg_notify('pushrelay_wake', $1)").bind(payload).execute(&self.pool).await?;
         }
         Ok(())

@@ -6,15 +6,23 @@
 # Extra args go to `cargo test` and skip steps 2-3 (`bash tests/run.sh uds`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
 
 bash tests/interop/setup.sh
 
-cargo test --locked --all-targets "$@"
-[ $# -eq 0 ] || exit 0
+cargo test --locked --all-targets "$@" 2>&1 | tee -a "$log"
+if [ $# -eq 0 ]; then
+  # shellcheck source=tests/pg.sh
+  source tests/pg.sh
+  start_test_postgres
+  trap 'stop_test_postgres; rm -f "$log"' EXIT
+  echo "== the HTTP suite on PostgreSQL =="
+  cargo test --locked --test api 2>&1 | tee -a "$log"
 
-# shellcheck source=tests/pg.sh
-source tests/pg.sh
-start_test_postgres
-cargo test --locked --test api
+  echo "== OpenAPI fuzz run =="
+  bash tests/fuzz/schemathesis.sh
+fi
 
-bash tests/fuzz/schemathesis.sh
+# One closing line over every cargo test binary that ran (both passes).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "pushrelay tests: %d passed, %d failed\n", p, f }' "$log"

@@ -107,6 +107,21 @@ pub struct CallRecord {
     pub report: CallReport,
 }
 
+/// A `DeviceSummary` from `device_pkid, channel, app_id, dialect, token,
+/// updated_at` starting at column `at`; only the token's last 8 characters leave.
+fn summary_from_row(r: &AnyRow, at: usize) -> DeviceSummary {
+    let token: String = r.get(at + 4);
+    let n = token.len();
+    DeviceSummary {
+        device: r.get(at),
+        channel: r.get(at + 1),
+        application: r.get(at + 2),
+        dialect: r.get(at + 3),
+        token_suffix: token[n.saturating_sub(8)..].to_string(),
+        updated_at: r.get(at + 5),
+    }
+}
+
 /// A stored call, as a cancel needs it.
 #[derive(Clone, Debug)]
 pub struct CallInfo {
@@ -660,21 +675,7 @@ impl Store {
         .bind(user.as_str())
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let token: String = r.get(4);
-                let n = token.len();
-                DeviceSummary {
-                    device: r.get(0),
-                    channel: r.get(1),
-                    application: r.get(2),
-                    dialect: r.get(3),
-                    token_suffix: token[n.saturating_sub(8)..].to_string(),
-                    updated_at: r.get(5),
-                }
-            })
-            .collect())
+        Ok(rows.iter().map(|r| summary_from_row(r, 0)).collect())
     }
 
     // ---- calls -------------------------------------------------------------
@@ -800,24 +801,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let token: String = r.get(5);
-                let n = token.len();
-                (
-                    r.get::<String, _>(0),
-                    DeviceSummary {
-                        device: r.get(1),
-                        channel: r.get(2),
-                        application: r.get(3),
-                        dialect: r.get(4),
-                        token_suffix: token[n.saturating_sub(8)..].to_string(),
-                        updated_at: r.get(6),
-                    },
-                )
-            })
-            .collect())
+        Ok(rows.iter().map(|r| (r.get::<String, _>(0), summary_from_row(r, 1))).collect())
     }
 
     /// PostgreSQL: tell every node's wake listener that `aor` registered.

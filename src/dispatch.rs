@@ -96,6 +96,21 @@ pub struct Dispatcher {
 /// Most provider requests in flight at once, per provider.
 pub const MAX_IN_FLIGHT_PER_PROVIDER: usize = 1024;
 
+/// Wait for one job, then take whatever else is already queued (up to
+/// `max`): the batch of a group commit. `None` once every sender is gone.
+async fn next_batch<T>(rx: &mut tokio::sync::mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let first = rx.recv().await?;
+    let mut batch = Vec::with_capacity(max);
+    batch.push(first);
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// Group commit of what dispatch writes after pushing: call reports (each
 /// call waits for its own, so `GET /v1/calls/{id}` right after the answer
 /// finds it) and push-claim outcomes (not waited for: a duplicate call
@@ -118,15 +133,7 @@ impl ReportWriter {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteJob>(Self::QUEUE);
         let writer = store.clone();
         tokio::spawn(async move {
-            let mut jobs = Vec::with_capacity(Self::BATCH);
-            while let Some(first) = rx.recv().await {
-                jobs.push(first);
-                while jobs.len() < Self::BATCH {
-                    match rx.try_recv() {
-                        Ok(next) => jobs.push(next),
-                        Err(_) => break,
-                    }
-                }
+            while let Some(mut jobs) = next_batch(&mut rx, Self::BATCH).await {
                 let (mut records, mut acks, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
                 for job in jobs.drain(..) {
                     match job {
@@ -174,11 +181,14 @@ impl ReportWriter {
     }
 }
 
+/// A claim to take and where its answer goes.
+type ClaimJob = (ClaimRequest, tokio::sync::oneshot::Sender<Result<Option<CallId>, String>>);
+
 /// Group commit of push claims: the claims of concurrent calls are taken
 /// in one transaction (each call still waits for its own answer before it
 /// pushes). On SQLite this turns one write per call into one per batch.
 struct Claimer {
-    tx: tokio::sync::mpsc::Sender<(ClaimRequest, tokio::sync::oneshot::Sender<Result<Option<CallId>, String>>)>,
+    tx: tokio::sync::mpsc::Sender<ClaimJob>,
     store: Store,
 }
 
@@ -187,18 +197,10 @@ impl Claimer {
     const BATCH: usize = 256;
 
     fn start(store: Store) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(ClaimRequest, tokio::sync::oneshot::Sender<Result<Option<CallId>, String>>)>(Self::QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<ClaimJob>(Self::QUEUE);
         let writer = store.clone();
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(Self::BATCH);
-            while let Some(first) = rx.recv().await {
-                batch.push(first);
-                while batch.len() < Self::BATCH {
-                    match rx.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
+            while let Some(mut batch) = next_batch(&mut rx, Self::BATCH).await {
                 let reqs: Vec<ClaimRequest> = batch.iter().map(|(r, _)| r.clone()).collect();
                 match writer.claim_pushes(&reqs, now_ms()).await {
                     Ok(results) => {

@@ -361,7 +361,7 @@ impl Dispatcher {
             let window = &window;
             let info = &info;
             async move {
-                match payload::for_cancel(call.as_str(), &info.push_id, "", reg) {
+                match payload::for_cancel(call.as_str(), &info.push_id, reg) {
                     Some(content) => self.deliver(call.as_str(), window, reg, content).await,
                     None => finish(reg, Outcome::Skipped, None, Some("VoIP-only device: a cancel is never sent as a VoIP push".into()), 0),
                 }

@@ -4,7 +4,6 @@
 
 use super::auth::{basic_credentials, Caller, Scope};
 use super::error::{ApiError, Result};
-use super::spark::require_credentials;
 use super::state::AppState;
 use crate::dialect::acrobits::{self, RawToken};
 use crate::domain::{now_ms, AppId, Channel, DevicePkid, Dialect, FieldError, MessageToken, Provider, Registration, UserId};
@@ -81,8 +80,7 @@ async fn app_of(s: &AppState, token: &RawToken, field: &'static str, key_app: Op
             }
         }
     }
-    require_credentials(s, reported, Provider::Apns).await?;
-    unreachable!("require_credentials refuses an app without credentials")
+    Err(s.missing_credentials(reported, "APNs or FCM").await?.into())
 }
 
 fn channel_for(provider: Provider) -> Channel {

@@ -95,7 +95,7 @@ async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap,
                 (SipFormat::Rfc8599, provider, prid, app, Some(contact), purr)
             }
             PushData::Kazoo { app, provider, token, contact, .. } => {
-                super::spark::require_credentials(&s, &app, provider).await?;
+                s.require_credentials(&app, provider).await?;
                 (SipFormat::Kazoo, provider, token, app, Some(contact), None)
             }
         };

@@ -36,17 +36,6 @@ pub(super) fn app_from_query(q: &AppQuery) -> Result<AppId> {
     AppId::parse(raw).map_err(|e| ApiError::bad_request("invalid_app_id", e.message))
 }
 
-/// The app exists and has credentials for `provider`, else a 400 saying which.
-pub(super) async fn require_credentials(s: &AppState, app: &AppId, provider: Provider) -> Result<()> {
-    if s.store.has_credentials(app, provider).await? {
-        return Ok(());
-    }
-    if s.store.app_exists(app).await? {
-        Err(ApiError::bad_request("no_credentials", format!("application {app} has no {} credentials", provider.as_str())))
-    } else {
-        Err(ApiError::bad_request("unknown_application", format!("application {app} is not known to this relay")))
-    }
-}
 
 async fn register(caller: Caller, State(s): State<AppState>, Query(q): Query<AppQuery>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
     caller.require(Scope::Register)?;
@@ -57,7 +46,7 @@ async fn register(caller: Caller, State(s): State<AppState>, Query(q): Query<App
         _ => app_from_query(&q)?,
     };
     let reg = spark::parse_register(&body)?;
-    require_credentials(&s, &app, Provider::Apns).await?;
+    s.require_credentials(&app, Provider::Apns).await?;
     let channel = reg.channel();
     let device = DevicePkid::parse(reg.voip_token.as_str()).map_err(|e| ApiError::bad_request("invalid_token", e.message))?;
     let registration = Registration {

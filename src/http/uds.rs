@@ -127,13 +127,11 @@ async fn put_token(State(s): State<AppState>, Path((user, device)): Path<(String
     };
     let token = uds::parse_token(&body)?;
     let provider = token.channel.provider();
-    if !s.store.has_credentials(&token.app, provider).await? {
-        let (code, msg) = if s.store.app_exists(&token.app).await? {
-            ("no_credentials", format!("application {} has no {} credentials for {}", token.app, provider.as_str(), token.channel))
-        } else {
-            ("unknown_application", format!("application {} is not known to this relay", token.app))
-        };
-        return Err(UdsError::new(StatusCode::BAD_REQUEST, code, "application", msg));
+    if let Some(mut problem) = s.credentials_problem(&token.app, provider).await? {
+        if problem.code == "no_credentials" {
+            problem.message.push_str(&format!(" for {}", token.channel));
+        }
+        return Err(problem.into());
     }
     let reg = token.into_registration(user, device);
     let rows = s.store.upsert_device(&reg, now_ms()).await?;

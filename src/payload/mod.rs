@@ -90,11 +90,11 @@ fn sip(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadError> {
 /// with a message token get an alert there; FCM devices a data message
 /// `type: cancel`; APNs devices with only a VoIP token get nothing (`None`:
 /// reported `skipped`).
-pub fn for_cancel(call_id: &str, push_id: &str, display: &str, reg: &Registration) -> Option<Content> {
+pub fn for_cancel(call_id: &str, push_id: &str, reg: &Registration) -> Option<Content> {
     match reg.channel.provider() {
         Provider::Fcm => Some(Content::FcmData { data: plain::cancel_data(call_id, push_id) }),
         Provider::Apns => reg.msg.as_ref().map(|_| Content::ApnsAlert {
-            body: plain::cancel_alert(call_id, push_id, display),
+            body: plain::cancel_alert(call_id, push_id),
             collapse_id: call_id.chars().take(64).collect(),
         }),
     }

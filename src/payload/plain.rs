@@ -73,10 +73,9 @@ pub fn mizu(event: &CallEvent) -> Vec<u8> {
 
 /// A call-ended alert for a message token (never VoIP: iOS 13+ kills an
 /// app that gets a VoIP push without reporting a call).
-pub fn cancel_alert(call_id: &str, push_id: &str, display: &str) -> Vec<u8> {
-    let who = if display.is_empty() { "Call ended".to_string() } else { format!("Missed call from {display}") };
+pub fn cancel_alert(call_id: &str, push_id: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
-        "aps": { "alert": { "title": "Call ended", "body": who }, "sound": "default" },
+        "aps": { "alert": { "title": "Call ended", "body": "Call ended" }, "sound": "default" },
         "type": "cancel",
         "call_id": call_id,
         "pushid": push_id

@@ -23,7 +23,6 @@ pub mod domain;
 pub mod envelope;
 pub mod http;
 pub mod jwe;
-pub mod mock;
 pub mod payload;
 pub mod provider;
 pub mod secret;

@@ -1,10 +1,10 @@
 //! Provider clients against the strict mocks over real TLS sockets.
 
 use pushrelay::domain::{ApnsAuth, ApnsCredentials, BundleId, Channel, DeviceToken, FcmCredentials, Provider};
-use pushrelay::mock::fixtures::{
+use pushrelay_mock::fixtures::{
     apns_p8, apple_id, fresh_rsa_key_pem, service_account_json, service_account_json_with,
 };
-use pushrelay::mock::{FcmReply, MockApns, MockApnsConfig, MockApnsKey, MockFcm, ScriptedReply, TestPki};
+use pushrelay_mock::{FcmReply, MockApns, MockApnsConfig, MockApnsKey, MockFcm, ScriptedReply, TestPki};
 use pushrelay::provider::{ApnsClient, ApnsPush, Attempt, Clock, FcmClient, ProviderSettings, PushType};
 use pushrelay::secret::Secret;
 use std::collections::BTreeMap;

@@ -11,7 +11,7 @@ trap 'rm -f "$log"' EXIT
 
 bash tests/interop/setup.sh
 
-cargo test --locked --all-targets "$@" 2>&1 | tee -a "$log"
+cargo test --locked --workspace --all-targets "$@" 2>&1 | tee -a "$log"
 if [ $# -eq 0 ]; then
   # shellcheck source=tests/pg.sh
   source tests/pg.sh

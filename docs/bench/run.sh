@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=docs/bench
 B=target/release/pushrelay-bench
-cargo build --release --bin pushrelay-bench
+cargo build --release -p pushrelay-bench
 
 start_bench_postgres() {
   local initdb bindir port

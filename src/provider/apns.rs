@@ -511,7 +511,7 @@ mod tests {
 
     #[test]
     fn jwt_is_reused_within_ttl_and_rebuilt_after() {
-        let (p8, kid) = crate::mock::fixtures::apns_p8();
+        let (p8, kid) = pushrelay_mock::fixtures::apns_p8();
         let cache = ProviderJwtCache::new(Duration::from_secs(2400));
         let a = cache.get(&kid, "TEAM123456", &p8, 1_000_000).unwrap();
         assert_eq!(cache.get(&kid, "TEAM123456", &p8, 1_000_000 + 2399).unwrap(), a);
@@ -534,7 +534,7 @@ mod tests {
     fn jwt_has_the_apple_shape() {
         use base64::engine::general_purpose::URL_SAFE_NO_PAD;
         use base64::Engine;
-        let (p8, kid) = crate::mock::fixtures::apns_p8();
+        let (p8, kid) = pushrelay_mock::fixtures::apns_p8();
         let jwt = sign_provider_jwt(&kid, "TEAM123456", &p8, 1_700_000_000).unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();

@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn extra_ca_is_added_to_webpki_roots() {
-        let pki = crate::mock::TestPki::generate();
+        let pki = pushrelay_mock::TestPki::generate();
         let base = root_store(None).unwrap().len();
         assert_eq!(root_store(Some(&pki.ca_pem())).unwrap().len(), base + 1);
         assert!(root_store(Some("not pem")).is_err());
@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn client_config_sets_alpn_and_client_cert() {
-        let pki = crate::mock::TestPki::generate();
+        let pki = pushrelay_mock::TestPki::generate();
         let cc = pki.client_cert("Apple VoIP Services: com.example.app");
         let cfg = client_config(Some(&pki.ca_pem()), Some((&cc.cert_pem, &cc.key_pem)), ALPN_H2).unwrap();
         assert_eq!(cfg.alpn_protocols, vec![b"h2".to_vec()]);

@@ -1,6 +1,6 @@
 use crate::helpers::*;
-use pushrelay::mock::apns::ScriptedReply;
-use pushrelay::mock::fcm::FcmReply;
+use pushrelay_mock::apns::ScriptedReply;
+use pushrelay_mock::fcm::FcmReply;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

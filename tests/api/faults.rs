@@ -1,7 +1,7 @@
 //! Faults: a flaky provider, a dead provider, GOAWAY mid-burst, and kill -9
 //! of the relay during a burst of registrations.
 use crate::helpers::*;
-use pushrelay::mock::apns::ScriptedReply;
+use pushrelay_mock::apns::ScriptedReply;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

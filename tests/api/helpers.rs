@@ -213,9 +213,9 @@ impl Drop for TestApp {
 
 /// The mock providers a relay under test talks to, over TLS on loopback.
 pub struct Mocks {
-    pub apns: pushrelay::mock::apns::MockApns,
-    pub apns_dev: pushrelay::mock::apns::MockApns,
-    pub fcm: pushrelay::mock::fcm::MockFcm,
+    pub apns: pushrelay_mock::apns::MockApns,
+    pub apns_dev: pushrelay_mock::apns::MockApns,
+    pub fcm: pushrelay_mock::fcm::MockFcm,
     pub p8: String,
     pub key_id: String,
     pub team_id: String,
@@ -232,7 +232,7 @@ pub async fn spawn_app_with_mocks() -> (TestApp, Mocks) {
 
 /// Same, with extra TOML configuration (e.g. `sip.user_agents` rules).
 pub async fn spawn_app_with_mocks_and_config(toml: &str) -> (TestApp, Mocks) {
-    use pushrelay::mock::{apns::*, fcm::MockFcm, fixtures, tls::TestPki};
+    use pushrelay_mock::{apns::*, fcm::MockFcm, fixtures, tls::TestPki};
     pushrelay::startup::install_crypto_provider();
     let pki = TestPki::generate();
     let (p8, key_id) = fixtures::apns_p8();

@@ -1,7 +1,7 @@
 //! SIP REGISTER push data: MizuTech X-MPUSH (seeds/001), Kazoo User-Agent
 //! rules (seeds/004), RFC 8599; push-and-wait with /sip/wake.
 use crate::helpers::*;
-use pushrelay::mock::apns::ScriptedReply;
+use pushrelay_mock::apns::ScriptedReply;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -110,7 +110,7 @@ async fn without_a_matching_rule_the_kazoo_register_has_no_push_data() {
 async fn rfc8599_apns_and_fcm_bindings_find_their_apps_and_wake_times_out_with_408() {
     let (app, m) = spawn_app_with_mocks().await;
     app.put_mock_apns(&m, "example-ios", "com.yourcompany.yourexampleapp").await;
-    let sa = pushrelay::mock::fixtures::service_account_json(&m.fcm.token_uri(), "example-voip-app");
+    let sa = pushrelay_mock::fixtures::service_account_json(&m.fcm.token_uri(), "example-voip-app");
     m.fcm.register_service_account(&sa);
     use base64::Engine;
     let r = app.put_fcm("example-android", &json!({"serviceAccount": base64::engine::general_purpose::STANDARD.encode(&sa)})).await;

@@ -38,6 +38,9 @@ pub(crate) enum Protocol {
     Auto,
 }
 
+/// 127.0.0.1 on a port the kernel picks (tests and benchmarks).
+pub(crate) const LOOPBACK_ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 pub(crate) struct Server {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicU64>,
@@ -54,9 +57,9 @@ impl Drop for Server {
 }
 
 impl Server {
-    pub async fn start(tls: rustls::ServerConfig, proto: Protocol, handler: Handler) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
-        let addr = listener.local_addr().expect("local addr");
+    pub async fn start(bind: SocketAddr, tls: rustls::ServerConfig, proto: Protocol, handler: Handler) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let connections = Arc::new(AtomicU64::new(0));
         let goaway_after = Arc::new(AtomicU64::new(0));
@@ -86,7 +89,7 @@ impl Server {
                 while set.try_join_next().is_some() {}
             }
         });
-        Server { addr, connections, goaway_after, task }
+        Ok(Server { addr, connections, goaway_after, task })
     }
 }
 

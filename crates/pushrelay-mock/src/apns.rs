@@ -8,7 +8,7 @@
 //! One instance is one environment: start two (one `sandbox: true`) to test
 //! production vs sandbox routing.
 
-use super::server::{now_s, respond, split_jwt, ConnInfo, Handler, Protocol, Server};
+use super::server::{LOOPBACK_ANY_PORT, now_s, respond, split_jwt, ConnInfo, Handler, Protocol, Server};
 use super::tls::TestPki;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -144,6 +144,11 @@ fn public_raw(p8_pem: &str) -> Vec<u8> {
 
 impl MockApns {
     pub async fn start(config: MockApnsConfig) -> MockApns {
+        Self::start_on(LOOPBACK_ANY_PORT, config).await.expect("bind mock APNs on 127.0.0.1")
+    }
+
+    /// Like [`MockApns::start`], on a chosen address (the standalone binary).
+    pub async fn start_on(bind: std::net::SocketAddr, config: MockApnsConfig) -> std::io::Result<MockApns> {
         let pki = config.pki.clone().unwrap_or_else(TestPki::generate);
         let mut st = State {
             sandbox: config.sandbox,
@@ -161,13 +166,13 @@ impl MockApns {
         let state = Arc::new(Mutex::new(st));
         let s2 = state.clone();
         let handler: Handler = Arc::new(move |info, req| Box::pin(handle(s2.clone(), info, req)));
-        let server = Server::start(pki.server_config(&[b"h2"], true), Protocol::H2Only, handler).await;
-        MockApns { server, state, pki }
+        let server = Server::start(bind, pki.server_config(&[b"h2"], true), Protocol::H2Only, handler).await?;
+        Ok(MockApns { server, state, pki })
     }
 
     /// Base URL, e.g. `https://127.0.0.1:43121` (the server cert covers it).
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.server.addr.port())
+        format!("https://{}", self.server.addr)
     }
     pub fn ca_pem(&self) -> String {
         self.pki.ca_pem()

@@ -9,7 +9,7 @@
 //! UNAVAILABLE, INTERNAL, …
 
 use super::apns::RecordedRequest;
-use super::server::{now_s, respond, split_jwt, ConnInfo, Handler, Protocol, Server};
+use super::server::{LOOPBACK_ANY_PORT, now_s, respond, split_jwt, ConnInfo, Handler, Protocol, Server};
 use super::tls::TestPki;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -142,19 +142,24 @@ impl MockFcm {
 
     /// Start with an existing PKI (so one CA covers APNs and FCM mocks).
     pub async fn start_with_pki(pki: Arc<TestPki>) -> MockFcm {
+        Self::start_on(LOOPBACK_ANY_PORT, pki).await.expect("bind mock FCM on 127.0.0.1")
+    }
+
+    /// Like [`MockFcm::start_with_pki`], on a chosen address (the standalone binary).
+    pub async fn start_on(bind: std::net::SocketAddr, pki: Arc<TestPki>) -> std::io::Result<MockFcm> {
         let state =
             Arc::new(Mutex::new(State { token_lifetime_s: 3599, record: true, next_id: 1, ..Default::default() }));
         let s2 = state.clone();
         let handler: Handler = Arc::new(move |info, req| Box::pin(handle(s2.clone(), info, req)));
-        let server = Server::start(pki.server_config(&[b"h2", b"http/1.1"], false), Protocol::Auto, handler).await;
+        let server = Server::start(bind, pki.server_config(&[b"h2", b"http/1.1"], false), Protocol::Auto, handler).await?;
         let m = MockFcm { server, state, pki };
         lock(&m.state).token_uri = m.token_uri();
-        m
+        Ok(m)
     }
 
     /// `fcm.base_url` to configure, e.g. `https://127.0.0.1:40123`.
     pub fn base_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.server.addr.port())
+        format!("https://{}", self.server.addr)
     }
     /// The OAuth endpoint; service accounts must carry it as `token_uri`.
     pub fn token_uri(&self) -> String {

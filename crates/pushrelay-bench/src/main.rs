@@ -28,7 +28,7 @@ use pushrelay::domain::{
     DeviceToken, Dialect, FcmCredentials, PayloadVersion, PushId, PushKey, Registration,
     RingWindow, UserId,
 };
-use pushrelay::mock::{fixtures, MockApns, MockApnsConfig, MockApnsKey, MockFcm, TestPki};
+use pushrelay_mock::{fixtures, MockApns, MockApnsConfig, MockApnsKey, MockFcm, TestPki};
 use pushrelay::payload::{self, Content};
 use pushrelay::provider::{ApnsClient, ApnsPush, FcmClient, ProviderSettings};
 use pushrelay::secret::Secret;
@@ -1667,7 +1667,7 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
 // ------------------------------------------------------------ sip-wake
 
 /// The SIP fixture (a valid MizuTech REGISTER with an `X-MPUSH` APNs token).
-const SIP_REGISTER: &str = include_str!("../../fixtures/sip/mizu-register-hex.txt");
+const SIP_REGISTER: &str = include_str!("../../../fixtures/sip/mizu-register-hex.txt");
 const SIP_FIXTURE_TOKEN: &str = "5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d";
 
 /// User part of AOR number `i` (digits, like the fixture's `1111`).

@@ -40,9 +40,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Re-encrypt every stored secret under a new master key (one transaction).
-    /// The new key file is created (mode 0600) if it does not exist; point
-    /// `master_key_file` at it afterwards, on every node.
+    /// Make a new master key current and re-seal every stored secret under
+    /// it, while nodes run (they follow within seconds and open both keys
+    /// until the old one is retired). The new key file is created (mode 0600)
+    /// if it does not exist; point `master_key_file` at it on every node.
     RotateMasterKey {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -123,7 +124,7 @@ pub async fn run(cli: Cli) -> i32 {
                 Err(code) => return code,
             };
             match open_store(&settings).await {
-                Ok((store, _)) => {
+                Ok(store) => {
                     store.close().await;
                     println!("migrations applied to {}", crate::startup::redact_url(&settings.database_url));
                     0
@@ -140,22 +141,28 @@ pub async fn run(cli: Cli) -> i32 {
                 Ok(k) => k,
                 Err(e) => return fail(e),
             };
-            let (mut store, _) = match open_store(&settings).await {
+            let store = match open_store(&settings).await {
                 Ok(s) => s,
                 Err(e) => return fail(format!("{e:#}")),
             };
-            match store.rotate_master_key(new_key).await {
-                Ok(n) => {
+            match store.rotate_master_key(new_key, crate::domain::now_ms()).await {
+                Ok(r) => {
                     store.close().await;
                     println!(
-                        "re-encrypted {n} secrets under {} ({}); now set master_key_file = {:?} on every node and keep the old key until they all use the new one",
+                        "master key {} ({}, {}) is now current; re-sealed {} secrets. Running nodes switched to it already \
+                         (they open both keys); old key(s) {} retire by themselves once nothing uses them (at least {} s from now). \
+                         Set master_key_file = {:?} on every node before its next restart.",
+                        r.new_id,
                         new_key_file.display(),
                         if created { "new key generated" } else { "existing key" },
+                        r.resealed,
+                        r.old_ids.join(", "),
+                        crate::store::RETIRE_GRACE_MS / 1000,
                         new_key_file.display().to_string()
                     );
                     0
                 }
-                Err(e) => fail(format!("rotation failed, nothing changed: {e}")),
+                Err(e) => fail(format!("rotation failed: {e}")),
             }
         }
         Command::CheckConfig { config } => {
@@ -165,7 +172,7 @@ pub async fn run(cli: Cli) -> i32 {
             };
             let key_path = settings.master_key_path();
             if key_path.exists() {
-                if let Err(e) = crate::envelope::MasterKey::load_or_create(&key_path) {
+                if let Err(e) = crate::envelope::MasterKey::load(&key_path) {
                     eprintln!("pushrelay: configuration error: config key `master_key_file`: {e}");
                     return 2;
                 }

@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// Every configuration key with its environment variable (interface.md §1).
+/// Every configuration key with its environment variable (interface.md §1,
+/// §6). A key here may be set in the TOML file (dotted keys are sections)
+/// and overridden by its variable; nothing else is accepted in the file but
+/// the `sip.user_agents.<name>` rules.
 pub const ENV_KEYS: &[(&str, &str)] = &[
     ("listen", "PUSHRELAY_LISTEN"),
     ("database_url", "PUSHRELAY_DATABASE_URL"),
@@ -23,8 +26,26 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("calls.ring_seconds", "PUSHRELAY_CALLS_RING_SECONDS"),
     ("limits.calls_per_second", "PUSHRELAY_LIMITS_CALLS_PER_SECOND"),
     ("limits.registrations_per_second", "PUSHRELAY_LIMITS_REGISTRATIONS_PER_SECOND"),
+    ("limits.webhooks_per_second", "PUSHRELAY_LIMITS_WEBHOOKS_PER_SECOND"),
+    ("limits.devices_per_user", "PUSHRELAY_LIMITS_DEVICES_PER_USER"),
+    ("limits.auth_failures_per_minute", "PUSHRELAY_LIMITS_AUTH_FAILURES_PER_MINUTE"),
+    ("limits.connections_per_address", "PUSHRELAY_LIMITS_CONNECTIONS_PER_ADDRESS"),
     ("retention.call_days", "PUSHRELAY_RETENTION_CALL_DAYS"),
     ("retention.stale_device_days", "PUSHRELAY_RETENTION_STALE_DEVICE_DAYS"),
+    ("sqlite.synchronous", "PUSHRELAY_SQLITE_SYNCHRONOUS"),
+];
+
+/// Whole-number keys: (key, smallest, largest value).
+const NUMBER_KEYS: &[(&str, i64, i64)] = &[
+    ("calls.ring_seconds", 1, 300),
+    ("limits.calls_per_second", 0, 1_000_000),
+    ("limits.registrations_per_second", 0, 1_000_000),
+    ("limits.webhooks_per_second", 0, 1_000_000),
+    ("limits.devices_per_user", 1, 100_000),
+    ("limits.auth_failures_per_minute", 0, 1_000_000),
+    ("limits.connections_per_address", 0, 1_000_000),
+    ("retention.call_days", 1, 3650),
+    ("retention.stale_device_days", 1, 3650),
 ];
 
 #[derive(Clone, Debug)]
@@ -42,13 +63,24 @@ pub struct Settings {
     pub sip: SipSettings,
     pub limits: LimitSettings,
     pub retention: RetentionSettings,
+    pub sqlite: SqliteSettings,
 }
 
-/// Per-key request rates (per node); 0 = unlimited.
+/// Per-key request rates (per node; 0 = unlimited) and the caps every
+/// Internet-facing endpoint lives under (interface.md §6).
 #[derive(Clone, Debug)]
 pub struct LimitSettings {
     pub calls_per_second: u32,
     pub registrations_per_second: u32,
+    /// Webhook deliveries per app and second.
+    pub webhooks_per_second: u32,
+    /// Devices one user may have; a new device past it is refused (409).
+    pub devices_per_user: u32,
+    /// Failed authentications per user name / source address and minute
+    /// before further attempts are answered 429 without hashing (0 = off).
+    pub auth_failures_per_minute: u32,
+    /// Open connections per source address (0 = unlimited).
+    pub connections_per_address: u32,
 }
 
 /// How long records are kept.
@@ -58,6 +90,30 @@ pub struct RetentionSettings {
     pub call_days: u32,
     /// Devices not registered again for this long are listed by `GET /v1/devices/stale` (never deleted).
     pub stale_device_days: u32,
+}
+
+/// SQLite durability: `PRAGMA synchronous` (`full` by default, so an
+/// acknowledged registration survives a power loss, not only a crash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    Normal,
+    Full,
+    Extra,
+}
+
+impl SqliteSynchronous {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SqliteSynchronous::Normal => "NORMAL",
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Extra => "EXTRA",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SqliteSettings {
+    pub synchronous: SqliteSynchronous,
 }
 
 /// `sip.user_agents.<name> = { regex, token_app, token_type, token_id }`
@@ -115,8 +171,16 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             calls: CallsSettings { ring_seconds: 30 },
             sip: SipSettings::default(),
-            limits: LimitSettings { calls_per_second: 1000, registrations_per_second: 1000 },
+            limits: LimitSettings {
+                calls_per_second: 1000,
+                registrations_per_second: 1000,
+                webhooks_per_second: 100,
+                devices_per_user: 10,
+                auth_failures_per_minute: 10,
+                connections_per_address: 256,
+            },
             retention: RetentionSettings { call_days: 30, stale_device_days: 90 },
+            sqlite: SqliteSettings { synchronous: SqliteSynchronous::Full },
         }
     }
 }
@@ -137,63 +201,51 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key, env, message: message.into() }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileSettings {
-    listen: Option<String>,
-    database_url: Option<String>,
-    admin_token: Option<String>,
-    master_key_file: Option<PathBuf>,
-    apns: Option<FileApns>,
-    fcm: Option<FileFcm>,
-    tls: Option<FileTls>,
-    calls: Option<FileCalls>,
-    sip: Option<FileSip>,
-    limits: Option<FileNumbers>,
-    retention: Option<FileNumbers>,
-}
-/// A section of whole numbers (`[limits]`, `[retention]`), checked by name below.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileNumbers {
-    calls_per_second: Option<i64>,
-    registrations_per_second: Option<i64>,
-    call_days: Option<i64>,
-    stale_device_days: Option<i64>,
-}
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileSip {
-    #[serde(default)]
-    user_agents: std::collections::BTreeMap<String, UserAgentRule>,
-}
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileApns {
-    production_url: Option<String>,
-    sandbox_url: Option<String>,
-}
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileFcm {
-    base_url: Option<String>,
-}
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileTls {
-    extra_ca_file: Option<PathBuf>,
-}
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileCalls {
-    ring_seconds: Option<i64>,
-}
-
 /// Overrides given on the command line (`serve --listen --database-url`).
 #[derive(Default, Debug, Clone)]
 pub struct CliOverrides {
     pub listen: Option<String>,
     pub database_url: Option<String>,
+}
+
+/// The file's values as dotted keys → text, plus the UA rules. Unknown keys
+/// are refused by name.
+fn read_file(path: &Path) -> Result<(HashMap<&'static str, String>, Vec<UserAgentRule>), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let parse_err = |message: String| ConfigError::Parse { path: path.into(), message };
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| parse_err(e.message().to_string()))?;
+    let mut rules = Vec::new();
+    if let Some(toml::Value::Table(sip)) = table.get_mut("sip") {
+        if let Some(uas) = sip.remove("user_agents") {
+            let map: std::collections::BTreeMap<String, UserAgentRule> =
+                uas.try_into().map_err(|e: toml::de::Error| parse_err(format!("sip.user_agents: {}", e.message())))?;
+            rules = map.into_iter().map(|(name, r)| UserAgentRule { name, ..r }).collect();
+        }
+        if sip.is_empty() {
+            table.remove("sip");
+        }
+    }
+    let mut out = HashMap::new();
+    let mut flat = Vec::new();
+    for (k, v) in table {
+        match v {
+            toml::Value::Table(section) => flat.extend(section.into_iter().map(|(sk, sv)| (format!("{k}.{sk}"), sv))),
+            other => flat.push((k, other)),
+        }
+    }
+    for (key, value) in flat {
+        let Some((known, _)) = ENV_KEYS.iter().find(|(k, _)| *k == key) else {
+            return Err(parse_err(format!("unknown key `{key}`")));
+        };
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => return Err(parse_err(format!("`{key}` must be a string or a number, not {}", other.type_str()))),
+        };
+        out.insert(*known, text);
+    }
+    Ok((out, rules))
 }
 
 impl Settings {
@@ -203,54 +255,13 @@ impl Settings {
         Self::load_from(file, &env, cli)
     }
 
-    /// Load with an explicit environment (tests).
+    /// Load with an explicit environment (tests): defaults → file →
+    /// environment → command line, then `validate()`.
     pub fn load_from(file: Option<&Path>, env: &HashMap<String, String>, cli: &CliOverrides) -> Result<Self, ConfigError> {
-        let mut raw: HashMap<&'static str, String> = HashMap::new();
-        let mut ring_from_file: Option<i64> = None;
-        let mut numbers: HashMap<&'static str, i64> = HashMap::new();
-        let mut user_agents: Vec<UserAgentRule> = Vec::new();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-            let f: FileSettings =
-                toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.message().to_string() })?;
-            let mut put = |k: &'static str, v: Option<String>| {
-                if let Some(v) = v {
-                    raw.insert(k, v);
-                }
-            };
-            put("listen", f.listen);
-            put("database_url", f.database_url);
-            put("admin_token", f.admin_token);
-            put("master_key_file", f.master_key_file.map(|p| p.display().to_string()));
-            let apns = f.apns.unwrap_or_default();
-            put("apns.production_url", apns.production_url);
-            put("apns.sandbox_url", apns.sandbox_url);
-            put("fcm.base_url", f.fcm.unwrap_or_default().base_url);
-            put("tls.extra_ca_file", f.tls.unwrap_or_default().extra_ca_file.map(|p| p.display().to_string()));
-            ring_from_file = f.calls.unwrap_or_default().ring_seconds;
-            let limits = f.limits.unwrap_or_default();
-            if limits.call_days.is_some() || limits.stale_device_days.is_some() {
-                return Err(ConfigError::Parse { path: path.into(), message: "[limits] takes calls_per_second and registrations_per_second".into() });
-            }
-            let retention = f.retention.unwrap_or_default();
-            if retention.calls_per_second.is_some() || retention.registrations_per_second.is_some() {
-                return Err(ConfigError::Parse { path: path.into(), message: "[retention] takes call_days and stale_device_days".into() });
-            }
-            for (k, v) in [
-                ("limits.calls_per_second", limits.calls_per_second),
-                ("limits.registrations_per_second", limits.registrations_per_second),
-                ("retention.call_days", retention.call_days),
-                ("retention.stale_device_days", retention.stale_device_days),
-            ] {
-                if let Some(v) = v {
-                    numbers.insert(k, v);
-                }
-            }
-            user_agents = f.sip.unwrap_or_default().user_agents.into_iter().map(|(name, mut r)| {
-                r.name = name;
-                r
-            }).collect();
-        }
+        let (mut raw, user_agents) = match file {
+            Some(path) => read_file(path)?,
+            None => (HashMap::new(), Vec::new()),
+        };
         for (key, var) in ENV_KEYS {
             if let Some(v) = env.get(*var) {
                 raw.insert(key, v.clone());
@@ -263,65 +274,48 @@ impl Settings {
             raw.insert("database_url", v.clone());
         }
         let mut s = Settings::default();
-        if let Some(v) = raw.remove("listen") {
-            s.listen = v.trim().parse().map_err(|_| invalid("listen", format!("{v:?} is not an address like 127.0.0.1:8787")))?;
-        }
-        if let Some(v) = raw.remove("database_url") {
-            s.database_url = v;
-        }
-        if let Some(v) = raw.remove("admin_token") {
-            s.admin_token = Some(Secret::new(v));
-        }
-        if let Some(v) = raw.remove("master_key_file") {
-            s.master_key_file = Some(PathBuf::from(v));
-        }
-        if let Some(v) = raw.remove("apns.production_url") {
-            s.apns.production_url = v;
-        }
-        if let Some(v) = raw.remove("apns.sandbox_url") {
-            s.apns.sandbox_url = v;
-        }
-        if let Some(v) = raw.remove("fcm.base_url") {
-            s.fcm.base_url = v;
-        }
-        if let Some(v) = raw.remove("tls.extra_ca_file") {
-            s.tls.extra_ca_file = Some(PathBuf::from(v));
-        }
-        let ring = match env.get("PUSHRELAY_CALLS_RING_SECONDS") {
-            Some(v) => Some(v.trim().parse::<i64>().map_err(|_| invalid("calls.ring_seconds", format!("{v:?} is not a whole number")))?),
-            None => ring_from_file,
-        };
-        if let Some(r) = ring {
-            if !(1..=300).contains(&r) {
-                return Err(invalid("calls.ring_seconds", format!("must be between 1 and 300 (got {r})")));
+        for &(key, min, max) in NUMBER_KEYS {
+            let Some(v) = raw.remove(key) else { continue };
+            let n = v.trim().parse::<i64>().map_err(|_| invalid(key, format!("{v:?} is not a whole number")))?;
+            if !(min..=max).contains(&n) {
+                return Err(invalid(key, format!("must be between {min} and {max} (got {n})")));
             }
-            s.calls.ring_seconds = r as u32;
+            let n = n as u32;
+            match key {
+                "calls.ring_seconds" => s.calls.ring_seconds = n,
+                "limits.calls_per_second" => s.limits.calls_per_second = n,
+                "limits.registrations_per_second" => s.limits.registrations_per_second = n,
+                "limits.webhooks_per_second" => s.limits.webhooks_per_second = n,
+                "limits.devices_per_user" => s.limits.devices_per_user = n,
+                "limits.auth_failures_per_minute" => s.limits.auth_failures_per_minute = n,
+                "limits.connections_per_address" => s.limits.connections_per_address = n,
+                "retention.call_days" => s.retention.call_days = n,
+                "retention.stale_device_days" => s.retention.stale_device_days = n,
+                _ => unreachable!("every NUMBER_KEYS entry has a field"),
+            }
+        }
+        for (key, v) in raw {
+            match key {
+                "listen" => s.listen = v.trim().parse().map_err(|_| invalid("listen", format!("{v:?} is not an address like 127.0.0.1:8787")))?,
+                "database_url" => s.database_url = v,
+                "admin_token" => s.admin_token = Some(Secret::new(v)),
+                "master_key_file" => s.master_key_file = Some(PathBuf::from(v)),
+                "apns.production_url" => s.apns.production_url = v,
+                "apns.sandbox_url" => s.apns.sandbox_url = v,
+                "fcm.base_url" => s.fcm.base_url = v,
+                "tls.extra_ca_file" => s.tls.extra_ca_file = Some(PathBuf::from(v)),
+                "sqlite.synchronous" => {
+                    s.sqlite.synchronous = match v.trim().to_ascii_lowercase().as_str() {
+                        "normal" => SqliteSynchronous::Normal,
+                        "full" => SqliteSynchronous::Full,
+                        "extra" => SqliteSynchronous::Extra,
+                        _ => return Err(invalid("sqlite.synchronous", format!("must be full, normal or extra (got {v:?})"))),
+                    }
+                }
+                other => unreachable!("key {other} is in ENV_KEYS but not handled"),
+            }
         }
         s.sip.user_agents = user_agents;
-        for (key, max) in [
-            ("limits.calls_per_second", 1_000_000),
-            ("limits.registrations_per_second", 1_000_000),
-            ("retention.call_days", 3650),
-            ("retention.stale_device_days", 3650),
-        ] {
-            let env_name = ENV_KEYS.iter().find(|(k, _)| *k == key).map(|(_, e)| *e).unwrap_or("");
-            let v = match env.get(env_name) {
-                Some(v) => Some(v.trim().parse::<i64>().map_err(|_| invalid(key, format!("{v:?} is not a whole number")))?),
-                None => numbers.get(key).copied(),
-            };
-            if let Some(v) = v {
-                if !(0..=max).contains(&v) {
-                    return Err(invalid(key, format!("must be between 0 and {max} (got {v})")));
-                }
-                let v = v as u32;
-                match key {
-                    "limits.calls_per_second" => s.limits.calls_per_second = v,
-                    "limits.registrations_per_second" => s.limits.registrations_per_second = v,
-                    "retention.call_days" => s.retention.call_days = v.max(1),
-                    _ => s.retention.stale_device_days = v.max(1),
-                }
-            }
-        }
         s.validate()?;
         Ok(s)
     }
@@ -354,7 +348,7 @@ impl Settings {
         }
         if let Some(path) = &self.tls.extra_ca_file {
             let pem = std::fs::read(path).map_err(|e| invalid("tls.extra_ca_file", format!("cannot read {}: {e}", path.display())))?;
-            let n = rustls_pemfile::certs(&mut pem.as_slice()).filter(|c| c.is_ok()).count();
+            let n = crate::domain::credentials_cert::pem_certs(&pem).map(|c| c.len()).unwrap_or(0);
             if n == 0 {
                 return Err(invalid("tls.extra_ca_file", format!("{} holds no PEM certificate", path.display())));
             }
@@ -465,6 +459,26 @@ mod tests {
         std::fs::write(&f, "[sip.user_agents.bad]\nregex = \"(\"\n").unwrap();
         let e = Settings::load_from(Some(&f), &env(&[]), &CliOverrides::default()).unwrap_err().to_string();
         assert!(e.contains("sip.user_agents") && e.contains("bad"), "{e}");
+    }
+
+    #[test]
+    fn limits_have_the_interface_defaults_and_are_bounded() {
+        let s = Settings::load_from(None, &env(&[]), &CliOverrides::default()).unwrap();
+        assert_eq!((s.limits.devices_per_user, s.limits.auth_failures_per_minute), (10, 10));
+        assert_eq!(s.sqlite.synchronous, SqliteSynchronous::Full);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[limits]\ndevices_per_user = 3\n[sqlite]\nsynchronous = \"normal\"\n").unwrap();
+        let s = Settings::load_from(Some(&f), &env(&[("PUSHRELAY_LIMITS_AUTH_FAILURES_PER_MINUTE", "4")]), &CliOverrides::default()).unwrap();
+        assert_eq!((s.limits.devices_per_user, s.limits.auth_failures_per_minute), (3, 4));
+        assert_eq!(s.sqlite.synchronous, SqliteSynchronous::Normal);
+        let e = Settings::load_from(None, &env(&[("PUSHRELAY_LIMITS_DEVICES_PER_USER", "0")]), &CliOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("limits.devices_per_user"), "{e}");
+        let e = Settings::load_from(None, &env(&[("PUSHRELAY_SQLITE_SYNCHRONOUS", "off")]), &CliOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("sqlite.synchronous"), "{e}");
+        std::fs::write(&f, "[limits]\ncall_days = 3\n").unwrap();
+        let e = Settings::load_from(Some(&f), &env(&[]), &CliOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("limits.call_days"), "{e}");
     }
 
     #[test]

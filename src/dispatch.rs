@@ -10,12 +10,12 @@
 //! sees XML, SIP or HTTP-server types.
 
 use crate::domain::{
-    now_ms, ApnsCredentials, AppId, CallEvent, CallId, CallReport, Channel, Delivery, Device, DeviceToken, FcmCredentials,
-    Outcome, Provider, Registration, RingWindow,
+    now_ms, ApnsCredentials, AppId, CallEvent, CallId, CallReport, Channel, CredentialKind, Delivery, DeviceSet, DeviceToken,
+    FcmCredentials, Outcome, Provider, Registration, RingWindow, UnreadableDevice,
 };
 use crate::payload::{self, Content};
 use crate::provider::{ApnsClient, ApnsPush, Attempt, FcmClient, ProviderSettings};
-use crate::store::{CallRecord, ClaimOutcome, ClaimRequest, Store, StoreError};
+use crate::store::{CallRecord, ClaimOutcome, ClaimRequest, Store, StoreError, StoreEvent};
 use crate::telemetry;
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
@@ -24,30 +24,34 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Backoff between attempts: `base * 2^n`, capped, with ±20 % jitter
-/// (protocol.md §4.5: start 250 ms, ×2, cap 2 s).
+/// (protocol.md §4.5: start 250 ms, ×2, cap 2 s), never less than `floor`
+/// apart, at most `max_attempts` per device and call (interface.md §6).
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
     pub base: Duration,
     pub cap: Duration,
+    pub floor: Duration,
+    pub max_attempts: u32,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { base: Duration::from_millis(250), cap: Duration::from_secs(2) }
+        Self { base: Duration::from_millis(250), cap: Duration::from_secs(2), floor: Duration::from_millis(100), max_attempts: 8 }
     }
 }
 
 impl RetryPolicy {
     /// Delay before attempt `n + 1` (n = attempts made so far, ≥ 1).
-    /// `Retry-After`, when the provider sent one, wins over the backoff.
+    /// A non-zero `Retry-After` wins over the backoff; `Retry-After: 0`
+    /// (or none) means the jittered backoff. Never below `floor`.
     pub fn delay(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(after) = retry_after {
-            return after;
+        if let Some(after) = retry_after.filter(|a| !a.is_zero()) {
+            return after.max(self.floor);
         }
         let exp = self.base.saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
         let d = exp.min(self.cap);
         let jitter = rand::thread_rng().gen_range(0.8..1.2);
-        d.mul_f64(jitter)
+        d.mul_f64(jitter).max(self.floor)
     }
 }
 
@@ -91,6 +95,8 @@ pub struct Dispatcher {
     /// cannot take every slot from FCM (or the other way round).
     apns_slots: Arc<tokio::sync::Semaphore>,
     fcm_slots: Arc<tokio::sync::Semaphore>,
+    /// Pushes running outside a request (webhooks, `/sip/wake`).
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// Most provider requests in flight at once, per provider.
@@ -247,6 +253,7 @@ impl Dispatcher {
             claims: Claimer::start(store_for_reports),
             apns_slots: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PROVIDER)),
             fcm_slots: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PROVIDER)),
+            tasks: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -258,17 +265,36 @@ impl Dispatcher {
         &self.fcm
     }
 
-    /// Push `event` to its devices; answers when every device has an outcome.
-    pub async fn run(&self, event: &CallEvent) -> Result<CallReport, DispatchError> {
-        let devices = self.store.devices_for(&event.user, event.device.as_ref()).await?;
+    /// Push `event` to its devices (only those `keep` accepts: an app-bound
+    /// key wakes its own app's devices only); answers when every device has
+    /// an outcome.
+    pub async fn run(&self, event: &CallEvent, keep: impl Fn(&AppId) -> bool) -> Result<CallReport, DispatchError> {
+        let mut devices = self.store.devices_for(&event.user, event.device.as_ref()).await?;
+        devices.retain(|_, _, _, app| keep(app));
         if devices.is_empty() {
             return Err(DispatchError::NoDevices);
         }
         self.run_on_and_save(event, &devices).await
     }
 
+    /// Run `push` as a tracked task: shutdown waits for it (pushes started
+    /// by webhooks and `/sip/wake` outlive their request).
+    pub fn spawn<F>(&self, push: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(push)
+    }
+
+    /// Wait (at most `grace`) for every tracked push to end.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+    }
+
     /// `run_on`, then store the report (for `GET /v1/calls/{call_id}`).
-    pub async fn run_on_and_save(&self, event: &CallEvent, devices: &[Device]) -> Result<CallReport, DispatchError> {
+    pub async fn run_on_and_save(&self, event: &CallEvent, devices: &DeviceSet) -> Result<CallReport, DispatchError> {
         let report = self.run_on(event, devices).await;
         let record = CallRecord {
             call: event.call_id.clone(),
@@ -283,8 +309,10 @@ impl Dispatcher {
     }
 
     /// Push `event` to the given devices (already looked up), concurrently.
-    pub async fn run_on(&self, event: &CallEvent, devices: &[Device]) -> CallReport {
-        let deliveries = futures::future::join_all(devices.iter().map(|d| self.deliver_once(event, &d.registration))).await;
+    /// A device whose key cannot be opened is `failed` (`unreadable_secret`).
+    pub async fn run_on(&self, event: &CallEvent, devices: &DeviceSet) -> CallReport {
+        let mut deliveries = futures::future::join_all(devices.ready.iter().map(|d| self.deliver_once(event, &d.registration))).await;
+        deliveries.extend(devices.unreadable.iter().map(unreadable));
         CallReport::new(&event.call_id, deliveries)
     }
 
@@ -332,18 +360,39 @@ impl Dispatcher {
     }
 
     /// The outcome another call (maybe on another node) had for this device,
-    /// as its claim records it; waits at most until the ring end (plus a little).
+    /// as its claim records it; waits at most until the ring end (plus a
+    /// little). Woken by the store's `ClaimsSettled` event (NOTIFY on
+    /// PostgreSQL, in-process on SQLite), with a re-read every
+    /// `CLAIM_RECHECK` in case an event was lost — no tight polling.
     async fn outcome_of(&self, push_id: &str, other: &CallId, reg: &Registration, ring: &RingWindow) -> Delivery {
         let give_up = ring.ends_at_ms + 2_000;
+        let mut events = self.store.subscribe();
         loop {
             if let Ok(Some(d)) = self.store.claim_outcome(push_id, &reg.user, &reg.device).await {
                 let reason = format!("duplicate pushid: pushed once, by call {}", other.as_str());
                 return Delivery { reason: Some(d.reason.map(|r| format!("{r}; {reason}")).unwrap_or(reason)), attempts: 0, ..d };
             }
-            if now_ms() >= give_up {
+            let left = give_up - now_ms();
+            if left <= 0 {
                 return Delivery::new(&reg.device, reg.channel, Outcome::Expired, None, Some(format!("duplicate pushid: call {} holds this device", other.as_str())), 0);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let wait = Duration::from_millis(left as u64).min(CLAIM_RECHECK);
+            let settled = async {
+                loop {
+                    match events.recv().await {
+                        Ok(StoreEvent::ClaimsSettled { claims })
+                            if claims.iter().any(|c| c.push_id == push_id && c.user == reg.user.as_str() && c.device == reg.device.as_str()) =>
+                        {
+                            return
+                        }
+                        Ok(_) => {}
+                        // Fell behind: look at the store now.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(wait, settled).await;
         }
     }
 
@@ -353,8 +402,9 @@ impl Dispatcher {
     pub async fn cancel(&self, call: &CallId) -> Result<Option<CallReport>, DispatchError> {
         let Some(info) = self.store.call_info(call).await? else { return Ok(None) };
         let wanted: HashSet<&str> = info.report.deliveries.iter().map(|d| d.device.as_str()).collect();
-        let devices: Vec<Device> =
-            self.store.devices_for(&info.user, None).await?.into_iter().filter(|d| wanted.contains(d.registration.device.as_str())).collect();
+        let mut set = self.store.devices_for(&info.user, None).await?;
+        set.retain(|_, device, _, _| wanted.contains(device.as_str()));
+        let devices = set.ready;
         let window = RingWindow::starting_now(now_ms(), CANCEL_WINDOW_SECONDS);
         let deliveries = futures::future::join_all(devices.iter().map(|d| {
             let reg = &d.registration;
@@ -386,6 +436,11 @@ impl Dispatcher {
         let mut last: Option<Attempt> = None;
         loop {
             let remaining_ms = window.remaining_ms(now_ms());
+            if attempts >= self.retry.max_attempts {
+                let (status, reason) = last.map(|a| (a.status(), a.reason().map(str::to_string))).unwrap_or((None, None));
+                let reason = format!("gave up after {attempts} attempts (last: {})", reason.as_deref().unwrap_or("no answer"));
+                return finish(reg, Outcome::Failed, status, Some(reason), attempts);
+            }
             if remaining_ms == 0 {
                 let (status, reason) = last.map(|a| (a.status(), a.reason().map(str::to_string))).unwrap_or((None, None));
                 return finish(reg, Outcome::Expired, status, reason.or(Some("ring window closed".into())), attempts);
@@ -479,18 +534,18 @@ impl Dispatcher {
     }
 
     async fn apns_creds(&self, app: &AppId) -> Result<Arc<ApnsCredentials>, String> {
-        self.cached_creds(&self.creds.apns, app, "apns", |raw| ApnsCredentials::from_stored(raw).map_err(|e| e.to_string())).await
+        self.cached_creds(&self.creds.apns, app, CredentialKind::Apns, |raw| ApnsCredentials::from_stored(raw).map_err(|e| e.to_string())).await
     }
 
     async fn fcm_creds(&self, app: &AppId) -> Result<Arc<FcmCredentials>, String> {
-        self.cached_creds(&self.creds.fcm, app, "fcm", |raw| FcmCredentials::from_stored(raw).map_err(|e| e.to_string())).await
+        self.cached_creds(&self.creds.fcm, app, CredentialKind::Fcm, |raw| FcmCredentials::from_stored(raw).map_err(|e| e.to_string())).await
     }
 
     async fn cached_creds<C>(
         &self,
         cache: &Mutex<CachedCreds<C>>,
         app: &AppId,
-        provider: &str,
+        provider: CredentialKind,
         parse: impl Fn(&str) -> Result<C, String>,
     ) -> Result<Arc<C>, String> {
         if let Some((at, _, c)) = cache.lock().expect("cache lock").get(app) {
@@ -498,10 +553,13 @@ impl Dispatcher {
                 return Ok(c.clone());
             }
         }
-        let row = self.store.credentials(app, provider).await.map_err(|e| format!("store: {e}"))?;
+        let row = self.store.credentials(app, provider).await.map_err(|e| match e {
+            StoreError::Envelope(_) => "unreadable_secret: the app's credentials cannot be opened with the master keys this node holds".to_string(),
+            other => format!("store: {other}"),
+        })?;
         let Some(row) = row else {
             cache.lock().expect("cache lock").remove(app);
-            return Err(format!("app {app} has no {provider} credentials"));
+            return Err(format!("app {app} has no {} credentials", provider.as_str()));
         };
         let mut guard = cache.lock().expect("cache lock");
         if let Some(entry) = guard.get_mut(app) {
@@ -531,8 +589,36 @@ impl Dispatcher {
 /// Cancels are alerts: worth delivering for half a minute, not longer.
 const CANCEL_WINDOW_SECONDS: u32 = 30;
 
+/// How often a duplicate call re-reads a claim it waits on (events are the
+/// fast path; this only covers a lost one).
+const CLAIM_RECHECK: Duration = Duration::from_secs(1);
+
+/// The report line of a device whose key cannot be opened.
+fn unreadable(d: &UnreadableDevice) -> Delivery {
+    metrics::counter!(telemetry::PUSHES, "provider" => d.channel.provider().as_str(), "outcome" => Outcome::Failed.as_str()).increment(1);
+    tracing::error!(user = %d.user, device = %d.device, "device not pushed: its key cannot be opened with the master keys this node holds");
+    Delivery::new(&d.device, d.channel, Outcome::Failed, None, Some("unreadable_secret".into()), 0)
+}
+
+/// A reason text without the device's token: whatever a library or a
+/// provider wrote, the token only appears as its last 8 characters.
+fn scrub(reason: String, token: &DeviceToken) -> String {
+    if token.as_str().len() > 8 && reason.contains(token.as_str()) {
+        reason.replace(token.as_str(), &format!("…{}", token.suffix()))
+    } else {
+        reason
+    }
+}
+
 /// Record one device's outcome (metrics, one log line) and make its `Delivery`.
 fn finish(reg: &Registration, outcome: Outcome, status: Option<u16>, reason: Option<String>, attempts: u32) -> Delivery {
+    let reason = reason.map(|r| {
+        let r = scrub(r, &reg.token);
+        match &reg.msg {
+            Some(m) => scrub(r, &m.token),
+            None => r,
+        }
+    });
     let provider = reg.channel.provider();
     metrics::counter!(telemetry::PUSHES, "provider" => provider.as_str(), "outcome" => outcome.as_str()).increment(1);
     tracing::info!(outcome = outcome.as_str(), attempts, status, reason = reason.as_deref().unwrap_or(""), token = reg.token.suffix(), "push finished");
@@ -555,5 +641,15 @@ mod tests {
     #[test]
     fn retry_after_wins_over_backoff() {
         assert_eq!(RetryPolicy::default().delay(1, Some(Duration::from_secs(7))), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn retry_after_zero_backs_off_and_nothing_goes_below_the_floor() {
+        let p = RetryPolicy::default();
+        let d = p.delay(3, Some(Duration::ZERO)).as_millis();
+        assert!((800..=1200).contains(&d), "Retry-After: 0 means the backoff, got {d} ms");
+        let tiny = RetryPolicy { base: Duration::from_millis(1), ..p };
+        assert_eq!(tiny.delay(1, None), Duration::from_millis(100));
+        assert_eq!(p.delay(1, Some(Duration::from_millis(5))), Duration::from_millis(100));
     }
 }

@@ -25,6 +25,7 @@ pub mod http;
 pub mod jwe;
 pub mod payload;
 pub mod provider;
+pub mod register;
 pub mod secret;
 pub mod startup;
 pub mod store;

@@ -11,6 +11,7 @@ use crate::provider::ProviderSettings;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use crate::envelope::MasterKey;
+use crate::store::StoreOptions;
 use crate::http::{self, auth::token_hash, AppState};
 use crate::store::Store;
 use anyhow::Context;
@@ -34,24 +35,44 @@ pub struct Application {
     dispatcher: Arc<Dispatcher>,
     /// Cancelled when shutdown starts: retries stop waiting.
     shutdown: CancellationToken,
+    /// `limits.connections_per_address`.
+    per_address: u32,
 }
 
 /// How long in-flight requests (and their pushes) may take to finish after
 /// a shutdown signal before the process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Open the store the settings name, migrated, with its master key.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<(Store, bool)> {
-    let key_path = settings.master_key_path();
-    let (master, created) = MasterKey::load_or_create(&key_path)?;
-    if created {
-        tracing::warn!(path = %key_path.display(), "generated a new master key: back it up, secrets in the database cannot be read without it");
-    }
-    let store = Store::connect(&settings.database_url, master)
+/// Open the store the settings name, migrated, with its master key
+/// checked against the database (interface.md §6): a missing key file is
+/// only generated for a database that holds nothing sealed; a key the
+/// database does not know is refused, naming `master_key_file`.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let options = StoreOptions { synchronous: settings.sqlite.synchronous };
+    let store = Store::connect(&settings.database_url, &options)
         .await
         .with_context(|| format!("cannot open database {}", redact_url(&settings.database_url)))?;
     store.migrate().await.context("cannot migrate the database")?;
-    Ok((store, created))
+    let key_path = settings.master_key_path();
+    let key = match MasterKey::load(&key_path).context("config key `master_key_file`")? {
+        Some(k) => k,
+        None if store.needs_existing_key().await? => anyhow::bail!(
+            "config key `master_key_file`: {} does not exist, but this database holds secrets sealed under a master key; \
+             restore the key file (a new key would make every stored secret unreadable)",
+            key_path.display()
+        ),
+        None => {
+            let key = MasterKey::generate();
+            key.write_new(&key_path).context("config key `master_key_file`")?;
+            tracing::warn!(path = %key_path.display(), "generated a new master key: back it up, secrets in the database cannot be read without it");
+            key
+        }
+    };
+    store
+        .open_keyring(key)
+        .await
+        .map_err(|e| anyhow::anyhow!("config key `master_key_file` ({}): {e}", key_path.display()))?;
+    Ok(store)
 }
 
 /// Hide a password in a database URL for messages.
@@ -71,7 +92,7 @@ pub fn install_crypto_provider() {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         install_crypto_provider();
-        let (store, _) = open_store(&settings).await?;
+        let store = open_store(&settings).await?;
         let mut generated_admin_token = None;
         let admin_token_hash = match &settings.admin_token {
             Some(t) => token_hash(t.expose()),
@@ -97,31 +118,30 @@ impl Application {
             request_timeout: Duration::from_secs(10),
         };
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), providers, RetryPolicy::default(), shutdown.clone()));
-        spawn_pruner(store.clone(), settings.retention.call_days, shutdown.clone());
         let ua_rules = settings.user_agent_rules();
-        let limits = Arc::new(crate::http::limit::Limits {
-            calls: crate::http::limit::RateLimiter::new(settings.limits.calls_per_second),
-            registrations: crate::http::limit::RateLimiter::new(settings.limits.registrations_per_second),
-        });
+        let limits = Arc::new(crate::http::limit::Limits::from_settings(&settings.limits));
+        store.listen().await.context("cannot LISTEN for the other nodes' events")?;
         let wake = crate::wake::WakeHub::new();
-        if store.backend() == crate::store::Backend::Postgres {
-            listen_for_wakes(&settings.database_url, store.clone(), wake.clone(), shutdown.clone()).await?;
-        }
+        wake.follow(&store, shutdown.clone());
+        spawn_upkeep(store.clone(), limits.clone(), settings.retention.call_days, shutdown.clone());
         let listener = bind(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
+        let per_address = settings.limits.connections_per_address;
+        let registrar = crate::register::Registrar::new(store.clone(), settings.limits.devices_per_user);
         let state = AppState {
             store: store.clone(),
             settings: Arc::new(settings),
             admin_token_hash,
             metrics: crate::telemetry::metrics_handle(),
             dispatcher: dispatcher.clone(),
-            passwords: Arc::new(crate::http::auth::PasswordCache::new(Duration::from_secs(300))),
+            passwords: Arc::new(crate::http::auth::Passwords::new(Duration::from_secs(300))),
+            registrar,
             ua_rules: Arc::new(ua_rules),
             wake,
             limits,
         };
         let router = http::router(state);
-        Ok(Self { listener, router, store, addr, generated_admin_token, dispatcher, shutdown })
+        Ok(Self { listener, router, store, addr, generated_admin_token, dispatcher, shutdown, per_address })
     }
 
     pub fn port(&self) -> u16 {
@@ -137,65 +157,35 @@ impl Application {
     }
 
     /// Serve until `shutdown` resolves; then stop accepting, let in-flight
-    /// requests finish their pushes (at most `SHUTDOWN_GRACE`; pending
-    /// retries give up at once), and close the store.
+    /// requests and the pushes started outside requests (webhooks,
+    /// `/sip/wake`) finish their current provider request (at most
+    /// `SHUTDOWN_GRACE` in all; pending retries give up at once), and close
+    /// the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "pushrelay listening");
         let token = self.shutdown.clone();
-        let mut serve = tokio::spawn(http::serve::serve(self.listener, self.router, token.clone()));
+        let mut serve = tokio::spawn(http::serve::serve(self.listener, self.router, token.clone(), self.per_address));
         tokio::select! {
             ended = &mut serve => {
+                token.cancel();
+                self.dispatcher.drain(SHUTDOWN_GRACE).await;
                 self.store.close().await;
                 return ended.map_err(Into::into);
             }
             _ = shutdown => token.cancel(),
         }
+        let started = tokio::time::Instant::now();
         match tokio::time::timeout(SHUTDOWN_GRACE, serve).await {
             Ok(joined) => joined?,
             Err(_) => tracing::warn!("in-flight requests did not finish within the shutdown grace period"),
+        }
+        if !self.dispatcher.drain(SHUTDOWN_GRACE.saturating_sub(started.elapsed())).await {
+            tracing::warn!("pushes started by webhooks or /sip/wake did not finish within the shutdown grace period");
         }
         self.store.close().await;
         tracing::info!("pushrelay stopped");
         Ok(())
     }
-}
-
-/// Several nodes on one PostgreSQL database: a REGISTER on any node must
-/// release `/sip/wake` requests held on every node. Registrations are
-/// published with `NOTIFY pushrelay_wake` and every node `LISTEN`s (no
-/// polling; sqlx's listener reconnects by itself).
-async fn listen_for_wakes(url: &str, store: Store, hub: Arc<crate::wake::WakeHub>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut listener = sqlx::postgres::PgListener::connect(url).await.context("cannot LISTEN for wake-ups")?;
-    listener.listen("pushrelay_wake").await.context("cannot LISTEN for wake-ups")?;
-    let local = hub.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                n = listener.recv() => match n {
-                    Ok(n) => {
-                        let v: serde_json::Value = serde_json::from_str(n.payload()).unwrap_or_default();
-                        if let (Some(aor), Some(contact)) = (v["aor"].as_str(), v["contact"].as_str()) {
-                            local.notify_since(aor, contact, v["at"].as_i64().unwrap_or(i64::MAX));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "wake listener lost its connection; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                },
-            }
-        }
-    });
-    hub.set_remote(Arc::new(move |aor: &str, contact: &str, at: i64| {
-        let (store, aor, contact) = (store.clone(), aor.to_string(), contact.to_string());
-        tokio::spawn(async move {
-            if let Err(e) = store.notify_wake(&aor, &contact, at).await {
-                tracing::warn!(error = %e, "could not publish a wake-up to the other nodes");
-            }
-        });
-    }));
-    Ok(())
 }
 
 /// Listen with a backlog of 4096 (tokio's default is 1024): a burst of
@@ -207,18 +197,29 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// Retention: every hour, delete call reports older than `call_days` and
-/// expired push claims (any node may run it; the deletes are idempotent).
-fn spawn_pruner(store: Store, call_days: u32, shutdown: CancellationToken) {
+/// Background upkeep, on every node (all of it idempotent):
+/// - every 10 s, and at once when another node changes the keys: follow
+///   master key rotations, re-seal a batch, retire unused keys;
+/// - every minute: forget idle rate-limit and lock-out entries;
+/// - every hour: delete call reports older than `call_days`, expired push
+///   claims and webhook replay keys older than 24 h.
+fn spawn_upkeep(store: Store, limits: Arc<crate::http::limit::Limits>, call_days: u32, shutdown: CancellationToken) {
+    let mut events = store.subscribe();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        let mut keys = tokio::time::interval(Duration::from_secs(10));
+        let mut minute = tokio::time::interval(Duration::from_secs(60));
+        let mut hour = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {
+                _ = keys.tick() => maintain_keys(&store).await,
+                e = events.recv() => if let Ok(crate::store::StoreEvent::KeysChanged) = e { maintain_keys(&store).await },
+                _ = minute.tick() => limits.clean_up(),
+                _ = hour.tick() => {
                     let now = crate::domain::now_ms();
-                    match store.prune(now, now - i64::from(call_days) * 86_400_000).await {
-                        Ok((claims, calls)) if claims + calls > 0 => tracing::info!(claims, calls, "pruned old records"),
+                    let calls_before = now - i64::from(call_days) * 86_400_000;
+                    match store.prune(now, calls_before, now - crate::store::WEBHOOK_REPLAY_WINDOW_MS).await {
+                        Ok((claims, calls, hooks)) if claims + calls + hooks > 0 => tracing::info!(claims, calls, hooks, "pruned old records"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "pruning failed"),
                     }
@@ -226,6 +227,13 @@ fn spawn_pruner(store: Store, call_days: u32, shutdown: CancellationToken) {
             }
         }
     });
+}
+
+async fn maintain_keys(store: &Store) {
+    if let Err(e) = store.maintain_keys(crate::domain::now_ms()).await {
+        metrics::counter!(crate::telemetry::STORE_ERRORS).increment(1);
+        tracing::warn!(error = %e, "master key upkeep failed");
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -16,6 +16,11 @@ pub const RETRIES: &str = "pushrelay_retries_total";
 pub const TOKENS_REMOVED: &str = "pushrelay_tokens_removed_total";
 /// Counter: store operations that failed.
 pub const STORE_ERRORS: &str = "pushrelay_store_errors_total";
+/// Counter: keys locked out after too many failed authentications.
+pub const AUTH_LOCKOUTS: &str = "pushrelay_auth_lockouts_total";
+/// Counter: webhook deliveries refused or skipped, label `reason`
+/// (`bad_signature`, `duplicate`, `stale`).
+pub const WEBHOOKS_REFUSED: &str = "pushrelay_webhooks_refused_total";
 
 /// Start logging once (`RUST_LOG` filters; `PUSHRELAY_LOG_FORMAT=json` for
 /// JSON lines). Safe to call more than once.
@@ -51,6 +56,8 @@ pub fn metrics_handle() -> PrometheusHandle {
                 (RETRIES, "Provider attempts retried"),
                 (TOKENS_REMOVED, "Dead device tokens removed"),
                 (STORE_ERRORS, "Store operations that failed"),
+                (AUTH_LOCKOUTS, "Keys locked out after too many failed authentications"),
+                (WEBHOOKS_REFUSED, "Webhook deliveries refused or skipped, by reason"),
             ] {
                 metrics::describe_counter!(name, help);
             }

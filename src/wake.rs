@@ -3,12 +3,12 @@
 //! sender — no thread, no timer loop and no database poll per waiter; the
 //! timeout is the waiting request's own `tokio::time::timeout`.
 //!
-//! `WakeHub::registered` is the one entry point for "a REGISTER for this AOR
-//! arrived". On a single node it wakes local waiters. With PostgreSQL it is
-//! also published with `NOTIFY` and every node's listener feeds
-//! `notify_local`, so a REGISTER on node B releases a wait held on node A.
+//! A REGISTER is published as a store event (`StoreEvent::Registered`):
+//! in-process on SQLite, and with PostgreSQL also to every node through
+//! `NOTIFY`, so a REGISTER on node B releases a wait held on node A.
+//! `WakeHub::follow` feeds those events to the local waiters.
 //!
-//! Depends on nothing but tokio (and sqlx for the PostgreSQL listener).
+//! Depends on `store` (its events) and tokio.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +17,6 @@ use tokio::sync::oneshot;
 
 /// At most this many requests may wait at once (each is a few hundred bytes).
 pub const MAX_WAITERS: usize = 100_000;
-
-/// Publishes "(aor, contact) registered" to the other nodes.
-pub type Publisher = Arc<dyn Fn(&str, &str, i64) + Send + Sync>;
 
 /// aor → (waiter id, subscribed at (epoch ms), its sender)
 type Waiters = HashMap<String, Vec<(u64, i64, oneshot::Sender<String>)>>;
@@ -33,8 +30,6 @@ pub struct WakeHub {
     waiters: Mutex<Waiters>,
     next_id: AtomicU64,
     count: AtomicU64,
-    /// Set when registrations are also published to other nodes.
-    remote: Mutex<Option<Publisher>>,
 }
 
 /// One waiting request; dropping it (timeout, client gone) unregisters it.
@@ -67,15 +62,29 @@ impl WakeHub {
         Ok(Waiter { hub: self.clone(), aor: aor.to_string(), id, rx: Some(rx) })
     }
 
-    /// A REGISTER for `aor` arrived here: wake local waiters and tell the
-    /// other nodes (when a remote publisher is installed).
+    /// Release waiters on every `Registered` event of `store` (this node's
+    /// and the other nodes') until `shutdown`.
+    pub fn follow(self: &Arc<Self>, store: &crate::store::Store, shutdown: tokio_util::sync::CancellationToken) {
+        let mut events = store.subscribe();
+        let hub = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    e = events.recv() => match e {
+                        Ok(crate::store::StoreEvent::Registered { aor, contact, at }) => { hub.notify_since(&aor, &contact, at); }
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "wake-up events were missed"),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            }
+        });
+    }
+
+    /// A REGISTER for `aor` arrived (tests): wake the local waiters.
     pub fn registered(&self, aor: &str, contact: &str) {
-        let at = now_ms();
-        self.notify_since(aor, contact, at);
-        let remote = self.remote.lock().expect("wake lock").clone();
-        if let Some(publish) = remote {
-            publish(aor, contact, at);
-        }
+        self.notify_since(aor, contact, now_ms());
     }
 
     /// Wake every local waiter of `aor`; returns how many were woken.
@@ -103,11 +112,6 @@ impl WakeHub {
             let _ = tx.send(contact.to_string());
         }
         n
-    }
-
-    /// Install the cross-node publisher (PostgreSQL `NOTIFY`).
-    pub fn set_remote(&self, publish: Publisher) {
-        *self.remote.lock().expect("wake lock") = Some(publish);
     }
 
     /// Requests waiting right now.
@@ -185,13 +189,4 @@ mod tests {
         assert_eq!(w.wait(Duration::from_secs(1)).await.as_deref(), Some("new"));
     }
 
-    #[test]
-    fn the_remote_publisher_sees_every_registration() {
-        let hub = WakeHub::new();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        hub.set_remote(Arc::new(move |aor, c, _at| s.lock().unwrap().push((aor.to_string(), c.to_string()))));
-        hub.registered("sip:9@x", "c");
-        assert_eq!(seen.lock().unwrap().as_slice(), &[("sip:9@x".to_string(), "c".to_string())]);
-    }
 }

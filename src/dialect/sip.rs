@@ -712,29 +712,96 @@ fn parse_uri_in(raw: &str, field: &'static str) -> Result<SipUri, FieldError> {
 
 /// Every piece of push data in `reg` (see the module doc for the order).
 pub fn push_data(reg: &SipRegister, rules: &[UaRule]) -> Result<Vec<PushData>, FieldError> {
+    let list: Vec<PushData> = found(reg, rules)?.into_iter().map(|(d, _)| d).collect();
+    if list.is_empty() {
+        return Err(no_push_data());
+    }
+    Ok(list)
+}
+
+fn no_push_data() -> FieldError {
+    err(
+        "",
+        "no_push_data",
+        "the REGISTER carries no push data (no X-MPUSH header, no RFC 8599 pn-* Contact URI parameters, \
+         no Contact parameters of a matching User-Agent rule)",
+    )
+}
+
+/// Push data with the index of the Contact it came from (`X-MPUSH`: the
+/// first Contact, if any).
+fn found(reg: &SipRegister, rules: &[UaRule]) -> Result<Vec<(PushData, Option<usize>)>, FieldError> {
     let mut out = Vec::new();
     if let Some(v) = &reg.x_mpush {
-        out.push(mpush(v)?);
+        out.push((mpush(v)?, (!reg.contacts.is_empty()).then_some(0)));
     }
     let rule = reg.user_agent.as_deref().and_then(|ua| rules.iter().find(|r| r.regex.is_match(ua)));
-    for c in &reg.contacts {
+    for (i, c) in reg.contacts.iter().enumerate() {
         if let Some(d) = rfc8599(c)? {
-            out.push(d);
+            out.push((d, Some(i)));
         } else if let Some(rule) = rule {
             if let Some(d) = kazoo(c, rule)? {
-                out.push(d);
+                out.push((d, Some(i)));
             }
         }
     }
-    if out.is_empty() {
-        return Err(err(
-            "",
-            "no_push_data",
-            "the REGISTER carries no push data (no X-MPUSH header, no RFC 8599 pn-* Contact URI parameters, \
-             no Contact parameters of a matching User-Agent rule)",
-        ));
-    }
     Ok(out)
+}
+
+/// What one REGISTER does to the push bindings of its AOR (interface.md §4):
+/// contacts whose effective expiry is 0 (`;expires=0`, or `Expires: 0` for
+/// a contact without its own) remove their binding only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bindings {
+    /// Push data of contacts that stay registered.
+    pub live: Vec<PushData>,
+    /// Push data of contacts that de-register.
+    pub gone: Vec<PushData>,
+    /// De-registering contacts (URI as written) that carry no push data.
+    pub gone_contacts: Vec<String>,
+}
+
+impl SipRegister {
+    /// A Contact's expiry in seconds: its own `expires` parameter, else the
+    /// `Expires` header, else `None` (the registrar's default).
+    pub fn contact_expires(&self, c: &Contact) -> Result<u32, FieldError> {
+        match c.param("expires") {
+            Some(v) => number(v, "Contact expires").map(|n| n.min(u64::from(u32::MAX)) as u32),
+            None => Ok(self.expires.unwrap_or(3600)),
+        }
+    }
+}
+
+/// The REGISTER's push data split by contact expiry.
+pub fn bindings(reg: &SipRegister, rules: &[UaRule]) -> Result<Bindings, FieldError> {
+    let mut b = Bindings { live: Vec::new(), gone: Vec::new(), gone_contacts: Vec::new() };
+    let items = found(reg, rules)?;
+    let expired = |i: Option<usize>| -> Result<bool, FieldError> {
+        Ok(match i {
+            Some(i) => reg.contact_expires(&reg.contacts[i])? == 0,
+            None => reg.expires == Some(0),
+        })
+    };
+    let mut with_data = std::collections::HashSet::new();
+    for (data, i) in items {
+        if let Some(i) = i {
+            with_data.insert(i);
+        }
+        if expired(i)? {
+            b.gone.push(data);
+        } else {
+            b.live.push(data);
+        }
+    }
+    for (i, c) in reg.contacts.iter().enumerate() {
+        if !with_data.contains(&i) && reg.contact_expires(c)? == 0 {
+            b.gone_contacts.push(c.uri.raw.clone());
+        }
+    }
+    if b.live.is_empty() && b.gone.is_empty() && b.gone_contacts.is_empty() {
+        return Err(no_push_data());
+    }
+    Ok(b)
 }
 
 fn token_err(field: &'static str) -> impl Fn(FieldError) -> FieldError {

@@ -65,6 +65,30 @@ impl SparkRegister {
     }
 }
 
+/// A parsed webhook delivery: what it asks for, when it happened, and the
+/// key a replay of it is recognised by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Webhook {
+    /// Hex SHA-256 of (envelope `id`, `resource`, `event`, `data.id`) — the
+    /// envelope `id` alone is the webhook registration's id, the same on
+    /// every delivery — or of the raw body when `data.id` is absent.
+    pub replay_key: String,
+    /// `data.created`, else the envelope's `created` (epoch ms), if given.
+    pub created_ms: Option<i64>,
+    pub event: WebhookEvent,
+}
+
+/// Events older than this are answered `{"ignored": "stale"}` (interface.md §4).
+pub const STALE_AFTER_MS: i64 = 120_000;
+
+impl Webhook {
+    /// Older than `STALE_AFTER_MS` at `now_ms`, or as far in the future
+    /// (a clock that far off is not Webex's). Without a time: never stale.
+    pub fn is_stale(&self, now_ms: i64) -> bool {
+        self.created_ms.is_some_and(|at| (now_ms - at).abs() > STALE_AFTER_MS)
+    }
+}
+
 /// What a webhook delivery asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WebhookEvent {
@@ -88,6 +112,8 @@ struct RegisterBody {
 
 #[derive(Deserialize)]
 struct Envelope {
+    id: Option<Value>,
+    created: Option<Value>,
     resource: Option<Value>,
     event: Option<Value>,
     #[serde(rename = "actorId")]
@@ -161,11 +187,55 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 }
 
 /// Parse a webhook envelope.
-pub fn parse_webhook(body: &[u8]) -> Result<WebhookEvent, FieldError> {
+pub fn parse_webhook(body: &[u8]) -> Result<Webhook, FieldError> {
     check_size(body, MAX_WEBHOOK_BYTES)?;
     let env: Envelope = from_json(body)?;
-    let resource = required_str(env.resource, "resource")?;
-    let event = required_str(env.event, "event")?;
+    let resource = required_str(env.resource.clone(), "resource")?;
+    let event = required_str(env.event.clone(), "event")?;
+    let data = match &env.data {
+        Some(Value::Object(d)) => Some(d),
+        _ => None,
+    };
+    let time = |v: Option<&Value>, field: &'static str| -> Result<Option<i64>, FieldError> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(t)) => rfc3339_ms(t)
+                .map(Some)
+                .ok_or_else(|| FieldError::new(field, "invalid_field", format!("{field} must be an RFC 3339 time"))),
+            Some(_) => Err(FieldError::new(field, "invalid_field", format!("{field} must be a string"))),
+        }
+    };
+    let created_ms = match time(data.and_then(|d| d.get("created")), "data.created")? {
+        Some(t) => Some(t),
+        None => time(env.created.as_ref(), "created")?,
+    };
+    let data_id = data.and_then(|d| d.get("id")).and_then(Value::as_str);
+    let replay_key = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        match data_id {
+            Some(id) => {
+                let envelope_id = env.id.as_ref().and_then(Value::as_str).unwrap_or("");
+                for part in [envelope_id, &resource, &event, id] {
+                    h.update(part.as_bytes());
+                    h.update([0u8]);
+                }
+            }
+            None => h.update(body),
+        }
+        hex::encode(h.finalize())
+    };
+    let event = webhook_event(body, env, resource, event)?;
+    Ok(Webhook { replay_key, created_ms, event })
+}
+
+/// RFC 3339 text → epoch milliseconds.
+fn rfc3339_ms(text: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+fn webhook_event(body: &[u8], env: Envelope, resource: String, event: String) -> Result<WebhookEvent, FieldError> {
     let ignored = || WebhookEvent::Ignored { resource: cut(&resource), event: cut(&event) };
     if resource != "callMemberships" || event != "created" {
         return Ok(ignored());
@@ -442,7 +512,7 @@ mod tests {
     }
 
     fn check_hook(body: impl AsRef<[u8]>) -> String {
-        match parse_webhook(body.as_ref()) {
+        match parse_webhook(body.as_ref()).map(|w| w.event) {
             Ok(WebhookEvent::IncomingCall { .. }) => "call".into(),
             Ok(WebhookEvent::Ignored { .. }) => "ignored".into(),
             Err(e) => format!("{} {}", e.code, e.field).trim_end().to_string(),
@@ -508,9 +578,38 @@ mod tests {
     }
 
     #[test]
+    fn the_replay_key_names_the_event_not_the_webhook() {
+        let key = |data: &str| parse_webhook(hook("callMemberships", "created", data).as_bytes()).unwrap().replay_key;
+        let one = key(&format!(r#"{{"id":"M1","callId":"C1","personId":"{PERSON}"}}"#));
+        assert_eq!(one.len(), 64);
+        assert_eq!(one, key(&format!(r#"{{"id":"M1","callId":"C1","personId":"{PERSON}"}}"#)), "a replay has the same key");
+        assert_ne!(one, key(&format!(r#"{{"id":"M2","callId":"C2","personId":"{PERSON}"}}"#)), "same webhook id, another event");
+        let no_id = key(&format!(r#"{{"callId":"C1","personId":"{PERSON}"}}"#));
+        assert_ne!(no_id, one, "without data.id the body itself is the key");
+    }
+
+    #[test]
+    fn staleness_follows_data_created_then_the_envelope() {
+        let at = |data: &str, envelope: &str| {
+            let body = format!(r#"{{"id":"W","resource":"x","event":"y"{envelope},"data":{data}}}"#);
+            parse_webhook(body.as_bytes()).map(|w| w.created_ms)
+        };
+        let t0 = 1_764_054_000_000; // 2025-11-25T07:00:00Z
+        assert_eq!(at(r#"{"created":"2025-11-25T07:00:00.000Z"}"#, ""), Ok(Some(t0)));
+        assert_eq!(at("{}", r#","created":"2025-11-25T07:00:01Z""#), Ok(Some(t0 + 1000)));
+        assert_eq!(at("{}", ""), Ok(None));
+        assert_eq!(at(r#"{"created":"yesterday"}"#, "").unwrap_err().code, "invalid_field");
+        let w = Webhook { replay_key: String::new(), created_ms: Some(t0), event: WebhookEvent::Ignored { resource: String::new(), event: String::new() } };
+        assert!(!w.is_stale(t0 + STALE_AFTER_MS));
+        assert!(w.is_stale(t0 + STALE_AFTER_MS + 1));
+        assert!(w.is_stale(t0 - STALE_AFTER_MS - 1), "far in the future");
+        assert!(!Webhook { created_ms: None, ..w }.is_stale(i64::MAX));
+    }
+
+    #[test]
     fn ignored_events_keep_short_names() {
         let long = "r".repeat(500);
-        match parse_webhook(hook(&long, "created", "{}").as_bytes()).unwrap() {
+        match parse_webhook(hook(&long, "created", "{}").as_bytes()).unwrap().event {
             WebhookEvent::Ignored { resource, event } => {
                 assert_eq!((resource.len(), event.as_str()), (MAX_ECHO, "created"))
             }
@@ -562,7 +661,7 @@ mod tests {
         assert!(!r.sandbox);
         assert!(parse_register(&fixture("register-sandbox.json")).unwrap().sandbox);
         assert_eq!(
-            parse_webhook(&fixture("webhook-call.json")).unwrap(),
+            parse_webhook(&fixture("webhook-call.json")).unwrap().event,
             WebhookEvent::IncomingCall {
                 person: UserId::parse("Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZWU").unwrap(),
                 call_id: "Y2lzY29zcGFyazovL3VzL0NBTEwvMQ".into(),
@@ -571,7 +670,7 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_webhook(&fixture("webhook-message.json")).unwrap(),
+            parse_webhook(&fixture("webhook-message.json")).unwrap().event,
             WebhookEvent::Ignored { resource: "messages".into(), event: "created".into() }
         );
         // The signature covers the exact bytes, whitespace included.
@@ -634,7 +733,7 @@ mod tests {
                     prop_assert_eq!(r.voip_token.provider(), Provider::Apns);
                     prop_assert!(r.voip_token.as_str().bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
                 }
-                if let Ok(WebhookEvent::IncomingCall { call_id, .. }) = parse_webhook(body.as_bytes()) {
+                if let Ok(WebhookEvent::IncomingCall { call_id, .. }) = parse_webhook(body.as_bytes()).map(|w| w.event) {
                     prop_assert!(body.contains("callMemberships") && !call_id.is_empty());
                 }
             }
@@ -651,7 +750,7 @@ mod tests {
             #[test]
             fn any_status_but_notified_is_ignored(status in "[a-zA-Z]{0,12}") {
                 let body = hook("callMemberships", "created", &format!(r#"{{"callId":"C","personId":"{PERSON}","status":"{status}"}}"#));
-                let got = parse_webhook(body.as_bytes()).unwrap();
+                let got = parse_webhook(body.as_bytes()).unwrap().event;
                 prop_assert_eq!(matches!(got, WebhookEvent::IncomingCall { .. }), status == "notified");
             }
         }

@@ -164,7 +164,7 @@ fn describe(e: &quick_xml::Error) -> &'static str {
     use quick_xml::errors::{IllFormedError as I, SyntaxError as S};
     match e {
         quick_xml::Error::Syntax(S::InvalidBangMarkup) => "unknown `<!` markup",
-        quick_xml::Error::Syntax(S::UnclosedPIOrXmlDecl) => "unclosed `<?`",
+        quick_xml::Error::Syntax(S::UnclosedPI | S::UnclosedXmlDecl) => "unclosed `<?`",
         quick_xml::Error::Syntax(S::UnclosedComment) => "unclosed comment",
         quick_xml::Error::Syntax(S::UnclosedDoctype) => "unclosed DOCTYPE",
         quick_xml::Error::Syntax(S::UnclosedCData) => "unclosed CDATA section",
@@ -231,7 +231,7 @@ fn scan(body: &[u8]) -> Result<Texts, FieldError> {
                 }
                 if let Some(enc) = decl.encoding() {
                     let enc = enc.map_err(|_| malformed("malformed XML declaration"))?;
-                    if !enc.eq_ignore_ascii_case(b"UTF-8") {
+                    if !enc.eq_ignore_ascii_case("UTF-8") {
                         return Err(malformed("the document must be encoded as UTF-8"));
                     }
                 }
@@ -257,7 +257,7 @@ fn scan(body: &[u8]) -> Result<Texts, FieldError> {
                 }
             }
             Event::Text(t) => {
-                let s = t.unescape().map_err(|_| malformed(BAD_REFERENCE))?;
+                let s = t.xml10_content();
                 if depth == 0 {
                     if !s.chars().all(is_xml_space) {
                         return Err(malformed("text outside the root element"));
@@ -268,14 +268,29 @@ fn scan(body: &[u8]) -> Result<Texts, FieldError> {
                     }
                 }
             }
+            Event::GeneralRef(r) => {
+                // `&amp;` and friends, `&#65;`: nothing else (no DTD, no other entities).
+                let resolved = match r.resolve_char_ref() {
+                    Ok(Some(c)) if is_xml_char(c) => c.to_string(),
+                    Ok(Some(_)) | Err(_) => return Err(malformed(BAD_REFERENCE)),
+                    Ok(None) => quick_xml::escape::resolve_xml_entity(&r).ok_or_else(|| malformed(BAD_REFERENCE))?.to_string(),
+                };
+                if depth == 0 {
+                    return Err(malformed("text outside the root element"));
+                }
+                if let Some(i) = collecting {
+                    if let Some(buf) = texts[i].as_mut() {
+                        buf.push_str(&resolved);
+                    }
+                }
+            }
             Event::CData(c) => {
                 if depth == 0 {
                     return Err(malformed("CDATA outside the root element"));
                 }
                 if let Some(i) = collecting {
-                    let s = std::str::from_utf8(&c).map_err(|_| malformed("CDATA is not valid UTF-8"))?;
                     if let Some(buf) = texts[i].as_mut() {
-                        buf.push_str(s);
+                        buf.push_str(&c.xml10_content());
                     }
                 }
             }
@@ -311,8 +326,8 @@ fn open(
     let mut default_ns = false;
     for attr in start.attributes() {
         let attr = attr.map_err(|_| malformed("malformed or repeated attribute"))?;
-        let value = attr.unescape_value().map_err(|_| malformed(BAD_REFERENCE))?;
-        if attr.key.as_ref() == b"xmlns" && !value.is_empty() {
+        let value = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(|_| malformed(BAD_REFERENCE))?;
+        if attr.key.as_ref() == "xmlns" && !value.is_empty() {
             default_ns = true;
         }
     }
@@ -323,16 +338,15 @@ fn open(
             if root_seen {
                 return Err(malformed("more than one root element"));
             }
-            if name != b"token" {
-                let got = String::from_utf8_lossy(name);
-                return Err(doc_error("wrong_root", format!("the root element must be <token> (got {})", echo(&got))));
+            if name != "token" {
+                return Err(doc_error("wrong_root", format!("the root element must be <token> (got {})", echo(name))));
             }
             if default_ns {
                 return Err(doc_error("wrong_root", "<token> must not be in a namespace"));
             }
         }
         1 => {
-            if let Some(i) = FIELDS.iter().position(|f| f.as_bytes() == name) {
+            if let Some(i) = FIELDS.iter().position(|f| *f == name) {
                 let field = FIELDS[i];
                 if texts[i].is_some() {
                     return Err(FieldError::new(field, "duplicate_field", format!("<{field}> appears more than once")));

@@ -96,6 +96,37 @@ pub struct CallEvent {
     pub ring: RingWindow,
 }
 
+/// Longest caller-supplied text (display name, number, hunt pilot).
+pub const MAX_CALL_TEXT: usize = 1024;
+
+impl CallEvent {
+    /// The one constructor: a call for every device of `user`, with no caller
+    /// details yet (set them with `CallEvent::text`-checked values).
+    pub fn new(user: UserId, push_id: PushId, ring: RingWindow) -> Self {
+        Self {
+            call_id: CallId::new(),
+            user,
+            device: None,
+            push_id,
+            display_name: String::new(),
+            display_number: String::new(),
+            hunt_pilot_dn: String::new(),
+            actor: None,
+            ring,
+        }
+    }
+
+    /// A caller-supplied text field: at most `MAX_CALL_TEXT` printable
+    /// characters (absent = empty), the same rule for every call source.
+    pub fn text(field: &'static str, v: Option<String>) -> Result<String, FieldError> {
+        let v = v.unwrap_or_default();
+        if v.chars().count() > MAX_CALL_TEXT || v.chars().any(char::is_control) {
+            return Err(FieldError::new(field, "invalid_field", format!("{field} must be at most {MAX_CALL_TEXT} printable characters")));
+        }
+        Ok(v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,43 @@ impl Provider {
     }
 }
 
+/// What an app's stored credentials are for: a push provider, or the
+/// Webex webhook secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    Apns,
+    Fcm,
+    Webex,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Apns => "apns",
+            CredentialKind::Fcm => "fcm",
+            CredentialKind::Webex => "webex",
+        }
+    }
+}
+
+impl From<Provider> for CredentialKind {
+    fn from(p: Provider) -> Self {
+        match p {
+            Provider::Apns => CredentialKind::Apns,
+            Provider::Fcm => CredentialKind::Fcm,
+        }
+    }
+}
+
 impl Channel {
+    /// The production channel of a provider (APNs production, FCM).
+    pub fn for_provider(provider: Provider) -> Self {
+        match provider {
+            Provider::Apns => Channel::Apns,
+            Provider::Fcm => Channel::Fcm,
+        }
+    }
+
     /// Exact, case-sensitive match on the UDS `pushChannelType` values.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         match raw {

@@ -40,15 +40,29 @@ fn key_label(key: &PrivateKeyDer<'_>) -> &'static str {
     }
 }
 
+/// Every CERTIFICATE block of a PEM text (`Err` if one is malformed).
+pub fn pem_certs(text: &[u8]) -> Result<Vec<CertificateDer<'static>>, rustls_pki_types::pem::Error> {
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(text).collect()
+}
+
+/// The first private key of a PEM text (PKCS#8, PKCS#1 or SEC1); `Ok(None)` if there is none.
+pub fn pem_private_key(text: &[u8]) -> Result<Option<PrivateKeyDer<'static>>, rustls_pki_types::pem::Error> {
+    use rustls_pki_types::pem::PemObject;
+    match PrivateKeyDer::from_pem_slice(text) {
+        Ok(k) => Ok(Some(k)),
+        Err(rustls_pki_types::pem::Error::NoItemsFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Parse a PEM bundle holding certificates and one private key.
 pub fn parse_pem(text: &str) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), FieldError> {
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut text.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad("invalid_certificate", "certificate PEM is malformed"))?;
+    let certs = pem_certs(text.as_bytes()).map_err(|_| bad("invalid_certificate", "certificate PEM is malformed"))?;
     if certs.is_empty() {
         return Err(bad("invalid_certificate", "certificate PEM holds no CERTIFICATE block"));
     }
-    let key = rustls_pemfile::private_key(&mut text.as_bytes())
+    let key = pem_private_key(text.as_bytes())
         .map_err(|_| bad("invalid_certificate", "certificate PEM has a malformed private key"))?
         .ok_or_else(|| bad("invalid_certificate", "certificate PEM holds no PRIVATE KEY block (include the key with the certificate)"))?;
     Ok((certs, key))

@@ -8,7 +8,7 @@
 mod call;
 mod channel;
 mod credentials;
-mod credentials_cert;
+pub mod credentials_cert;
 mod error;
 mod ids;
 mod outcome;
@@ -17,13 +17,13 @@ mod registration;
 mod token;
 
 pub use call::{CallEvent, CallId, PushId, RingWindow};
-pub use channel::{Channel, Dialect, PayloadVersion, Provider};
+pub use channel::{Channel, CredentialKind, Dialect, PayloadVersion, Provider};
 pub use credentials::{ApnsAuth, ApnsCredentials, FcmCredentials, WebexCredentials};
 pub use error::FieldError;
 pub use ids::{AppId, BundleId, DevicePkid, UserId};
 pub use outcome::{CallReport, Delivery, Outcome};
 pub use push_key::PushKey;
-pub use registration::{Device, MessageToken, Registration, SipBinding, SipFormat};
+pub use registration::{Device, DeviceSet, MessageToken, Registration, SipBinding, SipFormat, UnreadableDevice};
 pub use token::DeviceToken;
 
 /// Milliseconds since the Unix epoch, the one time unit stored and compared.

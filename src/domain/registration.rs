@@ -77,3 +77,43 @@ pub struct Device {
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+/// A stored device whose sealed secret (its JWE key) this node cannot open:
+/// reported `failed` with reason `unreadable_secret`, never a whole-call error.
+#[derive(Clone, Debug)]
+pub struct UnreadableDevice {
+    pub user: UserId,
+    pub device: DevicePkid,
+    pub dialect: Dialect,
+    pub app: AppId,
+    pub channel: Channel,
+}
+
+/// The devices a lookup found: those ready to push, and those whose secret
+/// could not be opened.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceSet {
+    pub ready: Vec<Device>,
+    pub unreadable: Vec<UnreadableDevice>,
+}
+
+impl DeviceSet {
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty() && self.unreadable.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ready.len() + self.unreadable.len()
+    }
+
+    /// Keep the devices for which `keep(user, device, dialect, app)` holds.
+    pub fn retain(&mut self, keep: impl Fn(&UserId, &DevicePkid, Dialect, &AppId) -> bool) {
+        self.ready.retain(|d| keep(&d.registration.user, &d.registration.device, d.registration.dialect, &d.registration.app));
+        self.unreadable.retain(|d| keep(&d.user, &d.device, d.dialect, &d.app));
+    }
+
+    /// The user of the first device (all of a set's devices share one on every lookup but by AOR).
+    pub fn first_user(&self) -> Option<&UserId> {
+        self.ready.first().map(|d| &d.registration.user).or_else(|| self.unreadable.first().map(|d| &d.user))
+    }
+}

@@ -2,11 +2,11 @@
 //! query, `POST /acrobits/token` with a form or JSON body. Success is 200
 //! with no body (what the app expects). Parsing lives in `dialect::acrobits`.
 
-use super::auth::{basic_credentials, Caller, Scope};
+use super::auth::{basic_user, peer_ip, BasicRefusal, Caller, Scope};
 use super::error::{ApiError, Result};
 use super::state::AppState;
 use crate::dialect::acrobits::{self, RawToken};
-use crate::domain::{now_ms, AppId, Channel, DevicePkid, Dialect, FieldError, MessageToken, Provider, Registration, UserId};
+use crate::domain::{AppId, Channel, DevicePkid, Dialect, FieldError, MessageToken, Provider, Registration, UserId};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
@@ -29,10 +29,12 @@ impl FromRequestParts<AppState> for Reporter {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if let Some((user, password)) = basic_credentials(&parts.headers) {
-            let user = UserId::parse(&user).map_err(|_| ApiError::Unauthorized)?;
-            let Some(hash) = state.store.password_hash(&user).await? else { return Err(ApiError::Unauthorized) };
-            return if state.passwords.verify(user.as_str(), password, hash).await { Ok(Reporter::User(user)) } else { Err(ApiError::Unauthorized) };
+        match basic_user(state, &parts.headers, peer_ip(&parts.extensions), None).await {
+            Ok(user) => return Ok(Reporter::User(user)),
+            Err(BasicRefusal::Missing) => {}
+            Err(BasicRefusal::Wrong) => return Err(ApiError::Unauthorized),
+            Err(BasicRefusal::Locked(wait)) => return Err(ApiError::TooManyFailures(wait)),
+            Err(BasicRefusal::Store(e)) => return Err(e.into()),
         }
         let caller = Caller::from_request_parts(parts, state).await?;
         caller.require(Scope::Register)?;
@@ -63,7 +65,8 @@ async fn report_post(reporter: Reporter, State(s): State<AppState>, headers: Hea
 
 /// The app a reported token belongs to, and the provider its credentials
 /// are for: the app whose id is the reported app id (a `.pushkit` suffix is
-/// dropped when no app has the full id).
+/// dropped when no app has the full id). A key bound to an app may only
+/// report tokens of that app (403).
 async fn app_of(s: &AppState, token: &RawToken, field: &'static str, key_app: Option<&AppId>) -> Result<(AppId, Provider)> {
     let reported = token.app_id.as_ref().or(key_app).ok_or_else(|| {
         ApiError::bad_request("missing_field", format!("{field}: the token's app id is required (appid_calls / appid_msgs), or an API key bound to an app"))
@@ -73,21 +76,13 @@ async fn app_of(s: &AppState, token: &RawToken, field: &'static str, key_app: Op
     if stripped != reported.as_str() {
         candidates.push(AppId::parse(stripped)?);
     }
-    for app in &candidates {
-        for provider in [Provider::Apns, Provider::Fcm] {
-            if s.store.has_credentials(app, provider).await? {
-                return Ok((app.clone(), provider));
-            }
+    if let Some(bound) = key_app {
+        if !candidates.contains(bound) {
+            return Err(ApiError::WrongApp(bound.as_str().to_string()));
         }
+        candidates = vec![bound.clone()];
     }
-    Err(s.missing_credentials(reported, "APNs or FCM").await?.into())
-}
-
-fn channel_for(provider: Provider) -> Channel {
-    match provider {
-        Provider::Apns => Channel::Apns,
-        Provider::Fcm => Channel::Fcm,
-    }
+    Ok(s.registrar.first_with_credentials(&candidates, &[Provider::Apns, Provider::Fcm], "APNs or FCM").await?)
 }
 
 async fn store_report(s: &AppState, reporter: Reporter, pairs: &[(String, String)]) -> Result<StatusCode> {
@@ -114,7 +109,7 @@ async fn store_report(s: &AppState, reporter: Reporter, pairs: &[(String, String
     let msg = match &report.msgs {
         Some(m) if report.calls.is_some() => {
             let (app, provider) = app_of(s, m, "token_msgs", key_app.as_ref()).await?;
-            Some(MessageToken { app, channel: channel_for(provider), token: acrobits::token_for(provider, m)? })
+            Some(MessageToken { app, channel: Channel::for_provider(provider), token: acrobits::token_for(provider, m)? })
         }
         _ => None,
     };
@@ -123,7 +118,7 @@ async fn store_report(s: &AppState, reporter: Reporter, pairs: &[(String, String
         user: report.username.clone(),
         device,
         dialect: Dialect::Acrobits,
-        channel: channel_for(provider),
+        channel: Channel::for_provider(provider),
         token,
         key: None,
         app,
@@ -131,10 +126,6 @@ async fn store_report(s: &AppState, reporter: Reporter, pairs: &[(String, String
         msg,
         sip: None,
     };
-    let now = now_ms();
-    s.store.ensure_user(&report.username, now).await?;
-    s.store.upsert_device(&registration, now).await?;
-    metrics::counter!(crate::telemetry::REGISTRATIONS, "dialect" => "acrobits").increment(1);
-    tracing::info!(user = %registration.user, device = %registration.device, channel = %registration.channel, token = registration.token.suffix(), "Acrobits token reported");
+    s.registrar.store(&report.username, std::slice::from_ref(&registration)).await?;
     Ok(StatusCode::OK)
 }

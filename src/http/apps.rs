@@ -4,7 +4,7 @@ use super::auth::{Caller, Scope};
 use super::error::{require_json, ApiError, Result};
 use super::state::AppState;
 use super::time::rfc3339;
-use crate::domain::{now_ms, ApnsCredentials, AppId, FcmCredentials};
+use crate::domain::{now_ms, ApnsCredentials, AppId, CredentialKind, FcmCredentials};
 use super::LimitedBody;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -32,7 +32,7 @@ async fn put_apns(caller: Caller, State(s): State<AppState>, Path(app): Path<Str
         .await
         .map_err(|e| ApiError::Internal(e.into()))??;
     let summary = creds.summary();
-    s.store.put_credentials(&app, "apns", &summary, &creds.to_stored(), Some(creds.bundle_id.as_str()), now_ms()).await?;
+    s.store.put_credentials(&app, CredentialKind::Apns, &summary, &creds.to_stored(), Some(creds.bundle_id.as_str()), now_ms()).await?;
     tracing::info!(app = %app, auth = %summary["auth"], "APNs credentials stored");
     app_view(&s, &app).await
 }
@@ -45,12 +45,12 @@ async fn put_fcm(caller: Caller, State(s): State<AppState>, Path(app): Path<Stri
         .await
         .map_err(|e| ApiError::Internal(e.into()))??;
     let summary = creds.summary();
-    s.store.put_credentials(&app, "fcm", &summary, &creds.to_stored(), Some(&creds.project_id), now_ms()).await?;
+    s.store.put_credentials(&app, CredentialKind::Fcm, &summary, &creds.to_stored(), Some(&creds.project_id), now_ms()).await?;
     tracing::info!(app = %app, project = %creds.project_id, "FCM credentials stored");
     app_view(&s, &app).await
 }
 
-async fn delete_provider(s: &AppState, app: &str, provider: &str) -> Result<StatusCode> {
+async fn delete_provider(s: &AppState, app: &str, provider: CredentialKind) -> Result<StatusCode> {
     let app = app_id(app)?;
     // Idempotent: deleting what is not there is still 204.
     s.store.delete_credentials(&app, provider).await?;
@@ -59,12 +59,12 @@ async fn delete_provider(s: &AppState, app: &str, provider: &str) -> Result<Stat
 
 async fn delete_apns(caller: Caller, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
     caller.require(Scope::Admin)?;
-    delete_provider(&s, &app, "apns").await
+    delete_provider(&s, &app, CredentialKind::Apns).await
 }
 
 async fn delete_fcm(caller: Caller, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
     caller.require(Scope::Admin)?;
-    delete_provider(&s, &app, "fcm").await
+    delete_provider(&s, &app, CredentialKind::Fcm).await
 }
 
 fn with_time(mut summary: Value, ms: i64) -> Value {

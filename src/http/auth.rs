@@ -1,4 +1,11 @@
-//! Auth extractors: admin bearer token, HTTP Basic of end users.
+//! Authentication: the bearer extractor (`Caller`), HTTP Basic of end users
+//! (`basic_user`), and password hashing (`Passwords`).
+//!
+//! Every failed attempt is counted (`limit::AuthFailures`): Basic failures
+//! per user name, unknown names and bad bearer tokens per source address.
+//! A key past the limit is answered 429 before any hashing; a valid bearer
+//! token is never refused by it. Unknown users cost the same Argon2 verify
+//! as known ones (a dummy hash), and hashing runs with bounded concurrency.
 //! Secrets are compared in constant time; rejection reasons are logged at
 //! debug only.
 
@@ -6,9 +13,12 @@ use super::error::ApiError;
 use super::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts, HeaderMap};
+use super::limit::FailureKey;
+use crate::domain::UserId;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
+use std::net::IpAddr;
 use subtle::ConstantTimeEq;
 
 /// SHA-256 of a bearer token: tokens are high-entropy, so a fast hash is
@@ -75,6 +85,43 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// The app the caller names (`?app=`, a reported app id …) checked
+    /// against the key's app: a key bound to an app may only name that app
+    /// (403 otherwise). Without a named app, the key's own app (if any).
+    pub fn app_for(&self, named: Option<crate::domain::AppId>) -> Result<Option<crate::domain::AppId>, ApiError> {
+        match (named, &self.app) {
+            (Some(named), Some(bound)) if named != *bound => Err(ApiError::WrongApp(bound.as_str().to_string())),
+            (Some(named), _) => Ok(Some(named)),
+            (None, bound) => Ok(bound.clone()),
+        }
+    }
+
+    /// Whether this caller may act on a device of `app`.
+    pub fn may_use(&self, app: &crate::domain::AppId) -> bool {
+        self.app.as_ref().is_none_or(|bound| bound == app)
+    }
+}
+
+/// The source address of a request, as an extractor that cannot fail.
+pub struct Peer(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(peer_ip(&parts.extensions)))
+    }
+}
+
+/// The source address of a request (set by `serve`).
+pub fn peer_ip(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -88,15 +135,62 @@ impl FromRequestParts<AppState> for Caller {
             return Ok(Caller { key_id: None, scopes: vec![Scope::Admin], app: None });
         }
         // The lookup is by hash: equal hashes mean equal keys, and the
-        // database index compares hashes, never the key itself.
-        match state.store.api_key_by_hash(&hex::encode(hash)).await? {
-            Some(k) => Ok(Caller { key_id: Some(k.id), scopes: k.scopes.iter().filter_map(|s| Scope::parse(s)).collect(), app: k.app }),
-            None => {
-                tracing::debug!("unknown or revoked bearer token");
-                Err(ApiError::Unauthorized)
-            }
+        // database index compares hashes, never the key itself. A valid key
+        // is looked up before any lock-out: it is never refused by one.
+        if let Some(k) = state.store.api_key_by_hash(&hex::encode(hash)).await? {
+            return Ok(Caller { key_id: Some(k.id), scopes: k.scopes.iter().filter_map(|s| Scope::parse(s)).collect(), app: k.app });
         }
+        let from = FailureKey::Address(peer_ip(&parts.extensions));
+        if let Some(wait) = state.limits.auth_failures.locked_for(&from) {
+            return Err(ApiError::TooManyFailures(wait));
+        }
+        state.limits.auth_failures.failed(&from);
+        tracing::debug!("unknown or revoked bearer token");
+        Err(ApiError::Unauthorized)
     }
+}
+
+/// Why HTTP Basic authentication did not give a user.
+#[derive(Debug)]
+pub enum BasicRefusal {
+    /// No (well-formed) `Authorization: Basic` header.
+    Missing,
+    /// Wrong user, wrong password, unknown user: one answer for all.
+    Wrong,
+    /// Too many failures for this name or address: retry after this long.
+    Locked(std::time::Duration),
+    Store(crate::store::StoreError),
+}
+
+/// The end user of an `Authorization: Basic` header, checked against the
+/// stored Argon2 hash (`expected`: the user the path names, which the Basic
+/// user must equal). Counts failures, refuses locked names and addresses
+/// before hashing, and verifies a dummy hash for unknown users.
+pub async fn basic_user(s: &AppState, headers: &HeaderMap, peer: IpAddr, expected: Option<&UserId>) -> Result<UserId, BasicRefusal> {
+    let Some((name, password)) = basic_credentials(headers) else {
+        return Err(BasicRefusal::Missing);
+    };
+    let failures = &s.limits.auth_failures;
+    let by_name = FailureKey::User(name.clone());
+    let by_address = FailureKey::Address(peer);
+    if let Some(wait) = failures.locked_any([&by_name, &by_address]) {
+        return Err(BasicRefusal::Locked(wait));
+    }
+    let user = match UserId::parse(&name) {
+        Ok(u) if expected.is_none_or(|e| *e == u) => u,
+        _ => {
+            tracing::debug!("basic user is malformed or differs from the path user");
+            failures.failed(&by_address);
+            return Err(BasicRefusal::Wrong);
+        }
+    };
+    let hash = s.store.password_hash(&user).await.map_err(BasicRefusal::Store)?;
+    let known = hash.is_some();
+    if s.passwords.verify(user.as_str(), password, hash).await {
+        return Ok(user);
+    }
+    failures.failed(if known { &by_name } else { &by_address });
+    Err(BasicRefusal::Wrong)
 }
 
 /// `Authorization: Basic` user and password, if well-formed.
@@ -133,24 +227,36 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 type VerifiedPassword = (String, [u8; 32], std::time::Instant);
 
-/// Remembers successful Argon2 verifications for a short time, so a phone
-/// re-registering (or a backend's burst) does not cost tens of milliseconds
-/// of CPU per request. A hit needs the same stored hash (a password change,
-/// also on another node, invalidates it) and the same password, compared as
-/// a SHA-256 under a random per-process key, in constant time. Failures are
-/// never cached. Not state a second node needs: a miss only costs time.
-pub struct PasswordCache {
+/// Password hashing for the whole process:
+/// - successful Argon2 verifications are remembered for a short time, so a
+///   phone re-registering (or a backend's burst) does not cost tens of
+///   milliseconds of CPU per request. A hit needs the same stored hash (a
+///   password change, also on another node, invalidates it) and the same
+///   password, compared as a SHA-256 under a random per-process key, in
+///   constant time. Failures are never cached. Not state a second node
+///   needs: a miss only costs time;
+/// - an unknown user is verified against a dummy hash, so both cost the same;
+/// - at most one Argon2 run per core at a time (each takes ~19 MiB).
+pub struct Passwords {
     key: [u8; 32],
     ttl: std::time::Duration,
     /// user → (stored hash, keyed digest of the password, verified at)
     entries: std::sync::Mutex<std::collections::HashMap<String, VerifiedPassword>>,
+    hashing: tokio::sync::Semaphore,
 }
 
-impl PasswordCache {
+/// A hash of a random password: what unknown users are verified against.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&hex::encode(rand::random::<[u8; 16]>())).expect("hashing a random password"))
+}
+
+impl Passwords {
     const MAX_ENTRIES: usize = 100_000;
 
     pub fn new(ttl: std::time::Duration) -> Self {
-        Self { key: rand::random(), ttl, entries: Default::default() }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self { key: rand::random(), ttl, entries: Default::default(), hashing: tokio::sync::Semaphore::new(cores) }
     }
 
     fn digest(&self, password: &str) -> [u8; 32] {
@@ -160,8 +266,20 @@ impl PasswordCache {
         h.finalize().into()
     }
 
-    /// Check `password` of `user` against the stored Argon2 `hash`.
-    pub async fn verify(&self, user: &str, password: crate::secret::Secret<String>, hash: String) -> bool {
+    /// Run one Argon2 computation off the runtime, one per core at most.
+    async fn argon2<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let _turn = self.hashing.acquire().await.ok()?;
+        tokio::task::spawn_blocking(work).await.ok()
+    }
+
+    /// Check `password` of `user` against the stored Argon2 `hash`; with no
+    /// hash (unknown user, or one without a password) a dummy hash is
+    /// verified and the answer is false.
+    pub async fn verify(&self, user: &str, password: crate::secret::Secret<String>, hash: Option<String>) -> bool {
+        let Some(hash) = hash else {
+            self.argon2(move || verify_password(password.expose(), dummy_hash())).await;
+            return false;
+        };
         let digest = self.digest(password.expose());
         {
             let entries = self.entries.lock().expect("password cache lock");
@@ -172,7 +290,7 @@ impl PasswordCache {
             }
         }
         let h = hash.clone();
-        let ok = tokio::task::spawn_blocking(move || verify_password(password.expose(), &h)).await.unwrap_or(false);
+        let ok = self.argon2(move || verify_password(password.expose(), &h)).await.unwrap_or(false);
         if ok {
             let mut entries = self.entries.lock().expect("password cache lock");
             if entries.len() >= Self::MAX_ENTRIES {
@@ -182,6 +300,11 @@ impl PasswordCache {
         }
         ok
     }
+
+    /// Argon2id hash of a new password, under the same concurrency bound.
+    pub async fn hash(&self, password: String) -> anyhow::Result<String> {
+        self.argon2(move || hash_password(&password)).await.ok_or_else(|| anyhow::anyhow!("hashing was cancelled"))?
+    }
 }
 
 #[cfg(test)]
@@ -190,15 +313,16 @@ mod tests {
 
     #[tokio::test]
     async fn the_password_cache_needs_the_same_password_and_the_same_stored_hash() {
-        let cache = PasswordCache::new(std::time::Duration::from_secs(60));
+        let cache = Passwords::new(std::time::Duration::from_secs(60));
         let h1 = hash_password("one").unwrap();
         let s = |p: &str| crate::secret::Secret::new(p.to_string());
-        assert!(cache.verify("alice", s("one"), h1.clone()).await);
-        assert!(cache.verify("alice", s("one"), h1.clone()).await, "cached hit");
-        assert!(!cache.verify("alice", s("two"), h1.clone()).await, "other password");
+        assert!(cache.verify("alice", s("one"), Some(h1.clone())).await);
+        assert!(cache.verify("alice", s("one"), Some(h1.clone())).await, "cached hit");
+        assert!(!cache.verify("alice", s("two"), Some(h1.clone())).await, "other password");
         let h2 = hash_password("two").unwrap();
-        assert!(!cache.verify("alice", s("one"), h2.clone()).await, "password changed: the old one fails");
-        assert!(cache.verify("alice", s("two"), h2).await);
+        assert!(!cache.verify("alice", s("one"), Some(h2.clone())).await, "password changed: the old one fails");
+        assert!(cache.verify("alice", s("two"), Some(h2)).await);
+        assert!(!cache.verify("nobody", s("two"), None).await, "no hash: a dummy verify, then false");
     }
 
 

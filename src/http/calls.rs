@@ -32,31 +32,18 @@ struct CallBody {
     ring_seconds: Option<i64>,
 }
 
-fn text_field(name: &'static str, v: Option<String>) -> Result<String> {
-    let v = v.unwrap_or_default();
-    if v.chars().count() > 1024 || v.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("invalid_field", format!("{name} must be at most 1024 printable characters")));
-    }
-    Ok(v)
-}
-
 /// The one place a call-event body becomes a `CallEvent`.
 fn parse_event(b: CallBody, default_ring: u32) -> Result<CallEvent> {
     let ring_seconds = match b.ring_seconds {
         Some(r) => RingWindow::parse_seconds(r)?,
         None => default_ring,
     };
-    Ok(CallEvent {
-        call_id: CallId::new(),
-        user: user_id(&b.user)?,
-        device: b.device.as_deref().map(DevicePkid::parse).transpose()?,
-        push_id: PushId::parse(&b.pushid)?,
-        display_name: text_field("displayname", b.displayname)?,
-        display_number: text_field("displaynumber", b.displaynumber)?,
-        hunt_pilot_dn: text_field("huntpilotdn", b.huntpilotdn)?,
-        actor: None,
-        ring: RingWindow::starting_now(now_ms(), ring_seconds),
-    })
+    let mut event = CallEvent::new(user_id(&b.user)?, PushId::parse(&b.pushid)?, RingWindow::starting_now(now_ms(), ring_seconds));
+    event.device = b.device.as_deref().map(DevicePkid::parse).transpose()?;
+    event.display_name = CallEvent::text("displayname", b.displayname)?;
+    event.display_number = CallEvent::text("displaynumber", b.displaynumber)?;
+    event.hunt_pilot_dn = CallEvent::text("huntpilotdn", b.huntpilotdn)?;
+    Ok(event)
 }
 
 async fn post_call(caller: Caller, State(s): State<AppState>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<CallReport>> {
@@ -64,7 +51,8 @@ async fn post_call(caller: Caller, State(s): State<AppState>, headers: HeaderMap
     s.limit_calls(caller.limit_key())?;
     let b: CallBody = json_body(&headers, &body)?;
     let event = parse_event(b, s.settings.calls.ring_seconds)?;
-    match s.dispatcher.run(&event).await {
+    // An app-bound key rings its own app's devices only.
+    match s.dispatcher.run(&event, |app| caller.may_use(app)).await {
         Ok(report) => Ok(Json(report)),
         Err(DispatchError::NoDevices) => Err(ApiError::NotFound(match &event.device {
             Some(d) => format!("user {} has no device {d}", event.user),

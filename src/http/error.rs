@@ -13,8 +13,16 @@ pub enum ApiError {
     BadRequest { code: &'static str, message: String },
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    #[error("{0}")]
+    UnauthorizedBecause(String),
     #[error("the key lacks the scope {0}")]
     Forbidden(&'static str),
+    #[error("this key is bound to the app {0} and may not name another app")]
+    WrongApp(String),
+    #[error("the user already has {0} devices, the most limits.devices_per_user allows; remove one first")]
+    DeviceLimit(u32),
+    #[error("too many failed authentications from here: retry after {} s", .0.as_secs().max(1))]
+    TooManyFailures(std::time::Duration),
     #[error("{0}")]
     NotFound(String),
     #[error("request body is larger than {0} bytes")]
@@ -41,8 +49,10 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized | ApiError::UnauthorizedBecause(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::WrongApp(_) => StatusCode::FORBIDDEN,
+            ApiError::DeviceLimit(_) => StatusCode::CONFLICT,
+            ApiError::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -56,8 +66,11 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest { code, .. } => code,
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized | ApiError::UnauthorizedBecause(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::WrongApp(_) => "wrong_app",
+            ApiError::DeviceLimit(_) => "device_limit",
+            ApiError::TooManyFailures(_) => "too_many_failures",
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge(_) => "too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -77,10 +90,31 @@ impl From<FieldError> for ApiError {
     }
 }
 
+impl From<crate::register::RegisterError> for ApiError {
+    fn from(e: crate::register::RegisterError) -> Self {
+        use crate::register::RegisterError;
+        match e {
+            RegisterError::Refused(f) => f.into(),
+            RegisterError::DeviceLimit(n) => ApiError::DeviceLimit(n),
+            RegisterError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<crate::dispatch::DispatchError> for ApiError {
+    fn from(e: crate::dispatch::DispatchError) -> Self {
+        match e {
+            crate::dispatch::DispatchError::NoDevices => ApiError::NotFound("no devices to wake".into()),
+            crate::dispatch::DispatchError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => ApiError::Unavailable(e),
+            StoreError::DeviceLimit(n) => ApiError::DeviceLimit(n),
             other => ApiError::Internal(other.into()),
         }
     }
@@ -97,7 +131,10 @@ impl IntoResponse for ApiError {
             return (status, Json(serde_json::json!({ "error": code, "message": msg }))).into_response();
         }
         let body = Json(serde_json::json!({ "error": self.code(), "message": self.to_string() }));
-        let retry_after = if let ApiError::RateLimited(wait) = &self { Some(wait.as_secs_f64().ceil().max(1.0) as u64) } else { None };
+        let retry_after = match &self {
+            ApiError::RateLimited(wait) | ApiError::TooManyFailures(wait) => Some(retry_after_secs(*wait)),
+            _ => None,
+        };
         let mut resp = (status, body).into_response();
         if let Some(secs) = retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
@@ -107,6 +144,11 @@ impl IntoResponse for ApiError {
         }
         resp
     }
+}
+
+/// `Retry-After` in whole seconds, at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// Parse a JSON request body into `T`, refusing other content types.

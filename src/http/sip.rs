@@ -9,10 +9,8 @@ use super::error::{json_body, ApiError, Result};
 use super::state::AppState;
 use super::LimitedBody;
 use crate::dialect::sip::{self, PushData};
-use crate::domain::{
-    now_ms, AppId, CallEvent, CallId, Channel, DevicePkid, Dialect, Outcome, Provider, PushId, Registration, RingWindow, SipBinding,
-    SipFormat,
-};
+use crate::domain::{now_ms, AppId, CallEvent, Channel, DevicePkid, Dialect, Outcome, Provider, PushId, Registration, RingWindow, SipBinding, SipFormat};
+use crate::store::StoreEvent;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -32,34 +30,76 @@ pub fn router() -> Router<AppState> {
 pub const MAX_WAKE_MS: u64 = 60_000;
 pub const DEFAULT_WAKE_MS: u64 = 20_000;
 
-fn channel_for(provider: Provider) -> Channel {
-    match provider {
-        Provider::Apns => Channel::Apns,
-        Provider::Fcm => Channel::Fcm,
-    }
-}
-
-/// The app whose credentials serve this push data.
-async fn app_for(s: &AppState, provider: Provider, lookup: &str) -> Result<AppId> {
-    if let Some(app) = s.store.app_for_lookup(provider, lookup).await? {
-        return Ok(app);
-    }
-    // An app stored under that very id (bundle or project) works too.
-    if let Ok(app) = AppId::parse(lookup) {
-        if s.store.has_credentials(&app, provider).await? {
-            return Ok(app);
+/// The app whose credentials serve this push data. A key bound to an app
+/// may only register devices of that app (403).
+async fn app_for(s: &AppState, caller: &Caller, provider: Provider, lookup: &str) -> Result<AppId> {
+    let mut found = s.store.app_for_lookup(provider, lookup).await?;
+    if found.is_none() {
+        // An app stored under that very id (bundle or project) works too.
+        if let Ok(app) = AppId::parse(lookup) {
+            if s.store.has_credentials(&app, provider.into()).await? {
+                found = Some(app);
+            }
         }
     }
-    Err(ApiError::bad_request(
-        "unknown_application",
-        format!("no application has {} credentials for {lookup}", provider.as_str()),
-    ))
+    let Some(app) = found else {
+        return Err(ApiError::bad_request(
+            "unknown_application",
+            format!("no application has {} credentials for {lookup}", provider.as_str()),
+        ));
+    };
+    Ok(caller.app_for(Some(app))?.expect("an app was named"))
 }
 
 /// A stable device id for a SIP binding: its format and a hash of its token.
 fn device_id(format: SipFormat, token: &str) -> DevicePkid {
     let h = Sha256::digest(token.as_bytes());
     DevicePkid::parse(&format!("{}-{}", format.as_str(), &hex::encode(h)[..16])).expect("hex id is valid")
+}
+
+/// The device a piece of push data registers, and how.
+async fn registration(s: &AppState, caller: &Caller, msg: &sip::SipRegister, aor: &str, data: PushData) -> Result<Registration> {
+    let first_contact = msg.contacts.first().map(|c| c.uri.raw.clone());
+    let (format, provider, token, app, contact, purr) = match data {
+        PushData::Mpush { bundle, token } => {
+            let app = app_for(s, caller, Provider::Apns, bundle.as_str()).await?;
+            (SipFormat::Mpush, Provider::Apns, token, app, first_contact, None)
+        }
+        PushData::Rfc8599 { provider, prid, topic_or_project, purr, contact, .. } => {
+            let lookup = match provider {
+                Provider::Apns => topic_or_project.strip_suffix(".voip").unwrap_or(&topic_or_project).to_string(),
+                Provider::Fcm => topic_or_project.clone(),
+            };
+            let app = app_for(s, caller, provider, &lookup).await?;
+            (SipFormat::Rfc8599, provider, prid, app, Some(contact), purr)
+        }
+        PushData::Kazoo { app, provider, token, contact, .. } => {
+            let app = caller.app_for(Some(app))?.expect("an app was named");
+            s.registrar.require_credentials(&app, provider).await?;
+            (SipFormat::Kazoo, provider, token, app, Some(contact), None)
+        }
+    };
+    Ok(Registration {
+        user: msg.user.clone(),
+        device: device_id(format, token.as_str()),
+        dialect: Dialect::Sip,
+        channel: Channel::for_provider(provider),
+        token,
+        key: None,
+        app,
+        payload_version: None,
+        msg: None,
+        sip: Some(SipBinding { aor: aor.to_string(), contact, format, purr }),
+    })
+}
+
+/// The device id a piece of de-registering push data had.
+fn gone_id(data: &PushData) -> DevicePkid {
+    match data {
+        PushData::Mpush { token, .. } => device_id(SipFormat::Mpush, token.as_str()),
+        PushData::Rfc8599 { prid, .. } => device_id(SipFormat::Rfc8599, prid.as_str()),
+        PushData::Kazoo { token, .. } => device_id(SipFormat::Kazoo, token.as_str()),
+    }
 }
 
 async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>> {
@@ -72,62 +112,41 @@ async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap,
     let body = super::body::read_body(body, sip::MAX_MESSAGE_BYTES).await.map_err(|e| e.into_api(sip::MAX_MESSAGE_BYTES))?;
     let msg = sip::parse_register(&body)?;
     let aor = msg.aor.aor();
-    // A de-REGISTER removes the AOR's push bindings.
-    if msg.wildcard || msg.expires == Some(0) {
+    // `Contact: *` (with `Expires: 0`) removes every push binding of the AOR.
+    if msg.wildcard {
         let removed = s.store.delete_devices_for_aor(&aor).await?;
         return Ok(Json(json!({ "aor": aor, "user": msg.user.as_str(), "removed": removed })));
     }
-    let found = sip::push_data(&msg, &s.ua_rules)?;
-    let first_contact = msg.contacts.first().map(|c| c.uri.raw.clone());
+    let found = sip::bindings(&msg, &s.ua_rules)?;
     let mut regs = Vec::new();
-    for data in found {
-        let (format, provider, token, app, contact, purr) = match data {
-            PushData::Mpush { bundle, token } => {
-                let app = app_for(&s, Provider::Apns, bundle.as_str()).await?;
-                (SipFormat::Mpush, Provider::Apns, token, app, first_contact.clone(), None)
-            }
-            PushData::Rfc8599 { provider, prid, topic_or_project, purr, contact, .. } => {
-                let lookup = match provider {
-                    Provider::Apns => topic_or_project.strip_suffix(".voip").unwrap_or(&topic_or_project).to_string(),
-                    Provider::Fcm => topic_or_project.clone(),
-                };
-                let app = app_for(&s, provider, &lookup).await?;
-                (SipFormat::Rfc8599, provider, prid, app, Some(contact), purr)
-            }
-            PushData::Kazoo { app, provider, token, contact, .. } => {
-                s.require_credentials(&app, provider).await?;
-                (SipFormat::Kazoo, provider, token, app, Some(contact), None)
-            }
-        };
-        regs.push(Registration {
-            user: msg.user.clone(),
-            device: device_id(format, token.as_str()),
-            dialect: Dialect::Sip,
-            channel: channel_for(provider),
-            token,
-            key: None,
-            app,
-            payload_version: None,
-            msg: None,
-            sip: Some(SipBinding { aor: aor.clone(), contact, format, purr }),
-        });
+    for data in found.live {
+        regs.push(registration(&s, &caller, &msg, &aor, data).await?);
     }
-    let now = now_ms();
-    s.store.ensure_user(&msg.user, now).await?;
-    let mut stored = Vec::new();
-    for reg in &regs {
-        s.store.upsert_device(reg, now).await?;
-        metrics::counter!(crate::telemetry::REGISTRATIONS, "dialect" => "sip").increment(1);
-        tracing::info!(aor = %aor, device = %reg.device, channel = %reg.channel, token = reg.token.suffix(), "SIP push binding stored");
-        stored.push(json!({
-            "device": reg.device.as_str(), "channel": reg.channel.as_str(), "application": reg.app.as_str(),
-            "format": reg.sip.as_ref().map(|b| b.format.as_str()), "token_suffix": reg.token.suffix(),
-        }));
+    // Everything is checked before anything changes.
+    let gone: Vec<DevicePkid> = found.gone.iter().map(gone_id).collect();
+    let removed = if gone.is_empty() && found.gone_contacts.is_empty() {
+        0
+    } else {
+        s.store.delete_sip_bindings(&aor, &gone, &found.gone_contacts).await?
+    };
+    if !regs.is_empty() {
+        s.registrar.store(&msg.user, &regs).await?;
     }
-    // Release any /sip/wake held for this AOR (here or, with PostgreSQL, on any node).
-    let contact = regs.first().and_then(|r| r.sip.as_ref()).and_then(|b| b.contact.clone()).or(first_contact).unwrap_or_default();
-    s.wake.registered(&aor, &contact);
-    Ok(Json(json!({ "aor": aor, "user": msg.user.as_str(), "stored": stored })))
+    let stored: Vec<Value> = regs
+        .iter()
+        .map(|reg| {
+            json!({
+                "device": reg.device.as_str(), "channel": reg.channel.as_str(), "application": reg.app.as_str(),
+                "format": reg.sip.as_ref().map(|b| b.format.as_str()), "token_suffix": reg.token.suffix(),
+            })
+        })
+        .collect();
+    if let Some(reg) = regs.first() {
+        // Release any /sip/wake held for this AOR (here or, with PostgreSQL, on any node).
+        let contact = reg.sip.as_ref().and_then(|b| b.contact.clone()).or_else(|| msg.contacts.first().map(|c| c.uri.raw.clone())).unwrap_or_default();
+        s.store.publish(StoreEvent::Registered { aor: aor.clone(), contact, at: now_ms() }).await;
+    }
+    Ok(Json(json!({ "aor": aor, "user": msg.user.as_str(), "stored": stored, "removed": removed })))
 }
 
 #[derive(Deserialize)]
@@ -149,45 +168,30 @@ async fn wake(caller: Caller, State(s): State<AppState>, headers: HeaderMap, Lim
     if !(1..=MAX_WAKE_MS).contains(&timeout_ms) {
         return Err(ApiError::bad_request("invalid_timeout", format!("timeout_ms must be between 1 and {MAX_WAKE_MS}")));
     }
-    let text = |v: Option<String>, name: &str| -> Result<String> {
-        let v = v.unwrap_or_default();
-        if v.chars().count() > 256 || v.chars().any(char::is_control) {
-            return Err(ApiError::bad_request("invalid_field", format!("{name} must be at most 256 printable characters")));
-        }
-        Ok(v)
-    };
-    let (display, number) = (text(b.from_display, "from_display")?, text(b.from_number, "from_number")?);
+    let (display, number) = (CallEvent::text("from_display", b.from_display)?, CallEvent::text("from_number", b.from_number)?);
     let push_id = PushId::parse(&b.call_id).map_err(|e| ApiError::bad_request("invalid_call_id", e.message.replace("pushid", "call_id")))?;
-    let devices = s.store.devices_for_aor(&aor).await?;
-    let Some(first) = devices.first() else {
+    let mut devices = s.store.devices_for_aor(&aor).await?;
+    // An app-bound key wakes its own app's devices only.
+    devices.retain(|_, _, _, app| caller.may_use(app));
+    let Some(user) = devices.first_user().cloned() else {
         return Err(ApiError::NotFound(format!("no device is registered for {aor}")));
     };
     // Subscribe before pushing: a fast re-REGISTER cannot slip through.
     let waiter = s.wake.subscribe(&aor).map_err(|e| ApiError::bad_request("too_many_waiters", e.to_string()))?;
     let ring_seconds = timeout_ms.div_ceil(1000).min(u64::from(RingWindow::MAX_SECONDS)) as u32;
-    let event = CallEvent {
-        call_id: CallId::new(),
-        user: first.registration.user.clone(),
-        device: None,
-        push_id,
-        display_name: display,
-        display_number: number,
-        hunt_pilot_dn: String::new(),
-        actor: None,
-        ring: RingWindow::starting_now(now_ms(), ring_seconds),
-    };
+    let mut event = CallEvent::new(user, push_id, RingWindow::starting_now(now_ms(), ring_seconds));
+    event.display_name = display;
+    event.display_number = number;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
     let dispatcher = s.dispatcher.clone();
-    let push = tokio::spawn(async move { dispatcher.run_on_and_save(&event, &devices).await });
+    // Tracked: shutdown waits for the push even when the client is gone.
+    let push = s.dispatcher.spawn(async move { dispatcher.run_on_and_save(&event, &devices).await });
     let waited = waiter.wait_until(deadline);
     tokio::pin!(waited);
     tokio::select! {
         contact = &mut waited => Ok(answer(contact, None)),
         pushed = push => {
-            let report = pushed.map_err(|e| ApiError::Internal(e.into()))?.map_err(|e| match e {
-                crate::dispatch::DispatchError::Store(e) => ApiError::from(e),
-                crate::dispatch::DispatchError::NoDevices => ApiError::NotFound(format!("no device is registered for {aor}")),
-            })?;
+            let report = pushed.map_err(|e| ApiError::Internal(e.into()))??;
             let any_delivered = report.deliveries.iter().any(|d| d.outcome == Outcome::Delivered.as_str());
             if !any_delivered {
                 // The push failed for good: say so at once, with the report.

@@ -1,14 +1,19 @@
 //! Spark/Webex dialect (seeds/000): `POST /register`, `DELETE
 //! /register/{device_token}`, `POST /webhook`, and the webhook secret
 //! `PUT /v1/apps/{app_id}/webex`. Parsing lives in `dialect::spark`.
+//!
+//! Webhooks are the one route without a bearer: each must carry a valid
+//! `X-Spark-Signature` under its app's secret (no secret, no webhook), a
+//! replayed or stale envelope rings nothing, and a call event wakes only
+//! the person's devices registered through `/register` for that app.
 
-use super::auth::{Caller, Scope};
+use super::auth::{Caller, Peer, Scope};
 use super::error::{json_body, require_json, ApiError, Result};
+use super::limit::FailureKey;
 use super::state::AppState;
 use super::LimitedBody;
 use crate::dialect::spark::{self, WebhookEvent};
-use crate::dispatch::DispatchError;
-use crate::domain::{now_ms, AppId, CallEvent, CallId, DevicePkid, Dialect, MessageToken, Provider, PushId, Registration, RingWindow};
+use crate::domain::{now_ms, AppId, CallEvent, CredentialKind, DevicePkid, Dialect, MessageToken, Provider, PushId, Registration, RingWindow};
 use crate::secret::Secret;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -30,23 +35,25 @@ pub(super) struct AppQuery {
     app: Option<String>,
 }
 
-/// `?app=` names the app whose credentials the device uses.
-pub(super) fn app_from_query(q: &AppQuery) -> Result<AppId> {
-    let raw = q.app.as_deref().ok_or_else(|| ApiError::bad_request("missing_app", "the app is chosen with ?app=<app_id>"))?;
-    AppId::parse(raw).map_err(|e| ApiError::bad_request("invalid_app_id", e.message))
+impl AppQuery {
+    /// `?app=` as an app id, if given.
+    pub(super) fn app(&self) -> Result<Option<AppId>> {
+        self.app.as_deref().map(|raw| AppId::parse(raw).map_err(|e| ApiError::bad_request("invalid_app_id", e.message))).transpose()
+    }
 }
 
+/// `?app=`, required.
+fn app_from_query(q: &AppQuery) -> Result<AppId> {
+    q.app()?.ok_or_else(|| ApiError::bad_request("missing_app", "the app is chosen with ?app=<app_id>"))
+}
 
 async fn register(caller: Caller, State(s): State<AppState>, Query(q): Query<AppQuery>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
     caller.require(Scope::Register)?;
     s.limit_registrations(caller.limit_key())?;
     require_json(&headers)?;
-    let app = match (&q.app, &caller.app) {
-        (None, Some(app)) => app.clone(),
-        _ => app_from_query(&q)?,
-    };
+    let app = caller.app_for(q.app()?)?.ok_or_else(|| ApiError::bad_request("missing_app", "the app is chosen with ?app=<app_id>"))?;
     let reg = spark::parse_register(&body)?;
-    s.require_credentials(&app, Provider::Apns).await?;
+    s.registrar.require_credentials(&app, Provider::Apns).await?;
     let channel = reg.channel();
     let device = DevicePkid::parse(reg.voip_token.as_str()).map_err(|e| ApiError::bad_request("invalid_token", e.message))?;
     let registration = Registration {
@@ -61,11 +68,7 @@ async fn register(caller: Caller, State(s): State<AppState>, Query(q): Query<App
         msg: reg.msg_token.clone().map(|token| MessageToken { app: app.clone(), channel, token }),
         sip: None,
     };
-    let now = now_ms();
-    s.store.ensure_user(&reg.person, now).await?;
-    s.store.upsert_device(&registration, now).await?;
-    metrics::counter!(crate::telemetry::REGISTRATIONS, "dialect" => "spark").increment(1);
-    tracing::info!(user = %reg.person, channel = %channel, token = reg.voip_token.suffix(), "Spark device registered");
+    s.registrar.store(&reg.person, std::slice::from_ref(&registration)).await?;
     Ok(Json(json!({ "user": reg.person.as_str(), "device": device.as_str(), "channel": channel.as_str() })))
 }
 
@@ -76,7 +79,8 @@ async fn unregister(caller: Caller, State(s): State<AppState>, Path(token): Path
     if token.is_empty() || token.len() > 200 || !token.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request("invalid_token", "device_token must be the APNs token in hex"));
     }
-    match s.store.delete_devices_by_token(Dialect::Spark, &token).await? {
+    // An app-bound key removes only its own app's registrations.
+    match s.store.delete_devices_by_token(Dialect::Spark, &token, caller.app.as_ref()).await? {
         0 => Err(ApiError::NotFound("no Spark device has that token".into())),
         _ => Ok(StatusCode::NO_CONTENT),
     }
@@ -96,46 +100,69 @@ async fn put_webex(caller: Caller, State(s): State<AppState>, Path(app): Path<St
         return Err(ApiError::bad_request("invalid_field", "webhookSecret must be 1 to 1024 bytes"));
     }
     let summary = json!({ "webhookSecret": "set" });
-    s.store.put_credentials(&app, "webex", &summary, &Secret::new(b.webhook_secret), None, now_ms()).await?;
+    s.store.put_credentials(&app, CredentialKind::Webex, &summary, &Secret::new(b.webhook_secret), None, now_ms()).await?;
     Ok(Json(json!({ "app_id": app.as_str(), "webex": summary })))
 }
 
-/// A Webex webhook delivery. Authenticated by `X-Spark-Signature` when the
-/// app has a webhook secret (Webex cannot send a bearer token).
-async fn webhook(State(s): State<AppState>, Query(q): Query<AppQuery>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+fn refused(reason: &'static str) {
+    metrics::counter!(crate::telemetry::WEBHOOKS_REFUSED, "reason" => reason).increment(1);
+}
+
+/// A Webex webhook delivery (Webex cannot send a bearer token): the app
+/// must exist (404) and have a webhook secret (401), the signature must
+/// match (401, counted as a failed authentication of the source address),
+/// then the per-app rate, staleness and replay checks, in that order.
+async fn webhook(State(s): State<AppState>, Peer(peer): Peer, Query(q): Query<AppQuery>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
     let app = app_from_query(&q)?;
-    if let Some(secret) = s.store.credentials(&app, "webex").await? {
-        let sig = headers.get("x-spark-signature").and_then(|v| v.to_str().ok());
-        if spark::verify_signature(secret.secret.expose().as_bytes(), &body, sig).is_err() {
-            tracing::warn!(app = %app, "webhook with a missing or wrong X-Spark-Signature refused");
-            return Err(ApiError::Unauthorized);
-        }
+    let from = FailureKey::Address(peer);
+    if let Some(wait) = s.limits.auth_failures.locked_for(&from) {
+        return Err(ApiError::TooManyFailures(wait));
     }
-    match spark::parse_webhook(&body)? {
+    let Some(secret) = s.store.credentials(&app, CredentialKind::Webex).await? else {
+        if !s.store.app_exists(&app).await? {
+            return Err(ApiError::NotFound(format!("application {app} is not known to this relay")));
+        }
+        return Err(ApiError::UnauthorizedBecause(format!(
+            "application {app} has no webhook secret, so no webhook can be verified; set one with PUT /v1/apps/{app}/webex"
+        )));
+    };
+    let sig = headers.get("x-spark-signature").and_then(|v| v.to_str().ok());
+    if spark::verify_signature(secret.secret.expose().as_bytes(), &body, sig).is_err() {
+        s.limits.auth_failures.failed(&from);
+        refused("bad_signature");
+        tracing::warn!(app = %app, "webhook with a missing or wrong X-Spark-Signature refused");
+        return Err(ApiError::UnauthorizedBecause("X-Spark-Signature is missing or does not match the body".into()));
+    }
+    s.limits.webhooks.check(app.as_str()).map_err(ApiError::RateLimited)?;
+    let hook = spark::parse_webhook(&body)?;
+    let now = now_ms();
+    if hook.is_stale(now) {
+        refused("stale");
+        return Ok(Json(json!({ "ignored": "stale" })));
+    }
+    match hook.event {
         WebhookEvent::Ignored { resource, event } => Ok(Json(json!({ "ignored": true, "resource": resource, "event": event }))),
         WebhookEvent::IncomingCall { person, call_id, actor_id, .. } => {
-            let event = CallEvent {
-                call_id: CallId::new(),
-                user: person,
-                device: None,
-                push_id: PushId::parse(&call_id)?,
-                display_name: String::new(),
-                display_number: String::new(),
-                hunt_pilot_dn: String::new(),
-                actor: actor_id,
-                ring: RingWindow::starting_now(now_ms(), s.settings.calls.ring_seconds),
-            };
-            // Webex wants a quick 2xx (it retries slow webhooks): answer at
-            // once; the pushes run on and their report is at GET /v1/calls/{call_id}.
-            if s.store.devices_for(&event.user, None).await?.is_empty() {
-                return Ok(Json(json!({ "ignored": true, "reason": "the person has no devices" })));
+            if !s.store.remember_webhook(&app, &hook.replay_key, now).await? {
+                refused("duplicate");
+                return Ok(Json(json!({ "duplicate": true })));
             }
+            // Only this app's Spark registrations of the person.
+            let mut devices = s.store.devices_for(&person, None).await?;
+            devices.retain(|_, _, dialect, device_app| dialect == Dialect::Spark && *device_app == app);
+            if devices.is_empty() {
+                return Ok(Json(json!({ "ignored": true, "reason": "the person has no devices registered for this app" })));
+            }
+            let mut event = CallEvent::new(person, PushId::parse(&call_id)?, RingWindow::starting_now(now, s.settings.calls.ring_seconds));
+            event.actor = actor_id;
+            // Webex wants a quick 2xx (it retries slow webhooks): answer at
+            // once; the pushes run on (tracked: shutdown waits for them) and
+            // their report is at GET /v1/calls/{call_id}.
             let call_id = event.call_id.clone();
             let dispatcher = s.dispatcher.clone();
-            tokio::spawn(async move {
-                match dispatcher.run(&event).await {
-                    Ok(_) | Err(DispatchError::NoDevices) => {}
-                    Err(DispatchError::Store(e)) => tracing::error!(error = %e, "webhook call could not be stored"),
+            s.dispatcher.spawn(async move {
+                if let Err(e) = dispatcher.run_on_and_save(&event, &devices).await {
+                    tracing::error!(error = %e, "webhook call could not be stored");
                 }
             });
             Ok(Json(json!({ "call_id": call_id.as_str() })))

@@ -13,13 +13,15 @@ pub struct AppState {
     pub admin_token_hash: [u8; 32],
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// Recently verified end-user passwords (Basic auth), see `auth::PasswordCache`.
-    pub passwords: Arc<crate::http::auth::PasswordCache>,
+    /// Password hashing and the cache of recent verifications (`auth::Passwords`).
+    pub passwords: Arc<crate::http::auth::Passwords>,
+    /// The registration steps every dialect shares.
+    pub registrar: crate::register::Registrar,
     /// Compiled `sip.user_agents` rules.
     pub ua_rules: Arc<Vec<crate::dialect::sip::UaRule>>,
     /// Waiters of `/sip/wake`.
     pub wake: Arc<crate::wake::WakeHub>,
-    /// Per-key rate limits of call and registration endpoints.
+    /// Rate limits and the failed-authentication lock-out.
     pub limits: Arc<crate::http::limit::Limits>,
     /// Pushes call events to APNs/FCM.
     pub dispatcher: Arc<Dispatcher>,
@@ -37,37 +39,3 @@ impl AppState {
     }
 }
 
-impl AppState {
-    /// Why `app` cannot push through `provider` (unknown app, or no
-    /// credentials for it), or `None` when it can. The one check behind
-    /// every registration dialect; each answers it in its own shape.
-    pub async fn credentials_problem(
-        &self,
-        app: &crate::domain::AppId,
-        provider: crate::domain::Provider,
-    ) -> Result<Option<crate::domain::FieldError>, crate::store::StoreError> {
-        if self.store.has_credentials(app, provider).await? {
-            return Ok(None);
-        }
-        Ok(Some(self.missing_credentials(app, provider.as_str()).await?))
-    }
-
-    /// The refusal for an app that has no `what` credentials: `unknown_application`
-    /// if the app is not known at all, else `no_credentials`.
-    pub async fn missing_credentials(&self, app: &crate::domain::AppId, what: &str) -> Result<crate::domain::FieldError, crate::store::StoreError> {
-        use crate::domain::FieldError;
-        Ok(if self.store.app_exists(app).await? {
-            FieldError::new("application", "no_credentials", format!("application {app} has no {what} credentials"))
-        } else {
-            FieldError::new("application", "unknown_application", format!("application {app} is not known to this relay"))
-        })
-    }
-
-    /// `credentials_problem` as a JSON 400.
-    pub async fn require_credentials(&self, app: &crate::domain::AppId, provider: crate::domain::Provider) -> Result<(), crate::http::error::ApiError> {
-        match self.credentials_problem(app, provider).await? {
-            None => Ok(()),
-            Some(problem) => Err(problem.into()),
-        }
-    }
-}

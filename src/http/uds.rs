@@ -3,11 +3,12 @@
 //! XML in, XML out (protocol.md §1). Parsing lives in `dialect::uds`; this
 //! file does auth, body limits, the app/credentials check and the store.
 
-use super::auth::basic_credentials;
+use super::auth::{basic_user, BasicRefusal, Peer};
 use super::body::BodyError;
+use super::error::retry_after_secs;
 use super::state::AppState;
 use crate::dialect::uds;
-use crate::domain::{now_ms, DevicePkid, FieldError, UserId};
+use crate::domain::{DevicePkid, FieldError, UserId};
 use crate::store::StoreError;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -51,8 +52,35 @@ impl From<FieldError> for UdsError {
 
 impl From<StoreError> for UdsError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::DeviceLimit(n) = e {
+            return crate::register::RegisterError::DeviceLimit(n).into();
+        }
         tracing::error!(error = ?anyhow::Error::new(e), "store failed during UDS request");
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "", "store unavailable, try again")
+    }
+}
+
+impl From<crate::register::RegisterError> for UdsError {
+    fn from(e: crate::register::RegisterError) -> Self {
+        use crate::register::RegisterError;
+        match e {
+            RegisterError::Refused(f) => f.into(),
+            RegisterError::DeviceLimit(n) => Self::new(
+                StatusCode::CONFLICT,
+                "device_limit",
+                "devicePkid",
+                format!("the user already has {n} devices, the most limits.devices_per_user allows; remove one first"),
+            ),
+            RegisterError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl UdsError {
+    fn retry_later(code: &'static str, message: &str, wait: std::time::Duration) -> Self {
+        let mut e = UdsError::new(StatusCode::TOO_MANY_REQUESTS, code, "", message);
+        e.retry_after = Some(retry_after_secs(wait));
+        e
     }
 }
 
@@ -78,27 +106,20 @@ impl IntoResponse for UdsError {
 type UdsResult<T> = Result<T, UdsError>;
 
 /// Path ids → domain values, then Basic auth of exactly that user.
-async fn authenticate(s: &AppState, headers: &HeaderMap, user: &str, device: &str) -> UdsResult<(UserId, DevicePkid)> {
+async fn authenticate(s: &AppState, headers: &HeaderMap, peer: std::net::IpAddr, user: &str, device: &str) -> UdsResult<(UserId, DevicePkid)> {
     let user = UserId::parse(user).map_err(|e| UdsError::new(StatusCode::BAD_REQUEST, "invalid_user", "userId", e.message))?;
     let device = DevicePkid::parse(device).map_err(|e| UdsError::new(StatusCode::BAD_REQUEST, "invalid_device", "devicePkid", e.message))?;
-    let Some((basic_user, password)) = basic_credentials(headers) else {
-        return Err(UdsError::unauthorized());
-    };
-    if basic_user != user.as_str() {
-        tracing::debug!("basic user differs from the path user");
-        return Err(UdsError::unauthorized());
-    }
-    let Some(hash) = s.store.password_hash(&user).await? else {
-        return Err(UdsError::unauthorized());
-    };
-    if !s.passwords.verify(user.as_str(), password, hash).await {
-        return Err(UdsError::unauthorized());
+    match basic_user(s, headers, peer, Some(&user)).await {
+        Ok(_) => {}
+        Err(BasicRefusal::Missing | BasicRefusal::Wrong) => return Err(UdsError::unauthorized()),
+        Err(BasicRefusal::Locked(wait)) => {
+            return Err(UdsError::retry_later("too_many_failures", "too many failed logins for this user or address; retry later", wait))
+        }
+        Err(BasicRefusal::Store(e)) => return Err(e.into()),
     }
     // Registrations count per end user (the Basic identity).
     if let Err(wait) = s.limits.registrations.check(&format!("user:{user}")) {
-        let mut e = UdsError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "", "too many registrations for this user; retry later");
-        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
-        return Err(e);
+        return Err(UdsError::retry_later("rate_limited", "too many registrations for this user; retry later", wait));
     }
     Ok((user, device))
 }
@@ -113,8 +134,8 @@ fn content_type_ok(headers: &HeaderMap) -> bool {
     }
 }
 
-async fn put_token(State(s): State<AppState>, Path((user, device)): Path<(String, String)>, headers: HeaderMap, body: Body) -> UdsResult<Response> {
-    let (user, device) = authenticate(&s, &headers, &user, &device).await?;
+async fn put_token(State(s): State<AppState>, Peer(peer): Peer, Path((user, device)): Path<(String, String)>, headers: HeaderMap, body: Body) -> UdsResult<Response> {
+    let (user, device) = authenticate(&s, &headers, peer, &user, &device).await?;
     if !content_type_ok(&headers) {
         return Err(UdsError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "", "Content-Type must be application/xml or text/xml"));
     }
@@ -127,21 +148,23 @@ async fn put_token(State(s): State<AppState>, Path((user, device)): Path<(String
     };
     let token = uds::parse_token(&body)?;
     let provider = token.channel.provider();
-    if let Some(mut problem) = s.credentials_problem(&token.app, provider).await? {
-        if problem.code == "no_credentials" {
-            problem.message.push_str(&format!(" for {}", token.channel));
+    match s.registrar.require_credentials(&token.app, provider).await {
+        Ok(()) => {}
+        Err(crate::register::RegisterError::Refused(mut problem)) => {
+            if problem.code == "no_credentials" {
+                problem.message.push_str(&format!(" for {}", token.channel));
+            }
+            return Err(problem.into());
         }
-        return Err(problem.into());
+        Err(other) => return Err(other.into()),
     }
-    let reg = token.into_registration(user, device);
-    let rows = s.store.upsert_device(&reg, now_ms()).await?;
-    metrics::counter!(crate::telemetry::REGISTRATIONS, "dialect" => "uds").increment(1);
-    tracing::info!(user = %reg.user, device = %reg.device, channel = %reg.channel, token = reg.token.suffix(), "UDS device registered");
+    let reg = token.into_registration(user.clone(), device);
+    let rows = s.registrar.store(&user, std::slice::from_ref(&reg)).await?;
     Ok(xml(StatusCode::OK, uds::success_xml(rows)))
 }
 
-async fn delete_token(State(s): State<AppState>, Path((user, device)): Path<(String, String)>, headers: HeaderMap) -> UdsResult<Response> {
-    let (user, device) = authenticate(&s, &headers, &user, &device).await?;
+async fn delete_token(State(s): State<AppState>, Peer(peer): Peer, Path((user, device)): Path<(String, String)>, headers: HeaderMap) -> UdsResult<Response> {
+    let (user, device) = authenticate(&s, &headers, peer, &user, &device).await?;
     if s.store.delete_device(&user, &device).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {

@@ -137,8 +137,10 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> Attempt {
     }
     // Some layers (h2) do not expose the rustls error as a source: fall back
     // to its text. A fatal TLS alert or a refused certificate is a
-    // configuration problem, not a transient one.
-    let chain = error_chain(e);
+    // configuration problem, not a transient one. The text is that of the
+    // causes only: reqwest's own message names the URL, which holds the
+    // device token.
+    let chain = cause_chain(e);
     if chain.contains("received fatal alert") || chain.contains("invalid peer certificate") {
         return Attempt::failed(format!("tls_error: {chain}"));
     }
@@ -151,13 +153,16 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> Attempt {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
+/// The causes of a reqwest error, never its own text (which quotes the
+/// request URL), cut to a bounded length.
+fn cause_chain(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut src = std::error::Error::source(e);
     while let Some(err) = src {
-        s.push_str(": ");
-        s.push_str(&err.to_string());
+        parts.push(err.to_string());
         src = err.source();
     }
-    s
+    parts.dedup();
+    let text = if parts.is_empty() { "no answer".to_string() } else { parts.join(": ") };
+    text.chars().take(300).collect()
 }

@@ -7,6 +7,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 use std::sync::Arc;
 
+use crate::domain::credentials_cert::{pem_certs, pem_private_key};
+
 pub const ALPN_H2: &[&[u8]] = &[b"h2"];
 pub const ALPN_H2_HTTP1: &[&[u8]] = &[b"h2", b"http/1.1"];
 
@@ -14,9 +16,7 @@ pub const ALPN_H2_HTTP1: &[&[u8]] = &[b"h2", b"http/1.1"];
 pub fn root_store(extra_ca_pem: Option<&str>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(pem) = extra_ca_pem {
-        let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("extra CA PEM is malformed: {e}"))?;
+        let certs = pem_certs(pem.as_bytes()).map_err(|e| format!("extra CA PEM is malformed: {e}"))?;
         if certs.is_empty() {
             return Err("extra CA PEM holds no CERTIFICATE".into());
         }
@@ -32,13 +32,11 @@ pub fn client_identity(
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|_| "client certificate PEM is malformed".to_string())?;
+    let certs = pem_certs(cert_pem.as_bytes()).map_err(|_| "client certificate PEM is malformed".to_string())?;
     if certs.is_empty() {
         return Err("client certificate PEM holds no CERTIFICATE".into());
     }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+    let key = pem_private_key(key_pem.as_bytes())
         .map_err(|_| "client key PEM is malformed".to_string())?
         .ok_or_else(|| "client key PEM holds no private key".to_string())?;
     Ok((certs, key))

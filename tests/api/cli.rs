@@ -156,7 +156,7 @@ async fn rotate_master_key_re_encrypts_everything() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted 3 secrets"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-sealed 3 secrets"), "{}", String::from_utf8_lossy(&out.stdout));
     let after = app.raw_secret_columns().await;
     assert_ne!(before, after);
     app.env.insert("PUSHRELAY_MASTER_KEY_FILE".into(), new_key.display().to_string());

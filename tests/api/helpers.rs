@@ -232,6 +232,11 @@ pub async fn spawn_app_with_mocks() -> (TestApp, Mocks) {
 
 /// Same, with extra TOML configuration (e.g. `sip.user_agents` rules).
 pub async fn spawn_app_with_mocks_and_config(toml: &str) -> (TestApp, Mocks) {
+    spawn_app_with_mocks_and_env(toml, &[]).await
+}
+
+/// Same, with extra TOML configuration and `PUSHRELAY_*` variables.
+pub async fn spawn_app_with_mocks_and_env(toml: &str, extra: &[(&str, &str)]) -> (TestApp, Mocks) {
     use pushrelay_mock::{apns::*, fcm::MockFcm, fixtures, tls::TestPki};
     pushrelay::startup::install_crypto_provider();
     let pki = TestPki::generate();
@@ -258,6 +263,9 @@ pub async fn spawn_app_with_mocks_and_config(toml: &str) -> (TestApp, Mocks) {
     env.insert("PUSHRELAY_APNS_SANDBOX_URL".to_string(), apns_dev.url());
     env.insert("PUSHRELAY_FCM_BASE_URL".to_string(), fcm.base_url());
     env.insert("PUSHRELAY_TLS_EXTRA_CA_FILE".to_string(), ca.display().to_string());
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
     if !toml.is_empty() {
         let f = dir.path().join("relay.toml");
         std::fs::write(&f, toml).unwrap();
@@ -308,4 +316,100 @@ pub fn device_key() -> (String, [u8; 32]) {
 /// A random APNs token (hex of 32 bytes).
 pub fn apns_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// The real `pushrelay serve` binary as a child process, its stderr (the
+/// log) collected; killed on drop.
+pub struct RelayProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl RelayProcess {
+    /// Start `pushrelay serve` with `env` (PUSHRELAY_LISTEN is set here),
+    /// optionally under a shell `ulimit -n`, and wait until `/healthz` answers.
+    pub fn start(env: &HashMap<String, String>, nofile: Option<u32>) -> Result<RelayProcess, String> {
+        use std::io::Read;
+        let port = free_port();
+        let bin = env!("CARGO_BIN_EXE_pushrelay");
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = std::process::Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" serve", ), bin]);
+                c
+            }
+            None => {
+                let mut c = std::process::Command::new(bin);
+                c.arg("serve");
+                c
+            }
+        };
+        for (k, v) in env {
+            if k.starts_with("PUSHRELAY_") {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env("PUSHRELAY_LISTEN", format!("127.0.0.1:{port}")).env("RUST_LOG", "debug,sqlx=warn,hyper=warn,h2=warn,rustls=warn");
+        let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("exited with {status}: {}", log.lock().unwrap()));
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(RelayProcess { child, port, log });
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("did not start listening within 15 s".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then wait (at most 15 s).
+    pub fn stop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -16,7 +16,15 @@ async fn register_fixture(app: &TestApp, file: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn webhook(app: &TestApp, body: Vec<u8>, sig: Option<String>) -> reqwest::Response {
+/// A webhook fixture as Webex would send it now (its `created` times are
+/// set to the current time: older events are ignored as stale).
+pub fn fresh(file: &str) -> Vec<u8> {
+    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let created = regex::Regex::new(r#""created":"[^"]*""#).unwrap();
+    created.replace_all(&String::from_utf8(fixture(file)).unwrap(), format!(r#""created":"{now}""#).as_str()).into_owned().into_bytes()
+}
+
+pub async fn webhook(app: &TestApp, body: Vec<u8>, sig: Option<String>) -> reqwest::Response {
     let mut req = app.client.post(app.url(&format!("/webhook?app={APP}"))).header("content-type", "application/json").body(body);
     if let Some(s) = sig {
         req = req.header("X-Spark-Signature", s);
@@ -51,7 +59,7 @@ async fn the_seed_registration_then_a_signed_webhook_wakes_the_iphone() {
     assert_eq!(r.status(), 200);
     assert!(!r.text().await.unwrap().contains(secret));
 
-    let body = fixture("spark/webhook-call.json");
+    let body = fresh("spark/webhook-call.json");
     let sig = pushrelay::dialect::spark::sign(secret.as_bytes(), &body);
     let r = webhook(&app, body, Some(sig.to_uppercase())).await;
     assert_eq!(r.status(), 200);
@@ -90,7 +98,7 @@ async fn a_wrong_or_missing_signature_is_401_and_nothing_is_sent() {
     assert_eq!(app.put_apns(APP, &m.apns_body()).await.status(), 200);
     assert_eq!(register_fixture(&app, "spark/register.json").await.status(), 200);
     assert_eq!(app.put_json(&format!("/v1/apps/{APP}/webex"), &json!({"webhookSecret": "right"})).await.status(), 200);
-    let body = fixture("spark/webhook-call.json");
+    let body = fresh("spark/webhook-call.json");
     let wrong = pushrelay::dialect::spark::sign(b"wrong", &body);
     assert_eq!(webhook(&app, body.clone(), Some(wrong)).await.status(), 401);
     assert_eq!(webhook(&app, body.clone(), None).await.status(), 401);
@@ -108,13 +116,17 @@ async fn other_webhook_events_are_ignored_with_200() {
     let (app, m) = spawn_app_with_mocks().await;
     assert_eq!(app.put_apns(APP, &m.apns_body()).await.status(), 200);
     assert_eq!(register_fixture(&app, "spark/register.json").await.status(), 200);
+    assert_eq!(app.put_json(&format!("/v1/apps/{APP}/webex"), &json!({"webhookSecret": "s"})).await.status(), 200);
     for f in ["spark/webhook-message.json", "spark/webhook-joined.json"] {
-        let r = webhook(&app, fixture(f), None).await;
+        let body = fresh(f);
+        let sig = pushrelay::dialect::spark::sign(b"s", &body);
+        let r = webhook(&app, body, Some(sig)).await;
         assert_eq!(r.status(), 200, "{f}");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["ignored"], true, "{f}");
     }
-    let r = webhook(&app, b"{not json".to_vec(), None).await;
+    let sig = pushrelay::dialect::spark::sign(b"s", b"{not json");
+    let r = webhook(&app, b"{not json".to_vec(), Some(sig)).await;
     assert_eq!(r.status(), 400);
     assert_eq!(m.apns.requests().len(), 0);
 }

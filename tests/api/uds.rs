@@ -160,7 +160,7 @@ async fn the_database_file_holds_no_plaintext_secret() {
     let app = registered_app().await;
     assert_eq!(app.put_uds("alice", "pw-alice", "dev-1", uds_xml(APNS_TOKEN, "APNS", KEY_B64, APP)).await.status(), 200);
     let columns = app.raw_secret_columns().await;
-    assert!(columns.contains("v1.") && columns.contains("$argon2id$"), "sanity: envelopes and hashes are there");
+    assert!(columns.contains("v2.") && columns.contains("$argon2id$"), "sanity: envelopes and hashes are there");
     for secret in [KEY_B64, "PRIVATE KEY", "pw-alice", ADMIN_TOKEN] {
         assert!(!columns.contains(secret), "{secret} stored in plaintext");
     }

@@ -929,7 +929,7 @@ async fn register_store(rts: &Runtimes, env: &Env, devs: &[Dev]) -> anyhow::Resu
     let settings = env.settings()?;
     let store: Store = rts
         .relay
-        .spawn(async move { open_store(&settings).await.map(|(s, _)| s) })
+        .spawn(async move { open_store(&settings).await })
         .await??;
     let hash = pushrelay::http::auth::hash_password(PASSWORD)?;
     let now = now_ms();
@@ -955,7 +955,7 @@ async fn register_store(rts: &Runtimes, env: &Env, devs: &[Dev]) -> anyhow::Resu
     for_each_concurrent(rts.relay.handle(), regs, 8, move |reg: Registration| {
         let st = st.clone();
         async move {
-            st.upsert_device(&reg, now).await?;
+            st.register(&reg.user, std::slice::from_ref(&reg), now, u32::MAX).await?;
             Ok(())
         }
     })
@@ -1318,7 +1318,7 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let settings = env.settings()?;
     let store: Store = rts
         .relay
-        .spawn(async move { open_store(&settings).await.map(|(s, _)| s) })
+        .spawn(async move { open_store(&settings).await })
         .await??;
     let users = 64usize;
     // Fresh users for "first registration": each is used once. At ~100-150
@@ -1455,7 +1455,7 @@ async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
             Box::pin(async move {
                 let reg = registration(&d).map_err(|e| e.to_string())?;
                 store
-                    .upsert_device(&reg, now_ms())
+                    .register(&reg.user, std::slice::from_ref(&reg), now_ms(), u32::MAX)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(0)
@@ -1549,7 +1549,7 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let settings = env.settings()?;
     let store: Store = rts
         .relay
-        .spawn(async move { open_store(&settings).await.map(|(s, _)| s) })
+        .spawn(async move { open_store(&settings).await })
         .await??;
     let app = AppId::parse(APP)?;
     let b = bounds(a);
@@ -1572,7 +1572,7 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                 }
                 if kind == 1 || kind == 3 {
                     store
-                        .credentials(&app, "apns")
+                        .credentials(&app, pushrelay::domain::CredentialKind::Apns)
                         .await
                         .map_err(|e| e.to_string())?
                         .ok_or("no credentials")?;
@@ -2141,7 +2141,7 @@ fn run_jwe(a: &Args) -> anyhow::Result<()> {
     let plaintext = v2::build(&event);
     let compact = jwe::encrypt(&key, &plaintext);
     let reg = registration(&make_devices(Scenario::Apns, 1)[0])?;
-    let master = MasterKey::generate();
+    let master = pushrelay::envelope::Keyring::new(MasterKey::generate());
     let sealed = master.seal("device:u000001/dev-000001", key.to_b64().as_bytes());
     let hash = pushrelay::http::auth::hash_password(PASSWORD)?;
     println!(

@@ -1,0 +1,373 @@
+//! Devices: one row per (user, device) of every dialect, the JWE key of UDS
+//! devices sealed. `register` is the one way in: it creates the user if
+//! needed, holds the per-user device cap and writes every registration of
+//! one request in one transaction (a refused request writes nothing).
+
+use super::{corrupt, Result, Store, StoreError};
+use crate::domain::{
+    AppId, Channel, Device, DevicePkid, DeviceSet, DeviceToken, Dialect, MessageToken, PayloadVersion, PushKey, Registration, SipBinding,
+    SipFormat, UnreadableDevice, UserId,
+};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use std::collections::HashSet;
+
+const DEVICE_COLUMNS: &str = "user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at, \
+     msg_token, msg_channel, msg_app_id, sip_aor, sip_contact, sip_format, sip_purr";
+
+/// The envelope context (AAD) of a device key.
+pub(super) fn key_context(user: &str, device: &str) -> String {
+    format!("device:{user}/{device}")
+}
+
+/// One line of the operator's device list (no key, no full token).
+#[derive(Clone, Debug)]
+pub struct DeviceSummary {
+    pub device: String,
+    pub channel: String,
+    pub application: String,
+    pub dialect: String,
+    pub token_suffix: String,
+    pub updated_at: i64,
+}
+
+/// A `DeviceSummary` from `device_pkid, channel, app_id, dialect, token,
+/// updated_at` starting at column `at`; only the token's last 8 characters leave.
+fn summary_from_row(r: &AnyRow, at: usize) -> DeviceSummary {
+    let token: String = r.get(at + 4);
+    let n = token.len();
+    DeviceSummary {
+        device: r.get(at),
+        channel: r.get(at + 1),
+        application: r.get(at + 2),
+        dialect: r.get(at + 3),
+        token_suffix: token[n.saturating_sub(8)..].to_string(),
+        updated_at: r.get(at + 5),
+    }
+}
+
+/// A stored device: ready, or with a key this node cannot open.
+enum Loaded {
+    Ready(Device),
+    Unreadable(UnreadableDevice),
+}
+
+impl Store {
+    /// Store the registrations of one request for `user` (creating the user
+    /// without a password if needed), all or nothing. A device the user does
+    /// not have yet counts against `max_devices`; past it, nothing is written
+    /// and the answer is `StoreError::DeviceLimit`. Re-registering an
+    /// existing device always works. Returns the rows written.
+    pub async fn register(&self, user: &UserId, regs: &[Registration], now_ms: i64, max_devices: u32) -> Result<u64> {
+        let sealed: Vec<Option<String>> = regs
+            .iter()
+            .map(|r| r.key.as_ref().map(|k| self.keys.seal(&key_context(r.user.as_str(), r.device.as_str()), k.to_b64().as_bytes())))
+            .collect();
+        let _gate = self.writing().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO users (user_id, password_hash, created_at, updated_at) VALUES ($1, NULL, $2, $2) ON CONFLICT (user_id) DO NOTHING")
+            .bind(user.as_str())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        if self.backend == super::Backend::Postgres {
+            // Registrations of one user queue here across nodes, so two new
+            // devices at once cannot both slip under the cap.
+            sqlx::query("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE").bind(user.as_str()).execute(&mut *tx).await?;
+        }
+        let existing: HashSet<String> = sqlx::query("SELECT device_pkid FROM devices WHERE user_id = $1")
+            .bind(user.as_str())
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect();
+        let new: HashSet<&str> = regs.iter().map(|r| r.device.as_str()).filter(|d| !existing.contains(*d)).collect();
+        if !new.is_empty() && existing.len() + new.len() > max_devices as usize {
+            return Err(StoreError::DeviceLimit(max_devices));
+        }
+        let mut written = 0;
+        for (reg, sealed_key) in regs.iter().zip(sealed) {
+            debug_assert_eq!(&reg.user, user, "one request registers for one user");
+            written += sqlx::query(
+                "INSERT INTO devices (user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at, \
+                 msg_token, msg_channel, msg_app_id, sip_aor, sip_contact, sip_format, sip_purr) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 ON CONFLICT (user_id, device_pkid) DO UPDATE SET dialect = excluded.dialect, channel = excluded.channel, \
+                 token = excluded.token, push_key = excluded.push_key, app_id = excluded.app_id, \
+                 payload_version = excluded.payload_version, updated_at = excluded.updated_at, \
+                 msg_token = CASE WHEN excluded.msg_token IS NULL THEN devices.msg_token ELSE excluded.msg_token END, \
+                 msg_channel = CASE WHEN excluded.msg_token IS NULL THEN devices.msg_channel ELSE excluded.msg_channel END, \
+                 msg_app_id = CASE WHEN excluded.msg_token IS NULL THEN devices.msg_app_id ELSE excluded.msg_app_id END, \
+                 sip_aor = excluded.sip_aor, sip_contact = excluded.sip_contact, sip_format = excluded.sip_format, sip_purr = excluded.sip_purr",
+            )
+            .bind(reg.user.as_str())
+            .bind(reg.device.as_str())
+            .bind(reg.dialect.as_str())
+            .bind(reg.channel.as_str())
+            .bind(reg.token.as_str())
+            .bind(sealed_key)
+            .bind(reg.app.as_str())
+            .bind(reg.payload_version.map(|v| v.as_str()))
+            .bind(now_ms)
+            .bind(reg.msg.as_ref().map(|m| m.token.as_str()))
+            .bind(reg.msg.as_ref().map(|m| m.channel.as_str()))
+            .bind(reg.msg.as_ref().map(|m| m.app.as_str()))
+            .bind(reg.sip.as_ref().map(|b| b.aor.as_str()))
+            .bind(reg.sip.as_ref().and_then(|b| b.contact.as_deref()))
+            .bind(reg.sip.as_ref().map(|b| b.format.as_str()))
+            .bind(reg.sip.as_ref().and_then(|b| b.purr.as_deref()))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            .max(1);
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    pub async fn delete_device(&self, user: &UserId, device: &DevicePkid) -> Result<bool> {
+        let _gate = self.writing().await;
+        let r = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_pkid = $2")
+            .bind(user.as_str())
+            .bind(device.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Remove a dead token — only if the device still has that token (a
+    /// re-registration that raced the push is kept).
+    pub async fn remove_dead_token(&self, user: &UserId, device: &DevicePkid, token: &DeviceToken) -> Result<bool> {
+        let _gate = self.writing().await;
+        let r = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_pkid = $2 AND token = $3")
+            .bind(user.as_str())
+            .bind(device.as_str())
+            .bind(token.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Forget a dead message token (the device and its call token stay).
+    pub async fn clear_msg_token(&self, user: &UserId, device: &DevicePkid, token: &DeviceToken) -> Result<bool> {
+        let _gate = self.writing().await;
+        let r = sqlx::query(
+            "UPDATE devices SET msg_token = NULL, msg_channel = NULL, msg_app_id = NULL WHERE user_id = $1 AND device_pkid = $2 AND msg_token = $3",
+        )
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .bind(token.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    fn device_from_row(&self, r: &AnyRow) -> Result<Loaded> {
+        let corrupt_row = |what: &str| StoreError::Corrupt(format!("device row: {what}"));
+        let user = UserId::parse(&r.get::<String, _>("user_id")).map_err(corrupt("device row: user_id"))?;
+        let device = DevicePkid::parse(&r.get::<String, _>("device_pkid")).map_err(corrupt("device row: device_pkid"))?;
+        let dialect = Dialect::from_stored(&r.get::<String, _>("dialect")).ok_or_else(|| corrupt_row("dialect"))?;
+        let channel = Channel::parse(&r.get::<String, _>("channel")).map_err(|_| corrupt_row("channel"))?;
+        let token = DeviceToken::for_channel(channel, &r.get::<String, _>("token")).map_err(|_| corrupt_row("token"))?;
+        let app = AppId::parse(&r.get::<String, _>("app_id")).map_err(|_| corrupt_row("app_id"))?;
+        let key = match r.get::<Option<String>, _>("push_key") {
+            Some(sealed) => match self.keys.open_string(&key_context(user.as_str(), device.as_str()), &sealed) {
+                Ok(b64) => Some(PushKey::parse_b64(b64.expose()).map_err(|_| corrupt_row("push_key"))?),
+                Err(e) => {
+                    tracing::error!(error = %e, user = %user, device = %device, "a device key cannot be opened");
+                    return Ok(Loaded::Unreadable(UnreadableDevice { user, device, dialect, app, channel }));
+                }
+            },
+            None => None,
+        };
+        let payload_version = match r.get::<Option<String>, _>("payload_version") {
+            Some(v) => Some(PayloadVersion::parse(&v).map_err(|_| corrupt_row("payload_version"))?),
+            None => None,
+        };
+        let msg = match (r.get::<Option<String>, _>("msg_token"), r.get::<Option<String>, _>("msg_channel"), r.get::<Option<String>, _>("msg_app_id")) {
+            (Some(t), Some(c), Some(a)) => {
+                let channel = Channel::parse(&c).map_err(|_| corrupt_row("msg_channel"))?;
+                Some(MessageToken {
+                    app: AppId::parse(&a).map_err(|_| corrupt_row("msg_app_id"))?,
+                    channel,
+                    token: DeviceToken::for_channel(channel, &t).map_err(|_| corrupt_row("msg_token"))?,
+                })
+            }
+            _ => None,
+        };
+        let sip = match (r.get::<Option<String>, _>("sip_aor"), r.get::<Option<String>, _>("sip_format")) {
+            (Some(aor), Some(f)) => Some(SipBinding {
+                aor,
+                contact: r.get::<Option<String>, _>("sip_contact"),
+                format: SipFormat::from_stored(&f).ok_or_else(|| corrupt_row("sip_format"))?,
+                purr: r.get::<Option<String>, _>("sip_purr"),
+            }),
+            _ => None,
+        };
+        Ok(Loaded::Ready(Device {
+            registration: Registration { user, device, dialect, channel, token, key, app, payload_version, msg, sip },
+            created_at: r.get("created_at"),
+            updated_at: r.get("updated_at"),
+        }))
+    }
+
+    fn device_set(&self, rows: &[AnyRow]) -> Result<DeviceSet> {
+        let mut set = DeviceSet::default();
+        for r in rows {
+            match self.device_from_row(r)? {
+                Loaded::Ready(d) => set.ready.push(d),
+                Loaded::Unreadable(u) => set.unreadable.push(u),
+            }
+        }
+        Ok(set)
+    }
+
+    /// The devices to wake for a user (one device, or all of them), keys opened.
+    pub async fn devices_for(&self, user: &UserId, device: Option<&DevicePkid>) -> Result<DeviceSet> {
+        let cols = DEVICE_COLUMNS;
+        let rows = match device {
+            Some(d) => {
+                sqlx::query(&format!("SELECT {cols} FROM devices WHERE user_id = $1 AND device_pkid = $2"))
+                    .bind(user.as_str())
+                    .bind(d.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(&format!("SELECT {cols} FROM devices WHERE user_id = $1 ORDER BY device_pkid"))
+                    .bind(user.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        self.device_set(&rows)
+    }
+
+    /// Devices registered over SIP for an address of record.
+    pub async fn devices_for_aor(&self, aor: &str) -> Result<DeviceSet> {
+        let rows = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE sip_aor = $1 ORDER BY user_id, device_pkid"))
+            .bind(aor)
+            .fetch_all(&self.pool)
+            .await?;
+        self.device_set(&rows)
+    }
+
+    /// Remove the SIP bindings of an AOR (`Contact: *`); how many went.
+    pub async fn delete_devices_for_aor(&self, aor: &str) -> Result<u64> {
+        let _gate = self.writing().await;
+        let r = sqlx::query("DELETE FROM devices WHERE sip_aor = $1").bind(aor).execute(&self.pool).await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Remove single SIP bindings of an AOR (contacts with `expires=0`): by
+    /// device id, and by the contact URI they registered; how many went.
+    pub async fn delete_sip_bindings(&self, aor: &str, devices: &[DevicePkid], contacts: &[String]) -> Result<u64> {
+        let _gate = self.writing().await;
+        let mut tx = self.pool.begin().await?;
+        let mut removed = 0;
+        for d in devices {
+            removed += sqlx::query("DELETE FROM devices WHERE sip_aor = $1 AND device_pkid = $2")
+                .bind(aor)
+                .bind(d.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        for c in contacts {
+            removed += sqlx::query("DELETE FROM devices WHERE sip_aor = $1 AND sip_contact = $2")
+                .bind(aor)
+                .bind(c)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// Delete every device of `dialect` whose call token is `token` (of `app`, when given).
+    pub async fn delete_devices_by_token(&self, dialect: Dialect, token: &str, app: Option<&AppId>) -> Result<u64> {
+        let _gate = self.writing().await;
+        let r = match app {
+            Some(app) => {
+                sqlx::query("DELETE FROM devices WHERE dialect = $1 AND token = $2 AND app_id = $3")
+                    .bind(dialect.as_str())
+                    .bind(token)
+                    .bind(app.as_str())
+                    .execute(&self.pool)
+                    .await?
+            }
+            None => sqlx::query("DELETE FROM devices WHERE dialect = $1 AND token = $2").bind(dialect.as_str()).bind(token).execute(&self.pool).await?,
+        };
+        Ok(r.rows_affected())
+    }
+
+    /// The operator's view: no key is opened, only the token suffix leaves.
+    pub async fn device_summaries(&self, user: &UserId) -> Result<Vec<DeviceSummary>> {
+        let rows = sqlx::query(
+            "SELECT device_pkid, channel, app_id, dialect, token, updated_at FROM devices WHERE user_id = $1 ORDER BY device_pkid",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| summary_from_row(r, 0)).collect())
+    }
+
+    /// Devices not registered again since `before` (epoch ms), oldest first.
+    pub async fn stale_devices(&self, before: i64, limit: i64) -> Result<Vec<(String, DeviceSummary)>> {
+        let rows = sqlx::query(
+            "SELECT user_id, device_pkid, channel, app_id, dialect, token, updated_at FROM devices WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get::<String, _>(0), summary_from_row(r, 1))).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::store;
+
+    fn reg(user: &str, device: &str) -> Registration {
+        Registration {
+            user: UserId::parse(user).unwrap(),
+            device: DevicePkid::parse(device).unwrap(),
+            dialect: Dialect::Uds,
+            channel: Channel::Apns,
+            token: DeviceToken::for_channel(Channel::Apns, &"ab".repeat(32)).unwrap(),
+            key: Some(PushKey::parse_b64("JH/VEZ9YjinNA+AvUrjI+ncgVVycPbIVJixFOOm/xIU=").unwrap()),
+            app: AppId::parse("com.example.app").unwrap(),
+            payload_version: Some(PayloadVersion::parse("V2").unwrap()),
+            msg: None,
+            sip: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_device_cap_refuses_a_new_device_and_writes_nothing() {
+        let (s, _d) = store().await;
+        let alice = UserId::parse("alice").unwrap();
+        s.register(&alice, &[reg("alice", "a"), reg("alice", "b")], 1, 2).await.unwrap();
+        assert_eq!(s.register(&alice, &[reg("alice", "a")], 2, 2).await.unwrap(), 1, "re-registering always works");
+        let e = s.register(&alice, &[reg("alice", "a"), reg("alice", "c")], 3, 2).await.unwrap_err();
+        assert!(matches!(e, StoreError::DeviceLimit(2)), "{e}");
+        let set = s.devices_for(&alice, None).await.unwrap();
+        assert_eq!(set.ready.len(), 2);
+        assert!(set.ready.iter().all(|d| d.updated_at <= 2), "the refused request changed nothing");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_key_makes_that_device_unreadable_not_the_user() {
+        let (s, _d) = store().await;
+        let alice = UserId::parse("alice").unwrap();
+        s.register(&alice, &[reg("alice", "a"), reg("alice", "b")], 1, 10).await.unwrap();
+        sqlx::query("UPDATE devices SET push_key = 'v2.deadbeef.AAAA.AAAA' WHERE device_pkid = 'b'").execute(&s.pool).await.unwrap();
+        let set = s.devices_for(&alice, None).await.unwrap();
+        assert_eq!(set.ready.len(), 1);
+        assert_eq!(set.unreadable.iter().map(|u| u.device.as_str()).collect::<Vec<_>>(), vec!["b"]);
+    }
+}

@@ -1,0 +1,171 @@
+//! What the nodes sharing a store tell each other, without polling:
+//! - `Registered`: a SIP REGISTER for an AOR arrived (releases `/sip/wake`);
+//! - `ClaimsSettled`: push claims got their outcome (a duplicate call waiting
+//!   on another call's push reports it at once);
+//! - `KeysChanged`: a master key rotation or retirement (nodes re-sync).
+//!
+//! Every event reaches this node's subscribers at once (a broadcast
+//! channel). On PostgreSQL it is also sent with `NOTIFY pushrelay_events`,
+//! and every node's listener (`Store::listen`) feeds the events of the other
+//! nodes to its own subscribers. Subscribers that fall behind re-read the
+//! store: an event is a hint to look, never the only copy of a fact.
+
+use super::{Backend, Store};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+const CHANNEL: &str = "pushrelay_events";
+/// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+const MAX_PAYLOAD: usize = 7000;
+
+/// A push claim: (pushid, user, device).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimKey {
+    pub push_id: String,
+    pub user: String,
+    pub device: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum StoreEvent {
+    /// `at`: epoch ms of the REGISTER (a wait that began later is not released by it).
+    Registered { aor: String, contact: String, at: i64 },
+    ClaimsSettled { claims: Vec<ClaimKey> },
+    KeysChanged,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    node: u64,
+    #[serde(flatten)]
+    event: StoreEvent,
+}
+
+pub(super) struct Events {
+    tx: broadcast::Sender<StoreEvent>,
+    /// Tells this node's own NOTIFYs apart from the others'.
+    node: u64,
+    url: String,
+    stop: CancellationToken,
+}
+
+impl Events {
+    pub(super) fn new(url: &str) -> Self {
+        let (tx, _) = broadcast::channel(4096);
+        Self { tx, node: rand::random(), url: url.to_string(), stop: CancellationToken::new() }
+    }
+
+    pub(super) fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// Split settled claims into NOTIFY-sized events.
+fn chunks(event: StoreEvent) -> Vec<StoreEvent> {
+    match event {
+        StoreEvent::ClaimsSettled { claims: keys } => {
+            let mut out = Vec::new();
+            let (mut chunk, mut size) = (Vec::new(), 0);
+            for k in keys {
+                let len = k.push_id.len() + k.user.len() + k.device.len() + 48;
+                if size + len > MAX_PAYLOAD && !chunk.is_empty() {
+                    out.push(StoreEvent::ClaimsSettled { claims: std::mem::take(&mut chunk) });
+                    size = 0;
+                }
+                size += len;
+                chunk.push(k);
+            }
+            if !chunk.is_empty() {
+                out.push(StoreEvent::ClaimsSettled { claims: chunk });
+            }
+            out
+        }
+        other => vec![other],
+    }
+}
+
+impl Store {
+    /// Events from now on (this node's and, on PostgreSQL, every node's).
+    pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.tx.subscribe()
+    }
+
+    /// Tell this node's subscribers, and on PostgreSQL the other nodes.
+    /// Best effort: a lost event costs a subscriber its fallback re-read.
+    pub async fn publish(&self, event: StoreEvent) {
+        let _ = self.events.tx.send(event.clone());
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        for part in chunks(event) {
+            let payload = serde_json::to_string(&Wire { node: self.events.node, event: part }).unwrap_or_default();
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(&self.pool).await {
+                metrics::counter!(crate::telemetry::STORE_ERRORS).increment(1);
+                tracing::warn!(error = %e, "could not tell the other nodes");
+            }
+        }
+    }
+
+    /// PostgreSQL: `LISTEN` for the other nodes' events until the store
+    /// closes (sqlx's listener reconnects by itself). A no-op on SQLite.
+    pub async fn listen(&self) -> super::Result<()> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.events.url).await?;
+        listener.listen(CHANNEL).await?;
+        let (tx, node, stop) = (self.events.tx.clone(), self.events.node, self.events.stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    n = listener.recv() => match n {
+                        Ok(n) => match serde_json::from_str::<Wire>(n.payload()) {
+                            Ok(w) if w.node != node => { let _ = tx.send(w.event); }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "unreadable event from another node"),
+                        },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "event listener lost its connection; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    },
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settled_claims_are_split_under_the_notify_limit() {
+        let keys: Vec<ClaimKey> = (0..500).map(|i| ClaimKey { push_id: format!("p{i}").repeat(10), user: "alice".into(), device: "phone".into() }).collect();
+        let parts = chunks(StoreEvent::ClaimsSettled { claims: keys.clone() });
+        assert!(parts.len() > 1);
+        let mut back = Vec::new();
+        for p in parts {
+            let wire = serde_json::to_string(&Wire { node: 1, event: p.clone() }).unwrap();
+            assert!(wire.len() < 8000, "{}", wire.len());
+            if let StoreEvent::ClaimsSettled { claims: k } = p {
+                back.extend(k);
+            }
+        }
+        assert_eq!(back, keys);
+    }
+
+    #[test]
+    fn events_round_trip_on_the_wire() {
+        for e in [StoreEvent::Registered { aor: "sip:1@x".into(), contact: "<sip:1@h>".into(), at: 5 }, StoreEvent::KeysChanged] {
+            let wire = serde_json::to_string(&Wire { node: 7, event: e.clone() }).unwrap();
+            let back: Wire = serde_json::from_str(&wire).unwrap();
+            assert_eq!((back.node, back.event), (7, e));
+        }
+    }
+}

@@ -138,6 +138,8 @@ struct ConnWatch {
     h2: AtomicBool,
     /// Nothing read yet.
     fresh: AtomicBool,
+    /// Wakes the watchdog when a deadline may have moved.
+    changed: tokio::sync::Notify,
 }
 
 impl ConnWatch {
@@ -150,6 +152,7 @@ impl ConnWatch {
             first_byte: AtomicU64::new(NONE),
             h2: AtomicBool::new(false),
             fresh: AtomicBool::new(true),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -170,6 +173,7 @@ impl ConnWatch {
         }
         if self.in_flight.load(Ordering::Relaxed) == 0 && self.first_byte.load(Ordering::Relaxed) == NONE {
             self.first_byte.store(self.now_ms(), Ordering::Relaxed);
+            self.changed.notify_one();
         }
     }
 
@@ -177,6 +181,7 @@ impl ConnWatch {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.first_byte.store(NONE, Ordering::Relaxed);
+        self.changed.notify_one();
         InFlight(self.clone())
     }
 
@@ -197,14 +202,21 @@ impl ConnWatch {
         Some(idle)
     }
 
-    /// Resolves when the connection has outlived its deadline.
+    /// Resolves when the connection has outlived its deadline. Sleeps until
+    /// the deadline or until the state changes (a request starts or ends,
+    /// a first byte arrives), whichever comes first.
     async fn expired(&self) -> CloseReason {
         loop {
+            let changed = self.changed.notified();
             match self.deadline() {
                 Some((at, reason)) if at <= Instant::now() => return reason,
-                Some((at, _)) => tokio::time::sleep_until(at).await,
-                // A request is running: look again once it could have become idle.
-                None => tokio::time::sleep(Duration::from_secs(1)).await,
+                Some((at, _)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = changed => {}
+                    }
+                }
+                None => changed.await,
             }
         }
     }
@@ -218,6 +230,7 @@ impl Drop for InFlight {
         let w = &self.0;
         w.idle_since.store(w.now_ms(), Ordering::Relaxed);
         w.in_flight.fetch_sub(1, Ordering::Relaxed);
+        w.changed.notify_one();
     }
 }
 

@@ -2,7 +2,8 @@
 # The test command (README, .ci/run). Installs what the suites need, then:
 #   1. every test of the crate on SQLite (unit, integration, interop, faults);
 #   2. the HTTP suite again on a throwaway PostgreSQL server;
-#   3. the OpenAPI-driven fuzz run (schemathesis) against the real relay.
+#   3. the OpenAPI-driven fuzz run (schemathesis) against the real relay;
+#   4. the offline RustSec check of the release dependency graph.
 # Extra args go to `cargo test` and skip steps 2-3 (`bash tests/run.sh uds`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,6 +23,9 @@ if [ $# -eq 0 ]; then
 
   echo "== OpenAPI fuzz run =="
   bash tests/fuzz/schemathesis.sh
+
+  echo "== supply chain (RustSec, offline) =="
+  bash tests/supply-chain/audit.sh
 fi
 
 # One closing line over every cargo test binary that ran (both passes).

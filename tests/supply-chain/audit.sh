@@ -7,7 +7,19 @@
 # Prints the snapshot's date with the result.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-db_src="${PUSHRELAY_ADVISORY_DB:-../shared/advisory-db}"
+# The snapshot: $PUSHRELAY_ADVISORY_DB, else ../shared/advisory-db next to
+# this checkout or next to the repository it was cloned from.
+db_src="${PUSHRELAY_ADVISORY_DB:-}"
+if [ -z "$db_src" ]; then
+  origin="$(git config --get remote.origin.url 2>/dev/null || true)"
+  for cand in ../shared/advisory-db "${origin:+$origin/../shared/advisory-db}" /work/shared/advisory-db; do
+    if [ -n "$cand" ] && [ -f "$cand/setup.sh" ]; then db_src="$cand"; break; fi
+  done
+fi
+if [ -z "$db_src" ]; then
+  echo "supply chain: no RustSec snapshot found (set PUSHRELAY_ADVISORY_DB to the folder holding setup.sh)" >&2
+  exit 1
+fi
 db=target/advisory-db
 version=0.22.2
 

@@ -14,7 +14,7 @@ use crate::domain::{
     FcmCredentials, Outcome, Provider, Registration, RingWindow, UnreadableDevice,
 };
 use crate::payload::{self, Content};
-use crate::provider::{ApnsClient, ApnsPush, Attempt, FcmClient, ProviderSettings};
+use crate::provider::{ApnsClient, ApnsPush, Attempt, FailureKind, FcmClient, ProviderSettings};
 use crate::store::{CallRecord, ClaimOutcome, ClaimRequest, Store, StoreError, StoreEvent};
 use crate::telemetry;
 use rand::Rng;
@@ -340,10 +340,7 @@ impl Dispatcher {
                 false
             }
         };
-        let delivery = match payload::for_call(event, reg) {
-            Ok(content) => self.deliver(event.call_id.as_str(), &event.ring, reg, content).await,
-            Err(e) => finish(reg, Outcome::Failed, None, Some(e.to_string()), 0),
-        };
+        let delivery = self.deliver(event.call_id.as_str(), &event.ring, reg, payload::for_call(event, reg)).await;
         if claimed {
             // Published per device at once (not with the report): a duplicate
             // call waiting on this device must never wait on our other devices.
@@ -426,8 +423,8 @@ impl Dispatcher {
     #[tracing::instrument(skip_all, fields(call_id = %label, device = %reg.device, channel = %reg.channel))]
     async fn deliver(&self, label: &str, window: &RingWindow, reg: &Registration, content: Content) -> Delivery {
         // Alerts go to the message token (its own app and channel).
-        let to_msg_token = matches!(content, Content::ApnsAlert { .. }) && reg.msg.is_some();
-        let (app, channel, token) = match (&reg.msg, to_msg_token) {
+        let to_msg_token = matches!(content, Content::ApnsAlert { .. }) && reg.msg().is_some();
+        let (app, channel, token) = match (reg.msg(), to_msg_token) {
             (Some(m), true) => (&m.app, m.channel, &m.token),
             _ => (&reg.app, reg.channel, &reg.token),
         };
@@ -468,8 +465,8 @@ impl Dispatcher {
                     }
                     return finish(reg, Outcome::TokenRemoved, Some(status), Some(reason), attempts);
                 }
-                Attempt::Failed { status, reason } => {
-                    self.alert_once(app, status, &reason);
+                Attempt::Failed { kind, status, reason } => {
+                    self.alert_once(app, kind, status, &reason);
                     return finish(reg, Outcome::Failed, status, Some(reason), attempts);
                 }
                 Attempt::Retry { status, reason, after } => {
@@ -500,13 +497,13 @@ impl Dispatcher {
             Provider::Fcm => &self.fcm_slots,
         };
         let Ok(_slot) = slots.acquire().await else {
-            return Attempt::Failed { status: None, reason: "relay shutting down".into() };
+            return Attempt::Failed { kind: FailureKind::Other, status: None, reason: "relay shutting down".into() };
         };
         match (channel.provider(), content) {
             (Provider::Apns, Content::ApnsVoip { body }) => {
                 let creds = match self.apns_creds(app).await {
                     Ok(c) => c,
-                    Err(reason) => return Attempt::Failed { status: None, reason },
+                    Err(reason) => return Attempt::Failed { kind: FailureKind::Config, status: None, reason },
                 };
                 let push = ApnsPush::voip(token, &creds.bundle_id, window.ends_at_epoch_seconds(), body.clone());
                 self.apns.send(app.as_str(), &creds, channel, &push).await
@@ -514,7 +511,7 @@ impl Dispatcher {
             (Provider::Apns, Content::ApnsAlert { body, collapse_id }) => {
                 let creds = match self.apns_creds(app).await {
                     Ok(c) => c,
-                    Err(reason) => return Attempt::Failed { status: None, reason },
+                    Err(reason) => return Attempt::Failed { kind: FailureKind::Config, status: None, reason },
                 };
                 let mut push = ApnsPush::alert(token, &creds.bundle_id, window.ends_at_epoch_seconds(), body.clone());
                 push.collapse_id = Some(collapse_id.clone());
@@ -523,13 +520,13 @@ impl Dispatcher {
             (Provider::Fcm, Content::FcmData { data }) => {
                 let creds = match self.fcm_creds(app).await {
                     Ok(c) => c,
-                    Err(reason) => return Attempt::Failed { status: None, reason },
+                    Err(reason) => return Attempt::Failed { kind: FailureKind::Config, status: None, reason },
                 };
                 // android.ttl: the seconds left before ring end, rounded up, ≥ 1.
                 let ttl_s = ((window.remaining_ms(now_ms()) + 999) / 1000).max(1) as u64;
                 self.fcm.send(&creds, token.as_str(), data, ttl_s).await
             }
-            _ => Attempt::Failed { status: None, reason: "payload does not fit the channel".into() },
+            _ => Attempt::Failed { kind: FailureKind::Config, status: None, reason: "payload does not fit the channel".into() },
         }
     }
 
@@ -574,14 +571,11 @@ impl Dispatcher {
     }
 
     /// Provider-auth and configuration failures: logged once per app and reason.
-    fn alert_once(&self, app: &AppId, status: Option<u16>, reason: &str) {
-        let auth_like = status == Some(403)
-            || status == Some(401)
-            || ["ProviderToken", "BadCertificate", "Topic", "SENDER_ID_MISMATCH", "THIRD_PARTY_AUTH_ERROR", "oauth", "tls_error", "credentials"]
-                .iter()
-                .any(|k| reason.contains(k));
-        if auth_like && self.alerted.lock().expect("alert lock").insert((app.as_str().to_string(), reason.to_string())) {
-            tracing::error!(app = %app, status, reason, "provider refused the app's credentials or configuration (logged once per app and reason)");
+    fn alert_once(&self, app: &AppId, kind: FailureKind, status: Option<u16>, reason: &str) {
+        if matches!(kind, FailureKind::Auth | FailureKind::Config)
+            && self.alerted.lock().expect("alert lock").insert((app.as_str().to_string(), reason.to_string()))
+        {
+            tracing::error!(app = %app, kind = kind.as_str(), status, reason, "provider refused the app's credentials or configuration (logged once per app and reason)");
         }
     }
 }
@@ -614,7 +608,7 @@ fn scrub(reason: String, token: &DeviceToken) -> String {
 fn finish(reg: &Registration, outcome: Outcome, status: Option<u16>, reason: Option<String>, attempts: u32) -> Delivery {
     let reason = reason.map(|r| {
         let r = scrub(r, &reg.token);
-        match &reg.msg {
+        match reg.msg() {
             Some(m) => scrub(r, &m.token),
             None => r,
         }

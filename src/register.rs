@@ -84,9 +84,9 @@ impl Registrar {
     pub async fn store(&self, user: &UserId, regs: &[Registration]) -> Result<u64> {
         let written = self.store.register(user, regs, now_ms(), self.max_devices).await?;
         for reg in regs {
-            metrics::counter!(crate::telemetry::REGISTRATIONS, "dialect" => reg.dialect.as_str()).increment(1);
+            metrics::counter!(crate::telemetry::REGISTRATIONS, "dialect" => reg.dialect().as_str()).increment(1);
             tracing::info!(
-                user = %reg.user, device = %reg.device, dialect = reg.dialect.as_str(), channel = %reg.channel, app = %reg.app,
+                user = %reg.user, device = %reg.device, dialect = reg.dialect().as_str(), channel = %reg.channel, app = %reg.app,
                 token = reg.token.suffix(), "device registered"
             );
         }

@@ -5,7 +5,7 @@ use pushrelay_mock::fixtures::{
     apns_p8, apple_id, fresh_rsa_key_pem, service_account_json, service_account_json_with,
 };
 use pushrelay_mock::{FcmReply, MockApns, MockApnsConfig, MockApnsKey, MockFcm, ScriptedReply, TestPki};
-use pushrelay::provider::{ApnsClient, ApnsPush, Attempt, Clock, FcmClient, ProviderSettings, PushType};
+use pushrelay::provider::{ApnsClient, ApnsPush, Attempt, Clock, FailureKind, FcmClient, ProviderSettings, PushType};
 use pushrelay::secret::Secret;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -176,14 +176,14 @@ async fn apns_error_answers_map_to_attempts() {
     other.topic = "com.other.app.voip".into();
     assert_eq!(
         client.send("app", &env.creds, Channel::Apns, &other).await,
-        Attempt::Failed { status: Some(400), reason: "TopicDisallowed".into() }
+        Attempt::Failed { kind: FailureKind::Config, status: Some(400), reason: "TopicDisallowed".into() }
     );
     // voip to a non-.voip topic.
     let mut wrong = voip(&token(7));
     wrong.topic = BUNDLE.into();
     assert_eq!(
         client.send("app", &env.creds, Channel::Apns, &wrong).await,
-        Attempt::Failed { status: Some(400), reason: "BadTopic".into() }
+        Attempt::Failed { kind: FailureKind::Config, status: Some(400), reason: "BadTopic".into() }
     );
 }
 
@@ -196,7 +196,7 @@ async fn apns_wrong_signing_key_is_failed_without_a_rebuild_loop() {
     let client = ApnsClient::new(env.settings.clone());
     assert_eq!(
         client.send("app", &env.creds, Channel::Apns, &voip(&token(1))).await,
-        Attempt::Failed { status: Some(403), reason: "InvalidProviderToken".into() }
+        Attempt::Failed { kind: FailureKind::Auth, status: Some(403), reason: "InvalidProviderToken".into() }
     );
     assert_eq!(env.prod.requests().len(), 1);
     assert_eq!(client.provider_jwt_count(), 1);
@@ -223,7 +223,7 @@ async fn apns_expired_provider_token_is_rebuilt_and_retried_once() {
     // If the fresh one is refused too, give up after one retry.
     env.prod.set_clock_offset(10_000);
     let a = client.send("app", &env.creds, Channel::Apns, &voip(&token(1))).await;
-    assert_eq!(a, Attempt::Failed { status: Some(403), reason: "ExpiredProviderToken".into() });
+    assert_eq!(a, Attempt::Failed { kind: FailureKind::Auth, status: Some(403), reason: "ExpiredProviderToken".into() });
     assert_eq!(env.prod.requests().len(), 4);
 }
 
@@ -257,7 +257,7 @@ async fn apns_oversize_payload_never_reaches_the_wire() {
     p.body = format!(r#"{{"aps":{{}},"data":"{}"}}"#, "x".repeat(5200)).into_bytes();
     assert_eq!(
         client.send("app", &env.creds, Channel::Apns, &p).await,
-        Attempt::Failed { status: None, reason: "payload_too_large".into() }
+        Attempt::Failed { kind: FailureKind::Payload, status: None, reason: "payload_too_large".into() }
     );
     let mut alert = ApnsPush::alert(&token(1), &BundleId::parse(BUNDLE).unwrap(), 0, vec![b' '; 4097]);
     alert.push_type = PushType::Alert;
@@ -481,7 +481,7 @@ async fn fcm_errors_map_to_attempts() {
     env.mock.fail_token("other-project", FcmReply::sender_id_mismatch());
     assert!(matches!(
         client.send(&env.creds, "other-project", &data(), 30).await,
-        Attempt::Failed { status: Some(403), ref reason } if reason.starts_with("SENDER_ID_MISMATCH")
+        Attempt::Failed { kind: FailureKind::Auth, status: Some(403), ref reason } if reason.starts_with("SENDER_ID_MISMATCH")
     ));
 
     // The mock's own schema check: a token with a space is not a registration token.
@@ -510,7 +510,7 @@ async fn fcm_refused_bearer_is_refreshed_and_retried_once() {
     env.mock.script_token("t2", vec![FcmReply::unauthenticated(), FcmReply::unauthenticated()]);
     assert!(matches!(
         client.send(&env.creds, "t2", &data(), 30).await,
-        Attempt::Failed { status: Some(401), ref reason } if reason.starts_with("UNAUTHENTICATED")
+        Attempt::Failed { kind: FailureKind::Auth, status: Some(401), ref reason } if reason.starts_with("UNAUTHENTICATED")
     ));
     assert_eq!(env.mock.grants_issued(), 3);
 }
@@ -545,7 +545,7 @@ async fn fcm_grant_with_an_unknown_key_is_failed() {
     let client = FcmClient::new(env.settings.clone());
     let a = client.send(&creds, "t", &data(), 30).await;
     assert!(
-        matches!(a, Attempt::Failed { status: Some(400), ref reason } if reason.starts_with("oauth_invalid_grant")),
+        matches!(a, Attempt::Failed { kind: FailureKind::Auth, status: Some(400), ref reason } if reason.starts_with("oauth_invalid_grant")),
         "{a:?}"
     );
     assert!(env.mock.sends().is_empty());

@@ -20,7 +20,7 @@
 //! Error messages never echo the key.
 
 use crate::domain::{
-    AppId, Channel, DevicePkid, DeviceToken, Dialect, FieldError, PayloadVersion, PushKey, Registration, UserId,
+    AppId, Channel, DevicePkid, DeviceToken, DialectData, FieldError, PayloadVersion, PushKey, Registration, UserId,
 };
 use quick_xml::escape::escape;
 use quick_xml::events::{BytesStart, Event};
@@ -66,14 +66,10 @@ impl UdsToken {
         Registration {
             user,
             device,
-            dialect: Dialect::Uds,
             channel: self.channel,
             token: self.token,
-            key: Some(self.key),
             app: self.app,
-            payload_version: Some(self.payload_version),
-                    msg: None,
-            sip: None,
+            data: DialectData::Uds { key: self.key, version: self.payload_version },
         }
     }
 }
@@ -369,6 +365,7 @@ fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Dialect;
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
 
@@ -649,11 +646,10 @@ mod tests {
     fn into_registration_keeps_everything() {
         let t = parse_token(VALID.as_bytes()).unwrap();
         let r = t.clone().into_registration(UserId::parse("alice").unwrap(), DevicePkid::parse("pkid-1").unwrap());
-        assert_eq!(r.dialect, Dialect::Uds);
+        assert_eq!(r.dialect(), Dialect::Uds);
         assert_eq!((r.user.as_str(), r.device.as_str()), ("alice", "pkid-1"));
         assert_eq!((r.channel, &r.token, &r.app), (t.channel, &t.token, &t.app));
-        assert_eq!(r.key.as_ref(), Some(&t.key));
-        assert_eq!(r.payload_version, Some(PayloadVersion::V2));
+        assert!(matches!(&r.data, DialectData::Uds { key, version: PayloadVersion::V2 } if *key == t.key));
     }
 
     #[test]

@@ -2,7 +2,9 @@ use super::FieldError;
 use std::fmt;
 
 /// Where a device is woken: APNs production, APNs sandbox, or FCM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Serialized as its UDS name (`APNS`, `APNS:dev`, `FCM`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum Channel {
     Apns,
     ApnsDev,
@@ -50,6 +52,19 @@ impl From<Provider> for CredentialKind {
             Provider::Apns => CredentialKind::Apns,
             Provider::Fcm => CredentialKind::Fcm,
         }
+    }
+}
+
+impl From<Channel> for &'static str {
+    fn from(c: Channel) -> Self {
+        c.as_str()
+    }
+}
+
+impl TryFrom<String> for Channel {
+    type Error = FieldError;
+    fn try_from(raw: String) -> Result<Self, FieldError> {
+        Channel::parse(&raw)
     }
 }
 

@@ -51,6 +51,13 @@ macro_rules! id_type {
                 &self.0
             }
         }
+        /// Read back (stored reports): parsed like any input.
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                Self::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
     };
 }
 

@@ -23,7 +23,7 @@ pub use error::FieldError;
 pub use ids::{AppId, BundleId, DevicePkid, UserId};
 pub use outcome::{CallReport, Delivery, Outcome};
 pub use push_key::PushKey;
-pub use registration::{Device, DeviceSet, MessageToken, Registration, SipBinding, SipFormat, UnreadableDevice};
+pub use registration::{Device, DeviceSet, DialectData, MessageToken, Registration, SipBinding, SipFormat, UnreadableDevice};
 pub use token::DeviceToken;
 
 /// Milliseconds since the Unix epoch, the one time unit stored and compared.

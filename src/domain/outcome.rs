@@ -2,7 +2,7 @@ use super::{CallId, Channel, DevicePkid};
 use serde::Serialize;
 
 /// How delivery to one device ended. Data, not a log line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Delivered,
@@ -28,9 +28,9 @@ impl Outcome {
 /// One device's line in a call report (`POST /v1/calls` answer).
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Delivery {
-    pub device: String,
-    pub channel: String,
-    pub outcome: String,
+    pub device: DevicePkid,
+    pub channel: Channel,
+    pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub provider_status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -41,9 +41,9 @@ pub struct Delivery {
 impl Delivery {
     pub fn new(device: &DevicePkid, channel: Channel, outcome: Outcome, provider_status: Option<u16>, reason: Option<String>, attempts: u32) -> Self {
         Self {
-            device: device.as_str().to_string(),
-            channel: channel.as_str().to_string(),
-            outcome: outcome.as_str().to_string(),
+            device: device.clone(),
+            channel,
+            outcome,
             provider_status,
             reason,
             attempts,

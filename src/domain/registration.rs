@@ -6,19 +6,61 @@ use super::{AppId, Channel, DevicePkid, DeviceToken, Dialect, PayloadVersion, Pu
 pub struct Registration {
     pub user: UserId,
     pub device: DevicePkid,
-    pub dialect: Dialect,
     pub channel: Channel,
     /// The token calls are pushed to (APNs: the VoIP/PushKit token).
     pub token: DeviceToken,
-    /// The device's own JWE key (UDS devices); `None` for plain-payload dialects.
-    pub key: Option<PushKey>,
     pub app: AppId,
-    pub payload_version: Option<PayloadVersion>,
-    /// A second, non-VoIP token for alerts (cancels): Spark `msgToken`,
-    /// Acrobits `token_msgs`.
-    pub msg: Option<MessageToken>,
-    /// Where the device registered over SIP (for `/sip/wake` and the Mizu payload).
-    pub sip: Option<SipBinding>,
+    /// What only this device's dialect has.
+    pub data: DialectData,
+}
+
+/// Per-dialect registration data: a UDS device always has its key, a SIP
+/// device always its binding; nothing has a field it cannot use.
+#[derive(Clone, Debug)]
+pub enum DialectData {
+    /// CUCM UDS: the device's own JWE key and payload version.
+    Uds { key: PushKey, version: PayloadVersion },
+    /// Webex: a second, non-VoIP token for alerts (`msgToken`).
+    Spark { msg: Option<MessageToken> },
+    /// Acrobits: the message token (`token_msgs`), if reported.
+    Acrobits { msg: Option<MessageToken> },
+    /// SIP: where the device registered (for `/sip/wake` and the Mizu payload).
+    Sip { binding: SipBinding },
+}
+
+impl Registration {
+    pub fn dialect(&self) -> Dialect {
+        match self.data {
+            DialectData::Uds { .. } => Dialect::Uds,
+            DialectData::Spark { .. } => Dialect::Spark,
+            DialectData::Acrobits { .. } => Dialect::Acrobits,
+            DialectData::Sip { .. } => Dialect::Sip,
+        }
+    }
+
+    /// The token for regular (non-VoIP) pushes, when the dialect has one.
+    pub fn msg(&self) -> Option<&MessageToken> {
+        match &self.data {
+            DialectData::Spark { msg } | DialectData::Acrobits { msg } => msg.as_ref(),
+            DialectData::Uds { .. } | DialectData::Sip { .. } => None,
+        }
+    }
+
+    /// The SIP binding of a SIP device.
+    pub fn sip(&self) -> Option<&SipBinding> {
+        match &self.data {
+            DialectData::Sip { binding } => Some(binding),
+            _ => None,
+        }
+    }
+
+    /// The JWE key of a UDS device.
+    pub fn key(&self) -> Option<&PushKey> {
+        match &self.data {
+            DialectData::Uds { key, .. } => Some(key),
+            _ => None,
+        }
+    }
 }
 
 /// A device's token for regular (non-VoIP) pushes.
@@ -108,7 +150,7 @@ impl DeviceSet {
 
     /// Keep the devices for which `keep(user, device, dialect, app)` holds.
     pub fn retain(&mut self, keep: impl Fn(&UserId, &DevicePkid, Dialect, &AppId) -> bool) {
-        self.ready.retain(|d| keep(&d.registration.user, &d.registration.device, d.registration.dialect, &d.registration.app));
+        self.ready.retain(|d| keep(&d.registration.user, &d.registration.device, d.registration.dialect(), &d.registration.app));
         self.unreadable.retain(|d| keep(&d.user, &d.device, d.dialect, &d.app));
     }
 

@@ -6,7 +6,7 @@ use super::auth::{basic_user, peer_ip, BasicRefusal, Caller, Scope};
 use super::error::{ApiError, Result};
 use super::state::AppState;
 use crate::dialect::acrobits::{self, RawToken};
-use crate::domain::{AppId, Channel, DevicePkid, Dialect, FieldError, MessageToken, Provider, Registration, UserId};
+use crate::domain::{AppId, Channel, DevicePkid, DialectData, FieldError, MessageToken, Provider, Registration, UserId};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
@@ -117,14 +117,10 @@ async fn store_report(s: &AppState, reporter: Reporter, pairs: &[(String, String
     let registration = Registration {
         user: report.username.clone(),
         device,
-        dialect: Dialect::Acrobits,
         channel: Channel::for_provider(provider),
         token,
-        key: None,
         app,
-        payload_version: None,
-        msg,
-        sip: None,
+        data: DialectData::Acrobits { msg },
     };
     s.registrar.store(&report.username, std::slice::from_ref(&registration)).await?;
     Ok(StatusCode::OK)

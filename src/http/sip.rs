@@ -9,7 +9,7 @@ use super::error::{json_body, ApiError, Result};
 use super::state::AppState;
 use super::LimitedBody;
 use crate::dialect::sip::{self, PushData};
-use crate::domain::{now_ms, AppId, CallEvent, Channel, DevicePkid, Dialect, Outcome, Provider, PushId, Registration, RingWindow, SipBinding, SipFormat};
+use crate::domain::{now_ms, AppId, CallEvent, Channel, DevicePkid, DialectData, Outcome, Provider, PushId, Registration, RingWindow, SipBinding, SipFormat};
 use crate::store::StoreEvent;
 use axum::body::Body;
 use axum::extract::State;
@@ -82,14 +82,10 @@ async fn registration(s: &AppState, caller: &Caller, msg: &sip::SipRegister, aor
     Ok(Registration {
         user: msg.user.clone(),
         device: device_id(format, token.as_str()),
-        dialect: Dialect::Sip,
         channel: Channel::for_provider(provider),
         token,
-        key: None,
         app,
-        payload_version: None,
-        msg: None,
-        sip: Some(SipBinding { aor: aor.to_string(), contact, format, purr }),
+        data: DialectData::Sip { binding: SipBinding { aor: aor.to_string(), contact, format, purr } },
     })
 }
 
@@ -137,13 +133,13 @@ async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap,
         .map(|reg| {
             json!({
                 "device": reg.device.as_str(), "channel": reg.channel.as_str(), "application": reg.app.as_str(),
-                "format": reg.sip.as_ref().map(|b| b.format.as_str()), "token_suffix": reg.token.suffix(),
+                "format": reg.sip().map(|b| b.format.as_str()), "token_suffix": reg.token.suffix(),
             })
         })
         .collect();
     if let Some(reg) = regs.first() {
         // Release any /sip/wake held for this AOR (here or, with PostgreSQL, on any node).
-        let contact = reg.sip.as_ref().and_then(|b| b.contact.clone()).or_else(|| msg.contacts.first().map(|c| c.uri.raw.clone())).unwrap_or_default();
+        let contact = reg.sip().and_then(|b| b.contact.clone()).or_else(|| msg.contacts.first().map(|c| c.uri.raw.clone())).unwrap_or_default();
         s.store.publish(StoreEvent::Registered { aor: aor.clone(), contact, at: now_ms() }).await;
     }
     Ok(Json(json!({ "aor": aor, "user": msg.user.as_str(), "stored": stored, "removed": removed })))
@@ -192,7 +188,7 @@ async fn wake(caller: Caller, State(s): State<AppState>, headers: HeaderMap, Lim
         contact = &mut waited => Ok(answer(contact, None)),
         pushed = push => {
             let report = pushed.map_err(|e| ApiError::Internal(e.into()))??;
-            let any_delivered = report.deliveries.iter().any(|d| d.outcome == Outcome::Delivered.as_str());
+            let any_delivered = report.deliveries.iter().any(|d| d.outcome == Outcome::Delivered);
             if !any_delivered {
                 // The push failed for good: say so at once, with the report.
                 let body = json!({ "registered": false, "report": report });

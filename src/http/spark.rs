@@ -13,7 +13,7 @@ use super::limit::FailureKey;
 use super::state::AppState;
 use super::LimitedBody;
 use crate::dialect::spark::{self, WebhookEvent};
-use crate::domain::{now_ms, AppId, CallEvent, CredentialKind, DevicePkid, Dialect, MessageToken, Provider, PushId, Registration, RingWindow};
+use crate::domain::{now_ms, AppId, CallEvent, CredentialKind, DevicePkid, Dialect, DialectData, MessageToken, Provider, PushId, Registration, RingWindow};
 use crate::secret::Secret;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -59,14 +59,10 @@ async fn register(caller: Caller, State(s): State<AppState>, Query(q): Query<App
     let registration = Registration {
         user: reg.person.clone(),
         device: device.clone(),
-        dialect: Dialect::Spark,
         channel,
         token: reg.voip_token.clone(),
-        key: None,
         app: app.clone(),
-        payload_version: None,
-        msg: reg.msg_token.clone().map(|token| MessageToken { app: app.clone(), channel, token }),
-        sip: None,
+        data: DialectData::Spark { msg: reg.msg_token.clone().map(|token| MessageToken { app: app.clone(), channel, token }) },
     };
     s.registrar.store(&reg.person, std::slice::from_ref(&registration)).await?;
     Ok(Json(json!({ "user": reg.person.as_str(), "device": device.as_str(), "channel": channel.as_str() })))

@@ -5,7 +5,8 @@
 //! `jwe::encrypt`) and depends only on `domain` and `jwe`.
 //!
 //! `for_call` is the one place that maps a device's dialect to its payload
-//! format: adding a dialect is adding a module and one line in `FORMATS`.
+//! format: one exhaustive `match` on `DialectData`, so a new dialect does
+//! not compile until it has a payload.
 //!
 //! - `v2`: the CUCM/UDS V2 JSON (protocol.md §2) and its APNs/FCM wrappers.
 //! - `plain`: Spark/Webex, Acrobits, SIP and MizuTech payloads, and cancels.
@@ -13,7 +14,7 @@
 pub mod plain;
 pub mod v2;
 
-use crate::domain::{CallEvent, Dialect, Provider, Registration, SipFormat};
+use crate::domain::{CallEvent, DialectData, PushKey, Provider, Registration, SipFormat};
 use std::collections::BTreeMap;
 
 /// What to push, in the provider's own shape.
@@ -27,62 +28,35 @@ pub enum Content {
     ApnsAlert { body: Vec<u8>, collapse_id: String },
 }
 
-/// Why no payload could be built for a device.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PayloadError {
-    #[error("device has no encryption key")]
-    MissingKey,
-    #[error("no call payload for dialect {0}")]
-    UnsupportedDialect(&'static str),
-}
 
-type CallBuilder = fn(&CallEvent, &Registration) -> Result<Content, PayloadError>;
-
-/// Dialect → call payload builder (the payload formats as data).
-const FORMATS: &[(Dialect, CallBuilder)] =
-    &[(Dialect::Uds, uds_v2_jwe), (Dialect::Spark, spark), (Dialect::Acrobits, plain_call), (Dialect::Sip, sip)];
-
-/// The call wake-up payload for one device.
-pub fn for_call(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadError> {
-    let build = FORMATS
-        .iter()
-        .find(|(d, _)| *d == reg.dialect)
-        .map(|(_, b)| *b)
-        .ok_or(PayloadError::UnsupportedDialect(reg.dialect.as_str()))?;
-    build(event, reg)
+/// The call wake-up payload for one device: the dialect decides the format.
+pub fn for_call(event: &CallEvent, reg: &Registration) -> Content {
+    let apns = reg.channel.provider() == Provider::Apns;
+    match &reg.data {
+        DialectData::Uds { key, .. } => uds_v2_jwe(event, key, apns),
+        DialectData::Spark { .. } if apns => Content::ApnsVoip { body: plain::webex_voip(event) },
+        DialectData::Sip { binding } if apns && binding.format == SipFormat::Mpush => Content::ApnsVoip { body: plain::mizu(event) },
+        // Acrobits, RFC 8599 / Kazoo SIP (and every dialect on FCM): the plain call payload.
+        DialectData::Spark { .. } | DialectData::Acrobits { .. } | DialectData::Sip { .. } => plain_call(event, apns),
+    }
 }
 
 /// UDS devices: the V2 JSON, encrypted as a compact JWE with the device key.
-fn uds_v2_jwe(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadError> {
-    let key = reg.key.as_ref().ok_or(PayloadError::MissingKey)?;
+fn uds_v2_jwe(event: &CallEvent, key: &PushKey, apns: bool) -> Content {
     let jwe = crate::jwe::encrypt(key, &v2::build(event));
-    Ok(match reg.channel.provider() {
-        Provider::Apns => Content::ApnsVoip { body: v2::apns_body(&jwe) },
-        Provider::Fcm => Content::FcmData { data: BTreeMap::from([("body".to_string(), jwe)]) },
-    })
+    if apns {
+        Content::ApnsVoip { body: v2::apns_body(&jwe) }
+    } else {
+        Content::FcmData { data: BTreeMap::from([("body".to_string(), jwe)]) }
+    }
 }
 
-/// Spark/Webex devices: the Webex call fields (iOS VoIP).
-fn spark(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadError> {
-    Ok(match reg.channel.provider() {
-        Provider::Apns => Content::ApnsVoip { body: plain::webex_voip(event) },
-        Provider::Fcm => Content::FcmData { data: plain::fcm_data(event) },
-    })
-}
-
-/// Acrobits and RFC 8599 / Kazoo SIP devices: the plain call payload.
-fn plain_call(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadError> {
-    Ok(match reg.channel.provider() {
-        Provider::Apns => Content::ApnsVoip { body: plain::apns_voip(event) },
-        Provider::Fcm => Content::FcmData { data: plain::fcm_data(event) },
-    })
-}
-
-/// SIP devices: X-MPUSH ones get the Mizu payload, the others the plain one.
-fn sip(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadError> {
-    match (reg.sip.as_ref().map(|b| b.format), reg.channel.provider()) {
-        (Some(SipFormat::Mpush), Provider::Apns) => Ok(Content::ApnsVoip { body: plain::mizu(event) }),
-        _ => plain_call(event, reg),
+/// The plain call payload: APNs VoIP JSON or FCM data.
+fn plain_call(event: &CallEvent, apns: bool) -> Content {
+    if apns {
+        Content::ApnsVoip { body: plain::apns_voip(event) }
+    } else {
+        Content::FcmData { data: plain::fcm_data(event) }
     }
 }
 
@@ -93,7 +67,7 @@ fn sip(event: &CallEvent, reg: &Registration) -> Result<Content, PayloadError> {
 pub fn for_cancel(call_id: &str, push_id: &str, reg: &Registration) -> Option<Content> {
     match reg.channel.provider() {
         Provider::Fcm => Some(Content::FcmData { data: plain::cancel_data(call_id, push_id) }),
-        Provider::Apns => reg.msg.as_ref().map(|_| Content::ApnsAlert {
+        Provider::Apns => reg.msg().map(|_| Content::ApnsAlert {
             body: plain::cancel_alert(call_id, push_id),
             collapse_id: call_id.chars().take(64).collect(),
         }),
@@ -105,18 +79,14 @@ mod tests {
     use super::*;
     use crate::domain::*;
 
-    fn reg(channel: Channel, key: Option<PushKey>) -> Registration {
+    fn reg(channel: Channel, key: PushKey) -> Registration {
         Registration {
             user: UserId::parse("alice").unwrap(),
             device: DevicePkid::parse("d1").unwrap(),
-            dialect: Dialect::Uds,
             channel,
             token: DeviceToken::for_channel(channel, if channel == Channel::Fcm { "fcm:tok" } else { "00112233445566778899aabbccddeeff" }).unwrap(),
-            key,
             app: AppId::parse("com.example.app").unwrap(),
-            payload_version: Some(PayloadVersion::V2),
-            msg: None,
-            sip: None,
+            data: DialectData::Uds { key, version: PayloadVersion::V2 },
         }
     }
 
@@ -137,7 +107,7 @@ mod tests {
     #[test]
     fn uds_apns_devices_get_the_v2_jwe_in_data() {
         let key = PushKey::from_bytes([9; 32]);
-        let Content::ApnsVoip { body } = for_call(&event(), &reg(Channel::ApnsDev, Some(key.clone()))).unwrap() else { panic!() };
+        let Content::ApnsVoip { body } = for_call(&event(), &reg(Channel::ApnsDev, key.clone())) else { panic!() };
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["aps"], serde_json::json!({}));
         let plain = crate::jwe::decrypt(v["data"].as_str().unwrap(), key.as_bytes()).unwrap();
@@ -147,13 +117,9 @@ mod tests {
     #[test]
     fn uds_fcm_devices_get_the_jwe_as_data_body() {
         let key = PushKey::from_bytes([3; 32]);
-        let Content::FcmData { data } = for_call(&event(), &reg(Channel::Fcm, Some(key.clone()))).unwrap() else { panic!() };
+        let Content::FcmData { data } = for_call(&event(), &reg(Channel::Fcm, key.clone())) else { panic!() };
         assert_eq!(data.keys().collect::<Vec<_>>(), vec!["body"]);
         assert!(crate::jwe::decrypt(&data["body"], key.as_bytes()).is_ok());
     }
 
-    #[test]
-    fn a_uds_device_without_key_is_an_error() {
-        assert_eq!(for_call(&event(), &reg(Channel::Apns, None)), Err(PayloadError::MissingKey));
-    }
 }

@@ -3,7 +3,7 @@
 //! tokens cached per (key id, team) and reused for 40 minutes; the request
 //! builder and the status/reason → [`Attempt`] table are pure functions.
 
-use super::{retry_after, system_clock, tls, transport_error, Attempt, Clock, ProviderSettings};
+use super::{retry_after, system_clock, tls, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
 use crate::domain::{ApnsAuth, ApnsCredentials, BundleId, Channel, DeviceToken};
 use crate::secret::Secret;
 use sha2::{Digest, Sha256};
@@ -95,7 +95,7 @@ impl ApnsPush {
 /// Refuse locally what APNs would refuse with 413 (exact body bytes).
 pub fn check_payload(push: &ApnsPush) -> Result<(), Attempt> {
     if push.body.len() > push.push_type.max_payload() {
-        return Err(Attempt::Failed { status: None, reason: "payload_too_large".into() });
+        return Err(Attempt::failed(FailureKind::Payload, "payload_too_large"));
     }
     Ok(())
 }
@@ -124,7 +124,7 @@ pub fn build_request(
     if let Some(jwt) = bearer {
         b = b.header("authorization", format!("bearer {jwt}"));
     }
-    b.body(push.body.clone()).map_err(|e| Attempt::failed(format!("bad_request: {e}")))
+    b.body(push.body.clone()).map_err(|e| Attempt::failed(FailureKind::Config, format!("bad_request: {e}")))
 }
 
 /// protocol.md §4.5 as a table: status + reason (+ `Retry-After`) → attempt.
@@ -137,7 +137,17 @@ pub fn classify(status: u16, reason: &str, retry_after: Option<Duration>) -> Att
             Attempt::Retry { status: Some(status), reason: reason_s, after: retry_after }
         }
         (500..=599, _) => Attempt::Retry { status: Some(status), reason: reason_s, after: retry_after },
-        _ => Attempt::Failed { status: Some(status), reason: reason_s },
+        _ => Attempt::Failed { kind: failure_kind(status, reason), status: Some(status), reason: reason_s },
+    }
+}
+
+/// What an APNs refusal is about (protocol.md §4.5).
+fn failure_kind(status: u16, reason: &str) -> FailureKind {
+    match (status, reason) {
+        (403, _) => FailureKind::Auth,
+        (413, _) | (400, "PayloadEmpty" | "BadPayload") => FailureKind::Payload,
+        (400 | 404 | 405, _) => FailureKind::Config,
+        _ => FailureKind::Other,
     }
 }
 
@@ -311,7 +321,7 @@ impl ApnsClient {
             }
         };
         let cfg = tls::client_config(self.settings.extra_ca_pem.as_deref(), identity, tls::ALPN_H2)
-            .map_err(|e| Attempt::failed(format!("tls_config: {e}")))?;
+            .map_err(|e| Attempt::failed(FailureKind::Config, format!("tls_config: {e}")))?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(cfg)
             .http2_prior_knowledge()
@@ -322,7 +332,7 @@ impl ApnsClient {
             .http2_keep_alive_while_idle(true)
             .user_agent(concat!("pushrelay/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Attempt::failed(format!("http_client: {e}")))?;
+            .map_err(|e| Attempt::failed(FailureKind::Config, format!("http_client: {e}")))?;
         self.clients_built.fetch_add(1, Ordering::Relaxed);
         // Replacing the entry drops the old pool: old connections close once idle.
         clients.insert(key, (fp, client.clone()));
@@ -333,7 +343,7 @@ impl ApnsClient {
     /// production URL, `APNS:dev` → sandbox URL). Retries once inside, with
     /// a fresh provider JWT, on 403 `ExpiredProviderToken`.
     pub async fn send(&self, app: &str, creds: &ApnsCredentials, channel: Channel, push: &ApnsPush) -> Attempt {
-        let Some(base) = self.base_url(channel) else { return Attempt::failed("not_an_apns_channel") };
+        let Some(base) = self.base_url(channel) else { return Attempt::failed(FailureKind::Config, "not_an_apns_channel") };
         if let Err(a) = check_payload(push) {
             return a;
         }
@@ -347,7 +357,7 @@ impl ApnsClient {
                 ApnsAuth::Token { key_id, team_id, p8_pem } => {
                     match self.jwts.get(key_id, team_id, p8_pem.expose(), (self.clock)()) {
                         Ok(j) => Some(j),
-                        Err(e) => return Attempt::failed(e),
+                        Err(e) => return Attempt::failed(FailureKind::Auth, e),
                     }
                 }
                 ApnsAuth::Certificate { .. } => None,
@@ -358,7 +368,7 @@ impl ApnsClient {
             };
             let req = match reqwest::Request::try_from(req) {
                 Ok(r) => r,
-                Err(e) => return Attempt::failed(format!("bad_request: {e}")),
+                Err(e) => return Attempt::failed(FailureKind::Config, format!("bad_request: {e}")),
             };
             let resp = match client.execute(req).await {
                 Ok(r) => r,
@@ -455,7 +465,7 @@ mod tests {
     fn payload_limits_are_exact() {
         assert!(build_request("https://x", &push(PushType::Voip, 5120), None, &uuid::Uuid::new_v4()).is_ok());
         let e = build_request("https://x", &push(PushType::Voip, 5121), None, &uuid::Uuid::new_v4()).unwrap_err();
-        assert_eq!(e, Attempt::Failed { status: None, reason: "payload_too_large".into() });
+        assert_eq!(e, Attempt::failed(FailureKind::Payload, "payload_too_large"));
         assert!(check_payload(&push(PushType::Alert, 4096)).is_ok());
         assert!(check_payload(&push(PushType::Alert, 4097)).is_err());
         assert!(check_payload(&push(PushType::Background, 4097)).is_err());
@@ -501,7 +511,13 @@ mod tests {
             (405, "MethodNotAllowed"),
             (413, "PayloadTooLarge"),
         ] {
-            assert_eq!(classify(s, r, None), Attempt::Failed { status: Some(s), reason: r.into() }, "{s} {r}");
+            let kind = match s {
+                403 => FailureKind::Auth,
+                413 => FailureKind::Payload,
+                _ if r == "BadPayload" || r == "PayloadEmpty" => FailureKind::Payload,
+                _ => FailureKind::Config,
+            };
+            assert_eq!(classify(s, r, None), Attempt::Failed { kind, status: Some(s), reason: r.into() }, "{s} {r}");
         }
         assert_eq!(
             classify(502, "", None),

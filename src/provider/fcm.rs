@@ -4,7 +4,7 @@
 //! `messages:send` with a data-only high-priority Android message, and the
 //! google.rpc error → [`Attempt`] decision on `FcmError.errorCode`.
 
-use super::{retry_after, system_clock, tls, transport_error, Attempt, Clock, ProviderSettings};
+use super::{retry_after, system_clock, tls, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
 use crate::domain::FcmCredentials;
 use crate::secret::Secret;
 use serde_json::{json, Value};
@@ -76,14 +76,14 @@ pub fn message_body(token: &str, data: &BTreeMap<String, String>, ttl_s: u64) ->
 pub fn check_data(data: &BTreeMap<String, String>) -> Result<(), Attempt> {
     let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_DATA_BYTES {
-        return Err(Attempt::failed("payload_too_large"));
+        return Err(Attempt::failed(FailureKind::Payload, "payload_too_large"));
     }
     if let Some(k) = data.keys().find(|k| {
         matches!(k.as_str(), "from" | "notification" | "message_type")
             || k.starts_with("google")
             || k.starts_with("gcm")
     }) {
-        return Err(Attempt::failed(format!("reserved_data_key: {k}")));
+        return Err(Attempt::failed(FailureKind::Payload, format!("reserved_data_key: {k}")));
     }
     Ok(())
 }
@@ -151,7 +151,7 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Atte
     let code = e.error_code.clone().unwrap_or_default();
     let with_text = |c: &str| if text.is_empty() { c.to_string() } else { format!("{c}: {text}") };
     let retry = |c: &str| Attempt::Retry { status: Some(status), reason: c.to_string(), after: retry_after };
-    let failed = |c: &str| Attempt::Failed { status: Some(status), reason: with_text(c) };
+    let failed = |kind: FailureKind, c: &str| Attempt::Failed { kind, status: Some(status), reason: with_text(c) };
     match code.as_str() {
         "UNREGISTERED" => Attempt::TokenGone { status, reason: code },
         "INVALID_ARGUMENT" => {
@@ -159,17 +159,22 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Atte
             if m.contains("registration token") && (m.contains("not a valid") || m.contains("invalid")) {
                 Attempt::TokenGone { status, reason: "INVALID_ARGUMENT: invalid registration token".into() }
             } else {
-                failed("INVALID_ARGUMENT")
+                failed(FailureKind::Payload, "INVALID_ARGUMENT")
             }
         }
         "QUOTA_EXCEEDED" | "UNAVAILABLE" | "INTERNAL" => retry(&code),
-        "SENDER_ID_MISMATCH" | "THIRD_PARTY_AUTH_ERROR" => failed(&code),
+        "SENDER_ID_MISMATCH" | "THIRD_PARTY_AUTH_ERROR" => failed(FailureKind::Auth, &code),
         _ => {
             let c = if e.status.is_empty() { format!("http_{status}") } else { e.status.clone() };
             if status == 429 || status >= 500 {
                 retry(&c)
             } else {
-                failed(&c)
+                let kind = match status {
+                    401 | 403 => FailureKind::Auth,
+                    404 => FailureKind::Config,
+                    _ => FailureKind::Other,
+                };
+                failed(kind, &c)
             }
         }
     }
@@ -246,7 +251,7 @@ impl FcmClient {
     }
 
     async fn grant(&self, http: &reqwest::Client, creds: &FcmCredentials, now: i64) -> Result<AccessToken, Attempt> {
-        let assertion = grant_assertion(creds, now).map_err(Attempt::failed)?;
+        let assertion = grant_assertion(creds, now).map_err(|e| Attempt::failed(FailureKind::Auth, e))?;
         let body = format!(
             "grant_type={}&assertion={}",
             form_encode("urn:ietf:params:oauth:grant-type:jwt-bearer"),
@@ -279,7 +284,7 @@ impl FcmClient {
         if status == 429 || status >= 500 {
             Err(Attempt::Retry { status: Some(status), reason, after })
         } else {
-            Err(Attempt::Failed { status: Some(status), reason })
+            Err(Attempt::Failed { kind: FailureKind::Auth, status: Some(status), reason })
         }
     }
 
@@ -295,7 +300,7 @@ impl FcmClient {
     ) -> Attempt {
         let http = match &self.http {
             Ok(h) => h,
-            Err(e) => return Attempt::failed(format!("tls_config: {e}")),
+            Err(e) => return Attempt::failed(FailureKind::Config, format!("tls_config: {e}")),
         };
         if let Err(a) = check_data(data) {
             return a;
@@ -345,7 +350,7 @@ impl FcmClient {
 fn oauth_transport(a: Attempt) -> Attempt {
     match a {
         Attempt::Retry { status, reason, after } => Attempt::Retry { status, reason: format!("oauth_{reason}"), after },
-        Attempt::Failed { status, reason } => Attempt::Failed { status, reason: format!("oauth_{reason}") },
+        Attempt::Failed { kind, status, reason } => Attempt::Failed { kind, status, reason: format!("oauth_{reason}") },
         other => other,
     }
 }
@@ -379,7 +384,7 @@ mod tests {
         d.insert("body".to_string(), "x".repeat(4092));
         assert!(check_data(&d).is_ok());
         d.insert("b".to_string(), String::new());
-        assert_eq!(check_data(&d).unwrap_err(), Attempt::failed("payload_too_large"));
+        assert_eq!(check_data(&d).unwrap_err(), Attempt::failed(FailureKind::Payload, "payload_too_large"));
         for k in ["from", "google.x", "gcm.n", "message_type", "notification"] {
             let d: BTreeMap<String, String> = [(k.to_string(), "v".to_string())].into();
             assert!(check_data(&d).is_err(), "{k}");
@@ -404,7 +409,7 @@ mod tests {
         let bad_ttl =
             err_body(400, "INVALID_ARGUMENT", "Invalid value at 'message.android.ttl'", Some("INVALID_ARGUMENT"));
         assert!(
-            matches!(classify(400, &bad_ttl, None), Attempt::Failed { status: Some(400), ref reason } if reason.contains("android.ttl"))
+            matches!(classify(400, &bad_ttl, None), Attempt::Failed { kind: FailureKind::Payload, status: Some(400), ref reason } if reason.contains("android.ttl"))
         );
         for (s, rpc, c) in [
             (429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"),
@@ -420,12 +425,12 @@ mod tests {
             [(403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH"), (401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR")]
         {
             assert!(
-                matches!(classify(s, &err_body(s, rpc, "m", Some(c)), None), Attempt::Failed { ref reason, .. } if reason.starts_with(c))
+                matches!(classify(s, &err_body(s, rpc, "m", Some(c)), None), Attempt::Failed { kind: FailureKind::Auth, ref reason, .. } if reason.starts_with(c))
             );
         }
         // no FcmError detail: by HTTP status
         assert!(matches!(classify(502, b"<html>", ra), Attempt::Retry { status: Some(502), .. }));
-        assert!(matches!(classify(404, b"", None), Attempt::Failed { status: Some(404), .. }));
+        assert!(matches!(classify(404, b"", None), Attempt::Failed { kind: FailureKind::Config, status: Some(404), .. }));
         assert!(matches!(
             classify(401, &err_body(401, "UNAUTHENTICATED", "m", None), None),
             Attempt::Failed { ref reason, .. } if reason.starts_with("UNAUTHENTICATED")

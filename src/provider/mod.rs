@@ -26,6 +26,35 @@ use std::time::Duration;
 pub use apns::{ApnsClient, ApnsPush, PushType};
 pub use fcm::FcmClient;
 
+/// Why a provider refused a push for good (`Attempt::Failed`). Dead
+/// tokens are `Attempt::TokenGone`, transient trouble `Attempt::Retry`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The app's credentials: a provider token, certificate, service
+    /// account or OAuth grant refused (APNs 403, FCM 401/403,
+    /// `SENDER_ID_MISMATCH`, `THIRD_PARTY_AUTH_ERROR`), or unusable keys.
+    Auth,
+    /// The relay's or the app's configuration: topic, bundle, project,
+    /// TLS roots, a path or header the provider does not accept.
+    Config,
+    /// This push: too large, reserved keys, a malformed payload.
+    Payload,
+    /// Anything else that ends the attempt (the relay shutting down, an
+    /// unclassified 4xx).
+    Other,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Auth => "auth",
+            FailureKind::Config => "config",
+            FailureKind::Payload => "payload",
+            FailureKind::Other => "other",
+        }
+    }
+}
+
 /// The result of one delivery attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attempt {
@@ -38,7 +67,7 @@ pub enum Attempt {
     /// not before `after` if the provider said so, never past the ring end.
     Retry { status: Option<u16>, reason: String, after: Option<Duration> },
     /// Permanent for this push (bad request, bad credentials, too large …).
-    Failed { status: Option<u16>, reason: String },
+    Failed { kind: FailureKind, status: Option<u16>, reason: String },
 }
 
 impl Attempt {
@@ -59,8 +88,8 @@ impl Attempt {
     pub fn is_delivered(&self) -> bool {
         matches!(self, Attempt::Delivered { .. })
     }
-    pub(crate) fn failed(reason: impl Into<String>) -> Self {
-        Attempt::Failed { status: None, reason: reason.into() }
+    pub(crate) fn failed(kind: FailureKind, reason: impl Into<String>) -> Self {
+        Attempt::Failed { kind, status: None, reason: reason.into() }
     }
     pub(crate) fn retry(reason: impl Into<String>) -> Self {
         Attempt::Retry { status: None, reason: reason.into(), after: None }
@@ -129,7 +158,7 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> Attempt {
                 rustls::Error::InvalidCertificate(_)
                 | rustls::Error::NoCertificatesPresented
                 | rustls::Error::AlertReceived(_)
-                | rustls::Error::NoApplicationProtocol => Attempt::failed(format!("tls_error: {tls}")),
+                | rustls::Error::NoApplicationProtocol => Attempt::failed(FailureKind::Config, format!("tls_error: {tls}")),
                 _ => Attempt::retry(format!("tls_error: {tls}")),
             };
         }
@@ -142,7 +171,7 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> Attempt {
     // device token.
     let chain = cause_chain(e);
     if chain.contains("received fatal alert") || chain.contains("invalid peer certificate") {
-        return Attempt::failed(format!("tls_error: {chain}"));
+        return Attempt::failed(FailureKind::Config, format!("tls_error: {chain}"));
     }
     if e.is_timeout() {
         Attempt::retry("timeout")

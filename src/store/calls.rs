@@ -64,7 +64,7 @@ impl Store {
                 .bind(json)
                 .bind(&o.push_id)
                 .bind(o.user.as_str())
-                .bind(&o.delivery.device)
+                .bind(o.delivery.device.as_str())
                 .bind(o.call.as_str())
                 .execute(&mut *tx)
                 .await?;
@@ -86,7 +86,7 @@ impl Store {
         }
         tx.commit().await?;
         if !outcomes.is_empty() {
-            let settled = outcomes.iter().map(|o| ClaimKey { push_id: o.push_id.clone(), user: o.user.as_str().to_string(), device: o.delivery.device.clone() }).collect();
+            let settled = outcomes.iter().map(|o| ClaimKey { push_id: o.push_id.clone(), user: o.user.as_str().to_string(), device: o.delivery.device.as_str().to_string() }).collect();
             self.publish(StoreEvent::ClaimsSettled { claims: settled }).await;
         }
         Ok(())

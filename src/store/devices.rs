@@ -5,7 +5,7 @@
 
 use super::{corrupt, Result, Store, StoreError};
 use crate::domain::{
-    AppId, Channel, Device, DevicePkid, DeviceSet, DeviceToken, Dialect, MessageToken, PayloadVersion, PushKey, Registration, SipBinding,
+    AppId, Channel, Device, DevicePkid, DeviceSet, DeviceToken, Dialect, DialectData, MessageToken, PayloadVersion, PushKey, Registration, SipBinding,
     SipFormat, UnreadableDevice, UserId,
 };
 use sqlx::any::AnyRow;
@@ -61,7 +61,7 @@ impl Store {
     pub async fn register(&self, user: &UserId, regs: &[Registration], now_ms: i64, max_devices: u32) -> Result<u64> {
         let sealed: Vec<Option<String>> = regs
             .iter()
-            .map(|r| r.key.as_ref().map(|k| self.keys.seal(&key_context(r.user.as_str(), r.device.as_str()), k.to_b64().as_bytes())))
+            .map(|r| r.key().map(|k| self.keys.seal(&key_context(r.user.as_str(), r.device.as_str()), k.to_b64().as_bytes())))
             .collect();
         let _gate = self.writing().await;
         let mut tx = self.pool.begin().await?;
@@ -103,20 +103,23 @@ impl Store {
             )
             .bind(reg.user.as_str())
             .bind(reg.device.as_str())
-            .bind(reg.dialect.as_str())
+            .bind(reg.dialect().as_str())
             .bind(reg.channel.as_str())
             .bind(reg.token.as_str())
             .bind(sealed_key)
             .bind(reg.app.as_str())
-            .bind(reg.payload_version.map(|v| v.as_str()))
+            .bind(match &reg.data {
+                DialectData::Uds { version, .. } => Some(version.as_str()),
+                _ => None,
+            })
             .bind(now_ms)
-            .bind(reg.msg.as_ref().map(|m| m.token.as_str()))
-            .bind(reg.msg.as_ref().map(|m| m.channel.as_str()))
-            .bind(reg.msg.as_ref().map(|m| m.app.as_str()))
-            .bind(reg.sip.as_ref().map(|b| b.aor.as_str()))
-            .bind(reg.sip.as_ref().and_then(|b| b.contact.as_deref()))
-            .bind(reg.sip.as_ref().map(|b| b.format.as_str()))
-            .bind(reg.sip.as_ref().and_then(|b| b.purr.as_deref()))
+            .bind(reg.msg().map(|m| m.token.as_str()))
+            .bind(reg.msg().map(|m| m.channel.as_str()))
+            .bind(reg.msg().map(|m| m.app.as_str()))
+            .bind(reg.sip().map(|b| b.aor.as_str()))
+            .bind(reg.sip().and_then(|b| b.contact.as_deref()))
+            .bind(reg.sip().map(|b| b.format.as_str()))
+            .bind(reg.sip().and_then(|b| b.purr.as_deref()))
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -171,20 +174,6 @@ impl Store {
         let channel = Channel::parse(&r.get::<String, _>("channel")).map_err(|_| corrupt_row("channel"))?;
         let token = DeviceToken::for_channel(channel, &r.get::<String, _>("token")).map_err(|_| corrupt_row("token"))?;
         let app = AppId::parse(&r.get::<String, _>("app_id")).map_err(|_| corrupt_row("app_id"))?;
-        let key = match r.get::<Option<String>, _>("push_key") {
-            Some(sealed) => match self.keys.open_string(&key_context(user.as_str(), device.as_str()), &sealed) {
-                Ok(b64) => Some(PushKey::parse_b64(b64.expose()).map_err(|_| corrupt_row("push_key"))?),
-                Err(e) => {
-                    tracing::error!(error = %e, user = %user, device = %device, "a device key cannot be opened");
-                    return Ok(Loaded::Unreadable(UnreadableDevice { user, device, dialect, app, channel }));
-                }
-            },
-            None => None,
-        };
-        let payload_version = match r.get::<Option<String>, _>("payload_version") {
-            Some(v) => Some(PayloadVersion::parse(&v).map_err(|_| corrupt_row("payload_version"))?),
-            None => None,
-        };
         let msg = match (r.get::<Option<String>, _>("msg_token"), r.get::<Option<String>, _>("msg_channel"), r.get::<Option<String>, _>("msg_app_id")) {
             (Some(t), Some(c), Some(a)) => {
                 let channel = Channel::parse(&c).map_err(|_| corrupt_row("msg_channel"))?;
@@ -196,17 +185,37 @@ impl Store {
             }
             _ => None,
         };
-        let sip = match (r.get::<Option<String>, _>("sip_aor"), r.get::<Option<String>, _>("sip_format")) {
-            (Some(aor), Some(f)) => Some(SipBinding {
-                aor,
-                contact: r.get::<Option<String>, _>("sip_contact"),
-                format: SipFormat::from_stored(&f).ok_or_else(|| corrupt_row("sip_format"))?,
-                purr: r.get::<Option<String>, _>("sip_purr"),
-            }),
-            _ => None,
+        let data = match dialect {
+            Dialect::Uds => {
+                let sealed = r.get::<Option<String>, _>("push_key").ok_or_else(|| corrupt_row("a UDS device without push_key"))?;
+                let key = match self.keys.open_string(&key_context(user.as_str(), device.as_str()), &sealed) {
+                    Ok(b64) => PushKey::parse_b64(b64.expose()).map_err(|_| corrupt_row("push_key"))?,
+                    Err(e) => {
+                        tracing::error!(error = %e, user = %user, device = %device, "a device key cannot be opened");
+                        return Ok(Loaded::Unreadable(UnreadableDevice { user, device, dialect, app, channel }));
+                    }
+                };
+                let version = r.get::<Option<String>, _>("payload_version").ok_or_else(|| corrupt_row("a UDS device without payload_version"))?;
+                DialectData::Uds { key, version: PayloadVersion::parse(&version).map_err(|_| corrupt_row("payload_version"))? }
+            }
+            Dialect::Spark => DialectData::Spark { msg },
+            Dialect::Acrobits => DialectData::Acrobits { msg },
+            Dialect::Sip => {
+                let (Some(aor), Some(f)) = (r.get::<Option<String>, _>("sip_aor"), r.get::<Option<String>, _>("sip_format")) else {
+                    return Err(corrupt_row("a SIP device without its binding"));
+                };
+                DialectData::Sip {
+                    binding: SipBinding {
+                        aor,
+                        contact: r.get::<Option<String>, _>("sip_contact"),
+                        format: SipFormat::from_stored(&f).ok_or_else(|| corrupt_row("sip_format"))?,
+                        purr: r.get::<Option<String>, _>("sip_purr"),
+                    },
+                }
+            }
         };
         Ok(Loaded::Ready(Device {
-            registration: Registration { user, device, dialect, channel, token, key, app, payload_version, msg, sip },
+            registration: Registration { user, device, channel, token, app, data },
             created_at: r.get("created_at"),
             updated_at: r.get("updated_at"),
         }))
@@ -336,14 +345,13 @@ mod tests {
         Registration {
             user: UserId::parse(user).unwrap(),
             device: DevicePkid::parse(device).unwrap(),
-            dialect: Dialect::Uds,
             channel: Channel::Apns,
             token: DeviceToken::for_channel(Channel::Apns, &"ab".repeat(32)).unwrap(),
-            key: Some(PushKey::parse_b64("JH/VEZ9YjinNA+AvUrjI+ncgVVycPbIVJixFOOm/xIU=").unwrap()),
             app: AppId::parse("com.example.app").unwrap(),
-            payload_version: Some(PayloadVersion::parse("V2").unwrap()),
-            msg: None,
-            sip: None,
+            data: DialectData::Uds {
+                key: PushKey::parse_b64("JH/VEZ9YjinNA+AvUrjI+ncgVVycPbIVJixFOOm/xIU=").unwrap(),
+                version: PayloadVersion::parse("V2").unwrap(),
+            },
         }
     }
 

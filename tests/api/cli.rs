@@ -149,14 +149,8 @@ async fn rotate_master_key_re_encrypts_everything() {
     let before = app.raw_secret_columns().await;
     let mut app = app;
     app.stop().await;
-    let new_key = app.dir.path().join("new.key");
-    let out = Command::new(env!("CARGO_BIN_EXE_pushrelay"))
-        .args(["rotate-master-key", "--database-url", app.database_url(), "--new-key-file", new_key.to_str().unwrap()])
-        .env("PUSHRELAY_MASTER_KEY_FILE", &app.env["PUSHRELAY_MASTER_KEY_FILE"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("re-sealed 3 secrets"), "{}", String::from_utf8_lossy(&out.stdout));
+    let (new_key, stdout) = app.rotate_master_key();
+    assert!(stdout.contains("re-sealed 3 secrets"), "{stdout}");
     let after = app.raw_secret_columns().await;
     assert_ne!(before, after);
     app.env.insert("PUSHRELAY_MASTER_KEY_FILE".into(), new_key.display().to_string());

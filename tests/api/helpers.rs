@@ -133,6 +133,19 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    /// `pushrelay rotate-master-key` against this relay's database, to a new
+    /// key file in its folder: (the new key file, stdout).
+    pub fn rotate_master_key(&self) -> (PathBuf, String) {
+        let new_key = self.dir.path().join("new.key");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushrelay"))
+            .args(["rotate-master-key", "--database-url", self.database_url(), "--new-key-file", new_key.to_str().unwrap()])
+            .env("PUSHRELAY_MASTER_KEY_FILE", &self.env["PUSHRELAY_MASTER_KEY_FILE"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (new_key, String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Stop the server (graceful) and start a new one on the same files.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
@@ -391,19 +404,6 @@ impl RelayProcess {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
-    }
-
-    /// SIGTERM, then wait (at most 15 s).
-    pub fn stop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
     }
 }
 

@@ -25,7 +25,7 @@ use hdrhistogram::Histogram;
 use pushrelay::config::{CliOverrides, Settings};
 use pushrelay::domain::{
     now_ms, ApnsAuth, ApnsCredentials, AppId, BundleId, CallEvent, CallId, Channel, DevicePkid,
-    DeviceToken, Dialect, FcmCredentials, PayloadVersion, PushId, PushKey, Registration,
+    DeviceToken, FcmCredentials, PayloadVersion, PushId, PushKey, Registration,
     RingWindow, UserId,
 };
 use pushrelay_mock::{fixtures, MockApns, MockApnsConfig, MockApnsKey, MockFcm, TestPki};
@@ -548,14 +548,10 @@ fn registration(d: &Dev) -> anyhow::Result<Registration> {
     Ok(Registration {
         user: UserId::parse(&d.user)?,
         device: DevicePkid::parse(&d.device)?,
-        dialect: Dialect::Uds,
         channel: d.channel,
         token: DeviceToken::for_channel(d.channel, &d.token)?,
-        key: Some(PushKey::from_bytes(d.key)),
         app: AppId::parse(APP)?,
-        payload_version: Some(PayloadVersion::parse("V2")?),
-        msg: None,
-        sip: None,
+        data: pushrelay::domain::DialectData::Uds { key: PushKey::from_bytes(d.key), version: PayloadVersion::parse("V2")? },
     })
 }
 
@@ -1078,7 +1074,7 @@ fn ceiling_op(env: &Env, devs: Arc<Vec<Dev>>) -> anyhow::Result<Op> {
     let mut contents = Vec::with_capacity(devs.len());
     for d in devs.iter() {
         let reg = registration(d)?;
-        let c = payload::for_call(&call_event(&d.user, Some(&d.device), 0), &reg)?;
+        let c = payload::for_call(&call_event(&d.user, Some(&d.device), 0), &reg);
         contents.push((reg.token, c));
     }
     let contents = Arc::new(contents);
@@ -2194,7 +2190,7 @@ fn run_jwe(a: &Args) -> anyhow::Result<()> {
             "payload::for_call (build+encrypt+wrap)",
             iters,
             rounds(Box::new(|| {
-                time_ns(iters, |_| payload::for_call(&event, &reg).expect("payload"))
+                time_ns(iters, |_| payload::for_call(&event, &reg))
             })),
         ),
         (

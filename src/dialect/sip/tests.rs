@@ -1,4 +1,5 @@
 use super::*;
+use crate::domain::{BundleId, DeviceToken, Provider};
 
 const APNS: &str = "5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d";
 const FCM: &str = "dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx8OLp2TQd6F_mN3tVqX";

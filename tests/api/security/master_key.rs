@@ -2,7 +2,6 @@
 //! row made a whole user undeliverable, and rotation could lose writes.
 use crate::helpers::*;
 use serde_json::{json, Value};
-use std::process::Command;
 
 /// A relay process that has sealed data (credentials and a device key).
 async fn relay_with_sealed_data(env: &std::collections::HashMap<String, String>) {
@@ -74,13 +73,7 @@ async fn rotation_works_while_the_relay_runs() {
     app.with_mock_credentials(&m).await;
     let (k, _) = device_key();
     assert_eq!(app.put_uds("alice", "pw-alice", "before", uds_xml(&apns_token(), "APNS", &k, APP)).await.status(), 200);
-    let new_key = app.dir.path().join("new.key");
-    let out = Command::new(env!("CARGO_BIN_EXE_pushrelay"))
-        .args(["rotate-master-key", "--database-url", app.database_url(), "--new-key-file", new_key.to_str().unwrap()])
-        .env("PUSHRELAY_MASTER_KEY_FILE", &app.env["PUSHRELAY_MASTER_KEY_FILE"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (new_key, _) = app.rotate_master_key();
     let new_id = pushrelay::envelope::MasterKey::load(&new_key).unwrap().unwrap().id().to_string();
     // The running node follows within its upkeep period (10 s at most).
     let (k2, _) = device_key();

@@ -1,79 +1,8 @@
-//! SIP REGISTER push data (seeds/001, seeds/004, RFC 8599; interface.md §4,
-//! protocol.md §8).
-//!
-//! `POST /sip/register` carries a REGISTER exactly as a proxy forwards it.
-//! [`parse_register`] reads the few headers the relay needs and
-//! [`push_data`] finds the push data in them.
-//!
-//! **Why a hand parser.** The maintained-crate candidates were looked at:
-//! `rsip` 0.4.0 (last release 2022, no license field on crates.io) and
-//! `rvoip-sip-core` (pre-1.0 part of a whole VoIP stack, large dependency
-//! tree, lenient-parsing feature flags). Neither is small and maintained, and
-//! the relay needs only the request line, To, Contact, Call-ID, Expires,
-//! User-Agent, Content-Length and X-MPUSH. So this is a small strict parser
-//! for exactly those, with limits, written against RFC 3261 §7, §19.1, §20,
-//! §25.
-//!
-//! **Message.** The request line must be `REGISTER <sip|sips URI> SIP/2.0`
-//! (method case-sensitive, single spaces, version case-insensitive). Lines
-//! end in CRLF or LF (a lone CR elsewhere is refused); a line starting with
-//! SP/HT continues the previous header (unfolded with one space). Header
-//! names are case-insensitive; compact forms `m` (Contact), `t` (To), `f`
-//! (From), `i` (Call-ID), `l` (Content-Length), `v` (Via) are understood.
-//! Headers not listed above are skipped. The headers end at the first empty
-//! line (or at the end of the message); the body is ignored, except that a
-//! `Content-Length` larger than the bytes after the empty line is refused
-//! (`truncated_body`). To, Call-ID, Expires, User-Agent, X-MPUSH and
-//! Content-Length may appear once (`duplicate_header`); To is required.
-//!
-//! **Addresses.** `name-addr` (`"Display" <uri>;hparams` or `Display <uri>`)
-//! and `addr-spec` (`uri;hparams`, where — RFC 3261 §20 — everything after
-//! the first `;` is a header parameter). Contact values are split at commas
-//! outside `<…>` and quoted strings; several Contact headers add up (at most
-//! [`MAX_CONTACTS`]). `Contact: *` sets [`SipRegister::wildcard`] and must
-//! stand alone. URI parameters (inside the URI) and header parameters (after
-//! it) are both kept with lower-cased names and percent-decoded values
-//! (quoted header parameter values are unquoted instead); a parameter repeated
-//! in one list is refused (`duplicate_param`, RFC 3261 §19.1.1).
-//!
-//! **Limits** (each with its own error code): [`MAX_MESSAGE_BYTES`],
-//! [`MAX_LINE_BYTES`], [`MAX_HEADERS`], [`MAX_CONTACTS`].
-//!
-//! **Push data**, in this order: `X-MPUSH`, then per Contact its RFC 8599
-//! URI parameters, or — when it has none — the first matching
-//! User-Agent rule's parameters (Kazoo). No push data at all is
-//! `no_push_data`.
-//!
-//! * X-MPUSH: split at the first two colons only; provider `i` (exactly) is
-//!   APNs, anything else `unknown_provider`.
-//! * RFC 8599 (URI parameters only, as the RFC puts them): `pn-provider`
-//!   `apns`/`fcm` (case-insensitive; `webpush`, Linphone's `apns.dev` and
-//!   others are `unknown_provider`); `pn-prid` and `pn-param` required
-//!   (`missing_param`). APNs `pn-param` is `<Team ID>.<topic>` where the Team
-//!   ID is Apple's 10 letters/digits (so a `pn-param` that forgot the Team ID
-//!   is caught); FCM `pn-param` is the project id. `pn-purr` is kept as is.
-//! * Kazoo: the first rule whose regex matches User-Agent; its three
-//!   parameters are looked up in the Contact header parameters, then in the
-//!   URI parameters; a contact missing any of them gives no push data (not an
-//!   error). Type `apple` → APNs, `firebase` → FCM (case-insensitive), other
-//!   values `unknown_provider`.
-//! * `contact` in [`PushData`] is the Contact URI as written (between `<>`).
-//!
-//! **X-MPUSH tokens are hex.** seeds/001 defines the token as "TOKEN: device
-//! token obtained from Apple APNs" and shows `X-MPUSH: i:com.voip.phone:abcdef`,
-//! but its "typical registration request" carries
-//! `X-MPUSH: i:com.mycompany.myapp:c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd_cqQquRLkHMi3eY4g`,
-//! which is not an APNs device token (not hex, 44 bytes of base64url after
-//! a `c-10-ap_Kt0:` prefix; APNs would answer `BadDeviceToken`). The domain
-//! `DeviceToken` only holds hex APNs tokens, so the token is parsed with
-//! `DeviceToken::parse(Provider::Apns, …)` and that seed example is refused
-//! with `invalid_token` (fixture `mizu-register.txt`). Accepting it would need
-//! an opaque APNs token kind in `domain`.
-//!
-//! Error messages name the header or parameter and a line number; they never
-//! quote tokens or header values.
+//! The SIP message grammar the relay needs: a strict REGISTER parser (request
+//! line, To, Contact, Call-ID, Expires, User-Agent, Content-Length, X-MPUSH)
+//! and SIP URIs, with limits. See the module doc of `dialect::sip`.
 
-use crate::domain::{AppId, BundleId, DeviceToken, FieldError, Provider, UserId};
+use crate::domain::{FieldError, UserId};
 use std::fmt;
 
 /// Largest accepted message (`too_large`, 413).
@@ -172,77 +101,8 @@ pub struct SipRegister {
     pub x_mpush: Option<String>,
 }
 
-/// Push data found in a REGISTER.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PushData {
-    /// `X-MPUSH: i:<bundle>:<token>` (seeds/001).
-    Mpush { bundle: BundleId, token: DeviceToken },
-    /// RFC 8599 Contact URI parameters. `contact` is the Contact URI as written.
-    Rfc8599 {
-        provider: Provider,
-        prid: DeviceToken,
-        /// APNs: the topic (`pn-param` without the Team ID); FCM: the project id.
-        topic_or_project: String,
-        /// APNs: the Team ID (first label of `pn-param`).
-        team_id: Option<String>,
-        purr: Option<String>,
-        contact: String,
-    },
-    /// Contact parameters named by a User-Agent rule (seeds/004).
-    Kazoo { rule: String, app: AppId, provider: Provider, token: DeviceToken, contact: String },
-}
 
-/// A `sip.user_agents.<name>` rule: when `regex` matches the User-Agent, the
-/// three named Contact parameters give app, provider type and token.
-#[derive(Clone, Debug)]
-pub struct UaRule {
-    pub name: String,
-    pub regex: regex::Regex,
-    /// Default `app-id`.
-    pub token_app: String,
-    /// Default `pn-type` (`apple` → APNs, `firebase` → FCM).
-    pub token_type: String,
-    /// Default `pn-tok`.
-    pub token_id: String,
-}
-
-impl UaRule {
-    /// A rule with the default parameter names; `None` keeps a default.
-    pub fn new(
-        name: &str,
-        regex: &str,
-        token_app: Option<&str>,
-        token_type: Option<&str>,
-        token_id: Option<&str>,
-    ) -> Result<Self, FieldError> {
-        let regex = regex::RegexBuilder::new(regex).size_limit(1 << 20).build().map_err(|_| {
-            FieldError::new("regex", "invalid_regex", format!("user agent rule {name:?}: invalid regex"))
-        })?;
-        let pname = |v: Option<&str>, default: &str| -> Result<String, FieldError> {
-            let v = v.unwrap_or(default);
-            if v.is_empty() || !v.bytes().all(is_token_byte) {
-                return Err(FieldError::new(
-                    "user_agents",
-                    "invalid_param",
-                    format!("user agent rule {name:?}: parameter names must be SIP tokens"),
-                ));
-            }
-            Ok(v.to_ascii_lowercase())
-        };
-        Ok(Self {
-            name: name.to_string(),
-            regex,
-            token_app: pname(token_app, "app-id")?,
-            token_type: pname(token_type, "pn-type")?,
-            token_id: pname(token_id, "pn-tok")?,
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Message
-
-fn err(field: &'static str, code: &'static str, message: impl Into<String>) -> FieldError {
+pub(super) fn err(field: &'static str, code: &'static str, message: impl Into<String>) -> FieldError {
     FieldError::new(field, code, message)
 }
 
@@ -350,7 +210,7 @@ pub fn parse_uri(raw: &str) -> Result<SipUri, FieldError> {
     parse_uri_in(raw, "uri")
 }
 
-fn number(v: &str, field: &'static str) -> Result<u64, FieldError> {
+pub(super) fn number(v: &str, field: &'static str) -> Result<u64, FieldError> {
     if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(err(field, "invalid_header", format!("{field} must be a number")));
     }
@@ -445,7 +305,7 @@ fn unfold<'a>(lines: &[&'a str]) -> Result<Vec<(usize, &'a str, String)>, FieldE
 }
 
 /// RFC 3261 `token` characters.
-fn is_token_byte(b: u8) -> bool {
+pub(super) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }
 
@@ -602,7 +462,7 @@ fn push_param(
     Ok(())
 }
 
-fn find_param<'a>(list: &'a [(String, Option<String>)], name: &str) -> Option<&'a str> {
+pub(super) fn find_param<'a>(list: &'a [(String, Option<String>)], name: &str) -> Option<&'a str> {
     list.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_deref().unwrap_or(""))
 }
 
@@ -707,192 +567,3 @@ fn parse_uri_in(raw: &str, field: &'static str) -> Result<SipUri, FieldError> {
     Ok(SipUri { scheme, user, host: host.to_ascii_lowercase(), port, params, raw: raw.to_string() })
 }
 
-// ---------------------------------------------------------------------------
-// Push data
-
-/// Every piece of push data in `reg` (see the module doc for the order).
-pub fn push_data(reg: &SipRegister, rules: &[UaRule]) -> Result<Vec<PushData>, FieldError> {
-    let list: Vec<PushData> = found(reg, rules)?.into_iter().map(|(d, _)| d).collect();
-    if list.is_empty() {
-        return Err(no_push_data());
-    }
-    Ok(list)
-}
-
-fn no_push_data() -> FieldError {
-    err(
-        "",
-        "no_push_data",
-        "the REGISTER carries no push data (no X-MPUSH header, no RFC 8599 pn-* Contact URI parameters, \
-         no Contact parameters of a matching User-Agent rule)",
-    )
-}
-
-/// Push data with the index of the Contact it came from (`X-MPUSH`: the
-/// first Contact, if any).
-fn found(reg: &SipRegister, rules: &[UaRule]) -> Result<Vec<(PushData, Option<usize>)>, FieldError> {
-    let mut out = Vec::new();
-    if let Some(v) = &reg.x_mpush {
-        out.push((mpush(v)?, (!reg.contacts.is_empty()).then_some(0)));
-    }
-    let rule = reg.user_agent.as_deref().and_then(|ua| rules.iter().find(|r| r.regex.is_match(ua)));
-    for (i, c) in reg.contacts.iter().enumerate() {
-        if let Some(d) = rfc8599(c)? {
-            out.push((d, Some(i)));
-        } else if let Some(rule) = rule {
-            if let Some(d) = kazoo(c, rule)? {
-                out.push((d, Some(i)));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// What one REGISTER does to the push bindings of its AOR (interface.md §4):
-/// contacts whose effective expiry is 0 (`;expires=0`, or `Expires: 0` for
-/// a contact without its own) remove their binding only.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Bindings {
-    /// Push data of contacts that stay registered.
-    pub live: Vec<PushData>,
-    /// Push data of contacts that de-register.
-    pub gone: Vec<PushData>,
-    /// De-registering contacts (URI as written) that carry no push data.
-    pub gone_contacts: Vec<String>,
-}
-
-impl SipRegister {
-    /// A Contact's expiry in seconds: its own `expires` parameter, else the
-    /// `Expires` header, else `None` (the registrar's default).
-    pub fn contact_expires(&self, c: &Contact) -> Result<u32, FieldError> {
-        match c.param("expires") {
-            Some(v) => number(v, "Contact expires").map(|n| n.min(u64::from(u32::MAX)) as u32),
-            None => Ok(self.expires.unwrap_or(3600)),
-        }
-    }
-}
-
-/// The REGISTER's push data split by contact expiry.
-pub fn bindings(reg: &SipRegister, rules: &[UaRule]) -> Result<Bindings, FieldError> {
-    let mut b = Bindings { live: Vec::new(), gone: Vec::new(), gone_contacts: Vec::new() };
-    let items = found(reg, rules)?;
-    let expired = |i: Option<usize>| -> Result<bool, FieldError> {
-        Ok(match i {
-            Some(i) => reg.contact_expires(&reg.contacts[i])? == 0,
-            None => reg.expires == Some(0),
-        })
-    };
-    let mut with_data = std::collections::HashSet::new();
-    for (data, i) in items {
-        if let Some(i) = i {
-            with_data.insert(i);
-        }
-        if expired(i)? {
-            b.gone.push(data);
-        } else {
-            b.live.push(data);
-        }
-    }
-    for (i, c) in reg.contacts.iter().enumerate() {
-        if !with_data.contains(&i) && reg.contact_expires(c)? == 0 {
-            b.gone_contacts.push(c.uri.raw.clone());
-        }
-    }
-    if b.live.is_empty() && b.gone.is_empty() && b.gone_contacts.is_empty() {
-        return Err(no_push_data());
-    }
-    Ok(b)
-}
-
-fn token_err(field: &'static str) -> impl Fn(FieldError) -> FieldError {
-    move |e| FieldError { field, message: e.message.replace("pushNotifyToken", field), ..e }
-}
-
-fn mpush(v: &str) -> Result<PushData, FieldError> {
-    const F: &str = "X-MPUSH";
-    let mut parts = v.splitn(3, ':');
-    let (Some(provider), Some(bundle), Some(token)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(err(F, "invalid_header", "X-MPUSH must be <provider>:<bundle id>:<token>"));
-    };
-    if provider != "i" {
-        let shown: String = provider.chars().take(8).collect();
-        return Err(err(F, "unknown_provider", format!("X-MPUSH provider must be i (Apple APNs), got {shown:?}")));
-    }
-    let bundle = BundleId::parse(bundle).map_err(|e| FieldError { field: F, ..e })?;
-    let token = DeviceToken::parse(Provider::Apns, token).map_err(token_err(F))?;
-    Ok(PushData::Mpush { bundle, token })
-}
-
-fn rfc8599(c: &Contact) -> Result<Option<PushData>, FieldError> {
-    let Some(provider) = c.uri.param("pn-provider") else { return Ok(None) };
-    let provider = if provider.eq_ignore_ascii_case("apns") {
-        Provider::Apns
-    } else if provider.eq_ignore_ascii_case("fcm") {
-        Provider::Fcm
-    } else {
-        let shown: String = provider.chars().take(16).collect();
-        return Err(err("pn-provider", "unknown_provider", format!("pn-provider must be apns or fcm (got {shown:?})")));
-    };
-    let required = |name: &'static str| {
-        c.uri.param(name).filter(|v| !v.is_empty()).ok_or_else(|| {
-            err(name, "missing_param", format!("{name} is required in the Contact URI when pn-provider is set"))
-        })
-    };
-    let prid = DeviceToken::parse(provider, required("pn-prid")?).map_err(token_err("pn-prid"))?;
-    let param = required("pn-param")?;
-    let (team_id, topic) = match provider {
-        Provider::Apns => {
-            let bad =
-                || err("pn-param", "invalid_param", "APNs pn-param must be <Team ID (10 letters/digits)>.<topic>");
-            let (team, topic) = param.split_once('.').ok_or_else(bad)?;
-            if team.len() != 10 || !team.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(bad());
-            }
-            if topic.is_empty()
-                || topic.len() > 200
-                || !topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            {
-                return Err(bad());
-            }
-            (Some(team.to_string()), topic.to_string())
-        }
-        Provider::Fcm => {
-            if param.len() > 100 || !param.bytes().all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(&b)) {
-                return Err(err("pn-param", "invalid_param", "FCM pn-param must be the Firebase project id"));
-            }
-            (None, param.to_string())
-        }
-    };
-    let purr = match c.uri.param("pn-purr") {
-        None | Some("") => None,
-        Some(p) if p.len() <= 256 => Some(p.to_string()),
-        Some(_) => return Err(err("pn-purr", "invalid_param", "pn-purr is longer than 256 bytes")),
-    };
-    Ok(Some(PushData::Rfc8599 { provider, prid, topic_or_project: topic, team_id, purr, contact: c.uri.raw.clone() }))
-}
-
-fn kazoo(c: &Contact, rule: &UaRule) -> Result<Option<PushData>, FieldError> {
-    let get = |n: &str| c.param_anywhere(n).filter(|v| !v.is_empty());
-    let (Some(app), Some(kind), Some(token)) = (get(&rule.token_app), get(&rule.token_type), get(&rule.token_id))
-    else {
-        return Ok(None);
-    };
-    let provider = if kind.eq_ignore_ascii_case("apple") {
-        Provider::Apns
-    } else if kind.eq_ignore_ascii_case("firebase") {
-        Provider::Fcm
-    } else {
-        let shown: String = kind.chars().take(16).collect();
-        return Err(err(
-            "Contact",
-            "unknown_provider",
-            format!("{} must be apple or firebase (got {shown:?})", rule.token_type),
-        ));
-    };
-    let app = AppId::parse(app).map_err(|e| FieldError { field: "Contact", ..e })?;
-    let token = DeviceToken::parse(provider, token).map_err(token_err("Contact"))?;
-    Ok(Some(PushData::Kazoo { rule: rule.name.clone(), app, provider, token, contact: c.uri.raw.clone() }))
-}
-
-#[cfg(test)]
-mod tests;

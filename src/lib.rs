@@ -7,27 +7,35 @@
 //! through APNs (HTTP/2) or FCM HTTP v1.
 //!
 //! Code map (full version in docs/ARCHITECTURE.md):
-//! - `domain`   parsed values (ids, channel, token, key, credentials, outcomes)
-//! - `dialect`  wire formats → `domain::Registration`
-//! - `jwe`      compact JWE `dir` + AES-GCM
-//! - `payload`  call event + device → bytes to push
-//! - `store`    the only place with SQL
-//! - `http`     routes, auth extractors, the one error → status mapping
-//! - `startup`  builds and runs the application
+//! - `domain`    parsed values (ids, channel, token, key, credentials, outcomes)
+//! - `dialect`   wire formats → `domain::Registration`
+//! - `register`  the registration steps every dialect shares
+//! - `jwe`       compact JWE `dir` + AES-GCM
+//! - `payload`   call event + device → bytes to push
+//! - `envelope`  the master key and the sealing of secrets at rest
+//! - `store`     the only place with SQL
+//! - `dispatch`  one call: claim, deliver with retries, report
+//! - `provider`  APNs and FCM HTTP v1 clients
+//! - `wake`      `/sip/wake` waiters released by registrations
+//! - `http`      routes, auth extractors, the one error → status mapping
+//! - `config`, `cli`, `telemetry`, `secret`, `startup`: the process around them
+//!
+//! Public are the modules the binaries, the integration tests and the
+//! benchmark use; `dispatch`, `register` and `wake` are internal.
 
 pub mod cli;
 pub mod config;
 pub mod dialect;
-pub mod dispatch;
+mod dispatch;
 pub mod domain;
 pub mod envelope;
 pub mod http;
 pub mod jwe;
 pub mod payload;
 pub mod provider;
-pub mod register;
+mod register;
 pub mod secret;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod wake;
+mod wake;

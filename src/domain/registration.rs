@@ -24,8 +24,9 @@ pub enum DialectData {
     Spark { msg: Option<MessageToken> },
     /// Acrobits: the message token (`token_msgs`), if reported.
     Acrobits { msg: Option<MessageToken> },
-    /// SIP: where the device registered (for `/sip/wake` and the Mizu payload).
-    Sip { binding: SipBinding },
+    /// SIP: where the device registered (for `/sip/wake` and the Mizu
+    /// payload), and an RFC 8599 `remote` token next to the `voip` one.
+    Sip { binding: SipBinding, msg: Option<MessageToken> },
 }
 
 impl Registration {
@@ -41,15 +42,15 @@ impl Registration {
     /// The token for regular (non-VoIP) pushes, when the dialect has one.
     pub fn msg(&self) -> Option<&MessageToken> {
         match &self.data {
-            DialectData::Spark { msg } | DialectData::Acrobits { msg } => msg.as_ref(),
-            DialectData::Uds { .. } | DialectData::Sip { .. } => None,
+            DialectData::Spark { msg } | DialectData::Acrobits { msg } | DialectData::Sip { msg, .. } => msg.as_ref(),
+            DialectData::Uds { .. } => None,
         }
     }
 
     /// The SIP binding of a SIP device.
     pub fn sip(&self) -> Option<&SipBinding> {
         match &self.data {
-            DialectData::Sip { binding } => Some(binding),
+            DialectData::Sip { binding, .. } => Some(binding),
             _ => None,
         }
     }
@@ -78,6 +79,9 @@ pub enum SipFormat {
     Mpush,
     /// RFC 8599 `pn-*` Contact parameters.
     Rfc8599,
+    /// RFC 8599 with only a `remote` token (APNs `pn-param` without the
+    /// `voip` service): calls go to it as alert pushes, not VoIP.
+    Rfc8599Alert,
     /// Kazoo-style Contact parameters picked by a User-Agent rule (seeds/004).
     Kazoo,
 }
@@ -87,6 +91,7 @@ impl SipFormat {
         match self {
             SipFormat::Mpush => "mpush",
             SipFormat::Rfc8599 => "rfc8599",
+            SipFormat::Rfc8599Alert => "rfc8599-alert",
             SipFormat::Kazoo => "kazoo",
         }
     }
@@ -94,6 +99,7 @@ impl SipFormat {
         Some(match raw {
             "mpush" => SipFormat::Mpush,
             "rfc8599" => SipFormat::Rfc8599,
+            "rfc8599-alert" => SipFormat::Rfc8599Alert,
             "kazoo" => SipFormat::Kazoo,
             _ => return None,
         })

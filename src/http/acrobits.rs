@@ -9,7 +9,7 @@ use crate::dialect::acrobits::{self, RawToken};
 use crate::domain::{AppId, Channel, DevicePkid, DialectData, FieldError, MessageToken, Provider, Registration, UserId};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::http::{request::Parts, HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::Router;
 
@@ -53,8 +53,7 @@ async fn report_get(reporter: Reporter, State(s): State<AppState>, req: Request)
 
 async fn report_post(reporter: Reporter, State(s): State<AppState>, headers: HeaderMap, body: Body) -> Result<StatusCode> {
     let body = super::body::read_body(body, acrobits::MAX_BODY_BYTES).await.map_err(|e| e.into_api(acrobits::MAX_BODY_BYTES))?;
-    let mime = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/x-www-form-urlencoded");
-    let mime = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = super::body::media_type(&headers).unwrap_or_else(|| "application/x-www-form-urlencoded".into());
     let pairs = match mime.as_str() {
         "application/json" => acrobits::pairs_from_json(&body)?,
         "application/x-www-form-urlencoded" | "" => form_urlencoded::parse(&body).into_owned().collect(),

@@ -45,3 +45,39 @@ pub async fn read_body(body: axum::body::Body, max: usize) -> Result<Bytes, Body
         Err(_) => Err(BodyError::TooSlow),
     }
 }
+
+/// The request's media type (`type/subtype`, lower case, parameters dropped),
+/// or `None` when there is no `Content-Type`. A header that is not text
+/// reads as the empty type, which no route accepts.
+pub fn media_type(headers: &axum::http::HeaderMap) -> Option<String> {
+    let ct = headers.get(axum::http::header::CONTENT_TYPE)?;
+    let essence = ct.to_str().unwrap_or("").split(';').next().unwrap_or("");
+    Some(essence.trim().to_ascii_lowercase())
+}
+
+/// Whether the request's media type is one of `accepted` (lower case);
+/// a request without a `Content-Type` is accepted.
+pub fn media_type_is(headers: &axum::http::HeaderMap, accepted: &[&str]) -> bool {
+    media_type(headers).is_none_or(|m| accepted.contains(&m.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    fn with(ct: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        h
+    }
+
+    #[test]
+    fn media_type_drops_parameters_and_case() {
+        assert_eq!(media_type(&with("Application/JSON; charset=utf-8")).as_deref(), Some("application/json"));
+        assert_eq!(media_type(&HeaderMap::new()), None);
+        assert!(media_type_is(&with("text/xml;charset=UTF-8"), &["application/xml", "text/xml"]));
+        assert!(!media_type_is(&with("text/plain"), &["application/json"]));
+        assert!(media_type_is(&HeaderMap::new(), &["message/sip"]));
+    }
+}

@@ -159,10 +159,10 @@ pub fn json_body<T: serde::de::DeserializeOwned>(headers: &axum::http::HeaderMap
 
 /// Accept `application/json` (any parameters) or no content type.
 pub fn require_json(headers: &axum::http::HeaderMap) -> Result<()> {
-    match headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("")) {
-        None => Ok(()),
-        Some(ct) if ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") => Ok(()),
-        Some(_) => Err(ApiError::UnsupportedMediaType("application/json")),
+    if super::body::media_type_is(headers, &["application/json"]) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType("application/json"))
     }
 }
 

@@ -9,11 +9,13 @@ use super::error::{json_body, ApiError, Result};
 use super::state::AppState;
 use super::LimitedBody;
 use crate::dialect::sip::{self, PushData};
-use crate::domain::{now_ms, AppId, CallEvent, Channel, DevicePkid, DialectData, Outcome, Provider, PushId, Registration, RingWindow, SipBinding, SipFormat};
+use crate::domain::{
+    now_ms, AppId, BundleId, CallEvent, Channel, DevicePkid, DialectData, MessageToken, Outcome, Provider, PushId, Registration, RingWindow, SipBinding, SipFormat,
+};
 use crate::store::StoreEvent;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -52,41 +54,70 @@ async fn app_for(s: &AppState, caller: &Caller, provider: Provider, lookup: &str
 }
 
 /// A stable device id for a SIP binding: its format and a hash of its token.
+/// Both RFC 8599 forms (VoIP and alert-only) name a device the same way.
 fn device_id(format: SipFormat, token: &str) -> DevicePkid {
+    let family = match format {
+        SipFormat::Rfc8599Alert => SipFormat::Rfc8599,
+        f => f,
+    };
     let h = Sha256::digest(token.as_bytes());
-    DevicePkid::parse(&format!("{}-{}", format.as_str(), &hex::encode(h)[..16])).expect("hex id is valid")
+    DevicePkid::parse(&format!("{}-{}", family.as_str(), &hex::encode(h)[..16])).expect("hex id is valid")
 }
 
 /// The device a piece of push data registers, and how.
 async fn registration(s: &AppState, caller: &Caller, msg: &sip::SipRegister, aor: &str, data: PushData) -> Result<Registration> {
     let first_contact = msg.contacts.first().map(|c| c.uri.raw.clone());
-    let (format, provider, token, app, contact, purr) = match data {
-        PushData::Mpush { bundle, token } => {
+    let (format, provider, token, app, contact, purr, remote, sandbox) = match data {
+        PushData::Mpush { bundle, token } if token.provider() == Provider::Apns => {
             let app = app_for(s, caller, Provider::Apns, bundle.as_str()).await?;
-            (SipFormat::Mpush, Provider::Apns, token, app, first_contact, None)
+            (SipFormat::Mpush, Provider::Apns, token, app, first_contact, None, None, false)
         }
-        PushData::Rfc8599 { provider, prid, topic_or_project, purr, contact, .. } => {
-            let lookup = match provider {
-                Provider::Apns => topic_or_project.strip_suffix(".voip").unwrap_or(&topic_or_project).to_string(),
-                Provider::Fcm => topic_or_project.clone(),
-            };
-            let app = app_for(s, caller, provider, &lookup).await?;
-            (SipFormat::Rfc8599, provider, prid, app, Some(contact), purr)
+        PushData::Mpush { bundle, token } => {
+            let app = mpush_fcm_app(s, caller, &bundle).await?;
+            (SipFormat::Mpush, Provider::Fcm, token, app, first_contact, None, None, false)
+        }
+        PushData::Rfc8599 { provider, sandbox, prid, remote, calls_as_alert, bundle_or_project, purr, contact, .. } => {
+            let app = app_for(s, caller, provider, &bundle_or_project).await?;
+            let format = if calls_as_alert { SipFormat::Rfc8599Alert } else { SipFormat::Rfc8599 };
+            (format, provider, prid, app, Some(contact), purr, remote, sandbox)
         }
         PushData::Kazoo { app, provider, token, contact, .. } => {
             let app = caller.app_for(Some(app))?.expect("an app was named");
             s.registrar.require_credentials(&app, provider).await?;
-            (SipFormat::Kazoo, provider, token, app, Some(contact), None)
+            (SipFormat::Kazoo, provider, token, app, Some(contact), None, None, false)
         }
     };
+    let channel = if sandbox { Channel::ApnsDev } else { Channel::for_provider(provider) };
+    let msg_token = remote.map(|token| MessageToken { app: app.clone(), channel, token });
     Ok(Registration {
         user: msg.user.clone(),
         device: device_id(format, token.as_str()),
-        channel: Channel::for_provider(provider),
+        channel,
         token,
         app,
-        data: DialectData::Sip { binding: SipBinding { aor: aor.to_string(), contact, format, purr } },
+        data: DialectData::Sip { binding: SipBinding { aor: aor.to_string(), contact, format, purr }, msg: msg_token },
     })
+}
+
+/// The app of an X-MPUSH FCM token: the app whose id or APNs bundle id is
+/// the header's bundle, when it has FCM credentials.
+async fn mpush_fcm_app(s: &AppState, caller: &Caller, bundle: &BundleId) -> Result<AppId> {
+    let mut candidates = Vec::new();
+    if let Some(app) = s.store.app_for_lookup(Provider::Apns, bundle.as_str()).await? {
+        candidates.push(app);
+    }
+    if let Ok(app) = AppId::parse(bundle.as_str()) {
+        candidates.push(app);
+    }
+    for app in candidates {
+        if s.store.has_credentials(&app, Provider::Fcm.into()).await? {
+            return Ok(caller.app_for(Some(app))?.expect("an app was named"));
+        }
+    }
+    Err(ApiError::bad_request(
+        "invalid_token",
+        format!("X-MPUSH: the token is not an APNs (hex) token, and no app with id or bundle id {bundle} has FCM credentials to send it through Firebase"),
+    ))
 }
 
 /// The device id a piece of de-registering push data had.
@@ -101,8 +132,7 @@ fn gone_id(data: &PushData) -> DevicePkid {
 async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>> {
     caller.require(Scope::Register)?;
     s.limit_registrations(caller.limit_key())?;
-    let mime = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("message/sip");
-    if !mime.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("message/sip") {
+    if !super::body::media_type_is(&headers, &["message/sip"]) {
         return Err(ApiError::UnsupportedMediaType("message/sip"));
     }
     let body = super::body::read_body(body, sip::MAX_MESSAGE_BYTES).await.map_err(|e| e.into_api(sip::MAX_MESSAGE_BYTES))?;

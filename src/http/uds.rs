@@ -124,19 +124,9 @@ async fn authenticate(s: &AppState, headers: &HeaderMap, peer: std::net::IpAddr,
     Ok((user, device))
 }
 
-fn content_type_ok(headers: &HeaderMap) -> bool {
-    match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some(ct) => {
-            let mime = ct.split(';').next().unwrap_or("").trim();
-            mime.eq_ignore_ascii_case("application/xml") || mime.eq_ignore_ascii_case("text/xml")
-        }
-    }
-}
-
 async fn put_token(State(s): State<AppState>, Peer(peer): Peer, Path((user, device)): Path<(String, String)>, headers: HeaderMap, body: Body) -> UdsResult<Response> {
     let (user, device) = authenticate(&s, &headers, peer, &user, &device).await?;
-    if !content_type_ok(&headers) {
+    if !super::body::media_type_is(&headers, &["application/xml", "text/xml"]) {
         return Err(UdsError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "", "Content-Type must be application/xml or text/xml"));
     }
     let body = match super::body::read_body(body, uds::MAX_BODY_BYTES).await {

@@ -48,6 +48,19 @@ pub fn fcm_data(event: &CallEvent) -> BTreeMap<String, String> {
     out
 }
 
+/// An incoming call as an APNs alert, for devices that registered only a
+/// regular (`remote`) token: a visible notification with the call fields,
+/// replaced by the cancel alert (same collapse id) when the call ends.
+pub fn call_alert(event: &CallEvent) -> Vec<u8> {
+    let from = if event.display_name.is_empty() { event.display_number.as_str() } else { event.display_name.as_str() };
+    let body = if from.is_empty() { "Incoming call".to_string() } else { format!("Incoming call from {from}") };
+    serde_json::to_vec(&json!({
+        "aps": { "alert": { "title": "Incoming call", "body": body }, "sound": "default" },
+        "call": call_fields(event)
+    }))
+    .expect("json")
+}
+
 /// The MizuTech payload (body only; its `headers` go in HTTP headers).
 pub fn mizu(event: &CallEvent) -> Vec<u8> {
     let from = if event.display_number.is_empty() { event.display_name.as_str() } else { event.display_number.as_str() };

@@ -211,6 +211,7 @@ impl Store {
                         format: SipFormat::from_stored(&f).ok_or_else(|| corrupt_row("sip_format"))?,
                         purr: r.get::<Option<String>, _>("sip_purr"),
                     },
+                    msg,
                 }
             }
         };

@@ -67,14 +67,91 @@ async fn mizu_register_then_wake_sends_the_mizu_payload_and_returns_on_re_regist
 }
 
 #[tokio::test]
-async fn the_seed_001_register_with_its_non_hex_token_is_refused_clearly() {
+async fn the_seed_001_register_with_its_fcm_token_goes_through_fcm_or_is_refused_clearly() {
     let (app, m) = spawn_app_with_mocks().await;
     app.put_mock_apns(&m, "com.mycompany.myapp", "com.mycompany.myapp").await;
+    // Without FCM credentials the seed's non-hex token has nowhere to go.
     let r = sip_register(&app, fixture("sip/mizu-register.txt")).await;
     assert_eq!(r.status(), 400);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"], "invalid_token", "{e}");
-    assert!(e["message"].as_str().unwrap().contains("X-MPUSH"), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("X-MPUSH") && e["message"].as_str().unwrap().contains("FCM"), "{e}");
+    assert!(!e.to_string().contains("G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"), "no token in errors: {e}");
+    let r = app.admin(reqwest::Method::GET, "/v1/users/1111/devices").send().await.unwrap();
+    assert_eq!(r.status(), 404, "a refused REGISTER creates no user");
+
+    // With FCM credentials for the app named by the bundle, it goes through Firebase.
+    let sa = pushrelay_mock::fixtures::service_account_json(&m.fcm.token_uri(), "mizu-project");
+    m.fcm.register_service_account(&sa);
+    use base64::Engine;
+    let r = app.put_fcm("com.mycompany.myapp", &json!({"serviceAccount": base64::engine::general_purpose::STANDARD.encode(&sa)})).await;
+    assert_eq!(r.status(), 200);
+    let r = sip_register(&app, fixture("sip/mizu-register.txt")).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let list = app.devices("1111").await;
+    assert_eq!((list[0]["channel"].as_str(), list[0]["application"].as_str()), (Some("FCM"), Some("com.mycompany.myapp")), "{list:?}");
+    let rep: Value = app.post_call(&json!({"user": "1111", "pushid": "mz-1", "displaynumber": "1234"})).await.json().await.unwrap();
+    assert_eq!(rep["deliveries"][0]["outcome"], "delivered", "{rep}");
+    let msg: Value = serde_json::from_slice(&m.fcm.sends()[0].body).unwrap();
+    assert_eq!(msg["message"]["token"], "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd_cqQquRLkHMi3eY4g");
+    assert_eq!(msg["message"]["data"]["pushid"], "mz-1");
+    assert!(m.apns.requests().is_empty(), "nothing went to APNs");
+}
+
+#[tokio::test]
+async fn a_linphone_register_goes_to_the_sandbox_with_voip_calls_and_remote_cancels() {
+    let (app, m) = spawn_app_with_mocks().await;
+    app.put_mock_apns(&m, "linphone-ios", "org.example.phone").await;
+    let r = sip_register(&app, fixture("sip/linphone-ios.txt")).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["stored"][0]["application"], "linphone-ios", "{v}");
+    assert_eq!(v["stored"][0]["channel"], "APNS:dev", "{v}");
+    let list = app.devices("1234").await;
+    assert_eq!(list[0]["channel"], "APNS:dev");
+
+    let voip = "7f2b0c4d5e6a718293a4b5c6d7e8f901122334455667788990aabbccddeeff00";
+    let remote = "0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5061728394a5b6c7d8e9f";
+    let rep: Value = app.post_call(&json!({"user": "1234", "pushid": "lp-1", "displaynumber": "1001"})).await.json().await.unwrap();
+    assert_eq!(rep["deliveries"][0]["outcome"], "delivered", "{rep}");
+    assert!(m.apns.requests().is_empty(), "a development build's token never goes to production APNs");
+    let req = &m.apns_dev.requests()[0];
+    assert_eq!(req.path, format!("/3/device/{voip}"));
+    assert_eq!(req.header("apns-push-type"), Some("voip"));
+    assert_eq!(req.header("apns-topic"), Some("org.example.phone.voip"));
+
+    // The cancel is an alert on the remote token, never a VoIP push.
+    let c: Value = app.admin(reqwest::Method::POST, &format!("/v1/calls/{}/cancel", rep["call_id"].as_str().unwrap())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(c["deliveries"][0]["outcome"], "delivered", "{c}");
+    let req = &m.apns_dev.requests()[1];
+    assert_eq!(req.path, format!("/3/device/{remote}"));
+    assert_eq!(req.header("apns-push-type"), Some("alert"));
+    assert_eq!(req.header("apns-topic"), Some("org.example.phone"));
+}
+
+#[tokio::test]
+async fn a_lone_remote_token_gets_calls_as_alert_pushes() {
+    let (app, m) = spawn_app_with_mocks().await;
+    app.put_mock_apns(&m, "linphone-ios", "org.example.phone").await;
+    let token = apns_token();
+    let body = String::from_utf8(fixture("sip/linphone-ios.txt")).unwrap();
+    let start = body.find("pn-prid=").unwrap();
+    let end = start + body[start..].find(";pn-silent").unwrap();
+    let body = body.replace(&body[start..end], &format!("pn-prid={token}:remote;pn-param=ABCD1234.org.example.phone.remote"));
+    let r = sip_register(&app, body.into_bytes()).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["stored"][0]["format"], "rfc8599-alert", "{v}");
+
+    let rep: Value = app.post_call(&json!({"user": "1234", "pushid": "lp-2", "displayname": "Bob"})).await.json().await.unwrap();
+    assert_eq!(rep["deliveries"][0]["outcome"], "delivered", "{rep}");
+    let req = &m.apns_dev.requests()[0];
+    assert_eq!(req.path, format!("/3/device/{token}"));
+    assert_eq!(req.header("apns-push-type"), Some("alert"));
+    assert_eq!(req.header("apns-topic"), Some("org.example.phone"));
+    let p: Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(p["aps"]["alert"]["body"], "Incoming call from Bob");
+    assert_eq!(p["call"]["pushid"], "lp-2");
 }
 
 #[tokio::test]

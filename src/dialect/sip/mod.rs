@@ -59,16 +59,18 @@
 //!   values `unknown_provider`.
 //! * `contact` in [`PushData`] is the Contact URI as written (between `<>`).
 //!
-//! **X-MPUSH tokens are hex.** seeds/001 defines the token as "TOKEN: device
-//! token obtained from Apple APNs" and shows `X-MPUSH: i:com.voip.phone:abcdef`,
-//! but its "typical registration request" carries
+//! **X-MPUSH tokens: hex for APNs, anything else for FCM.** seeds/001
+//! defines the token as "device token obtained from Apple APNs", but its
+//! "typical registration request" carries
 //! `X-MPUSH: i:com.mycompany.myapp:c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd_cqQquRLkHMi3eY4g`,
-//! which is not an APNs device token (not hex, 44 bytes of base64url after
-//! a `c-10-ap_Kt0:` prefix; APNs would answer `BadDeviceToken`). The domain
-//! `DeviceToken` only holds hex APNs tokens, so the token is parsed with
-//! `DeviceToken::parse(Provider::Apns, …)` and that seed example is refused
-//! with `invalid_token` (fixture `mizu-register.txt`). Accepting it would need
-//! an opaque APNs token kind in `domain`.
+//! an FCM registration token (Firebase delivers to iOS apps too). A token of
+//! hex digits is parsed as an APNs token (and refused if its length is
+//! wrong); any other token as an FCM token, which the handler accepts only
+//! when the app named by the bundle has FCM credentials (interface.md §4).
+//!
+//! **RFC 8599 as Linphone sends it** (`pn-provider=apns.dev`,
+//! `pn-prid=<t1>:voip&<t2>:remote`, `pn-param=TEAM.BUNDLE.voip&remote`)
+//! follows Flexisip's rules; see `rfc8599`.
 //!
 //! Error messages name the header or parameter and a line number; they never
 //! quote tokens or header values.

@@ -14,7 +14,12 @@ pub(super) fn parse(v: &str) -> Result<PushData, FieldError> {
         return Err(err(F, "unknown_provider", format!("X-MPUSH provider must be i (Apple APNs), got {shown:?}")));
     }
     let bundle = BundleId::parse(bundle).map_err(|e| FieldError { field: F, ..e })?;
-    let token = DeviceToken::parse(Provider::Apns, token).map_err(token_err(F))?;
+    // A hex token is an APNs device token; anything else (seeds/001's own
+    // example `c-10-ap_Kt0:G7ST…`) is an FCM registration token, which
+    // Firebase delivers to iOS apps too. The handler decides whether the
+    // app can take it.
+    let provider = if token.bytes().all(|b| b.is_ascii_hexdigit()) { Provider::Apns } else { Provider::Fcm };
+    let token = DeviceToken::parse(provider, token).map_err(token_err(F))?;
     Ok(PushData::Mpush { bundle, token })
 }
 

@@ -9,15 +9,24 @@ use crate::domain::{AppId, BundleId, DeviceToken, FieldError, Provider};
 /// Push data found in a REGISTER.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PushData {
-    /// `X-MPUSH: i:<bundle>:<token>` (seeds/001).
+    /// `X-MPUSH: i:<bundle>:<token>` (seeds/001). A hex token is for
+    /// APNs, any other for FCM (`token.provider()` says which).
     Mpush { bundle: BundleId, token: DeviceToken },
     /// RFC 8599 Contact URI parameters. `contact` is the Contact URI as written.
     Rfc8599 {
         provider: Provider,
+        /// `pn-provider=apns.dev`: the APNs sandbox.
+        sandbox: bool,
+        /// The call token: the `voip` token, else the lone `remote` one.
         prid: DeviceToken,
-        /// APNs: the topic (`pn-param` without the Team ID); FCM: the project id.
-        topic_or_project: String,
-        /// APNs: the Team ID (first label of `pn-param`).
+        /// The `remote` token next to a `voip` one: the message token.
+        remote: Option<DeviceToken>,
+        /// Only a `remote` token: calls go as alert pushes.
+        calls_as_alert: bool,
+        /// APNs: the bundle id (between the first and last dot of
+        /// `pn-param`); FCM: the project id.
+        bundle_or_project: String,
+        /// APNs: the team id (first label of `pn-param`), not checked.
         team_id: Option<String>,
         purr: Option<String>,
         contact: String,

@@ -2,6 +2,7 @@ use super::*;
 use crate::domain::{BundleId, DeviceToken, Provider};
 
 const APNS: &str = "5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d";
+const APNS2: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5061728394a5b6c7d8e9f";
 const FCM: &str = "dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx8OLp2TQd6F_mN3tVqX";
 
 /// A REGISTER with these header lines (CRLF, blank line at the end).
@@ -197,7 +198,7 @@ fn push_table() {
         (base(&[&mpush_line()]), "ok mpush"),
         (base(&[&format!("X-MPUSH: i:com.example.app:{}", APNS.to_uppercase())]), "ok mpush"),
         (base(&["X-MPUSH: i:com.voip.phone:abcdef"]), "invalid_token X-MPUSH"),
-        (base(&["X-MPUSH: i:com.mycompany.myapp:c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd_cqQquRLkHMi3eY4g"]), "invalid_token X-MPUSH"),
+        (base(&["X-MPUSH: i:com.mycompany.myapp:c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd_cqQquRLkHMi3eY4g"]), "ok mpush"),
         (base(&[&format!("X-MPUSH: a:com.example.app:{APNS}")]), "unknown_provider X-MPUSH"),
         (base(&[&format!("X-MPUSH: I:com.example.app:{APNS}")]), "unknown_provider X-MPUSH"),
         (base(&[&format!("X-MPUSH: :com.example.app:{APNS}")]), "unknown_provider X-MPUSH"),
@@ -213,7 +214,18 @@ fn push_table() {
         (base(&[&fcm("")]), "ok rfc8599-fcm"),
         (base(&[&fcm("").replace(":APA", "%3aAPA")]), "ok rfc8599-fcm"),
         (base(&[&prid("").replace("apns", "webpush")]), "unknown_provider pn-provider"),
-        (base(&[&prid("").replace("apns", "apns.dev")]), "unknown_provider pn-provider"),
+        (base(&[&prid("").replace("apns", "apns.dev")]), "ok rfc8599-apns"),
+        (base(&[&prid("").replace("apns", "apns.prod")]), "unknown_provider pn-provider"),
+        // Linphone-family forms (Flexisip's rules).
+        (base(&[&prid("").replace("TEAM123456", "ABCD1234")]), "ok rfc8599-apns"),
+        (base(&[&prid("").replace(APNS, &format!("{APNS}:voip&{APNS2}:remote")).replace(".voip", ".voip&remote")]), "ok rfc8599-apns"),
+        (base(&[&prid("").replace(APNS, &format!("{APNS}:remote")).replace(".voip", ".remote")]), "ok rfc8599-apns"),
+        (base(&[&prid("").replace(".voip", "")]), "ok rfc8599-apns"),
+        (base(&[&prid("").replace(APNS, &format!("{APNS}&{APNS2}"))]), "invalid_token pn-prid"),
+        (base(&[&prid("").replace(APNS, &format!("{APNS}:voip&{APNS2}:voip"))]), "invalid_token pn-prid"),
+        (base(&[&prid("").replace(APNS, &format!("{APNS}:voip&{APNS2}:remote&{APNS}:remote"))]), "invalid_token pn-prid"),
+        (base(&[&prid("").replace(APNS, &format!("{APNS}:video"))]), "invalid_token pn-prid"),
+        (base(&[&prid("").replace("TEAM123456.com.example.app.voip", "TEAM123456.voip")]), "invalid_param pn-param"),
         (base(&[&prid("").replace(&format!(";pn-prid={APNS}"), "")]), "missing_param pn-prid"),
         (base(&[&prid("").replace(&format!("pn-prid={APNS}"), "pn-prid")]), "missing_param pn-prid"),
         (base(&[&prid("").replace(";pn-param=TEAM123456.com.example.app.voip", "")]), "missing_param pn-param"),
@@ -315,8 +327,11 @@ fn push_values() {
         got[1],
         PushData::Rfc8599 {
             provider: Provider::Apns,
+            sandbox: false,
             prid: DeviceToken::parse(Provider::Apns, APNS).unwrap(),
-            topic_or_project: "com.example.app.voip".into(),
+            remote: None,
+            calls_as_alert: false,
+            bundle_or_project: "com.example.app".into(),
             team_id: Some("TEAM123456".into()),
             purr: Some("pA".into()),
             contact: format!(
@@ -326,8 +341,8 @@ fn push_values() {
         }
     );
     match &got[2] {
-        PushData::Rfc8599 { provider, prid, topic_or_project, team_id, purr, .. } => {
-            assert_eq!((*provider, prid.as_str(), topic_or_project.as_str()), (Provider::Fcm, FCM, "my-project"));
+        PushData::Rfc8599 { provider, prid, bundle_or_project, team_id, purr, .. } => {
+            assert_eq!((*provider, prid.as_str(), bundle_or_project.as_str()), (Provider::Fcm, FCM, "my-project"));
             assert_eq!((team_id, purr), (&None, &None));
         }
         other => panic!("{other:?}"),
@@ -350,7 +365,8 @@ fn ua_rules() {
 fn errors_never_echo_tokens() {
     let secret = "S3cr3tT0kenValueThatMustNotLeak0123456789";
     let msgs = [
-        base(&[&format!("X-MPUSH: i:com.example.app:{secret}")]),
+        base(&[&format!("X-MPUSH: i:com.example.app:{secret}\u{7f}")]),
+        base(&[&format!("X-MPUSH: i:com.example.app:{}", &APNS[..APNS.len() - 1])]),
         base(&[&format!("X-MPUSH: q:com.example.app:{secret}")]),
         base(&[&format!("Contact: <sip:a@b;pn-provider=apns;pn-prid={secret};pn-param=T.x>")]),
         base(&[&format!("Contact: <sip:a@b;pn-provider={secret};pn-prid={secret};pn-param=T.x>")]),
@@ -375,12 +391,14 @@ fn errors_never_echo_tokens() {
 /// Every file in fixtures/sip/ and what parse + push_data (with the rule
 /// `MyApp` = `^MyApp`, default names) must give.
 const FIXTURES: &[(&str, &str)] = &[
-    // seeds/001 verbatim: its token is not hex, see the module doc.
-    ("mizu-register.txt", "invalid_token X-MPUSH"),
+    // seeds/001 verbatim: its token is not hex, an FCM token (the handler
+    // sends it through FCM when the app has FCM credentials).
+    ("mizu-register.txt", "ok mpush"),
     ("mizu-register-hex.txt", "ok mpush"),
     ("mpush-unknown-provider.txt", "unknown_provider X-MPUSH"),
     ("rfc8599-apns.txt", "ok rfc8599-apns"),
     ("rfc8599-fcm.txt", "ok rfc8599-fcm"),
+    ("linphone-ios.txt", "ok rfc8599-apns"),
     ("kazoo-register.txt", "ok kazoo-apns"),
     ("folded-compact.txt", "ok rfc8599-apns"),
     ("no-push-data.txt", "no_push_data"),
@@ -429,8 +447,13 @@ fn fixture_values() {
     );
     assert_eq!(mizu.contacts.len(), 1);
     assert_eq!(mizu.contacts[0].uri.port, Some(14501));
-    let e = push_data(&mizu, &rules()).unwrap_err();
-    assert_eq!(e.message, "an APNs token must be hex digits");
+    match &push_data(&mizu, &rules()).unwrap()[..] {
+        [PushData::Mpush { bundle, token }] => {
+            assert_eq!((bundle.as_str(), token.provider()), ("com.mycompany.myapp", Provider::Fcm));
+            assert_eq!(token.as_str(), "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd_cqQquRLkHMi3eY4g");
+        }
+        other => panic!("{other:?}"),
+    }
 
     let hex = parse_register(&fixture("mizu-register-hex.txt")).unwrap();
     match &push_data(&hex, &[]).unwrap()[..] {
@@ -453,8 +476,8 @@ fn fixture_values() {
 
     let apns = parse_register(&fixture("rfc8599-apns.txt")).unwrap();
     match &push_data(&apns, &[]).unwrap()[..] {
-        [PushData::Rfc8599 { topic_or_project, team_id, purr, .. }] => {
-            assert_eq!(topic_or_project, "com.yourcompany.yourexampleapp.voip");
+        [PushData::Rfc8599 { bundle_or_project, team_id, purr, calls_as_alert: false, .. }] => {
+            assert_eq!(bundle_or_project, "com.yourcompany.yourexampleapp");
             assert_eq!(team_id.as_deref(), Some("DEF123GHIJ"));
             assert_eq!(purr.as_deref(), Some("ZTY4ZDJlMzODE1NmUgKi0K"));
         }
@@ -552,7 +575,8 @@ mod props {
                 for d in list {
                     match d {
                         PushData::Mpush { token, .. } => {
-                            assert_eq!(token.provider(), Provider::Apns);
+                            let hex = token.as_str().bytes().all(|b| b.is_ascii_hexdigit());
+                            assert_eq!(token.provider(), if hex { Provider::Apns } else { Provider::Fcm });
                             assert!(r.x_mpush.as_deref().is_some_and(|v| v.starts_with("i:")));
                         }
                         PushData::Rfc8599 { provider, prid, team_id, .. } => {
@@ -602,11 +626,17 @@ mod props {
         fn mpush_splits_at_the_first_two_colons_only(bundle in "[a-z]{1,8}(\\.[a-z]{1,8}){0,3}", tail in "[:a-z0-9]{0,20}") {
             let m = base(&[&format!("X-MPUSH: i:{bundle}:{APNS}{tail}")]);
             let got = parse_register(m.as_bytes()).and_then(|r| push_data(&r, &[]));
-            let want_ok = tail.bytes().all(|b| b.is_ascii_hexdigit()) && tail.len() % 2 == 0 && APNS.len() / 2 + tail.len() / 2 <= 100;
+            // A hex token must be a whole APNs token; any other is an FCM token.
+            let hex = tail.bytes().all(|b| b.is_ascii_hexdigit());
+            let want_ok = !hex || (tail.len() % 2 == 0 && APNS.len() / 2 + tail.len() / 2 <= 100);
             prop_assert_eq!(got.is_ok(), want_ok);
             if let Ok(list) = got {
                 match &list[0] {
-                    PushData::Mpush { bundle: b, .. } => prop_assert_eq!(b.as_str(), bundle.as_str()),
+                    PushData::Mpush { bundle: b, token } => {
+                        prop_assert_eq!(b.as_str(), bundle.as_str());
+                        prop_assert_eq!(token.as_str(), format!("{APNS}{tail}"));
+                        prop_assert_eq!(token.provider(), if hex { Provider::Apns } else { Provider::Fcm });
+                    }
                     other => prop_assert!(false, "{:?}", other),
                 }
             }
@@ -619,5 +649,50 @@ mod props {
             let e = parse_register(m.as_bytes()).and_then(|r| push_data(&r, &[])).unwrap_err();
             prop_assert_eq!(e.code, "unknown_provider");
         }
+    }
+}
+
+#[test]
+fn linphone_contacts_follow_flexisips_rules() {
+    // The Contact Linphone for iOS sends (one line, the example).
+    let linphone = parse_register(&fixture("linphone-ios.txt")).unwrap();
+    match &push_data(&linphone, &[]).unwrap()[..] {
+        [PushData::Rfc8599 { provider, sandbox, prid, remote, calls_as_alert, bundle_or_project, team_id, .. }] => {
+            assert_eq!((*provider, *sandbox, *calls_as_alert), (Provider::Apns, true, false));
+            assert_eq!(prid.as_str(), "7f2b0c4d5e6a718293a4b5c6d7e8f901122334455667788990aabbccddeeff00", "the voip token calls");
+            assert_eq!(remote.as_ref().map(|t| t.as_str()), Some(APNS2), "the remote token is the message token");
+            assert_eq!((bundle_or_project.as_str(), team_id.as_deref()), ("org.example.phone", Some("ABCD1234")));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let contact = |prid: &str, param: &str| {
+        base(&[&format!("Contact: <sip:1111@192.0.2.1;pn-provider=apns;pn-prid={prid};pn-param={param}>")])
+    };
+    let one = |m: String| push_data(&parse_register(m.as_bytes()).unwrap(), &[]).unwrap().remove(0);
+    // A lone remote token is the call token, and calls go as alerts.
+    for (prid, param) in [
+        (format!("{APNS}:remote"), "ABCD1234.org.example.phone.remote"),
+        (APNS.to_string(), "ABCD1234.org.example.phone.remote"),
+        // No services part means remote (Flexisip), whatever the bundle's last label.
+        (APNS.to_string(), "ABCD1234.org.example.phone"),
+    ] {
+        match one(contact(&prid, param)) {
+            PushData::Rfc8599 { prid, remote: None, calls_as_alert: true, bundle_or_project, .. } => {
+                assert_eq!((prid.as_str(), bundle_or_project.as_str()), (APNS, "org.example.phone"), "{param}");
+            }
+            other => panic!("{param}: {other:?}"),
+        }
+    }
+    // The order of the typed tokens does not matter.
+    match one(contact(&format!("{APNS2}:remote&{APNS}:voip"), "ABCD1234.org.example.phone.voip&remote")) {
+        PushData::Rfc8599 { prid, remote: Some(r), calls_as_alert: false, .. } => assert_eq!((prid.as_str(), r.as_str()), (APNS, APNS2)),
+        other => panic!("{other:?}"),
+    }
+    // FCM tokens carry colons of their own: only a trailing :voip/:remote is a type.
+    let fcm = base(&[&format!("Contact: <sip:1111@192.0.2.1;pn-provider=fcm;pn-prid={FCM}:remote;pn-param=my-project>")]);
+    match one(fcm) {
+        PushData::Rfc8599 { prid, calls_as_alert: false, .. } => assert_eq!(prid.as_str(), FCM),
+        other => panic!("{other:?}"),
     }
 }

@@ -1,0 +1,165 @@
+//! The invariants of docs/ARCHITECTURE.md that are about the code itself,
+//! checked on the source tree: which module may use which, where SQL and
+//! HTTP status codes may appear, and that every SQLite write takes the
+//! store's write queue. A change that breaks one fails here, naming the
+//! file.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Every `.rs` file under `src/<module>` (a folder or a single file).
+fn files_of(module: &str) -> Vec<PathBuf> {
+    let root = src();
+    let dir = root.join(module);
+    if dir.is_dir() {
+        let mut out = Vec::new();
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    } else {
+        vec![root.join(format!("{module}.rs"))]
+    }
+}
+
+/// A file's production code: everything before its `#[cfg(test)]` module,
+/// and for a file that *is* a test module (`tests.rs`), nothing.
+fn production_code(path: &Path) -> String {
+    if path.file_name().is_some_and(|n| n == "tests.rs") {
+        return String::new();
+    }
+    let text = std::fs::read_to_string(path).unwrap();
+    match text.find("#[cfg(test)]") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+/// The top-level modules a piece of code names as `crate::<module>`.
+fn crate_modules(code: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if !name.is_empty() {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+/// The code map's "may depend on" column, for the layers below `http`.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("secret", &[]),
+    ("domain", &["secret"]),
+    ("envelope", &["secret"]),
+    ("dialect", &["domain"]),
+    ("jwe", &["domain"]),
+    ("payload", &["domain", "jwe"]),
+    ("provider", &["domain", "secret"]),
+    ("store", &["config", "domain", "envelope", "secret", "telemetry"]),
+    ("register", &["domain", "store", "telemetry"]),
+    ("wake", &["store"]),
+    ("dispatch", &["domain", "payload", "provider", "store", "telemetry"]),
+];
+
+#[test]
+fn no_module_uses_one_it_may_not_depend_on() {
+    let mut wrong = Vec::new();
+    for (module, allowed) in LAYERS {
+        for file in files_of(module) {
+            for used in crate_modules(&production_code(&file)) {
+                if used != *module && !allowed.contains(&used.as_str()) {
+                    wrong.push(format!("{} uses crate::{used}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "layering broken (docs/ARCHITECTURE.md code map):\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn parsers_and_payloads_do_no_io() {
+    // Pure layers: bytes in, values out. No sockets, files, HTTP or SQL.
+    let forbidden = ["sqlx", "reqwest", "axum", "hyper", "tokio", "std::fs", "std::net"];
+    let mut wrong = Vec::new();
+    for module in ["domain", "dialect", "payload", "jwe"] {
+        for file in files_of(module) {
+            let code = production_code(&file);
+            for f in forbidden {
+                if code.contains(&format!("{f}::")) || code.contains(&format!("use {f}")) {
+                    wrong.push(format!("{} uses {f}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "I/O in a pure layer:\n{}", wrong.join("\n"));
+}
+
+fn all_files() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(src()).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_stem().unwrap().to_string_lossy().to_string();
+        out.extend(files_of(&name));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn sql_lives_only_in_the_store_and_status_codes_only_in_http() {
+    let mut wrong = Vec::new();
+    for file in all_files() {
+        let rel = file.strip_prefix(src()).unwrap().to_string_lossy().to_string();
+        let code = production_code(&file);
+        let sql = ["sqlx::query", "query_as", "query_scalar", "\"SELECT ", "\"INSERT ", "\"UPDATE ", "\"DELETE "];
+        if !rel.starts_with("store") && sql.iter().any(|s| code.contains(s)) {
+            wrong.push(format!("{rel}: SQL outside src/store"));
+        }
+        if !rel.starts_with("http") && code.contains("StatusCode") {
+            wrong.push(format!("{rel}: an HTTP status outside src/http"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn every_store_write_takes_the_sqlite_write_queue() {
+    // SQLite allows one writer; a write that skips `writing()` meets
+    // SQLITE_BUSY under load instead of queueing.
+    let mut wrong = Vec::new();
+    let mut writes = 0;
+    for file in files_of("store") {
+        let code = production_code(&file);
+        // Split at each method: a function's body runs to the next `fn`.
+        let starts: Vec<usize> = code.match_indices("fn ").map(|(i, _)| i).collect();
+        for (k, &at) in starts.iter().enumerate() {
+            let body = &code[at..starts.get(k + 1).copied().unwrap_or(code.len())];
+            let name: String = body[3..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let writes_sql = ["INSERT ", "UPDATE ", "DELETE "].iter().any(|w| body.contains(w));
+            if writes_sql {
+                writes += 1;
+                if !body.contains("self.writing().await") && !body.contains("writing()") {
+                    wrong.push(format!("{}: fn {name}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(writes >= 15, "the scan found only {writes} write paths: is it still reading the store?");
+    assert!(wrong.is_empty(), "store writes without `writing()`:\n{}", wrong.join("\n"));
+}

@@ -35,7 +35,13 @@ pub fn for_call(event: &CallEvent, reg: &Registration) -> Content {
     match &reg.data {
         DialectData::Uds { key, .. } => uds_v2_jwe(event, key, apns),
         DialectData::Spark { .. } if apns => Content::ApnsVoip { body: plain::webex_voip(event) },
-        DialectData::Sip { binding, .. } if apns && binding.format == SipFormat::Mpush => Content::ApnsVoip { body: plain::mizu(event) },
+        DialectData::Sip { binding, .. } if binding.format == SipFormat::Mpush => {
+            if apns {
+                Content::ApnsVoip { body: plain::mizu(event) }
+            } else {
+                Content::FcmData { data: plain::mizu_data(event) }
+            }
+        }
         DialectData::Sip { binding, .. } if apns && binding.format == SipFormat::Rfc8599Alert => {
             Content::ApnsAlert { body: plain::call_alert(event), collapse_id: event.call_id.as_str().chars().take(64).collect() }
         }

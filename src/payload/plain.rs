@@ -39,13 +39,18 @@ pub fn apns_voip(event: &CallEvent) -> Vec<u8> {
 }
 
 pub fn fcm_data(event: &CallEvent) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if let serde_json::Value::Object(m) = call_fields(event) {
-        for (k, v) in m {
-            out.insert(k, v.as_str().unwrap_or_default().to_string());
-        }
-    }
-    out
+    string_map(call_fields(event))
+}
+
+/// A JSON object as FCM data: every value a string.
+fn string_map(v: serde_json::Value) -> BTreeMap<String, String> {
+    let serde_json::Value::Object(m) = v else { return BTreeMap::new() };
+    m.into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect()
 }
 
 /// An incoming call as an APNs alert, for devices that registered only a
@@ -61,10 +66,29 @@ pub fn call_alert(event: &CallEvent) -> Vec<u8> {
     .expect("json")
 }
 
-/// The MizuTech payload (body only; its `headers` go in HTTP headers).
-pub fn mizu(event: &CallEvent) -> Vec<u8> {
+/// Who is calling, as the MizuTech payload names it: (from, from user name).
+fn mizu_from(event: &CallEvent) -> (&str, &str) {
     let from = if event.display_number.is_empty() { event.display_name.as_str() } else { event.display_number.as_str() };
     let name = if event.display_name.is_empty() { from } else { event.display_name.as_str() };
+    (from, name)
+}
+
+/// The MizuTech `data` fields (seeds/001): `ntype` 0 is a call.
+fn mizu_fields(event: &CallEvent) -> serde_json::Value {
+    let (from, name) = mizu_from(event);
+    json!({
+        "ntype": 0,
+        "nfromusername": name,
+        "nfrom": event.display_number,
+        "nmsg": format!("Incoming call from {from}"),
+        "ncallid": event.push_id.as_str(),
+        "ntousr": event.user.as_str()
+    })
+}
+
+/// The MizuTech payload (body only; its `headers` go in HTTP headers).
+pub fn mizu(event: &CallEvent) -> Vec<u8> {
+    let (from, _) = mizu_from(event);
     serde_json::to_vec(&json!({
         "aps": {
             "alert": { "title": format!("Incoming call from {from}"), "body": format!("Incoming VoIP call from {from}") },
@@ -72,16 +96,15 @@ pub fn mizu(event: &CallEvent) -> Vec<u8> {
             "sound": "default",
             "badge": 1
         },
-        "data": {
-            "ntype": 0,
-            "nfromusername": name,
-            "nfrom": event.display_number,
-            "nmsg": format!("Incoming call from {from}"),
-            "ncallid": event.push_id.as_str(),
-            "ntousr": event.user.as_str()
-        }
+        "data": mizu_fields(event)
     }))
     .expect("json")
+}
+
+/// The MizuTech fields as an FCM data message (string values, as FCM
+/// data must be), for X-MPUSH devices whose token is an FCM token.
+pub fn mizu_data(event: &CallEvent) -> BTreeMap<String, String> {
+    string_map(mizu_fields(event))
 }
 
 /// A call-ended alert for a message token (never VoIP: iOS 13+ kills an

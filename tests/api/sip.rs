@@ -94,7 +94,11 @@ async fn the_seed_001_register_with_its_fcm_token_goes_through_fcm_or_is_refused
     assert_eq!(rep["deliveries"][0]["outcome"], "delivered", "{rep}");
     let msg: Value = serde_json::from_slice(&m.fcm.sends()[0].body).unwrap();
     assert_eq!(msg["message"]["token"], "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd_cqQquRLkHMi3eY4g");
-    assert_eq!(msg["message"]["data"]["pushid"], "mz-1");
+    // The Mizu payload's fields, as FCM data (strings).
+    assert_eq!(msg["message"]["data"]["ntype"], "0");
+    assert_eq!(msg["message"]["data"]["ncallid"], "mz-1");
+    assert_eq!(msg["message"]["data"]["nfrom"], "1234");
+    assert_eq!(msg["message"]["data"]["ntousr"], "1111");
     assert!(m.apns.requests().is_empty(), "nothing went to APNs");
 }
 

@@ -10,8 +10,8 @@
 //! sees XML, SIP or HTTP-server types.
 
 use crate::domain::{
-    now_ms, ApnsCredentials, AppId, CallEvent, CallId, CallReport, Channel, CredentialKind, Delivery, DeviceSet, DeviceToken,
-    FcmCredentials, Outcome, Provider, Registration, RingWindow, UnreadableDevice,
+    now_ms, ApnsCredentials, AppId, CallEvent, CallId, CallReport, Channel, CredentialKind, Delivery, Device, DeviceSet, DeviceToken,
+    FcmCredentials, MessageNote, Outcome, Provider, Registration, RingWindow, UnreadableDevice,
 };
 use crate::payload::{self, Content};
 use crate::provider::{ApnsClient, ApnsPush, Attempt, FailureKind, FcmClient, ProviderSettings};
@@ -393,6 +393,25 @@ impl Dispatcher {
         }
     }
 
+    /// Tell a person's devices about a message (seeds/000): alerts to message
+    /// tokens, FCM data `type: message`, never a VoIP push. Not a call:
+    /// nothing is claimed or stored; each outcome is counted and logged.
+    pub async fn notify(&self, note: &MessageNote, devices: &[Device]) -> Vec<Delivery> {
+        let window = RingWindow::starting_now(now_ms(), CANCEL_WINDOW_SECONDS);
+        let label = note.id.as_deref().unwrap_or("message");
+        futures::future::join_all(devices.iter().map(|d| {
+            let reg = &d.registration;
+            let window = &window;
+            async move {
+                match payload::for_message(note, reg) {
+                    Some(content) => self.deliver(label, window, reg, content).await,
+                    None => finish(reg, Outcome::Skipped, None, Some("no message token: a message is never sent as a VoIP push".into()), 0),
+                }
+            }
+        }))
+        .await
+    }
+
     /// Tell the devices of an earlier call that it ended (interface §4
     /// "Cancel"): alerts to message tokens, FCM data `type: cancel`, never a
     /// VoIP push; VoIP-only APNs devices are reported `skipped`.
@@ -514,7 +533,7 @@ impl Dispatcher {
                     Err(reason) => return Attempt::Failed { kind: FailureKind::Config, status: None, reason },
                 };
                 let mut push = ApnsPush::alert(token, &creds.bundle_id, window.ends_at_epoch_seconds(), body.clone());
-                push.collapse_id = Some(collapse_id.clone());
+                push.collapse_id = collapse_id.clone();
                 self.apns.send(app.as_str(), &creds, channel, &push).await
             }
             (Provider::Fcm, Content::FcmData { data }) => {

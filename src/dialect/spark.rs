@@ -26,7 +26,7 @@
 //! Error messages never echo tokens, signatures or JSON values: serde_json
 //! data errors (which may quote a value) are replaced by fixed texts.
 
-use crate::domain::{Channel, DeviceToken, FieldError, Provider, UserId};
+use crate::domain::{Channel, DeviceToken, Email, FieldError, Provider, UserId};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::Value;
@@ -44,7 +44,7 @@ const MAX_ECHO: usize = 64;
 /// A parsed `POST /register` body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SparkRegister {
-    pub email: Option<String>,
+    pub email: Option<Email>,
     pub person: UserId,
     /// The PushKit (VoIP) token: APNs hex.
     pub voip_token: DeviceToken,
@@ -94,6 +94,11 @@ impl Webhook {
 pub enum WebhookEvent {
     /// `callMemberships`/`created` with status absent or `notified`: wake `person`.
     IncomingCall { person: UserId, call_id: String, actor_id: Option<String>, membership_id: Option<String> },
+    /// `messages`/`created` by someone other than the webhook's owner
+    /// (seeds/000): tell `owner` with an alert naming the sender.
+    Message { owner: UserId, sender_email: Email, message_id: Option<String> },
+    /// `messages`/`created` by the webhook's owner: nothing to tell.
+    OwnMessage,
     /// Anything else: answer 200, do nothing. The strings are cut to 64 characters.
     Ignored { resource: String, event: String },
 }
@@ -118,7 +123,21 @@ struct Envelope {
     event: Option<Value>,
     #[serde(rename = "actorId")]
     actor_id: Option<Value>,
+    #[serde(rename = "createdBy")]
+    created_by: Option<Value>,
     data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct MessageEnvelope {
+    data: MessageData,
+}
+
+#[derive(Deserialize)]
+struct MessageData {
+    id: Option<Value>,
+    #[serde(rename = "personEmail")]
+    person_email: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -150,7 +169,7 @@ pub fn parse_register(body: &[u8]) -> Result<SparkRegister, FieldError> {
         _ => None,
     };
     let email = match optional_str(b.email, "email")? {
-        Some(e) if !e.is_empty() => Some(check_email(e)?),
+        Some(e) if !e.is_empty() => Some(Email::parse(&e)?),
         _ => None,
     };
     let sandbox = match b.sandbox {
@@ -237,15 +256,18 @@ fn rfc3339_ms(text: &str) -> Option<i64> {
 
 fn webhook_event(body: &[u8], env: Envelope, resource: String, event: String) -> Result<WebhookEvent, FieldError> {
     let ignored = || WebhookEvent::Ignored { resource: cut(&resource), event: cut(&event) };
-    if resource != "callMemberships" || event != "created" {
-        return Ok(ignored());
-    }
+    let kind = match (resource.as_str(), event.as_str()) {
+        ("callMemberships", "created") => "callMemberships/created",
+        ("messages", "created") => "messages/created",
+        _ => return Ok(ignored()),
+    };
     match env.data {
         Some(Value::Object(_)) => {}
-        None | Some(Value::Null) => {
-            return Err(FieldError::new("data", "missing_field", "data is required for callMemberships/created"))
-        }
+        None | Some(Value::Null) => return Err(FieldError::new("data", "missing_field", format!("data is required for {kind}"))),
         Some(_) => return Err(FieldError::new("data", "invalid_field", "data must be a JSON object")),
+    }
+    if resource == "messages" {
+        return message_event(body, env);
     }
     // Second pass over the same bytes with typed `data` members, so that a
     // repeated `personId`/`callId`/`status`/`id` is refused, not last-wins.
@@ -262,6 +284,22 @@ fn webhook_event(body: &[u8], env: Envelope, resource: String, event: String) ->
     let actor_id = optional_str(env.actor_id, "actorId")?.map(|s| check_text(s, "actorId")).transpose()?;
     let membership_id = optional_str(data.id, "data.id")?.map(|s| check_text(s, "data.id")).transpose()?;
     Ok(WebhookEvent::IncomingCall { person, call_id, actor_id, membership_id })
+}
+
+/// `messages`/`created` (seeds/000): the webhook's owner (`createdBy`) is
+/// told about messages others post (`actorId`); their own send nothing.
+fn message_event(body: &[u8], env: Envelope) -> Result<WebhookEvent, FieldError> {
+    let owner = required_str(env.created_by, "createdBy")?;
+    let owner = UserId::parse(&owner).map_err(|e| FieldError { field: "createdBy", ..e })?;
+    let actor = required_str(env.actor_id, "actorId")?;
+    if actor == owner.as_str() {
+        return Ok(WebhookEvent::OwnMessage);
+    }
+    let data = from_json::<MessageEnvelope>(body)?.data;
+    let email = required_str(data.person_email, "data.personEmail")?;
+    let sender_email = Email::parse(&email).map_err(|e| FieldError { field: "data.personEmail", ..e })?;
+    let message_id = optional_str(data.id, "data.id")?.map(|s| check_text(s, "data.id")).transpose()?;
+    Ok(WebhookEvent::Message { owner, sender_email, message_id })
 }
 
 // ---------------------------------------------------------------------------
@@ -330,16 +368,6 @@ fn check_text(s: String, field: &'static str) -> Result<String, FieldError> {
     Ok(s)
 }
 
-fn check_email(e: String) -> Result<String, FieldError> {
-    let bad = || FieldError::new("email", "invalid_email", "email must look like name@domain");
-    if e.len() > 254 || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad());
-    }
-    match e.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') => Ok(e),
-        _ => Err(bad()),
-    }
-}
 
 fn cut(s: &str) -> String {
     s.chars().take(MAX_ECHO).collect()
@@ -424,7 +452,7 @@ mod tests {
     #[test]
     fn register_values() {
         let r = parse_register(reg(r#","sandbox":true"#).as_bytes()).unwrap();
-        assert_eq!(r.email.as_deref(), Some("alice@example.com"));
+        assert_eq!(r.email.as_ref().map(Email::as_str), Some("alice@example.com"));
         assert_eq!(r.person.as_str(), PERSON);
         assert_eq!((r.voip_token.as_str(), r.msg_token.as_ref().map(|t| t.as_str())), (VOIP, Some(MSG)));
         assert_eq!((r.sandbox, r.channel()), (true, Channel::ApnsDev));
@@ -515,6 +543,8 @@ mod tests {
         match parse_webhook(body.as_ref()).map(|w| w.event) {
             Ok(WebhookEvent::IncomingCall { .. }) => "call".into(),
             Ok(WebhookEvent::Ignored { .. }) => "ignored".into(),
+            Ok(WebhookEvent::Message { .. }) => "message".into(),
+            Ok(WebhookEvent::OwnMessage) => "own message".into(),
             Err(e) => format!("{} {}", e.code, e.field).trim_end().to_string(),
         }
     }
@@ -535,10 +565,12 @@ mod tests {
             (call(r#","status":7"#), "invalid_field data.status"),
             (hook("callMemberships", "updated", "{}"), "ignored"),
             (hook("callMemberships", "deleted", "null"), "ignored"),
-            (hook("messages", "created", r#"{"id":"X","personId":"P"}"#), "ignored"),
+            (hook("messages", "created", r#"{"id":"X","personId":"P"}"#), "missing_field createdBy"),
+            (hook("messages", "updated", r#"{"id":"X","personId":"P"}"#), "ignored"),
             (hook("memberships", "created", "{}"), "ignored"),
             (hook("callmemberships", "created", "{}"), "ignored"),
-            (r#"{"resource":"messages","event":"created"}"#.into(), "ignored"),
+            (r#"{"resource":"messages","event":"created"}"#.into(), "missing_field data"),
+            (r#"{"resource":"messages","event":"deleted"}"#.into(), "ignored"),
             (hook("callMemberships", "created", r#"{"callId":"C1"}"#), "missing_field data.personId"),
             (hook("callMemberships", "created", r#"{"callId":"C1","personId":""}"#), "missing_field data.personId"),
             (hook("callMemberships", "created", r#"{"callId":"C1","personId":"a/b"}"#), "invalid_user data.personId"),
@@ -560,7 +592,7 @@ mod tests {
             (r#"{"resource":"messages","resource":"x","event":"created"}"#.into(), "duplicate_field"),
             (call(r#","personId":"other""#), "duplicate_field"),
             (call(r#","status":"joined","status":"notified""#), "duplicate_field"),
-            (hook("messages", "created", r#"{"personId":"a","personId":"b"}"#), "ignored"),
+            (hook("messages", "deleted", r#"{"personId":"a","personId":"b"}"#), "ignored"),
             (call("").replace("\"actorId\":\"CALLER\"", "\"actorId\":1"), "invalid_field actorId"),
             ("".into(), "malformed_json"),
             ("not json".into(), "malformed_json"),
@@ -625,7 +657,7 @@ mod tests {
         ("register-sandbox.json", "ok"),
         ("register-bad-token.json", "invalid_token voipToken"),
         ("webhook-call.json", "call"),
-        ("webhook-message.json", "ignored"),
+        ("webhook-message.json", "message"),
         ("webhook-joined.json", "ignored"),
     ];
 
@@ -669,10 +701,7 @@ mod tests {
                 membership_id: Some("Y2lzY29zcGFyazovL3VzL0NBTExfTUVNQkVSU0hJUC8x".into()),
             }
         );
-        assert_eq!(
-            parse_webhook(&fixture("webhook-message.json")).unwrap().event,
-            WebhookEvent::Ignored { resource: "messages".into(), event: "created".into() }
-        );
+        assert!(matches!(parse_webhook(&fixture("webhook-message.json")).unwrap().event, WebhookEvent::Message { .. }));
         // The signature covers the exact bytes, whitespace included.
         let body = fixture("webhook-call.json");
         let sig = sign(b"webhook-secret", &body);
@@ -753,6 +782,36 @@ mod tests {
                 let got = parse_webhook(body.as_bytes()).unwrap().event;
                 prop_assert_eq!(matches!(got, WebhookEvent::IncomingCall { .. }), status == "notified");
             }
+        }
+    }
+
+    #[test]
+    fn message_events_tell_the_owner_about_others_messages() {
+        let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/spark/webhook-message.json")).unwrap();
+        match parse_webhook(seed.as_bytes()).unwrap().event {
+            WebhookEvent::Message { owner, sender_email, message_id } => {
+                assert_eq!(owner.as_str(), "Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZWU", "createdBy owns the webhook");
+                assert_eq!(sender_email.as_str(), "bob@example.com");
+                assert_eq!(message_id.as_deref(), Some("Y2lzY29zcGFyazovL3VzL01FU1NBR0UvOTJkYjNiZTA"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let owner = r#""createdBy":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZWU""#;
+        let cases: Vec<(String, &str)> = vec![
+            (seed.clone(), "message"),
+            // The owner's own message: nothing to tell.
+            (seed.replace(r#""actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZXI""#, r#""actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZWU""#), "own message"),
+            (seed.replace(owner, r#""createdBy":null"#), "missing_field createdBy"),
+            (seed.replace(owner, r#""createdBy":"""#), "missing_field createdBy"),
+            (seed.replace(owner, r#""createdBy":"a/b""#), "invalid_user createdBy"),
+            (seed.replace(r#""actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZXI","#, ""), "missing_field actorId"),
+            (seed.replace(r#""personEmail":"bob@example.com","#, ""), "missing_field data.personEmail"),
+            (seed.replace("bob@example.com", "bob"), "invalid_email data.personEmail"),
+            (seed.replace(r#""personEmail":"bob@example.com","#, r#""personEmail":"bob@example.com","personEmail":"eve@example.com","#), "duplicate_field"),
+            (seed.replace(r#""event":"created""#, r#""event":"deleted""#), "ignored"),
+        ];
+        for (i, (body, want)) in cases.iter().enumerate() {
+            assert_eq!(check_hook(body), *want, "case {i}");
         }
     }
 }

@@ -146,3 +146,13 @@ mod tests {
         assert_eq!(RingWindow::parse_seconds(30).unwrap(), 30);
     }
 }
+
+/// A message to tell a person about (seeds/000's `messages` webhook): an
+/// alert titled "New Message" with the sender's address as its body.
+#[derive(Clone, Debug)]
+pub struct MessageNote {
+    /// The message's id (collapses repeats on the phone), when known.
+    pub id: Option<String>,
+    /// Who sent it.
+    pub from: super::Email,
+}

@@ -114,3 +114,38 @@ mod tests {
         assert_eq!(BundleId::parse("com.example.KitchenSink").unwrap().voip_topic(), "com.example.KitchenSink.voip");
     }
 }
+
+/// An e-mail address as Webex registrations carry it (seeds/000), kept in
+/// lower case so lookups by address ignore case. Only its shape is checked:
+/// `local@domain`, at most 254 bytes, no spaces or control characters.
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let bad = || FieldError::new("email", "invalid_email", "email must look like name@domain (at most 254 bytes)");
+        if raw.len() > 254 || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad());
+        }
+        match raw.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') => Ok(Self(raw.to_lowercase())),
+            _ => Err(bad()),
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Email({:?})", self.0)
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

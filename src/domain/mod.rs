@@ -16,11 +16,11 @@ mod push_key;
 mod registration;
 mod token;
 
-pub use call::{CallEvent, CallId, PushId, RingWindow};
+pub use call::{CallEvent, CallId, MessageNote, PushId, RingWindow};
 pub use channel::{Channel, CredentialKind, Dialect, PayloadVersion, Provider};
 pub use credentials::{ApnsAuth, ApnsCredentials, FcmCredentials, WebexCredentials};
 pub use error::FieldError;
-pub use ids::{AppId, BundleId, DevicePkid, UserId};
+pub use ids::{AppId, BundleId, DevicePkid, Email, UserId};
 pub use outcome::{CallReport, Delivery, Outcome};
 pub use push_key::PushKey;
 pub use registration::{Device, DeviceSet, DialectData, MessageToken, Registration, SipBinding, SipFormat, UnreadableDevice};

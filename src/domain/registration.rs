@@ -1,4 +1,4 @@
-use super::{AppId, Channel, DevicePkid, DeviceToken, Dialect, PayloadVersion, PushKey, UserId};
+use super::{AppId, Channel, DevicePkid, DeviceToken, Dialect, Email, PayloadVersion, PushKey, UserId};
 
 /// What a dialect parsed out of one registration request: everything needed
 /// to wake one device later. Built only from parsed values.
@@ -20,8 +20,9 @@ pub struct Registration {
 pub enum DialectData {
     /// CUCM UDS: the device's own JWE key and payload version.
     Uds { key: PushKey, version: PayloadVersion },
-    /// Webex: a second, non-VoIP token for alerts (`msgToken`).
-    Spark { msg: Option<MessageToken> },
+    /// Webex: a second, non-VoIP token for alerts (`msgToken`), and the
+    /// person's e-mail address when the app sent one (`GET /register?email=`).
+    Spark { msg: Option<MessageToken>, email: Option<Email> },
     /// Acrobits: the message token (`token_msgs`), if reported.
     Acrobits { msg: Option<MessageToken> },
     /// SIP: where the device registered (for `/sip/wake` and the Mizu
@@ -42,7 +43,7 @@ impl Registration {
     /// The token for regular (non-VoIP) pushes, when the dialect has one.
     pub fn msg(&self) -> Option<&MessageToken> {
         match &self.data {
-            DialectData::Spark { msg } | DialectData::Acrobits { msg } | DialectData::Sip { msg, .. } => msg.as_ref(),
+            DialectData::Spark { msg, .. } | DialectData::Acrobits { msg } | DialectData::Sip { msg, .. } => msg.as_ref(),
             DialectData::Uds { .. } => None,
         }
     }

@@ -55,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/calls/{call_id}/cancel"),
     ("put", "/v1/apps/{app_id}/webex"),
     ("post", "/register"),
+    ("get", "/register"),
     ("delete", "/register/{device_token}"),
     ("post", "/webhook"),
     ("get", "/acrobits/token"),

@@ -13,7 +13,10 @@ use super::limit::FailureKey;
 use super::state::AppState;
 use super::LimitedBody;
 use crate::dialect::spark::{self, WebhookEvent};
-use crate::domain::{now_ms, AppId, CallEvent, CredentialKind, DevicePkid, Dialect, DialectData, MessageToken, Provider, PushId, Registration, RingWindow};
+use super::time::rfc3339;
+use crate::domain::{
+    now_ms, AppId, CallEvent, CredentialKind, DevicePkid, Dialect, DialectData, Email, MessageNote, MessageToken, Provider, PushId, Registration, RingWindow,
+};
 use crate::secret::Secret;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -24,7 +27,7 @@ use serde_json::{json, Value};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/register", post(register))
+        .route("/register", post(register).get(lookup))
         .route("/register/{device_token}", delete(unregister))
         .route("/webhook", post(webhook))
         .route("/v1/apps/{app_id}/webex", put(put_webex))
@@ -55,17 +58,58 @@ async fn register(caller: Caller, State(s): State<AppState>, Query(q): Query<App
     let reg = spark::parse_register(&body)?;
     s.registrar.require_credentials(&app, Provider::Apns).await?;
     let channel = reg.channel();
-    let device = DevicePkid::parse(reg.voip_token.as_str()).map_err(|e| ApiError::bad_request("invalid_token", e.message))?;
+    // The id names the phone without showing its token (ids are listed in
+    // `GET /v1/users/{user}/devices` and `GET /register?email=`).
+    let device = {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::digest(reg.voip_token.as_str().as_bytes());
+        DevicePkid::parse(&format!("spark-{}", &hex::encode(h)[..16])).expect("hex id is valid")
+    };
     let registration = Registration {
         user: reg.person.clone(),
         device: device.clone(),
         channel,
         token: reg.voip_token.clone(),
         app: app.clone(),
-        data: DialectData::Spark { msg: reg.msg_token.clone().map(|token| MessageToken { app: app.clone(), channel, token }) },
+        data: DialectData::Spark {
+            msg: reg.msg_token.clone().map(|token| MessageToken { app: app.clone(), channel, token }),
+            email: reg.email.clone(),
+        },
     };
     s.registrar.store(&reg.person, std::slice::from_ref(&registration)).await?;
     Ok(Json(json!({ "user": reg.person.as_str(), "device": device.as_str(), "channel": channel.as_str() })))
+}
+
+#[derive(Deserialize)]
+struct LookupQuery {
+    email: Option<String>,
+    app: Option<String>,
+}
+
+/// Most registrations one lookup returns.
+const MAX_LOOKUP: u32 = 100;
+
+/// `GET /register?email=` (seeds/000's lookup): that address's Webex
+/// registrations, token suffixes only. A key bound to an app sees only
+/// that app's; `?app=` narrows an unbound key's answer.
+async fn lookup(caller: Caller, State(s): State<AppState>, Query(q): Query<LookupQuery>) -> Result<Json<Value>> {
+    caller.require(Scope::Read)?;
+    let email = q.email.as_deref().filter(|e| !e.is_empty()).ok_or_else(|| ApiError::bad_request("missing_field", "email is required: GET /register?email=<address>"))?;
+    let email = Email::parse(email)?;
+    let app = AppQuery { app: q.app }.app()?;
+    let app = caller.app_for(app)?;
+    let devices = s.store.spark_devices_by_email(&email, app.as_ref(), MAX_LOOKUP).await?;
+    let list: Vec<Value> = devices
+        .iter()
+        .map(|d| {
+            let r = &d.registration;
+            json!({
+                "personId": r.user.as_str(), "device": r.device.as_str(), "channel": r.channel.as_str(),
+                "application": r.app.as_str(), "token_suffix": r.token.suffix(), "updated_at": rfc3339(d.updated_at),
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
 }
 
 async fn unregister(caller: Caller, State(s): State<AppState>, Path(token): Path<String>) -> Result<StatusCode> {
@@ -138,6 +182,28 @@ async fn webhook(State(s): State<AppState>, Peer(peer): Peer, Query(q): Query<Ap
     }
     match hook.event {
         WebhookEvent::Ignored { resource, event } => Ok(Json(json!({ "ignored": true, "resource": resource, "event": event }))),
+        WebhookEvent::OwnMessage => Ok(Json(json!({ "ignored": true, "reason": "the webhook's owner sent this message" }))),
+        WebhookEvent::Message { owner, sender_email, message_id } => {
+            if !s.store.remember_webhook(&app, &hook.replay_key, now).await? {
+                refused("duplicate");
+                return Ok(Json(json!({ "duplicate": true })));
+            }
+            // Only this app's Webex registrations of the owner, and only
+            // those with a message token: a message is never a VoIP push.
+            let mut devices = s.store.devices_for(&owner, None).await?;
+            devices.retain(|_, _, dialect, device_app| dialect == Dialect::Spark && *device_app == app);
+            let devices: Vec<_> = devices.ready.into_iter().filter(|d| d.registration.msg().is_some()).collect();
+            if devices.is_empty() {
+                return Ok(Json(json!({ "ignored": true, "reason": "the owner has no message token registered for this app" })));
+            }
+            let note = MessageNote { id: message_id, from: sender_email };
+            let dispatcher = s.dispatcher.clone();
+            let count = devices.len();
+            s.dispatcher.spawn(async move {
+                dispatcher.notify(&note, &devices).await;
+            });
+            Ok(Json(json!({ "notified": count })))
+        }
         WebhookEvent::IncomingCall { person, call_id, actor_id, .. } => {
             if !s.store.remember_webhook(&app, &hook.replay_key, now).await? {
                 refused("duplicate");

@@ -14,7 +14,7 @@
 pub mod plain;
 pub mod v2;
 
-use crate::domain::{CallEvent, DialectData, PushKey, Provider, Registration, SipFormat};
+use crate::domain::{CallEvent, DialectData, MessageNote, PushKey, Provider, Registration, SipFormat};
 use std::collections::BTreeMap;
 
 /// What to push, in the provider's own shape.
@@ -24,8 +24,9 @@ pub enum Content {
     ApnsVoip { body: Vec<u8> },
     /// An FCM data-only message (`android.priority: HIGH`).
     FcmData { data: BTreeMap<String, String> },
-    /// An APNs alert (cancels) to the device's message token, topic `<bundle>`.
-    ApnsAlert { body: Vec<u8>, collapse_id: String },
+    /// An APNs alert (cancels, messages, calls to alert-only devices) to the
+    /// device's message token when it has one, topic `<bundle>`.
+    ApnsAlert { body: Vec<u8>, collapse_id: Option<String> },
 }
 
 
@@ -43,7 +44,7 @@ pub fn for_call(event: &CallEvent, reg: &Registration) -> Content {
             }
         }
         DialectData::Sip { binding, .. } if apns && binding.format == SipFormat::Rfc8599Alert => {
-            Content::ApnsAlert { body: plain::call_alert(event), collapse_id: event.call_id.as_str().chars().take(64).collect() }
+            Content::ApnsAlert { body: plain::call_alert(event), collapse_id: Some(event.call_id.as_str().chars().take(64).collect()) }
         }
         // Acrobits, RFC 8599 / Kazoo SIP (and every dialect on FCM): the plain call payload.
         DialectData::Spark { .. } | DialectData::Acrobits { .. } | DialectData::Sip { .. } => plain_call(event, apns),
@@ -73,12 +74,25 @@ fn plain_call(event: &CallEvent, apns: bool) -> Content {
 /// with a message token get an alert there; FCM devices a data message
 /// `type: cancel`; APNs devices with only a VoIP token get nothing (`None`:
 /// reported `skipped`).
+/// A message alert (seeds/000) for a device: an APNs alert on its message
+/// token, or an FCM data message `type: message`; `None` for an APNs
+/// device without a message token (never a VoIP push).
+pub fn for_message(note: &MessageNote, reg: &Registration) -> Option<Content> {
+    match reg.channel.provider() {
+        Provider::Fcm => Some(Content::FcmData { data: plain::message_data(note) }),
+        Provider::Apns => reg.msg().map(|_| Content::ApnsAlert {
+            body: plain::message_alert(note),
+            collapse_id: note.id.as_ref().map(|id| id.chars().take(64).collect()),
+        }),
+    }
+}
+
 pub fn for_cancel(call_id: &str, push_id: &str, reg: &Registration) -> Option<Content> {
     match reg.channel.provider() {
         Provider::Fcm => Some(Content::FcmData { data: plain::cancel_data(call_id, push_id) }),
         Provider::Apns => reg.msg().map(|_| Content::ApnsAlert {
             body: plain::cancel_alert(call_id, push_id),
-            collapse_id: call_id.chars().take(64).collect(),
+            collapse_id: Some(call_id.chars().take(64).collect()),
         }),
     }
 }

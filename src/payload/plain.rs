@@ -6,7 +6,7 @@
 //!   on FCM: data `{"type":"incomingcall", …}` (all strings).
 //! - MizuTech X-MPUSH devices (seeds/001, protocol §8.1): the Mizu payload.
 
-use crate::domain::CallEvent;
+use crate::domain::{CallEvent, MessageNote};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -125,5 +125,26 @@ pub fn cancel_data(call_id: &str, push_id: &str) -> BTreeMap<String, String> {
         ("type".to_string(), "cancel".to_string()),
         ("call_id".to_string(), call_id.to_string()),
         ("pushid".to_string(), push_id.to_string()),
+    ])
+}
+
+/// Title of a message alert (seeds/000).
+pub const MESSAGE_TITLE: &str = "New Message";
+
+/// seeds/000's message alert: "New Message", the sender's address as body.
+pub fn message_alert(note: &MessageNote) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "aps": { "alert": { "title": MESSAGE_TITLE, "body": note.from.as_str() }, "sound": "default" },
+        "type": "message"
+    }))
+    .expect("json")
+}
+
+/// The FCM data message of a message alert.
+pub fn message_data(note: &MessageNote) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("type".to_string(), "message".to_string()),
+        ("title".to_string(), MESSAGE_TITLE.to_string()),
+        ("body".to_string(), note.from.as_str().to_string()),
     ])
 }

@@ -5,7 +5,7 @@
 
 use super::{corrupt, Result, Store, StoreError};
 use crate::domain::{
-    AppId, Channel, Device, DevicePkid, DeviceSet, DeviceToken, Dialect, DialectData, MessageToken, PayloadVersion, PushKey, Registration, SipBinding,
+    AppId, Channel, Device, DevicePkid, DeviceSet, DeviceToken, Dialect, DialectData, Email, MessageToken, PayloadVersion, PushKey, Registration, SipBinding,
     SipFormat, UnreadableDevice, UserId,
 };
 use sqlx::any::AnyRow;
@@ -13,7 +13,7 @@ use sqlx::Row;
 use std::collections::HashSet;
 
 const DEVICE_COLUMNS: &str = "user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at, \
-     msg_token, msg_channel, msg_app_id, sip_aor, sip_contact, sip_format, sip_purr";
+     msg_token, msg_channel, msg_app_id, sip_aor, sip_contact, sip_format, sip_purr, spark_email";
 
 /// The envelope context (AAD) of a device key.
 pub(super) fn key_context(user: &str, device: &str) -> String {
@@ -57,7 +57,10 @@ impl Store {
     /// without a password if needed), all or nothing. A device the user does
     /// not have yet counts against `max_devices`; past it, nothing is written
     /// and the answer is `StoreError::DeviceLimit`. Re-registering an
-    /// existing device always works. Returns the rows written.
+    /// existing device always works. A token is one phone: a device of the
+    /// same dialect that already holds a registered token under another id
+    /// is replaced (in the same transaction), never kept to ring twice.
+    /// Returns the rows written.
     pub async fn register(&self, user: &UserId, regs: &[Registration], now_ms: i64, max_devices: u32) -> Result<u64> {
         let sealed: Vec<Option<String>> = regs
             .iter()
@@ -75,31 +78,39 @@ impl Store {
             // devices at once cannot both slip under the cap.
             sqlx::query("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE").bind(user.as_str()).execute(&mut *tx).await?;
         }
-        let existing: HashSet<String> = sqlx::query("SELECT device_pkid FROM devices WHERE user_id = $1")
-            .bind(user.as_str())
-            .fetch_all(&mut *tx)
-            .await?
+        let rows = sqlx::query("SELECT device_pkid, dialect, token FROM devices WHERE user_id = $1").bind(user.as_str()).fetch_all(&mut *tx).await?;
+        let existing: HashSet<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+        let replaced: HashSet<String> = rows
             .iter()
+            .filter(|r| {
+                let (id, dialect, token) = (r.get::<String, _>(0), r.get::<String, _>(1), r.get::<String, _>(2));
+                regs.iter().any(|g| g.dialect().as_str() == dialect && g.token.as_str() == token && g.device.as_str() != id)
+            })
             .map(|r| r.get::<String, _>(0))
+            .filter(|id| !regs.iter().any(|g| g.device.as_str() == id))
             .collect();
         let new: HashSet<&str> = regs.iter().map(|r| r.device.as_str()).filter(|d| !existing.contains(*d)).collect();
-        if !new.is_empty() && existing.len() + new.len() > max_devices as usize {
+        if !new.is_empty() && existing.len() - replaced.len() + new.len() > max_devices as usize {
             return Err(StoreError::DeviceLimit(max_devices));
+        }
+        for id in &replaced {
+            sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_pkid = $2").bind(user.as_str()).bind(id).execute(&mut *tx).await?;
         }
         let mut written = 0;
         for (reg, sealed_key) in regs.iter().zip(sealed) {
             debug_assert_eq!(&reg.user, user, "one request registers for one user");
             written += sqlx::query(
                 "INSERT INTO devices (user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at, \
-                 msg_token, msg_channel, msg_app_id, sip_aor, sip_contact, sip_format, sip_purr) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 msg_token, msg_channel, msg_app_id, sip_aor, sip_contact, sip_format, sip_purr, spark_email) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
                  ON CONFLICT (user_id, device_pkid) DO UPDATE SET dialect = excluded.dialect, channel = excluded.channel, \
                  token = excluded.token, push_key = excluded.push_key, app_id = excluded.app_id, \
                  payload_version = excluded.payload_version, updated_at = excluded.updated_at, \
                  msg_token = CASE WHEN excluded.msg_token IS NULL THEN devices.msg_token ELSE excluded.msg_token END, \
                  msg_channel = CASE WHEN excluded.msg_token IS NULL THEN devices.msg_channel ELSE excluded.msg_channel END, \
                  msg_app_id = CASE WHEN excluded.msg_token IS NULL THEN devices.msg_app_id ELSE excluded.msg_app_id END, \
-                 sip_aor = excluded.sip_aor, sip_contact = excluded.sip_contact, sip_format = excluded.sip_format, sip_purr = excluded.sip_purr",
+                 sip_aor = excluded.sip_aor, sip_contact = excluded.sip_contact, sip_format = excluded.sip_format, sip_purr = excluded.sip_purr, \
+                 spark_email = CASE WHEN excluded.spark_email IS NULL THEN devices.spark_email ELSE excluded.spark_email END",
             )
             .bind(reg.user.as_str())
             .bind(reg.device.as_str())
@@ -120,6 +131,10 @@ impl Store {
             .bind(reg.sip().and_then(|b| b.contact.as_deref()))
             .bind(reg.sip().map(|b| b.format.as_str()))
             .bind(reg.sip().and_then(|b| b.purr.as_deref()))
+            .bind(match &reg.data {
+                DialectData::Spark { email, .. } => email.as_ref().map(|e| e.as_str()),
+                _ => None,
+            })
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -198,7 +213,13 @@ impl Store {
                 let version = r.get::<Option<String>, _>("payload_version").ok_or_else(|| corrupt_row("a UDS device without payload_version"))?;
                 DialectData::Uds { key, version: PayloadVersion::parse(&version).map_err(|_| corrupt_row("payload_version"))? }
             }
-            Dialect::Spark => DialectData::Spark { msg },
+            Dialect::Spark => DialectData::Spark {
+                msg,
+                email: match r.get::<Option<String>, _>("spark_email") {
+                    Some(e) => Some(Email::parse(&e).map_err(|_| corrupt_row("spark_email"))?),
+                    None => None,
+                },
+            },
             Dialect::Acrobits => DialectData::Acrobits { msg },
             Dialect::Sip => {
                 let (Some(aor), Some(f)) = (r.get::<Option<String>, _>("sip_aor"), r.get::<Option<String>, _>("sip_format")) else {
@@ -231,6 +252,21 @@ impl Store {
             }
         }
         Ok(set)
+    }
+
+    /// Webex registrations made with this e-mail address (of one app, or of
+    /// all), oldest person first; at most `limit`.
+    pub async fn spark_devices_by_email(&self, email: &Email, app: Option<&AppId>, limit: u32) -> Result<Vec<Device>> {
+        let of_app = if app.is_some() { "AND app_id = $4" } else { "" };
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE spark_email = $1 AND dialect = $2 {of_app} ORDER BY user_id, device_pkid LIMIT $3"
+        );
+        let mut q = sqlx::query(&sql).bind(email.as_str()).bind(Dialect::Spark.as_str()).bind(i64::from(limit));
+        if let Some(app) = app {
+            q = q.bind(app.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        Ok(self.device_set(&rows)?.ready)
     }
 
     /// The devices to wake for a user (one device, or all of them), keys opened.
@@ -347,7 +383,8 @@ mod tests {
             user: UserId::parse(user).unwrap(),
             device: DevicePkid::parse(device).unwrap(),
             channel: Channel::Apns,
-            token: DeviceToken::for_channel(Channel::Apns, &"ab".repeat(32)).unwrap(),
+            // One token per device name: a token is one phone.
+            token: DeviceToken::for_channel(Channel::Apns, &format!("{:0<64}", hex::encode(device))).unwrap(),
             app: AppId::parse("com.example.app").unwrap(),
             data: DialectData::Uds {
                 key: PushKey::parse_b64("JH/VEZ9YjinNA+AvUrjI+ncgVVycPbIVJixFOOm/xIU=").unwrap(),
@@ -367,6 +404,21 @@ mod tests {
         let set = s.devices_for(&alice, None).await.unwrap();
         assert_eq!(set.ready.len(), 2);
         assert!(set.ready.iter().all(|d| d.updated_at <= 2), "the refused request changed nothing");
+    }
+
+    #[tokio::test]
+    async fn a_token_registered_under_a_new_id_replaces_the_old_device_even_at_the_cap() {
+        let (s, _d) = store().await;
+        let alice = UserId::parse("alice").unwrap();
+        s.register(&alice, &[reg("alice", "a"), reg("alice", "b")], 1, 2).await.unwrap();
+        // The phone that was "a" comes back as "c" with the same token.
+        let mut c = reg("alice", "c");
+        c.token = reg("alice", "a").token;
+        s.register(&alice, &[c], 2, 2).await.unwrap();
+        let set = s.devices_for(&alice, None).await.unwrap();
+        let mut ids: Vec<&str> = set.ready.iter().map(|d| d.registration.device.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, vec!["b", "c"], "one row per phone, so one call rings it once");
     }
 
     #[tokio::test]

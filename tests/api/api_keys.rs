@@ -4,21 +4,6 @@ use crate::helpers::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-async fn new_key(app: &TestApp, scopes: &[&str], bound_app: Option<&str>) -> (String, String) {
-    let mut body = json!({"name": format!("key-{}", scopes.join("-")), "scopes": scopes});
-    if let Some(a) = bound_app {
-        body["app"] = json!(a);
-    }
-    let r = app.admin(Method::POST, "/v1/api-keys").json(&body).send().await.unwrap();
-    assert_eq!(r.status(), 201);
-    let v: Value = r.json().await.unwrap();
-    (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
-}
-
-fn with_key(app: &TestApp, key: &str, m: Method, path: &str) -> reqwest::RequestBuilder {
-    app.client.request(m, app.url(path)).bearer_auth(key)
-}
-
 #[tokio::test]
 async fn each_scope_opens_its_endpoints_only() {
     let app = spawn_app().await;

@@ -413,3 +413,20 @@ impl Drop for RelayProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A new API key with these scopes (and bound app): (id, key).
+pub async fn new_key(app: &TestApp, scopes: &[&str], bound_app: Option<&str>) -> (String, String) {
+    let mut body = serde_json::json!({"name": format!("key-{}", scopes.join("-")), "scopes": scopes});
+    if let Some(a) = bound_app {
+        body["app"] = serde_json::json!(a);
+    }
+    let r = app.admin(reqwest::Method::POST, "/v1/api-keys").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
+}
+
+/// A request with an API key as the bearer.
+pub fn with_key(app: &TestApp, key: &str, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    app.client.request(m, app.url(path)).bearer_auth(key)
+}

@@ -117,7 +117,7 @@ async fn other_webhook_events_are_ignored_with_200() {
     assert_eq!(app.put_apns(APP, &m.apns_body()).await.status(), 200);
     assert_eq!(register_fixture(&app, "spark/register.json").await.status(), 200);
     assert_eq!(app.put_json(&format!("/v1/apps/{APP}/webex"), &json!({"webhookSecret": "s"})).await.status(), 200);
-    for f in ["spark/webhook-message.json", "spark/webhook-joined.json"] {
+    for f in ["spark/webhook-joined.json"] {
         let body = fresh(f);
         let sig = pushrelay::dialect::spark::sign(b"s", &body);
         let r = webhook(&app, body, Some(sig)).await;
@@ -154,4 +154,96 @@ async fn bad_registrations_are_400_and_unregister_removes_the_device() {
     assert_eq!(del(token.to_string()).await.unwrap().status(), 404);
     assert_eq!(del("not-hex".to_string()).await.unwrap().status(), 400);
     assert_eq!(app.devices(PERSON).await.as_array().unwrap().len(), 0);
+}
+
+/// A signed webhook of `body` under secret `s`.
+async fn signed(app: &TestApp, body: Vec<u8>) -> reqwest::Response {
+    let sig = pushrelay::dialect::spark::sign(b"s", &body);
+    webhook(app, body, Some(sig)).await
+}
+
+async fn until_requests(m: &Mocks, n: usize) -> Vec<pushrelay_mock::apns::RecordedRequest> {
+    for _ in 0..100 {
+        let reqs = m.apns.requests();
+        if reqs.len() >= n {
+            return reqs;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the mock APNs did not get {n} requests");
+}
+
+#[tokio::test]
+async fn a_message_from_someone_else_alerts_the_webhook_owner_on_the_message_token() {
+    let (app, m) = spawn_app_with_mocks().await;
+    assert_eq!(app.put_apns(APP, &m.apns_body()).await.status(), 200);
+    assert_eq!(register_fixture(&app, "spark/register.json").await.status(), 200);
+    assert_eq!(app.put_json(&format!("/v1/apps/{APP}/webex"), &json!({"webhookSecret": "s"})).await.status(), 200);
+
+    // seeds/000: createdBy (the webhook's owner, PERSON) ≠ actorId (the sender).
+    let r = signed(&app, fresh("spark/webhook-message.json")).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["notified"], 1, "{v}");
+    let reqs = until_requests(&m, 1).await;
+    assert_eq!(reqs[0].path, format!("/3/device/{MSG}"), "the message token, never the VoIP token");
+    assert_eq!(reqs[0].header("apns-push-type"), Some("alert"));
+    assert_eq!(reqs[0].header("apns-topic"), Some("com.example.KitchenSink"), "the bundle-id topic, not .voip");
+    let p: Value = serde_json::from_slice(&reqs[0].body).unwrap();
+    assert_eq!(p["aps"]["alert"]["title"], "New Message");
+    assert_eq!(p["aps"]["alert"]["body"], "bob@example.com");
+
+    // The owner's own message sends nothing; a replay sends nothing.
+    let own = String::from_utf8(fresh("spark/webhook-message.json")).unwrap().replace(
+        r#""actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZXI""#,
+        &format!(r#""actorId":"{PERSON}""#),
+    );
+    let v: Value = signed(&app, own.into_bytes()).await.json().await.unwrap();
+    assert_eq!(v["ignored"], true, "{v}");
+    let body = fresh("spark/webhook-message.json");
+    let v: Value = signed(&app, body).await.json().await.unwrap();
+    assert_eq!(v["duplicate"], true, "{v}");
+
+    // A messages event without createdBy: 400, nothing sent.
+    let bad = String::from_utf8(fresh("spark/webhook-message.json")).unwrap().replace(&format!(r#""createdBy":"{PERSON}","#), "").replace("MESSAGE/92", "MESSAGE/93");
+    let r = signed(&app, bad.into_bytes()).await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["message"].as_str().unwrap().contains("createdBy"), "{e}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(m.apns.requests().len(), 1, "only the first message alerted");
+}
+
+#[tokio::test]
+async fn registrations_are_looked_up_by_email_with_the_read_scope_and_token_suffixes_only() {
+    let (app, m) = spawn_app_with_mocks().await;
+    assert_eq!(app.put_apns(APP, &m.apns_body()).await.status(), 200);
+    assert_eq!(register_fixture(&app, "spark/register.json").await.status(), 200);
+
+    let (_, read) = new_key(&app, &["read"], None).await;
+    let r = with_key(&app, &read, reqwest::Method::GET, "/register?email=Alice@Example.com").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains(VOIP) && !text.contains(MSG), "never a whole token: {text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["personId"], PERSON);
+    assert_eq!(v[0]["application"], APP);
+    assert_eq!(v[0]["channel"], "APNS");
+    assert_eq!(v[0]["token_suffix"], &VOIP[VOIP.len() - 8..]);
+
+    let v: Value = with_key(&app, &read, reqwest::Method::GET, "/register?email=nobody@example.com").send().await.unwrap().json().await.unwrap();
+    assert_eq!(v, json!([]));
+    // Bad input: no address, a malformed one, a key without `read`.
+    let r = with_key(&app, &read, reqwest::Method::GET, "/register").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = with_key(&app, &read, reqwest::Method::GET, "/register?email=not-an-address").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let (_, register) = new_key(&app, &["register"], None).await;
+    let r = with_key(&app, &register, reqwest::Method::GET, "/register?email=alice@example.com").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    // A key bound to another app sees nothing of this one.
+    let (_, other) = new_key(&app, &["read"], Some("com.example.other")).await;
+    let r = with_key(&app, &other, reqwest::Method::GET, "/register?email=alice@example.com").send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
 }

@@ -19,7 +19,7 @@ pub enum Command {
     /// Run the relay (defaults: 127.0.0.1:8787, SQLite at ./pushrelay.db).
     Serve {
         /// TOML config file; every key can also come from PUSHRELAY_* variables.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", env = "PUSHRELAY_CONFIG")]
         config: Option<PathBuf>,
         /// Address to listen on (overrides `listen`).
         #[arg(long, value_name = "ADDR")]
@@ -30,14 +30,14 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate {
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", env = "PUSHRELAY_CONFIG")]
         config: Option<PathBuf>,
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
     },
     /// Load and validate the configuration; non-zero exit with a message on error.
     CheckConfig {
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", env = "PUSHRELAY_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Make a new master key current and re-seal every stored secret under
@@ -45,7 +45,7 @@ pub enum Command {
     /// until the old one is retired). The new key file is created (mode 0600)
     /// if it does not exist; point `master_key_file` at it on every node.
     RotateMasterKey {
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", env = "PUSHRELAY_CONFIG")]
         config: Option<PathBuf>,
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
@@ -64,19 +64,44 @@ pub enum Command {
 pub enum JweOp {
     /// Encrypt stdin (the V2 JSON) into a compact JWE on stdout.
     Encrypt {
-        /// The device key: standard base64 of 32 bytes (the UDS <key>).
-        #[arg(long, value_name = "K")]
-        key_b64: String,
+        #[command(flatten)]
+        key: JweKey,
         /// Fixed IV, base64url of 12 bytes. For tests only: never reuse an IV.
         #[arg(long, value_name = "IV")]
         iv_b64url: Option<String>,
     },
     /// Decrypt a compact JWE from stdin; the plaintext goes to stdout.
     Decrypt {
-        /// Standard base64 of the key (16, 24 or 32 bytes).
-        #[arg(long, value_name = "K")]
-        key_b64: String,
+        #[command(flatten)]
+        key: JweKey,
     },
+}
+
+/// The device key (standard base64 of 16, 24 or 32 bytes, the UDS <key>):
+/// from a file or the environment, so it stays out of `ps` and shell
+/// history; `--key-b64` still works for tests.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct JweKey {
+    /// A file holding the base64 key (surrounding whitespace ignored).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// The base64 key in the environment.
+    #[arg(long = "key-env", env = "PUSHRELAY_JWE_KEY", value_name = "K", hide_env_values = true)]
+    key_env: Option<String>,
+    /// The base64 key itself (visible to other users in `ps`: prefer the others).
+    #[arg(long, value_name = "K")]
+    key_b64: Option<String>,
+}
+
+impl JweKey {
+    fn resolve(self) -> Result<String, String> {
+        if let Some(path) = self.key_file {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("--key-file {}: {e}", path.display()))?;
+            return Ok(text.trim().to_string());
+        }
+        self.key_env.or(self.key_b64).ok_or_else(|| "a key is required: --key-file, PUSHRELAY_JWE_KEY or --key-b64".into())
+    }
 }
 
 fn read_stdin() -> Result<Vec<u8>, String> {
@@ -85,34 +110,63 @@ fn read_stdin() -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// Exit code of a configuration error (EX_CONFIG): systemd's
+/// `RestartPreventExitStatus=78` stops restart loops on a bad config.
+pub const EXIT_CONFIG: i32 = 78;
+
 fn fail(msg: impl std::fmt::Display) -> i32 {
     eprintln!("pushrelay: {msg}");
     1
 }
 
+/// A start-up failure: 78 when its cause is a setting (a key whose file is
+/// missing, unreadable or wrong), else 1.
+fn fail_start(e: anyhow::Error) -> i32 {
+    if e.chain().any(|c| c.is::<crate::config::ConfigError>()) {
+        eprintln!("pushrelay: configuration error: {e:#}");
+        return EXIT_CONFIG;
+    }
+    fail(format!("{e:#}"))
+}
+
 fn load(config: Option<PathBuf>, cli: CliOverrides) -> Result<Settings, i32> {
-    Settings::load(config.as_deref(), &cli).map_err(|e| {
+    let loaded = Settings::load(config.as_deref(), &cli).map_err(|e| {
         eprintln!("pushrelay: configuration error: {e}");
-        2
-    })
+        EXIT_CONFIG
+    });
+    // Logging follows the settings (`log_format`); with no settings, text.
+    crate::telemetry::init_tracing(loaded.as_ref().map(|s| s.log_format).unwrap_or_default());
+    loaded
+}
+
+/// Write to stdout; a closed pipe (`… | head -c1`) is a quiet, successful
+/// end, not a panic.
+fn out(bytes: &[u8]) -> i32 {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => fail(format!("cannot write stdout: {e}")),
+    }
 }
 
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Serve { config, listen, database_url } => {
-            let settings = match load(config, CliOverrides { listen, database_url }) {
+            let overrides = CliOverrides { listen, database_url };
+            let settings = match load(config.clone(), overrides.clone()) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let app = match Application::build(settings).await {
+            let mut app = match Application::build(settings).await {
                 Ok(a) => a,
-                Err(e) => return fail(format!("{e:#}")),
+                Err(e) => return fail_start(e),
             };
             if let Some(token) = &app.generated_admin_token {
                 // Printed once, on the first start: only its hash is stored.
-                println!("admin token (shown once, store it now): {token}");
-                let _ = std::io::stdout().flush();
+                out(format!("admin token (shown once, store it now): {token}\n").as_bytes());
             }
+            app.reload_from(config, overrides);
             match app.run_until_stopped(shutdown_signal()).await {
                 Ok(()) => 0,
                 Err(e) => fail(format!("{e:#}")),
@@ -126,10 +180,9 @@ pub async fn run(cli: Cli) -> i32 {
             match open_store(&settings).await {
                 Ok(store) => {
                     store.close().await;
-                    println!("migrations applied to {}", crate::startup::redact_url(&settings.database_url));
-                    0
+                    out(format!("migrations applied to {}\n", crate::startup::redact_url(&settings.database_url)).as_bytes())
                 }
-                Err(e) => fail(format!("{e:#}")),
+                Err(e) => fail_start(e),
             }
         }
         Command::RotateMasterKey { config, database_url, new_key_file } => {
@@ -143,15 +196,15 @@ pub async fn run(cli: Cli) -> i32 {
             };
             let store = match open_store(&settings).await {
                 Ok(s) => s,
-                Err(e) => return fail(format!("{e:#}")),
+                Err(e) => return fail_start(e),
             };
             match store.rotate_master_key(new_key, crate::domain::now_ms()).await {
                 Ok(r) => {
                     store.close().await;
-                    println!(
+                    out(format!(
                         "master key {} ({}, {}) is now current; re-sealed {} secrets. Running nodes switched to it already \
                          (they open both keys); old key(s) {} retire by themselves once nothing uses them (at least {} s from now). \
-                         Set master_key_file = {:?} on every node before its next restart.",
+                         Set master_key_file = {:?} on every node before its next restart.\n",
                         r.new_id,
                         new_key_file.display(),
                         if created { "new key generated" } else { "existing key" },
@@ -159,8 +212,8 @@ pub async fn run(cli: Cli) -> i32 {
                         r.old_ids.join(", "),
                         crate::store::RETIRE_GRACE_MS / 1000,
                         new_key_file.display().to_string()
-                    );
-                    0
+                    )
+                    .as_bytes())
                 }
                 Err(e) => fail(format!("rotation failed: {e}")),
             }
@@ -174,33 +227,36 @@ pub async fn run(cli: Cli) -> i32 {
             if key_path.exists() {
                 if let Err(e) = crate::envelope::MasterKey::load(&key_path) {
                     eprintln!("pushrelay: configuration error: config key `master_key_file`: {e}");
-                    return 2;
+                    return EXIT_CONFIG;
                 }
             }
-            println!("configuration ok: listen {}, database {}", settings.listen, crate::startup::redact_url(&settings.database_url));
-            0
+            out(format!("configuration ok: listen {}, database {}\n", settings.listen, crate::startup::redact_url(&settings.database_url)).as_bytes())
         }
         Command::Jwe { op } => {
+            crate::telemetry::init_tracing(Default::default());
             let input = match read_stdin() {
                 Ok(b) => b,
                 Err(e) => return fail(e),
             };
             match op {
-                JweOp::Encrypt { key_b64, iv_b64url } => match crate::jwe::cli_encrypt(&key_b64, iv_b64url.as_deref(), &input) {
-                    Ok(compact) => {
-                        println!("{compact}");
-                        0
+                JweOp::Encrypt { key, iv_b64url } => {
+                    let key_b64 = match key.resolve() {
+                        Ok(k) => k,
+                        Err(e) => return fail(e),
+                    };
+                    match crate::jwe::cli_encrypt(&key_b64, iv_b64url.as_deref(), &input) {
+                        Ok(compact) => out(format!("{compact}\n").as_bytes()),
+                        Err(e) => fail(e),
                     }
-                    Err(e) => fail(e),
-                },
-                JweOp::Decrypt { key_b64 } => {
+                }
+                JweOp::Decrypt { key } => {
+                    let key_b64 = match key.resolve() {
+                        Ok(k) => k,
+                        Err(e) => return fail(e),
+                    };
                     let text = String::from_utf8_lossy(&input);
                     match crate::jwe::cli_decrypt(&key_b64, &text) {
-                        Ok(plain) => {
-                            let _ = std::io::stdout().write_all(&plain);
-                            let _ = std::io::stdout().flush();
-                            0
-                        }
+                        Ok(plain) => out(&plain),
                         Err(e) => fail(e),
                     }
                 }

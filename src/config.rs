@@ -33,7 +33,15 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("retention.call_days", "PUSHRELAY_RETENTION_CALL_DAYS"),
     ("retention.stale_device_days", "PUSHRELAY_RETENTION_STALE_DEVICE_DAYS"),
     ("sqlite.synchronous", "PUSHRELAY_SQLITE_SYNCHRONOUS"),
+    ("log_format", "PUSHRELAY_LOG_FORMAT"),
+    ("metrics_listen", "PUSHRELAY_METRICS_LISTEN"),
+    ("providers.proxy", "PUSHRELAY_PROVIDERS_PROXY"),
+    ("tls.cert_file", "PUSHRELAY_TLS_CERT_FILE"),
+    ("tls.key_file", "PUSHRELAY_TLS_KEY_FILE"),
 ];
+
+/// The environment variable naming the config file (like `--config`).
+pub const CONFIG_ENV: &str = "PUSHRELAY_CONFIG";
 
 /// Whole-number keys: (key, smallest, largest value).
 const NUMBER_KEYS: &[(&str, i64, i64)] = &[
@@ -64,6 +72,27 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub retention: RetentionSettings,
     pub sqlite: SqliteSettings,
+    /// Log lines as `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// When set, `/metrics` is served on this address only.
+    pub metrics_listen: Option<SocketAddr>,
+    pub providers: ProviderNetwork,
+}
+
+/// How log lines are written (never with colour codes unless stderr is a
+/// terminal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// How the relay reaches APNs, FCM and Google OAuth.
+#[derive(Clone, Debug, Default)]
+pub struct ProviderNetwork {
+    /// An HTTP CONNECT proxy (`http://[user:pass@]host:port`).
+    pub proxy: Option<String>,
 }
 
 /// Per-key request rates (per node; 0 = unlimited) and the caps every
@@ -149,6 +178,10 @@ pub struct FcmSettings {
 #[derive(Clone, Debug, Default)]
 pub struct TlsSettings {
     pub extra_ca_file: Option<PathBuf>,
+    /// Serve HTTPS on `listen` with this certificate chain (PEM) …
+    pub cert_file: Option<PathBuf>,
+    /// … and its private key (PEM). Both or neither.
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -181,6 +214,9 @@ impl Default for Settings {
             },
             retention: RetentionSettings { call_days: 30, stale_device_days: 90 },
             sqlite: SqliteSettings { synchronous: SqliteSynchronous::Full },
+            log_format: LogFormat::Text,
+            metrics_listen: None,
+            providers: ProviderNetwork::default(),
         }
     }
 }
@@ -196,7 +232,9 @@ pub enum ConfigError {
     Invalid { key: &'static str, env: &'static str, message: String },
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+/// A bad value of `key` (also for problems found at start-up, such as a
+/// master key file that does not match the database: exit code 78).
+pub fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     let env = ENV_KEYS.iter().find(|(k, _)| *k == key).map(|(_, e)| *e).unwrap_or("");
     ConfigError::Invalid { key, env, message: message.into() }
 }
@@ -304,6 +342,20 @@ impl Settings {
                 "apns.sandbox_url" => s.apns.sandbox_url = v,
                 "fcm.base_url" => s.fcm.base_url = v,
                 "tls.extra_ca_file" => s.tls.extra_ca_file = Some(PathBuf::from(v)),
+                "tls.cert_file" => s.tls.cert_file = Some(PathBuf::from(v)),
+                "tls.key_file" => s.tls.key_file = Some(PathBuf::from(v)),
+                "log_format" => {
+                    s.log_format = match v.trim().to_ascii_lowercase().as_str() {
+                        "text" => LogFormat::Text,
+                        "json" => LogFormat::Json,
+                        _ => return Err(invalid("log_format", format!("must be text or json (got {v:?})"))),
+                    }
+                }
+                "metrics_listen" => {
+                    s.metrics_listen =
+                        Some(v.trim().parse().map_err(|_| invalid("metrics_listen", format!("{v:?} is not an address like 127.0.0.1:9090")))?)
+                }
+                "providers.proxy" => s.providers.proxy = Some(v.trim().to_string()),
                 "sqlite.synchronous" => {
                     s.sqlite.synchronous = match v.trim().to_ascii_lowercase().as_str() {
                         "normal" => SqliteSynchronous::Normal,
@@ -346,6 +398,23 @@ impl Settings {
                 return Err(invalid("admin_token", "must be at least 16 characters"));
             }
         }
+        if let Some(proxy) = &self.providers.proxy {
+            let ok = (proxy.starts_with("http://") || proxy.starts_with("https://")) && proxy.len() > 8 && !proxy.contains(char::is_whitespace);
+            if !ok {
+                return Err(invalid("providers.proxy", "must be an http:// URL of an HTTP CONNECT proxy"));
+            }
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (None, None) => {}
+            (Some(_), None) => return Err(invalid("tls.key_file", "is required with tls.cert_file")),
+            (None, Some(_)) => return Err(invalid("tls.cert_file", "is required with tls.key_file")),
+            (Some(_), Some(_)) => {
+                self.server_identity()?;
+            }
+        }
+        if self.metrics_listen == Some(self.listen) {
+            return Err(invalid("metrics_listen", "must differ from listen"));
+        }
         if let Some(path) = &self.tls.extra_ca_file {
             let pem = std::fs::read(path).map_err(|e| invalid("tls.extra_ca_file", format!("cannot read {}: {e}", path.display())))?;
             let n = crate::domain::credentials_cert::pem_certs(&pem).map(|c| c.len()).unwrap_or(0);
@@ -385,6 +454,25 @@ impl Settings {
             Some(db) => db.with_extension("master.key"),
             None => PathBuf::from("pushrelay.master.key"),
         }
+    }
+
+    /// The HTTPS certificate chain and key (`tls.cert_file`, `tls.key_file`),
+    /// read now (start-up and SIGHUP); `None` when serving plain HTTP.
+    #[allow(clippy::type_complexity)]
+    pub fn server_identity(
+        &self,
+    ) -> Result<Option<(Vec<rustls_pki_types::CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>)>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.tls.cert_file, &self.tls.key_file) else { return Ok(None) };
+        let read = |k: &'static str, p: &Path| std::fs::read(p).map_err(|e| invalid(k, format!("cannot read {}: {e}", p.display())));
+        let chain = crate::domain::credentials_cert::pem_certs(&read("tls.cert_file", cert)?)
+            .map_err(|e| invalid("tls.cert_file", format!("{} is not PEM: {e}", cert.display())))?;
+        if chain.is_empty() {
+            return Err(invalid("tls.cert_file", format!("{} holds no PEM certificate", cert.display())));
+        }
+        let key_der = crate::domain::credentials_cert::pem_private_key(&read("tls.key_file", key)?)
+            .map_err(|e| invalid("tls.key_file", format!("{} is not PEM: {e}", key.display())))?
+            .ok_or_else(|| invalid("tls.key_file", format!("{} holds no private key", key.display())))?;
+        Ok(Some((chain, key_der)))
     }
 
     /// The extra CA roots (PEM text), if configured.

@@ -1,10 +1,9 @@
-//! `pushrelay` binary: parse the command line, start logging, run.
+//! `pushrelay` binary: parse the command line, run, exit with its code.
 use clap::Parser;
 
 #[tokio::main]
 async fn main() {
     let cli = pushrelay::cli::Cli::parse();
-    pushrelay::telemetry::init_tracing();
     let code = pushrelay::cli::run(cli).await;
     std::process::exit(code);
 }

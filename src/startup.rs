@@ -37,6 +37,15 @@ pub struct Application {
     shutdown: CancellationToken,
     /// `limits.connections_per_address`.
     per_address: u32,
+    /// HTTPS on `listen`, when `tls.cert_file`/`tls.key_file` are set.
+    tls: Option<http::serve::ServerTls>,
+    /// `/metrics` on its own listener (`metrics_listen`).
+    metrics_listener: Option<(TcpListener, axum::Router)>,
+    ua_rules: Arc<http::serve::Live<Vec<crate::dialect::sip::UaRule>>>,
+    /// Where SIGHUP re-reads the settings from (set by `serve`).
+    config_source: Option<(Option<std::path::PathBuf>, crate::config::CliOverrides)>,
+    /// The settings now in force (what SIGHUP compares against).
+    settings: Arc<Settings>,
 }
 
 /// How long in-flight requests (and their pushes) may take to finish after
@@ -54,16 +63,20 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open database {}", redact_url(&settings.database_url)))?;
     store.migrate().await.context("cannot migrate the database")?;
     let key_path = settings.master_key_path();
-    let key = match MasterKey::load(&key_path).context("config key `master_key_file`")? {
+    let bad_key = |m: String| crate::config::invalid("master_key_file", m);
+    let key = match MasterKey::load(&key_path).map_err(|e| bad_key(e.to_string()))? {
         Some(k) => k,
-        None if store.needs_existing_key().await? => anyhow::bail!(
-            "config key `master_key_file`: {} does not exist, but this database holds secrets sealed under a master key; \
-             restore the key file (a new key would make every stored secret unreadable)",
-            key_path.display()
-        ),
+        None if store.needs_existing_key().await? => {
+            return Err(bad_key(format!(
+                "{} does not exist, but this database holds secrets sealed under a master key; \
+                 restore the key file (a new key would make every stored secret unreadable)",
+                key_path.display()
+            ))
+            .into())
+        }
         None => {
             let key = MasterKey::generate();
-            key.write_new(&key_path).context("config key `master_key_file`")?;
+            key.write_new(&key_path).map_err(|e| bad_key(e.to_string()))?;
             tracing::warn!(path = %key_path.display(), "generated a new master key: back it up, secrets in the database cannot be read without it");
             key
         }
@@ -71,7 +84,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     store
         .open_keyring(key)
         .await
-        .map_err(|e| anyhow::anyhow!("config key `master_key_file` ({}): {e}", key_path.display()))?;
+        .map_err(|e| bad_key(format!("{}: {e}", key_path.display())))?;
     Ok(store)
 }
 
@@ -116,9 +129,23 @@ impl Application {
             fcm_base_url: settings.fcm.base_url.clone(),
             extra_ca_pem: settings.extra_ca_pem(),
             request_timeout: Duration::from_secs(10),
+            proxy: settings.providers.proxy.clone(),
         };
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), providers, RetryPolicy::default(), shutdown.clone()));
-        let ua_rules = settings.user_agent_rules();
+        let ua_rules = Arc::new(http::serve::Live::new(settings.user_agent_rules()));
+        let tls = match settings.server_identity()? {
+            Some((chain, key)) => Some(Arc::new(http::serve::Live::new(
+                http::serve::server_tls_config(chain, key).map_err(|e| crate::config::invalid("tls.cert_file", format!("certificate and key refused: {e}")))?,
+            ))),
+            None => None,
+        };
+        let metrics_listener = match settings.metrics_listen {
+            Some(at) => {
+                let l = bind(at).with_context(|| format!("cannot listen on {at} (metrics_listen)"))?;
+                Some((l, http::metrics_router(crate::telemetry::metrics_handle())))
+            }
+            None => None,
+        };
         let limits = Arc::new(crate::http::limit::Limits::from_settings(&settings.limits));
         store.listen().await.context("cannot LISTEN for the other nodes' events")?;
         let wake = crate::wake::WakeHub::new();
@@ -128,20 +155,46 @@ impl Application {
         let addr = listener.local_addr()?;
         let per_address = settings.limits.connections_per_address;
         let registrar = crate::register::Registrar::new(store.clone(), settings.limits.devices_per_user);
+        let settings = Arc::new(settings);
         let state = AppState {
             store: store.clone(),
-            settings: Arc::new(settings),
+            settings: settings.clone(),
             admin_token_hash,
             metrics: crate::telemetry::metrics_handle(),
             dispatcher: dispatcher.clone(),
             passwords: Arc::new(crate::http::auth::Passwords::new(Duration::from_secs(300))),
             registrar,
-            ua_rules: Arc::new(ua_rules),
+            ua_rules: ua_rules.clone(),
             wake,
             limits,
         };
         let router = http::router(state);
-        Ok(Self { listener, router, store, addr, generated_admin_token, dispatcher, shutdown, per_address })
+        Ok(Self {
+            listener,
+            router,
+            store,
+            addr,
+            generated_admin_token,
+            dispatcher,
+            shutdown,
+            per_address,
+            tls,
+            metrics_listener,
+            ua_rules,
+            config_source: None,
+            settings,
+        })
+    }
+
+    /// Where SIGHUP reloads the settings from: the config file (if any) and
+    /// the command-line overrides, with the environment as at start.
+    pub fn reload_from(&mut self, config: Option<std::path::PathBuf>, cli: crate::config::CliOverrides) {
+        self.config_source = Some((config, cli));
+    }
+
+    /// The address `/metrics` is served on, when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn port(&self) -> u16 {
@@ -162,9 +215,14 @@ impl Application {
     /// `SHUTDOWN_GRACE` in all; pending retries give up at once), and close
     /// the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.addr, "pushrelay listening");
+        tracing::info!(addr = %self.addr, tls = self.tls.is_some(), "pushrelay listening");
         let token = self.shutdown.clone();
-        let mut serve = tokio::spawn(http::serve::serve(self.listener, self.router, token.clone(), self.per_address));
+        if let Some((listener, router)) = self.metrics_listener {
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            tokio::spawn(http::serve::serve(listener, router, token.clone(), 0, None));
+        }
+        spawn_reloader(self.config_source, self.settings.clone(), self.tls.clone(), self.ua_rules.clone(), token.clone());
+        let mut serve = tokio::spawn(http::serve::serve(self.listener, self.router, token.clone(), self.per_address, self.tls));
         tokio::select! {
             ended = &mut serve => {
                 token.cancel();
@@ -186,6 +244,76 @@ impl Application {
         tracing::info!("pushrelay stopped");
         Ok(())
     }
+}
+
+/// On SIGHUP, read the settings again (same file, same environment and
+/// flags) and apply what can change without dropping connections: the TLS
+/// certificate and key, and the User-Agent rules. A bad new configuration
+/// is logged and changes nothing; settings that need a restart are named.
+fn spawn_reloader(
+    source: Option<(Option<std::path::PathBuf>, crate::config::CliOverrides)>,
+    mut current: Arc<Settings>,
+    tls: Option<http::serve::ServerTls>,
+    ua_rules: Arc<http::serve::Live<Vec<crate::dialect::sip::UaRule>>>,
+    shutdown: CancellationToken,
+) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            let Some((file, cli)) = &source else {
+                tracing::info!("SIGHUP: no configuration source to reload (not started by `pushrelay serve`)");
+                continue;
+            };
+            match reload(file.as_deref(), cli, &current, tls.as_ref(), &ua_rules) {
+                Ok(next) => current = Arc::new(next),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: the new configuration is refused; nothing changed"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (source, current, tls, ua_rules, shutdown);
+}
+
+fn reload(
+    file: Option<&std::path::Path>,
+    cli: &crate::config::CliOverrides,
+    current: &Settings,
+    tls: Option<&http::serve::ServerTls>,
+    ua_rules: &http::serve::Live<Vec<crate::dialect::sip::UaRule>>,
+) -> anyhow::Result<Settings> {
+    let next = Settings::load(file, cli)?;
+    // Build everything first, then swap: all or nothing.
+    let new_tls = match (tls, next.server_identity()?) {
+        (Some(_), Some((chain, key))) => Some(
+            http::serve::server_tls_config(chain, key).map_err(|e| crate::config::invalid("tls.cert_file", format!("certificate and key refused: {e}")))?,
+        ),
+        (None, None) => None,
+        _ => anyhow::bail!("turning HTTPS on or off needs a restart (tls.cert_file, tls.key_file)"),
+    };
+    if let (Some(live), Some(cfg)) = (tls, new_tls) {
+        live.set(cfg);
+    }
+    ua_rules.set(next.user_agent_rules());
+    let restart: Vec<&str> = [
+        ("listen", current.listen != next.listen),
+        ("database_url", current.database_url != next.database_url),
+        ("metrics_listen", current.metrics_listen != next.metrics_listen),
+        ("master_key_file", current.master_key_file != next.master_key_file),
+        ("providers.proxy", current.providers.proxy != next.providers.proxy),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect();
+    if !restart.is_empty() {
+        tracing::warn!(keys = ?restart, "SIGHUP: these settings changed and take effect at the next restart");
+    }
+    tracing::info!(tls = tls.is_some(), ua_rules = next.sip.user_agents.len(), "SIGHUP: configuration reloaded");
+    Ok(next)
 }
 
 /// Listen with a backlog of 4096 (tokio's default is 1024): a burst of

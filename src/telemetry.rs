@@ -1,5 +1,5 @@
-//! Logs and metrics set-up, and the metric names (interface.md §2).
-//! Depends on nothing else in the crate.
+//! Logs and metrics set-up, and the metric names (interface.md §2, §7).
+//! Depends on `config` (the log format) and `domain` (label values).
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -22,18 +22,62 @@ pub const AUTH_LOCKOUTS: &str = "pushrelay_auth_lockouts_total";
 /// (`bad_signature`, `duplicate`, `stale`).
 pub const WEBHOOKS_REFUSED: &str = "pushrelay_webhooks_refused_total";
 
-/// Start logging once (`RUST_LOG` filters; `PUSHRELAY_LOG_FORMAT=json` for
-/// JSON lines). Safe to call more than once.
-pub fn init_tracing() {
+/// Gauge: 1, label `version` (the running build).
+pub const BUILD_INFO: &str = "pushrelay_build_info";
+/// Gauge (epoch seconds): a certificate credential's notAfter, labels `app`, `provider`.
+pub const CREDENTIAL_EXPIRY: &str = "pushrelay_credential_expiry_timestamp_seconds";
+
+/// Log line shapes.
+pub use crate::config::LogFormat;
+
+/// Start logging once (`RUST_LOG` filters) as text or JSON lines, with
+/// colour codes only when stderr is a terminal (never in log files or
+/// journald). Safe to call more than once; the first call wins.
+pub fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,h2=warn"));
-        let json = std::env::var("PUSHRELAY_LOG_FORMAT").map(|v| v == "json").unwrap_or(false);
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-        let _ = if json { builder.json().try_init() } else { builder.try_init() };
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal());
+        let _ = match format {
+            LogFormat::Json => builder.json().try_init(),
+            LogFormat::Text => builder.try_init(),
+        };
     });
 }
+
+/// The label values each counter is known with, so every series exists at
+/// 0 from the start (a restart is not a blank page, and `rate()` works
+/// from the first scrape).
+fn zero_series() {
+    use crate::domain::{Dialect, Outcome, Provider};
+    const PROVIDERS: [Provider; 2] = [Provider::Apns, Provider::Fcm];
+    for d in [Dialect::Uds, Dialect::Spark, Dialect::Acrobits, Dialect::Sip] {
+        metrics::counter!(REGISTRATIONS, "dialect" => d.as_str()).absolute(0);
+    }
+    for p in PROVIDERS {
+        for o in [Outcome::Delivered, Outcome::TokenRemoved, Outcome::Failed, Outcome::Expired, Outcome::Skipped] {
+            metrics::counter!(PUSHES, "provider" => p.as_str(), "outcome" => o.as_str()).absolute(0);
+        }
+        metrics::counter!(RETRIES, "provider" => p.as_str()).absolute(0);
+        metrics::counter!(TOKENS_REMOVED, "provider" => p.as_str()).absolute(0);
+        // Registered with no samples: rendered with count 0.
+        let _ = metrics::histogram!(PROVIDER_LATENCY, "provider" => p.as_str());
+    }
+    metrics::counter!(STORE_ERRORS).absolute(0);
+    metrics::counter!(AUTH_LOCKOUTS).absolute(0);
+    for reason in WEBHOOK_REFUSAL_REASONS {
+        metrics::counter!(WEBHOOKS_REFUSED, "reason" => *reason).absolute(0);
+    }
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Every `reason` of `WEBHOOKS_REFUSED`.
+pub const WEBHOOK_REFUSAL_REASONS: &[&str] = &["bad_signature", "duplicate", "stale"];
 
 /// The process-wide Prometheus recorder (installed on first use, so several
 /// test applications in one process share it).
@@ -62,6 +106,9 @@ pub fn metrics_handle() -> PrometheusHandle {
                 metrics::describe_counter!(name, help);
             }
             metrics::describe_histogram!(PROVIDER_LATENCY, metrics::Unit::Seconds, "Provider request latency");
+            metrics::describe_gauge!(BUILD_INFO, "The running build (value 1), by version");
+            metrics::describe_gauge!(CREDENTIAL_EXPIRY, metrics::Unit::Seconds, "A certificate credential's notAfter, by app and provider");
+            zero_series();
             handle
         })
         .clone()

@@ -58,6 +58,7 @@ async fn apns_env(token_update_limit: Option<Duration>) -> Apns {
         fcm_base_url: "https://127.0.0.1:9".into(),
         extra_ca_pem: Some(pki.ca_pem()),
         request_timeout: Duration::from_secs(5),
+        proxy: None,
     };
     let creds = ApnsCredentials {
         bundle_id: BundleId::parse(BUNDLE).unwrap(),
@@ -402,6 +403,7 @@ async fn fcm_env() -> Fcm {
         fcm_base_url: mock.base_url(),
         extra_ca_pem: Some(mock.ca_pem()),
         request_timeout: Duration::from_secs(5),
+        proxy: None,
     };
     Fcm { mock, creds, settings }
 }

@@ -7,8 +7,23 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics_text))
+/// `/metrics` is left out when it has its own listener (`metrics_listen`).
+pub fn router(with_metrics: bool) -> Router<AppState> {
+    let r = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
+    if with_metrics {
+        r.route("/metrics", get(metrics_text))
+    } else {
+        r
+    }
+}
+
+/// The router of the `metrics_listen` address: `/metrics` only.
+pub fn metrics_only(handle: metrics_exporter_prometheus::PrometheusHandle) -> Router {
+    Router::new().route("/metrics", get(move || async move { render(&handle) }))
+}
+
+fn render(handle: &metrics_exporter_prometheus::PrometheusHandle) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
 }
 
 async fn healthz() -> &'static str {
@@ -27,5 +42,5 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+    render(&s.metrics)
 }

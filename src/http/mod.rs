@@ -73,9 +73,14 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// by their ring window instead).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// `/metrics` alone, for the `metrics_listen` address.
+pub fn metrics_router(handle: metrics_exporter_prometheus::PrometheusHandle) -> Router {
+    health::metrics_only(handle).fallback(no_such_route)
+}
+
 pub fn router(state: AppState) -> Router {
     let bounded = Router::new()
-        .merge(health::router())
+        .merge(health::router(state.settings.metrics_listen.is_none()))
         .merge(apps::router())
         .merge(users::router())
         .merge(uds::router())

@@ -23,7 +23,6 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -269,9 +268,96 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
-/// Serve `router` on `listener` until `shutdown` is cancelled, then drain.
-/// `per_address` = 0 means no per-address cap.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, per_address: u32) {
+/// A value replaced while the relay runs (SIGHUP): readers take the
+/// current one per use.
+pub struct Live<T>(std::sync::RwLock<Arc<T>>);
+
+impl<T> Live<T> {
+    pub fn new(value: T) -> Self {
+        Self(std::sync::RwLock::new(Arc::new(value)))
+    }
+    pub fn get(&self) -> Arc<T> {
+        self.0.read().expect("live value lock").clone()
+    }
+    pub fn set(&self, value: T) {
+        *self.0.write().expect("live value lock") = Arc::new(value);
+    }
+}
+
+/// The HTTPS configuration of the listener (`tls.cert_file`/`key_file`),
+/// replaced on SIGHUP: new connections get the new certificate, open ones
+/// keep theirs.
+pub type ServerTls = Arc<Live<rustls::ServerConfig>>;
+
+/// A rustls server config for `listen`: h2 and HTTP/1.1 through ALPN.
+pub fn server_tls_config(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn {
+    builder: Arc<Builder<TokioExecutor>>,
+    router: Router,
+    watch: Arc<ConnWatch>,
+    peer: std::net::SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl Conn {
+    /// Serve requests on `stream` until the client leaves, the watchdog
+    /// closes it, or shutdown has drained it (idle connections close at
+    /// once, in-flight requests finish).
+    async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, stream: S) {
+        let (router, peer, svc_watch) = (self.router.clone(), self.peer, self.watch.clone());
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let in_flight = svc_watch.request_started();
+            let answer = router.clone().oneshot(req);
+            async move {
+                let r = answer.await;
+                drop(in_flight);
+                r
+            }
+        });
+        let io = TokioIo::new(Watched { inner: stream, watch: self.watch.clone() });
+        let conn = self.builder.serve_connection_with_upgrades(io, svc);
+        tokio::pin!(conn);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                ended = conn.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                reason = self.watch.expired() => {
+                    metrics::counter!(CLOSED, "reason" => reason.as_str()).increment(1);
+                    tracing::debug!(peer = %peer.ip(), reason = reason.as_str(), "connection closed by the relay");
+                    return;
+                }
+                _ = self.shutdown.cancelled(), if !draining => {
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+            }
+        }
+    }
+}
+
+/// Serve `router` on `listener` (HTTPS when `tls` is given) until
+/// `shutdown` is cancelled, then drain. `per_address` = 0 means no
+/// per-address cap.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, per_address: u32, tls: Option<ServerTls>) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -287,7 +373,8 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder);
+    let connections = tokio_util::task::TaskTracker::new();
     let slots = Arc::new(Semaphore::new(max_connections()));
     let addresses = Arc::new(PerAddress { limit: per_address as usize, open: Mutex::default() });
     for reason in CloseReason::ALL {
@@ -316,36 +403,26 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let watch = Arc::new(ConnWatch::new());
-        let router = router.clone();
-        let svc_watch = watch.clone();
-        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            let in_flight = svc_watch.request_started();
-            let answer = router.clone().oneshot(req);
-            async move {
-                let r = answer.await;
-                drop(in_flight);
-                r
-            }
-        });
-        let io = TokioIo::new(Watched { inner: stream, watch: watch.clone() });
-        let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
-        tokio::spawn(async move {
+        let conn = Conn { builder: builder.clone(), router: router.clone(), watch: Arc::new(ConnWatch::new()), peer, shutdown: shutdown.clone() };
+        let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.get()));
+        connections.spawn(async move {
             let _slots = (permit, address_slot);
-            tokio::select! {
-                ended = conn => if let Err(e) = ended {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                },
-                reason = watch.expired() => {
-                    metrics::counter!(CLOSED, "reason" => reason.as_str()).increment(1);
-                    tracing::debug!(peer = %peer.ip(), reason = reason.as_str(), "connection closed by the relay");
+            let Some(acceptor) = acceptor else { return conn.run(stream).await };
+            // The handshake counts against the first-request deadline.
+            let deadline = conn.watch.accepted + FIRST_REQUEST_TIMEOUT;
+            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => conn.run(tls_stream).await,
+                Ok(Err(e)) => tracing::debug!(peer = %peer.ip(), error = %e, "TLS handshake failed"),
+                Err(_) => {
+                    metrics::counter!(CLOSED, "reason" => CloseReason::FirstRequestTimeout.as_str()).increment(1);
+                    tracing::debug!(peer = %peer.ip(), "TLS handshake not finished within the first-request deadline");
                 }
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
 }
 
 #[cfg(test)]

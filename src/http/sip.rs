@@ -143,7 +143,7 @@ async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap,
         let removed = s.store.delete_devices_for_aor(&aor).await?;
         return Ok(Json(json!({ "aor": aor, "user": msg.user.as_str(), "removed": removed })));
     }
-    let found = sip::bindings(&msg, &s.ua_rules)?;
+    let found = sip::bindings(&msg, &s.ua_rules.get())?;
     let mut regs = Vec::new();
     for data in found.live {
         regs.push(registration(&s, &caller, &msg, &aor, data).await?);

@@ -17,8 +17,8 @@ pub struct AppState {
     pub passwords: Arc<crate::http::auth::Passwords>,
     /// The registration steps every dialect shares.
     pub registrar: crate::register::Registrar,
-    /// Compiled `sip.user_agents` rules.
-    pub ua_rules: Arc<Vec<crate::dialect::sip::UaRule>>,
+    /// Compiled `sip.user_agents` rules (replaced on SIGHUP).
+    pub ua_rules: Arc<crate::http::serve::Live<Vec<crate::dialect::sip::UaRule>>>,
     /// Waiters of `/sip/wake`.
     pub wake: Arc<crate::wake::WakeHub>,
     /// Rate limits and the failed-authentication lock-out.

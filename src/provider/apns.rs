@@ -322,15 +322,13 @@ impl ApnsClient {
         };
         let cfg = tls::client_config(self.settings.extra_ca_pem.as_deref(), identity, tls::ALPN_H2)
             .map_err(|e| Attempt::failed(FailureKind::Config, format!("tls_config: {e}")))?;
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(cfg)
+        let client = self
+            .settings
+            .http_builder(cfg)
+            .map_err(|e| Attempt::failed(FailureKind::Config, e))?
             .http2_prior_knowledge()
-            .timeout(self.settings.request_timeout)
-            .connect_timeout(self.settings.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(600))
             .http2_keep_alive_interval(Duration::from_secs(60))
             .http2_keep_alive_while_idle(true)
-            .user_agent(concat!("pushrelay/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Attempt::failed(FailureKind::Config, format!("http_client: {e}")))?;
         self.clients_built.fetch_add(1, Ordering::Relaxed);

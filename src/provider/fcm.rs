@@ -198,16 +198,8 @@ impl FcmClient {
     }
 
     pub fn with_clock(settings: ProviderSettings, clock: Clock) -> Self {
-        let http = tls::client_config(settings.extra_ca_pem.as_deref(), None, tls::ALPN_H2_HTTP1).and_then(|cfg| {
-            reqwest::Client::builder()
-                .use_preconfigured_tls(cfg)
-                .timeout(settings.request_timeout)
-                .connect_timeout(settings.request_timeout)
-                .pool_idle_timeout(Duration::from_secs(600))
-                .user_agent(concat!("pushrelay/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| e.to_string())
-        });
+        let http = tls::client_config(settings.extra_ca_pem.as_deref(), None, tls::ALPN_H2_HTTP1)
+            .and_then(|cfg| settings.http_builder(cfg)?.build().map_err(|e| e.to_string()));
         Self { settings, http, tokens: Mutex::new(HashMap::new()), clock, grants: AtomicU64::new(0) }
     }
 

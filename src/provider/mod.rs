@@ -108,6 +108,27 @@ pub struct ProviderSettings {
     pub extra_ca_pem: Option<String>,
     /// Upper bound for one HTTP request (connect + TLS + answer).
     pub request_timeout: Duration,
+    /// HTTP CONNECT proxy for every provider request (`providers.proxy`).
+    pub proxy: Option<String>,
+}
+
+impl ProviderSettings {
+    /// A reqwest builder with what every provider client shares: the TLS
+    /// config, timeouts, user agent, and the proxy if one is set.
+    pub(crate) fn http_builder(&self, tls: rustls::ClientConfig) -> Result<reqwest::ClientBuilder, String> {
+        let mut b = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(self.request_timeout)
+            .connect_timeout(self.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(600))
+            .user_agent(concat!("pushrelay/", env!("CARGO_PKG_VERSION")));
+        b = match &self.proxy {
+            // Only the configured proxy: never one from the environment.
+            Some(url) => b.proxy(reqwest::Proxy::all(url.as_str()).map_err(|e| format!("providers.proxy: {e}"))?),
+            None => b.no_proxy(),
+        };
+        Ok(b)
+    }
 }
 
 impl Default for ProviderSettings {
@@ -118,6 +139,7 @@ impl Default for ProviderSettings {
             fcm_base_url: "https://fcm.googleapis.com".into(),
             extra_ca_pem: None,
             request_timeout: Duration::from_secs(10),
+            proxy: None,
         }
     }
 }

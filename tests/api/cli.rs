@@ -54,7 +54,7 @@ fn check_config_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.toml"), "[calls]\nring_seconds = 900\n").unwrap();
     let (code, _, err) = run(&["check-config", "--config", "c.toml"], b"", dir.path());
-    assert_eq!(code, 2);
+    assert_eq!(code, 78, "a configuration error is EX_CONFIG, not a usage error");
     assert!(err.contains("calls.ring_seconds"), "{err}");
     std::fs::write(dir.path().join("ok.toml"), "listen = \"127.0.0.1:9999\"\n").unwrap();
     let (code, out, err) = run(&["check-config", "--config", "ok.toml"], b"", dir.path());
@@ -157,4 +157,69 @@ async fn rotate_master_key_re_encrypts_everything() {
     let app = app.restart().await;
     let r: serde_json::Value = app.post_call(&serde_json::json!({"user": "alice", "pushid": "p"})).await.json().await.unwrap();
     assert_eq!(r["deliveries"][0]["outcome"], "delivered", "{r}");
+}
+
+#[test]
+fn the_config_file_can_come_from_pushrelay_config_and_usage_errors_stay_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "log_format = \"xml\"\n").unwrap();
+    let out = pushrelay().args(["check-config"]).current_dir(dir.path()).env("PUSHRELAY_CONFIG", "bad.toml").output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log_format"), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, _, _) = run(&["serve", "--no-such-flag"], b"", dir.path());
+    assert_eq!(code, 2, "clap's usage error");
+}
+
+#[test]
+fn jwe_keys_come_from_a_file_or_the_environment_and_a_closed_pipe_is_a_quiet_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "JH/VEZ9YjinNA+AvUrjI+ncgVVycPbIVJixFOOm/xIU=";
+    std::fs::write(dir.path().join("k"), format!("{key}\n")).unwrap();
+    let (code, jwe, err) = run(&["jwe", "encrypt", "--key-file", "k"], b"{}", dir.path());
+    assert_eq!(code, 0, "{err}");
+    let out = pushrelay()
+        .args(["jwe", "decrypt"])
+        .env("PUSHRELAY_JWE_KEY", key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(jwe.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!((out.status.code(), out.stdout.as_slice()), (Some(0), &b"{}"[..]), "{}", String::from_utf8_lossy(&out.stderr));
+    // Two key sources at once, or none: refused by the parser.
+    let (code, _, _) = run(&["jwe", "encrypt", "--key-file", "k", "--key-b64", key], b"{}", dir.path());
+    assert_eq!(code, 2);
+    let (code, _, err) = run(&["jwe", "encrypt"], b"{}", dir.path());
+    assert_eq!(code, 2, "{err}");
+    // `… | head -c1`: the reader goes away; no panic, exit 0.
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(1 << 20));
+    let sh = format!("\"$0\" jwe encrypt --key-file k < big.json | head -c1 >/dev/null; echo \"exit=${{PIPESTATUS[0]}}\"");
+    std::fs::write(dir.path().join("big.json"), big).unwrap();
+    let out = Command::new("bash").args(["-c", &sh, env!("CARGO_BIN_EXE_pushrelay")]).current_dir(dir.path()).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("exit=0"), "{stdout} {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal_and_json_is_a_config_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (config, json) in [("", false), ("log_format = \"json\"\n", true)] {
+        std::fs::write(dir.path().join("c.toml"), config).unwrap();
+        let out = pushrelay().args(["migrate", "--config", "c.toml"]).current_dir(dir.path()).env("RUST_LOG", "info").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!err.contains('\u{1b}'), "ANSI codes in a piped log: {err:?}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
+        assert!(!lines.is_empty(), "the first migrate logs the new master key");
+        for l in lines {
+            assert_eq!(serde_json::from_str::<serde_json::Value>(l).is_ok(), json, "{l}");
+        }
+        let _ = std::fs::remove_file(dir.path().join("pushrelay.db"));
+        let _ = std::fs::remove_file(dir.path().join("pushrelay.master.key"));
+    }
 }

@@ -88,7 +88,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_with(dir: tempfile::TempDir, env: HashMap<String, String>) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
-        pushrelay::telemetry::init_tracing();
+        pushrelay::telemetry::init_tracing(Default::default());
     }
     pushrelay::startup::install_crypto_provider();
     // `CONFIG_FILE` in the map names a TOML file (for keys with no env form).

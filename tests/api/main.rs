@@ -12,6 +12,7 @@ mod hostile;
 mod helpers;
 mod limits;
 mod nodes;
+mod operations;
 mod security;
 mod sip;
 mod spark;

@@ -793,6 +793,7 @@ async fn start_env(a: &Args, rts: &Runtimes, max_conns: usize) -> anyhow::Result
         fcm_base_url: fcm.base_url(),
         extra_ca_pem: Some(pki.ca_pem()),
         request_timeout: Duration::from_secs(10),
+        proxy: None,
     };
     let apns_creds = ApnsCredentials {
         bundle_id: BundleId::parse(APP)?,
@@ -2477,7 +2478,7 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     install_crypto_provider();
     if a.with_logs {
-        pushrelay::telemetry::init_tracing();
+        pushrelay::telemetry::init_tracing(Default::default());
     }
     println!(
         "pushrelay-bench {} | {} | nproc {} | loadavg {} | runtimes: relay {} / mock {} / generator {} worker threads",

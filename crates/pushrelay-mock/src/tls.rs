@@ -48,6 +48,12 @@ impl TestPki {
         self.ca_cert.pem()
     }
 
+    /// The `localhost`/`127.0.0.1` server certificate and the CA (PEM chain),
+    /// and its key (PKCS#8 PEM): for serving HTTPS from files.
+    pub fn server_pem(&self) -> (String, String) {
+        (format!("{}{}", self.server_cert.pem(), self.ca_cert.pem()), self.server_key.serialize_pem())
+    }
+
     pub fn ca_der(&self) -> CertificateDer<'static> {
         self.ca_cert.der().clone()
     }

@@ -30,11 +30,13 @@ async fn serve_refuses_to_start_without_its_key_file_or_with_another_key() {
     std::fs::remove_file(&key_file).unwrap();
     let err = serve_fails(&env);
     assert!(err.contains("master_key_file") && err.contains("does not exist"), "{err}");
+    assert!(err.contains("exit status: 78"), "a configuration error exits 78: {err}");
     assert!(!key_file.exists(), "no new key was generated over sealed data");
     // Another key: refused too.
     pushrelay::envelope::MasterKey::generate().write_new(&key_file).unwrap();
     let err = serve_fails(&env);
     assert!(err.contains("master_key_file") && err.contains("does not know"), "{err}");
+    assert!(err.contains("exit status: 78"), "{err}");
     // The right key: the relay starts and reads its secrets.
     std::fs::write(&key_file, original).unwrap();
     let relay = RelayProcess::start(&env, None).expect("starts with its key");

@@ -53,6 +53,27 @@ pub enum Command {
         #[arg(long, value_name = "F")]
         new_key_file: PathBuf,
     },
+    /// Send one test push with an app's stored credentials and print the
+    /// provider's answer as JSON (exit 0 only when it was delivered).
+    /// Stores nothing but the credential health.
+    Push {
+        #[arg(long, value_name = "FILE", env = "PUSHRELAY_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// The app whose credentials sign the push.
+        #[arg(long)]
+        app: String,
+        /// The device token (APNs hex, or the FCM registration token).
+        #[arg(long)]
+        token: String,
+        /// APNS, APNS:dev or FCM.
+        #[arg(long, default_value = "APNS")]
+        channel: String,
+        /// voip or alert (APNs).
+        #[arg(long = "type", default_value = "voip")]
+        kind: String,
+    },
     /// The JWE codec (dir + A256GCM) as a tool, for support staff and interop tests.
     Jwe {
         #[command(subcommand)]
@@ -216,6 +237,34 @@ pub async fn run(cli: Cli) -> i32 {
                     .as_bytes())
                 }
                 Err(e) => fail(format!("rotation failed: {e}")),
+            }
+        }
+        Command::Push { config, database_url, app, token, channel, kind } => {
+            let settings = match load(config, CliOverrides { listen: None, database_url }) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let parsed = (|| {
+                let app = crate::domain::AppId::parse(&app).map_err(|e| format!("--app: {}", e.message))?;
+                let channel = crate::domain::Channel::parse(&channel).map_err(|_| "--channel must be APNS, APNS:dev or FCM".to_string())?;
+                let token = crate::domain::DeviceToken::for_channel(channel, &token).map_err(|e| format!("--token: {}", e.message))?;
+                let kind = match kind.as_str() {
+                    "voip" => crate::payload::TestKind::Voip,
+                    "alert" => crate::payload::TestKind::Alert,
+                    _ => return Err("--type must be voip or alert".to_string()),
+                };
+                Ok((app, channel, token, kind))
+            })();
+            let (app, channel, token, kind) = match parsed {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            match crate::startup::test_push(&settings, &app, channel, &token, kind).await {
+                Ok(answer) => {
+                    let code = out(format!("{answer}\n").as_bytes());
+                    if answer["outcome"] == "delivered" { code } else { 1 }
+                }
+                Err(e) => fail_start(e),
             }
         }
         Command::CheckConfig { config } => {

@@ -97,6 +97,8 @@ pub struct Dispatcher {
     fcm_slots: Arc<tokio::sync::Semaphore>,
     /// Pushes running outside a request (webhooks, `/sip/wake`).
     tasks: tokio_util::task::TaskTracker,
+    /// Credential health last written per (app, provider): (ok?, when).
+    health: Mutex<HashMap<(AppId, Provider), (bool, i64)>>,
 }
 
 /// Most provider requests in flight at once, per provider.
@@ -254,7 +256,68 @@ impl Dispatcher {
             apns_slots: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PROVIDER)),
             fcm_slots: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PROVIDER)),
             tasks: tokio_util::task::TaskTracker::new(),
+            health: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keep credential health (interface.md §7) from one provider answer:
+    /// a delivery or a dead token proves the credentials, an auth refusal
+    /// counts against them, anything else says nothing. Written to the
+    /// store when the state changes, else at most once a minute per app and
+    /// provider: never a write per push.
+    fn note_health(&self, app: &AppId, provider: Provider, attempt: &Attempt) {
+        if let Some(write) = self.health_write(app, provider, attempt) {
+            self.tasks.spawn(write);
+        }
+    }
+
+    /// The store write a provider answer calls for, if any (see `note_health`).
+    fn health_write(&self, app: &AppId, provider: Provider, attempt: &Attempt) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let refused = match attempt {
+            Attempt::Delivered { .. } | Attempt::TokenGone { .. } => None,
+            Attempt::Failed { kind: FailureKind::Auth, reason, .. } => Some(reason.clone()),
+            _ => return None,
+        };
+        let now = now_ms();
+        {
+            let mut notes = self.health.lock().expect("health lock");
+            let key = (app.clone(), provider);
+            if let Some((was_ok, at)) = notes.get(&key) {
+                if *was_ok == refused.is_none() && now - at < HEALTH_WRITE_EVERY_MS {
+                    return None;
+                }
+            }
+            notes.insert(key, (refused.is_none(), now));
+        }
+        let (store, app) = (self.store.clone(), app.clone());
+        Some(async move {
+            if let Err(e) = store.record_credential_health(&app, provider, now, refused.as_deref()).await {
+                metrics::counter!(telemetry::STORE_ERRORS).increment(1);
+                tracing::warn!(error = %e, "could not record credential health");
+            }
+        })
+    }
+
+    /// Drop this node's cached credentials of `app` (they were just
+    /// replaced or deleted here; other nodes re-read within a second).
+    pub fn forget_credentials(&self, app: &AppId) {
+        self.creds.apns.lock().expect("cache lock").remove(app);
+        self.creds.fcm.lock().expect("cache lock").remove(app);
+    }
+
+    /// One push to a token outside any call (`POST /v1/apps/{app}/test-push`,
+    /// `pushrelay push`): the provider's own answer. Nothing is stored but
+    /// the credential health the answer shows; a dead token is reported,
+    /// not removed.
+    pub async fn test_push(&self, app: &AppId, channel: Channel, token: &DeviceToken, kind: payload::TestKind) -> Attempt {
+        let window = RingWindow::starting_now(now_ms(), CANCEL_WINDOW_SECONDS);
+        let content = payload::for_test(kind, channel.provider());
+        let attempt = self.send_once(&window, channel, app, token, &content).await;
+        // Written before answering: the operator's next look shows it.
+        if let Some(write) = self.health_write(app, channel.provider(), &attempt) {
+            write.await;
+        }
+        attempt
     }
 
     pub fn apns(&self) -> &ApnsClient {
@@ -467,6 +530,7 @@ impl Dispatcher {
                 .await
                 .unwrap_or(Attempt::Retry { status: None, reason: "ring window closed during the request".into(), after: None });
             metrics::histogram!(telemetry::PROVIDER_LATENCY, "provider" => provider.as_str()).record(started.elapsed().as_secs_f64());
+            self.note_health(app, provider, &attempt);
             match attempt {
                 Attempt::Delivered { status } => return finish(reg, Outcome::Delivered, Some(status), None, attempts),
                 Attempt::TokenGone { status, reason } => {
@@ -601,6 +665,10 @@ impl Dispatcher {
 
 /// Cancels are alerts: worth delivering for half a minute, not longer.
 const CANCEL_WINDOW_SECONDS: u32 = 30;
+
+/// Credential health is written at most this often per app and provider
+/// while its state stays the same.
+const HEALTH_WRITE_EVERY_MS: i64 = 60_000;
 
 /// How often a duplicate call re-reads a claim it waits on (events are the
 /// fast path; this only covers a lost one).

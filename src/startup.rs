@@ -96,6 +96,30 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// How the provider clients reach APNs, FCM and OAuth.
+pub fn provider_settings(settings: &Settings) -> ProviderSettings {
+    ProviderSettings {
+        apns_production_url: settings.apns.production_url.clone(),
+        apns_sandbox_url: settings.apns.sandbox_url.clone(),
+        fcm_base_url: settings.fcm.base_url.clone(),
+        extra_ca_pem: settings.extra_ca_pem(),
+        request_timeout: Duration::from_secs(10),
+        proxy: settings.providers.proxy.clone(),
+    }
+}
+
+/// A test push from the command line (`pushrelay push`), with the
+/// configured store's credentials: the provider's answer as JSON.
+pub async fn test_push(settings: &Settings, app: &crate::domain::AppId, channel: crate::domain::Channel, token: &crate::domain::DeviceToken, kind: crate::payload::TestKind) -> anyhow::Result<serde_json::Value> {
+    install_crypto_provider();
+    let store = open_store(settings).await?;
+    let dispatcher = Dispatcher::new(store.clone(), provider_settings(settings), RetryPolicy::default(), CancellationToken::new());
+    let attempt = dispatcher.test_push(app, channel, token, kind).await;
+    dispatcher.drain(Duration::from_secs(5)).await;
+    store.close().await;
+    Ok(crate::http::test_push_answer(&attempt))
+}
+
 /// Make ring the process-wide rustls provider (the one TLS stack; no
 /// OpenSSL, no aws-lc). Idempotent.
 pub fn install_crypto_provider() {
@@ -123,15 +147,7 @@ impl Application {
             }
         };
         let shutdown = CancellationToken::new();
-        let providers = ProviderSettings {
-            apns_production_url: settings.apns.production_url.clone(),
-            apns_sandbox_url: settings.apns.sandbox_url.clone(),
-            fcm_base_url: settings.fcm.base_url.clone(),
-            extra_ca_pem: settings.extra_ca_pem(),
-            request_timeout: Duration::from_secs(10),
-            proxy: settings.providers.proxy.clone(),
-        };
-        let dispatcher = Arc::new(Dispatcher::new(store.clone(), providers, RetryPolicy::default(), shutdown.clone()));
+        let dispatcher = Arc::new(Dispatcher::new(store.clone(), provider_settings(&settings), RetryPolicy::default(), shutdown.clone()));
         let ua_rules = Arc::new(http::serve::Live::new(settings.user_agent_rules()));
         let tls = match settings.server_identity()? {
             Some((chain, key)) => Some(Arc::new(http::serve::Live::new(
@@ -337,12 +353,14 @@ fn spawn_upkeep(store: Store, limits: Arc<crate::http::limit::Limits>, call_days
         let mut keys = tokio::time::interval(Duration::from_secs(10));
         let mut minute = tokio::time::interval(Duration::from_secs(60));
         let mut hour = tokio::time::interval(Duration::from_secs(3600));
+        let mut day = tokio::time::interval(Duration::from_secs(86_400));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = keys.tick() => maintain_keys(&store).await,
                 e = events.recv() => if let Ok(crate::store::StoreEvent::KeysChanged) = e { maintain_keys(&store).await },
                 _ = minute.tick() => limits.clean_up(),
+                _ = day.tick() => check_certificates(&store).await,
                 _ = hour.tick() => {
                     let now = crate::domain::now_ms();
                     let calls_before = now - i64::from(call_days) * 86_400_000;
@@ -355,6 +373,29 @@ fn spawn_upkeep(store: Store, limits: Arc<crate::http::limit::Limits>, call_days
             }
         }
     });
+}
+
+/// How long before a certificate credential expires the relay starts warning.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Export each certificate credential's notAfter and warn (once a day, on
+/// every node) from `EXPIRY_WARNING_DAYS` before it.
+async fn check_certificates(store: &Store) {
+    let list = match store.certificate_expiries().await {
+        Ok(l) => l,
+        Err(e) => return tracing::warn!(error = %e, "could not read certificate expiries"),
+    };
+    let now_s = crate::domain::now_ms() / 1000;
+    for (app, provider, not_after) in list {
+        metrics::gauge!(crate::telemetry::CREDENTIAL_EXPIRY, "app" => app.as_str().to_string(), "provider" => provider.as_str())
+            .set(not_after as f64);
+        let days = (not_after - now_s) / 86_400;
+        if not_after <= now_s {
+            tracing::error!(app = %app, provider = provider.as_str(), "the certificate credential has expired: pushes are refused; upload a new one");
+        } else if days < EXPIRY_WARNING_DAYS {
+            tracing::warn!(app = %app, provider = provider.as_str(), days_left = days, "the certificate credential expires soon: upload a new one");
+        }
+    }
 }
 
 async fn maintain_keys(store: &Store) {

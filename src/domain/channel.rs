@@ -25,6 +25,15 @@ impl Provider {
             Provider::Fcm => "fcm",
         }
     }
+
+    /// Read back a stored `apns`/`fcm`.
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        match raw {
+            "apns" => Ok(Provider::Apns),
+            "fcm" => Ok(Provider::Fcm),
+            other => Err(FieldError::new("provider", "invalid_provider", format!("provider must be apns or fcm (got {:?})", truncate(other)))),
+        }
+    }
 }
 
 /// What an app's stored credentials are for: a push provider, or the

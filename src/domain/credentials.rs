@@ -141,9 +141,13 @@ impl ApnsCredentials {
             ApnsAuth::Token { key_id, team_id, .. } => serde_json::json!({
                 "auth": "token", "bundleId": self.bundle_id.as_str(), "keyId": key_id, "teamId": team_id,
             }),
-            ApnsAuth::Certificate { .. } => serde_json::json!({
-                "auth": "certificate", "bundleId": self.bundle_id.as_str(),
-            }),
+            ApnsAuth::Certificate { cert_pem, .. } => {
+                let mut v = serde_json::json!({ "auth": "certificate", "bundleId": self.bundle_id.as_str() });
+                if let Some(t) = super::credentials_cert::not_after(cert_pem.expose()) {
+                    v["notAfter"] = serde_json::json!(t);
+                }
+                v
+            }
         }
     }
 

@@ -78,3 +78,13 @@ pub(super) fn check_pair(cert_pem: &str, key_pem: &str) -> Result<(), FieldError
         .keys_match()
         .map_err(|_| bad("invalid_certificate", "the private key does not match the certificate"))
 }
+
+/// The notAfter of the first certificate in a PEM chain, in epoch seconds
+/// (APNs certificate credentials expire yearly: credential health warns).
+pub fn not_after(cert_pem: &str) -> Option<i64> {
+    use x509_cert::der::Decode;
+    let first = pem_certs(cert_pem.as_bytes()).ok()?.into_iter().next()?;
+    let cert = x509_cert::Certificate::from_der(first.as_ref()).ok()?;
+    let t = cert.tbs_certificate().validity().not_after.to_unix_duration();
+    i64::try_from(t.as_secs()).ok()
+}

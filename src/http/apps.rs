@@ -4,11 +4,15 @@ use super::auth::{Caller, Scope};
 use super::error::{require_json, ApiError, Result};
 use super::state::AppState;
 use super::time::rfc3339;
-use crate::domain::{now_ms, ApnsCredentials, AppId, CredentialKind, FcmCredentials};
+use super::error::json_body;
+use crate::domain::{now_ms, ApnsCredentials, AppId, Channel, CredentialKind, DeviceToken, FcmCredentials, Provider};
+use crate::payload::TestKind;
+use crate::provider::Attempt;
+use serde::Deserialize;
 use super::LimitedBody;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -17,6 +21,56 @@ pub fn router() -> Router<AppState> {
         .route("/v1/apps/{app_id}", get(get_app))
         .route("/v1/apps/{app_id}/apns", put(put_apns).delete(delete_apns))
         .route("/v1/apps/{app_id}/fcm", put(put_fcm).delete(delete_fcm))
+        .route("/v1/apps/{app_id}/test-push", post(test_push))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestPushBody {
+    token: String,
+    channel: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// `POST /v1/apps/{app_id}/test-push` (admin): one push to a token with the
+/// app's credentials, answered with the provider's own verdict. Stores
+/// nothing but the credential health the answer shows.
+async fn test_push(caller: Caller, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+    caller.require(Scope::Admin)?;
+    let app = app_id(&app)?;
+    let b: TestPushBody = json_body(&headers, &body)?;
+    let channel = Channel::parse(&b.channel).map_err(|e| ApiError::bad_request("invalid_channel", e.message.replace("pushChannelType", "channel")))?;
+    let token = DeviceToken::for_channel(channel, b.token.trim()).map_err(|e| ApiError::bad_request("invalid_token", e.message.replace("pushNotifyToken", "token")))?;
+    let kind = match b.kind.as_deref() {
+        None | Some("voip") => TestKind::Voip,
+        Some("alert") => TestKind::Alert,
+        Some(_) => return Err(ApiError::bad_request("invalid_field", "type must be voip or alert")),
+    };
+    if !s.store.app_exists(&app).await? {
+        return Err(ApiError::NotFound(format!("unknown app {app}")));
+    }
+    s.registrar.require_credentials(&app, channel.provider()).await?;
+    let attempt = s.dispatcher.test_push(&app, channel, &token, kind).await;
+    tracing::info!(app = %app, channel = channel.as_str(), token = token.suffix(), outcome = %test_push_answer(&attempt)["outcome"], "test push");
+    Ok(Json(test_push_answer(&attempt)))
+}
+
+/// The answer of a test push: the relay's verdict and the provider's own
+/// status and reason.
+pub fn test_push_answer(attempt: &Attempt) -> Value {
+    let outcome = match attempt {
+        Attempt::Delivered { .. } => "delivered",
+        // 410 / BadDeviceToken / UNREGISTERED: reported, nothing removed.
+        Attempt::TokenGone { .. } => "token_invalid",
+        Attempt::Retry { .. } => "unavailable",
+        Attempt::Failed { .. } => "failed",
+    };
+    let mut v = json!({ "outcome": outcome, "provider_status": attempt.status() });
+    if let Some(r) = attempt.reason() {
+        v["reason"] = json!(r);
+    }
+    v
 }
 
 fn app_id(raw: &str) -> Result<AppId> {
@@ -33,7 +87,11 @@ async fn put_apns(caller: Caller, State(s): State<AppState>, Path(app): Path<Str
         .map_err(|e| ApiError::Internal(e.into()))??;
     let summary = creds.summary();
     s.store.put_credentials(&app, CredentialKind::Apns, &summary, &creds.to_stored(), Some(creds.bundle_id.as_str()), now_ms()).await?;
+    s.dispatcher.forget_credentials(&app);
     tracing::info!(app = %app, auth = %summary["auth"], "APNs credentials stored");
+    if let Some(t) = summary.get("notAfter").and_then(Value::as_i64) {
+        metrics::gauge!(crate::telemetry::CREDENTIAL_EXPIRY, "app" => app.as_str().to_string(), "provider" => "apns").set(t as f64);
+    }
     app_view(&s, &app).await
 }
 
@@ -46,6 +104,7 @@ async fn put_fcm(caller: Caller, State(s): State<AppState>, Path(app): Path<Stri
         .map_err(|e| ApiError::Internal(e.into()))??;
     let summary = creds.summary();
     s.store.put_credentials(&app, CredentialKind::Fcm, &summary, &creds.to_stored(), Some(&creds.project_id), now_ms()).await?;
+    s.dispatcher.forget_credentials(&app);
     tracing::info!(app = %app, project = %creds.project_id, "FCM credentials stored");
     app_view(&s, &app).await
 }
@@ -54,6 +113,7 @@ async fn delete_provider(s: &AppState, app: &str, provider: CredentialKind) -> R
     let app = app_id(app)?;
     // Idempotent: deleting what is not there is still 204.
     s.store.delete_credentials(&app, provider).await?;
+    s.dispatcher.forget_credentials(&app);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -84,8 +144,31 @@ async fn app_view(s: &AppState, app: &AppId) -> Result<Json<Value>> {
         return Err(ApiError::NotFound(format!("unknown app {app}")));
     };
     let mut out = json!({ "app_id": app.as_str() });
-    for (provider, summary, updated) in creds {
+    let health = s.store.credential_health(app).await?;
+    for (provider, mut summary, updated) in creds {
+        if let Ok(p) = Provider::parse(&provider) {
+            let h = health.iter().find(|(hp, _)| *hp == p).map(|(_, h)| h.clone()).unwrap_or_default();
+            summary["health"] = health_json(&h, summary.get("notAfter").and_then(Value::as_i64));
+        }
         out[provider] = with_time(summary, updated);
     }
     Ok(Json(out))
+}
+
+/// `"health"` of one provider's credentials (interface.md §7).
+pub(super) fn health_json(h: &crate::store::CredentialHealth, not_after_s: Option<i64>) -> Value {
+    let mut v = json!({ "state": h.state().as_str() });
+    if let Some(t) = h.last_success_at {
+        v["last_success_at"] = json!(rfc3339(t));
+    }
+    if let Some(t) = h.last_failure_at {
+        v["last_failure_at"] = json!(rfc3339(t));
+    }
+    if let Some(r) = &h.last_reason {
+        v["last_reason"] = json!(r);
+    }
+    if let Some(t) = not_after_s {
+        v["expires_at"] = json!(rfc3339(t * 1000));
+    }
+    v
 }

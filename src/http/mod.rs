@@ -9,6 +9,7 @@
 mod acrobits;
 mod api_keys;
 mod apps;
+pub use apps::test_push_answer;
 pub mod auth;
 pub mod body;
 mod calls;
@@ -45,6 +46,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/apps/{app_id}/apns"),
     ("put", "/v1/apps/{app_id}/fcm"),
     ("delete", "/v1/apps/{app_id}/fcm"),
+    ("post", "/v1/apps/{app_id}/test-push"),
     ("put", "/v1/users/{userId}"),
     ("delete", "/v1/users/{userId}"),
     ("get", "/v1/users/{userId}/devices"),

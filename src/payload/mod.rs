@@ -87,6 +87,28 @@ pub fn for_message(note: &MessageNote, reg: &Registration) -> Option<Content> {
     }
 }
 
+/// What a test push looks like on the phone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestKind {
+    /// A VoIP push (`<bundle>.voip`): what a call sends.
+    Voip,
+    /// A visible alert (`<bundle>`).
+    Alert,
+}
+
+/// A test push (`POST /v1/apps/{app}/test-push`): marked `"test": true` so
+/// an app can tell it from a call.
+pub fn for_test(kind: TestKind, provider: Provider) -> Content {
+    match (provider, kind) {
+        (Provider::Fcm, _) => Content::FcmData { data: BTreeMap::from([("type".to_string(), "test".to_string())]) },
+        (Provider::Apns, TestKind::Voip) => Content::ApnsVoip { body: br#"{"aps":{},"type":"test","test":true}"#.to_vec() },
+        (Provider::Apns, TestKind::Alert) => Content::ApnsAlert {
+            body: br#"{"aps":{"alert":{"title":"pushrelay","body":"Test push"}},"type":"test","test":true}"#.to_vec(),
+            collapse_id: None,
+        },
+    }
+}
+
 pub fn for_cancel(call_id: &str, push_id: &str, reg: &Registration) -> Option<Content> {
     match reg.channel.provider() {
         Provider::Fcm => Some(Content::FcmData { data: plain::cancel_data(call_id, push_id) }),

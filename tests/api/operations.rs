@@ -210,3 +210,130 @@ fn a_proxy_that_is_not_http_is_a_configuration_error() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("providers.proxy"));
 }
+
+async fn test_push(app: &TestApp, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = app.admin(reqwest::Method::POST, &format!("/v1/apps/{APP}/test-push")).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+async fn app_view(app: &TestApp) -> serde_json::Value {
+    app.admin(reqwest::Method::GET, &format!("/v1/apps/{APP}")).send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_test_push_reports_the_providers_own_answer_and_stores_nothing() {
+    let (app, m) = spawn_app_with_mocks().await;
+    app.with_mock_credentials(&m).await;
+    let good = apns_token();
+    let (status, v) = test_push(&app, json!({"token": good, "channel": "APNS"})).await;
+    assert_eq!((status, v["outcome"].as_str(), v["provider_status"].as_u64()), (200, Some("delivered"), Some(200)), "{v}");
+    let req = &m.apns.requests()[0];
+    assert_eq!(req.header("apns-push-type"), Some("voip"));
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(body["test"], true);
+    let (_, v) = test_push(&app, json!({"token": good, "channel": "APNS", "type": "alert"})).await;
+    assert_eq!(v["outcome"], "delivered");
+    assert_eq!(m.apns.requests()[1].header("apns-push-type"), Some("alert"));
+
+    // A token of the other environment: Apple's own words come back.
+    let dev_token = apns_token();
+    m.apns.script_token(&dev_token, vec![pushrelay_mock::apns::ScriptedReply::error(400, "BadDeviceToken")]);
+    let (_, v) = test_push(&app, json!({"token": dev_token, "channel": "APNS"})).await;
+    assert_eq!((v["outcome"].as_str(), v["provider_status"].as_u64()), (Some("token_invalid"), Some(400)), "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("BadDeviceToken"), "{v}");
+
+    // FCM: SENDER_ID_MISMATCH is the app's credentials, and health says so.
+    let fcm_token = "fcm-token:APA91bHun4MxP5egoKMwt2KZFBaFUH";
+    m.fcm.script_token(fcm_token, vec![pushrelay_mock::fcm::FcmReply::sender_id_mismatch()]);
+    let (_, v) = test_push(&app, json!({"token": fcm_token, "channel": "FCM"})).await;
+    assert_eq!(v["outcome"], "failed", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("SENDER_ID_MISMATCH"), "{v}");
+    let view = app_view(&app).await;
+    assert_eq!(view["fcm"]["health"]["state"], "failing", "{view}");
+    assert!(view["fcm"]["health"]["last_reason"].as_str().unwrap().contains("SENDER_ID_MISMATCH"), "{view}");
+    assert_eq!(view["apns"]["health"]["state"], "ok", "{view}");
+    assert!(view["apns"]["health"]["last_success_at"].as_str().is_some(), "{view}");
+
+    // Nothing stored: no call report, no user, no device.
+    let calls: serde_json::Value = app.admin(reqwest::Method::GET, "/v1/calls").send().await.unwrap().json().await.unwrap_or(json!(null));
+    assert!(calls.to_string().find(&good[good.len() - 8..]).is_none(), "{calls}");
+
+    // Bad input: 4xx with the field named.
+    for (body, want) in [
+        (json!({"token": "xyz", "channel": "APNS"}), "invalid_token"),
+        (json!({"token": good, "channel": "APNS:prod"}), "invalid_channel"),
+        (json!({"token": good, "channel": "APNS", "type": "video"}), "invalid_field"),
+        (json!({"token": good}), "invalid_json"),
+    ] {
+        let (status, v) = test_push(&app, body).await;
+        assert_eq!((status, v["error"].as_str()), (400, Some(want)), "{v}");
+    }
+    let r = app.admin(reqwest::Method::POST, "/v1/apps/no.such.app/test-push").json(&json!({"token": good, "channel": "APNS"})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn an_auth_refusal_marks_the_credentials_failing_until_a_push_succeeds() {
+    let (app, m) = spawn_app_with_mocks().await;
+    // Credentials signed with a key the mock APNs does not know.
+    let (p8, key_id) = pushrelay_mock::fixtures::apns_p8();
+    let body = json!({"keyId": key_id, "bundleId": APP, "teamId": m.team_id, "keyFile": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &p8)});
+    assert_eq!(app.put_apns(APP, &body).await.status(), 200);
+    let (_, v) = test_push(&app, json!({"token": apns_token(), "channel": "APNS"})).await;
+    assert_eq!(v["outcome"], "failed", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("InvalidProviderToken"), "{v}");
+    let view = app_view(&app).await;
+    assert_eq!(view["apns"]["health"]["state"], "failing", "{view}");
+    assert!(view["apns"]["health"]["last_reason"].as_str().unwrap().contains("InvalidProviderToken"));
+    // The right key: the next answer makes it ok again.
+    assert_eq!(app.put_apns(APP, &m.apns_body()).await.status(), 200);
+    let (_, v) = test_push(&app, json!({"token": apns_token(), "channel": "APNS"})).await;
+    assert_eq!(v["outcome"], "delivered", "{v}");
+    assert_eq!(app_view(&app).await["apns"]["health"]["state"], "ok");
+}
+
+#[tokio::test]
+async fn a_certificate_credential_shows_its_expiry_in_the_app_and_in_metrics() {
+    let app = spawn_app().await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["VoIP Services: com.example.KitchenSink".into()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2027, 1, 2);
+    let cert = params.self_signed(&key).unwrap();
+    let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+    let r = app.put_apns(APP, &json!({"bundleId": APP, "certificate": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &pem)})).await;
+    assert_eq!(r.status(), 200);
+    let view = app_view(&app).await;
+    assert_eq!(view["apns"]["health"]["expires_at"], "2027-01-02T00:00:00Z", "{view}");
+    assert_eq!(view["apns"]["health"]["state"], "unknown");
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    let line = format!(r#"pushrelay_credential_expiry_timestamp_seconds{{app="{APP}",provider="apns"}} 1798848000"#);
+    assert!(metrics.contains(&line), "{line} not in /metrics");
+}
+
+#[tokio::test]
+async fn pushrelay_push_sends_a_test_push_from_the_command_line() {
+    let (app, m) = spawn_app_with_mocks().await;
+    app.with_mock_credentials(&m).await;
+    let token = apns_token();
+    let run = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pushrelay"));
+        cmd.arg("push").args(args);
+        for (k, v) in &app.env {
+            if k.starts_with("PUSHRELAY_") {
+                cmd.env(k, v);
+            }
+        }
+        // The mocks run on this test's runtime: wait without blocking it.
+        async move { cmd.output().await.unwrap() }
+    };
+    let out = run(&["--app", APP, "--token", &token, "--channel", "APNS:dev"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["outcome"], "delivered");
+    assert_eq!(m.apns_dev.requests().len(), 1, "APNS:dev goes to the sandbox");
+    let out = run(&["--app", APP, "--token", "not-hex", "--channel", "APNS"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
+}

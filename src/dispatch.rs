@@ -99,6 +99,8 @@ pub struct Dispatcher {
     tasks: tokio_util::task::TaskTracker,
     /// Credential health last written per (app, provider): (ok?, when).
     health: Mutex<HashMap<(AppId, Provider), (bool, i64)>>,
+    /// Apps with a callback URL, and when that was read.
+    callback_cache: Mutex<Option<(Instant, Arc<HashSet<AppId>>)>>,
 }
 
 /// Most provider requests in flight at once, per provider.
@@ -257,6 +259,7 @@ impl Dispatcher {
             fcm_slots: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PROVIDER)),
             tasks: tokio_util::task::TaskTracker::new(),
             health: Mutex::new(HashMap::new()),
+            callback_cache: Mutex::new(None),
         }
     }
 
@@ -356,9 +359,12 @@ impl Dispatcher {
         tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
     }
 
-    /// `run_on`, then store the report (for `GET /v1/calls/{call_id}`).
+    /// `run_on`, then store the report (for `GET /v1/calls/{call_id}`) and,
+    /// in the same write, queue it for the callback URL of each app whose
+    /// devices it names (each app sees only its own devices' lines).
     pub async fn run_on_and_save(&self, event: &CallEvent, devices: &DeviceSet) -> Result<CallReport, DispatchError> {
         let report = self.run_on(event, devices).await;
+        let callbacks = self.callbacks_for(&report, devices).await;
         let record = CallRecord {
             call: event.call_id.clone(),
             user: event.user.clone(),
@@ -366,9 +372,65 @@ impl Dispatcher {
             created_ms: event.ring.starts_at_ms,
             ring_ends_ms: event.ring.ends_at_ms,
             report: report.clone(),
+            callbacks,
         };
         self.reports.save(record).await?;
         Ok(report)
+    }
+
+    /// The callback bodies of a final report: one per app with a callback
+    /// URL among the report's devices.
+    async fn callbacks_for(&self, report: &CallReport, devices: &DeviceSet) -> Vec<crate::store::PendingCallback> {
+        let with_callback = self.callback_apps().await;
+        if with_callback.is_empty() {
+            return Vec::new();
+        }
+        let mut by_app: HashMap<&AppId, Vec<&Delivery>> = HashMap::new();
+        for d in &report.deliveries {
+            let app = devices
+                .ready
+                .iter()
+                .find(|r| r.registration.device == d.device)
+                .map(|r| &r.registration.app)
+                .or_else(|| devices.unreadable.iter().find(|u| u.device == d.device).map(|u| &u.app));
+            if let Some(app) = app.filter(|a| with_callback.contains(*a)) {
+                by_app.entry(app).or_default().push(d);
+            }
+        }
+        by_app
+            .into_iter()
+            .map(|(app, deliveries)| crate::store::PendingCallback {
+                app: app.clone(),
+                body: serde_json::json!({ "app_id": app.as_str(), "call_id": report.call_id, "deliveries": deliveries }).to_string(),
+            })
+            .collect()
+    }
+
+    /// Apps with a callback URL, re-read at most once a second (a callback
+    /// set on another node applies to calls within a second).
+    async fn callback_apps(&self) -> Arc<HashSet<AppId>> {
+        {
+            let cached = self.callback_cache.lock().expect("callback cache lock");
+            if let Some((at, set)) = cached.as_ref() {
+                if at.elapsed() < CREDENTIALS_FRESH {
+                    return set.clone();
+                }
+            }
+        }
+        let set = match self.store.callback_apps().await {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the apps with callbacks");
+                Arc::new(HashSet::new())
+            }
+        };
+        *self.callback_cache.lock().expect("callback cache lock") = Some((Instant::now(), set.clone()));
+        set
+    }
+
+    /// Forget the cached set of apps with callbacks (one was set or removed here).
+    pub fn forget_callback_apps(&self) {
+        *self.callback_cache.lock().expect("callback cache lock") = None;
     }
 
     /// Push `event` to the given devices (already looked up), concurrently.

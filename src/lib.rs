@@ -17,15 +17,17 @@
 //! - `dispatch`  one call: claim, deliver with retries, report
 //! - `provider`  APNs and FCM HTTP v1 clients
 //! - `wake`      `/sip/wake` waiters released by registrations
+//! - `callbacks` final reports posted to the apps' callback URLs
 //! - `http`      routes, auth extractors, the one error → status mapping
 //! - `config`, `cli`, `telemetry`, `secret`, `startup`: the process around them
 //!
 //! Public are the modules the binaries, the integration tests and the
-//! benchmark use; `dispatch`, `register` and `wake` are internal.
+//! benchmark use; `callbacks`, `dispatch`, `register` and `wake` are internal.
 
 pub mod cli;
 pub mod config;
 pub mod dialect;
+mod callbacks;
 mod dispatch;
 pub mod domain;
 pub mod envelope;

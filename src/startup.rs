@@ -167,6 +167,7 @@ impl Application {
         let wake = crate::wake::WakeHub::new();
         wake.follow(&store, shutdown.clone());
         spawn_upkeep(store.clone(), limits.clone(), settings.retention.call_days, shutdown.clone());
+        crate::callbacks::spawn_sender(store.clone(), settings.extra_ca_pem(), shutdown.clone());
         let listener = bind(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let per_address = settings.limits.connections_per_address;

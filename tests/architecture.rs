@@ -73,6 +73,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("store", &["config", "domain", "envelope", "secret", "telemetry"]),
     ("register", &["domain", "store", "telemetry"]),
     ("wake", &["store"]),
+    ("callbacks", &["domain", "store", "provider"]),
     ("dispatch", &["domain", "payload", "provider", "store", "telemetry"]),
 ];
 

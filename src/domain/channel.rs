@@ -43,6 +43,8 @@ pub enum CredentialKind {
     Apns,
     Fcm,
     Webex,
+    /// Where and how delivery reports are posted back (`PUT /v1/apps/{app}/callback`).
+    Callback,
 }
 
 impl CredentialKind {
@@ -51,6 +53,7 @@ impl CredentialKind {
             CredentialKind::Apns => "apns",
             CredentialKind::Fcm => "fcm",
             CredentialKind::Webex => "webex",
+            CredentialKind::Callback => "callback",
         }
     }
 }

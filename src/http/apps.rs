@@ -7,6 +7,7 @@ use super::time::rfc3339;
 use super::error::json_body;
 use crate::domain::{now_ms, ApnsCredentials, AppId, Channel, CredentialKind, DeviceToken, FcmCredentials, Provider};
 use crate::payload::TestKind;
+use crate::secret::Secret;
 use crate::provider::Attempt;
 use serde::Deserialize;
 use super::LimitedBody;
@@ -22,6 +23,48 @@ pub fn router() -> Router<AppState> {
         .route("/v1/apps/{app_id}/apns", put(put_apns).delete(delete_apns))
         .route("/v1/apps/{app_id}/fcm", put(put_fcm).delete(delete_fcm))
         .route("/v1/apps/{app_id}/test-push", post(test_push))
+        .route("/v1/apps/{app_id}/callback", put(put_callback).delete(delete_callback))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallbackBody {
+    url: String,
+    secret: String,
+}
+
+/// `PUT /v1/apps/{app_id}/callback` (admin): final call reports of this
+/// app's devices are POSTed to `url`, signed with `secret`. Any http(s)
+/// URL is accepted (receivers usually live on private networks).
+async fn put_callback(caller: Caller, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+    caller.require(Scope::Admin)?;
+    let app = app_id(&app)?;
+    let b: CallbackBody = json_body(&headers, &body)?;
+    let url = reqwest::Url::parse(b.url.trim()).map_err(|_| ApiError::bad_request("invalid_url", "url must be an absolute http(s) URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || b.url.len() > 2048 {
+        return Err(ApiError::bad_request("invalid_url", "url must be an http:// or https:// URL (at most 2048 bytes)"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::bad_request("invalid_url", "url must not carry credentials: the body is signed with secret instead"));
+    }
+    if b.secret.len() < 16 || b.secret.len() > 1024 {
+        return Err(ApiError::bad_request("invalid_field", "secret must be 16 to 1024 bytes"));
+    }
+    if !s.store.app_exists(&app).await? {
+        return Err(ApiError::NotFound(format!("unknown app {app}")));
+    }
+    let summary = json!({ "url": url.as_str() });
+    s.store.put_credentials(&app, CredentialKind::Callback, &summary, &Secret::new(b.secret), None, now_ms()).await?;
+    s.dispatcher.forget_callback_apps();
+    tracing::info!(app = %app, "delivery callback set");
+    app_view(&s, &app).await
+}
+
+async fn delete_callback(caller: Caller, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
+    caller.require(Scope::Admin)?;
+    let r = delete_provider(&s, &app, CredentialKind::Callback).await;
+    s.dispatcher.forget_callback_apps();
+    r
 }
 
 #[derive(Deserialize)]

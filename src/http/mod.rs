@@ -47,6 +47,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/apps/{app_id}/fcm"),
     ("delete", "/v1/apps/{app_id}/fcm"),
     ("post", "/v1/apps/{app_id}/test-push"),
+    ("put", "/v1/apps/{app_id}/callback"),
+    ("delete", "/v1/apps/{app_id}/callback"),
     ("put", "/v1/users/{userId}"),
     ("delete", "/v1/users/{userId}"),
     ("get", "/v1/users/{userId}/devices"),

@@ -34,6 +34,8 @@ pub struct CallRecord {
     pub created_ms: i64,
     pub ring_ends_ms: i64,
     pub report: CallReport,
+    /// Reports to post to apps' callback URLs, queued with the report.
+    pub callbacks: Vec<super::PendingCallback>,
 }
 
 /// A stored call, as a cancel needs it.
@@ -83,6 +85,19 @@ impl Store {
             .bind(json)
             .execute(&mut *tx)
             .await?;
+            for cb in &rec.callbacks {
+                let now = crate::domain::now_ms();
+                sqlx::query(
+                    "INSERT INTO callback_outbox (id, app_id, call_id, body, attempts, created_at, next_at, leased_until) VALUES ($1, $2, $3, $4, 0, $5, $5, 0)",
+                )
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(cb.app.as_str())
+                .bind(rec.call.as_str())
+                .bind(&cb.body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         if !outcomes.is_empty() {
@@ -214,7 +229,7 @@ mod tests {
         let (s, _d) = store().await;
         let u = UserId::parse("alice").unwrap();
         for (created, id) in [(1_000, CallId::new()), (90_000, CallId::new())] {
-            let rec = CallRecord { call: id.clone(), user: u.clone(), push_id: "p".into(), created_ms: created, ring_ends_ms: created + 30_000, report: CallReport::new(&id, vec![]) };
+            let rec = CallRecord { call: id.clone(), user: u.clone(), push_id: "p".into(), created_ms: created, ring_ends_ms: created + 30_000, report: CallReport::new(&id, vec![]), callbacks: vec![] };
             s.save_call(&rec).await.unwrap();
         }
         s.claim_push("old", &u, &DevicePkid::parse("a").unwrap(), &CallId::new(), 5_000, 0).await.unwrap();

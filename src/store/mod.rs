@@ -28,6 +28,7 @@
 
 mod api_keys;
 mod apps;
+mod callbacks;
 mod calls;
 mod devices;
 mod health;
@@ -36,6 +37,7 @@ mod keys;
 mod users;
 mod webhooks;
 
+pub use callbacks::{LeasedCallback, PendingCallback};
 pub use calls::{CallInfo, CallRecord, ClaimOutcome, ClaimRequest};
 pub use devices::DeviceSummary;
 pub use api_keys::ApiKeyRecord;

@@ -4,6 +4,7 @@
 mod acrobits;
 mod api_keys;
 mod apps;
+mod callbacks;
 mod calls;
 mod cli;
 mod faults;

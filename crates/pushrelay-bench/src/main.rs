@@ -1596,6 +1596,7 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                             created_ms: now,
                             ring_ends_ms: now + 30_000,
                             report: rep,
+                            callbacks: vec![],
                         })
                         .await
                         .map_err(|e| e.to_string())?;

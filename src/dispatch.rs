@@ -101,6 +101,9 @@ pub struct Dispatcher {
     health: Mutex<HashMap<(AppId, Provider), (bool, i64)>>,
     /// Apps with a callback URL, and when that was read.
     callback_cache: Mutex<Option<(Instant, Arc<HashSet<AppId>>)>>,
+    /// Provider requests per (epoch minute, provider) not yet added to the
+    /// store's shared minutes (the console's charts).
+    minutes: Mutex<HashMap<(i64, Provider), crate::store::ProviderMinute>>,
 }
 
 /// Most provider requests in flight at once, per provider.
@@ -260,6 +263,7 @@ impl Dispatcher {
             tasks: tokio_util::task::TaskTracker::new(),
             health: Mutex::new(HashMap::new()),
             callback_cache: Mutex::new(None),
+            minutes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -299,6 +303,25 @@ impl Dispatcher {
                 tracing::warn!(error = %e, "could not record credential health");
             }
         })
+    }
+
+    fn note_minute(&self, provider: Provider, took: Duration, error: bool) {
+        let minute = now_ms() / 60_000;
+        let mut minutes = self.minutes.lock().expect("minutes lock");
+        minutes.entry((minute, provider)).or_default().record(took.as_secs_f64() * 1000.0, error);
+    }
+
+    /// Add the provider minutes counted here to the store's (every few
+    /// seconds, and at shutdown).
+    pub async fn flush_minutes(&self) {
+        let taken: Vec<_> = {
+            let mut minutes = self.minutes.lock().expect("minutes lock");
+            minutes.drain().map(|((m, p), v)| (m, p, v)).collect()
+        };
+        if let Err(e) = self.store.add_provider_minutes(&taken).await {
+            metrics::counter!(telemetry::STORE_ERRORS).increment(1);
+            tracing::warn!(error = %e, "could not store provider minutes");
+        }
     }
 
     /// Drop this node's cached credentials of `app` (they were just
@@ -373,6 +396,7 @@ impl Dispatcher {
             ring_ends_ms: event.ring.ends_at_ms,
             report: report.clone(),
             callbacks,
+            apps: devices.ready.iter().map(|d| d.registration.app.clone()).chain(devices.unreadable.iter().map(|u| u.app.clone())).collect(),
         };
         self.reports.save(record).await?;
         Ok(report)
@@ -566,6 +590,11 @@ impl Dispatcher {
     /// failed for good, or the window closes.
     #[tracing::instrument(skip_all, fields(call_id = %label, device = %reg.device, channel = %reg.channel))]
     async fn deliver(&self, label: &str, window: &RingWindow, reg: &Registration, content: Content) -> Delivery {
+        let started = Instant::now();
+        self.attempts(label, window, reg, content).await.with_latency(started.elapsed())
+    }
+
+    async fn attempts(&self, _label: &str, window: &RingWindow, reg: &Registration, content: Content) -> Delivery {
         // Alerts go to the message token (its own app and channel).
         let to_msg_token = matches!(content, Content::ApnsAlert { .. }) && reg.msg().is_some();
         let (app, channel, token) = match (reg.msg(), to_msg_token) {
@@ -592,6 +621,7 @@ impl Dispatcher {
                 .await
                 .unwrap_or(Attempt::Retry { status: None, reason: "ring window closed during the request".into(), after: None });
             metrics::histogram!(telemetry::PROVIDER_LATENCY, "provider" => provider.as_str()).record(started.elapsed().as_secs_f64());
+            self.note_minute(provider, started.elapsed(), !matches!(attempt, Attempt::Delivered { .. } | Attempt::TokenGone { .. }));
             self.note_health(app, provider, &attempt);
             match attempt {
                 Attempt::Delivered { status } => return finish(reg, Outcome::Delivered, Some(status), None, attempts),

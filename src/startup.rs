@@ -168,6 +168,7 @@ impl Application {
         wake.follow(&store, shutdown.clone());
         spawn_upkeep(store.clone(), limits.clone(), settings.retention.call_days, shutdown.clone());
         crate::callbacks::spawn_sender(store.clone(), settings.extra_ca_pem(), shutdown.clone());
+        spawn_minute_flusher(dispatcher.clone(), shutdown.clone());
         let listener = bind(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let per_address = settings.limits.connections_per_address;
@@ -257,10 +258,24 @@ impl Application {
         if !self.dispatcher.drain(SHUTDOWN_GRACE.saturating_sub(started.elapsed())).await {
             tracing::warn!("pushes started by webhooks or /sip/wake did not finish within the shutdown grace period");
         }
+        self.dispatcher.flush_minutes().await;
         self.store.close().await;
         tracing::info!("pushrelay stopped");
         Ok(())
     }
+}
+
+/// Provider minutes go to the store every 5 s (and once more at shutdown).
+fn spawn_minute_flusher(dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => dispatcher.flush_minutes().await,
+            }
+        }
+    });
 }
 
 /// On SIGHUP, read the settings again (same file, same environment and
@@ -365,6 +380,9 @@ fn spawn_upkeep(store: Store, limits: Arc<crate::http::limit::Limits>, call_days
                 _ = hour.tick() => {
                     let now = crate::domain::now_ms();
                     let calls_before = now - i64::from(call_days) * 86_400_000;
+                    if let Err(e) = store.prune_console(now / 60_000 - 24 * 60, now).await {
+                        tracing::warn!(error = %e, "pruning console data failed");
+                    }
                     match store.prune(now, calls_before, now - crate::store::WEBHOOK_REPLAY_WINDOW_MS).await {
                         Ok((claims, calls, hooks)) if claims + calls + hooks > 0 => tracing::info!(claims, calls, hooks, "pruned old records"),
                         Ok(_) => {}

@@ -11,6 +11,7 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
 bash tests/interop/setup.sh
+bash tests/console/setup.sh
 
 cargo test --locked --workspace --all-targets "$@" 2>&1 | tee -a "$log"
 if [ $# -eq 0 ]; then

@@ -36,6 +36,9 @@ pub struct Delivery {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
     pub attempts: u32,
+    /// From the first attempt to the outcome (console, callbacks).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub latency_ms: Option<u64>,
 }
 
 impl Delivery {
@@ -47,7 +50,13 @@ impl Delivery {
             provider_status,
             reason,
             attempts,
+            latency_ms: None,
         }
+    }
+
+    pub fn with_latency(mut self, took: std::time::Duration) -> Self {
+        self.latency_ms = Some(took.as_millis() as u64);
+        self
     }
 }
 

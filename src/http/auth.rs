@@ -130,6 +130,14 @@ impl FromRequestParts<AppState> for Caller {
             tracing::debug!("no bearer token");
             return Err(ApiError::Unauthorized);
         };
+        caller_for_token(state, token, peer_ip(&parts.extensions)).await
+    }
+}
+
+/// The caller an admin token or API key names; an unknown token counts as a
+/// failed authentication of `peer` (and a locked-out address gets 429).
+pub async fn caller_for_token(state: &AppState, token: &str, peer: IpAddr) -> Result<Caller, ApiError> {
+    {
         let hash = token_hash(token);
         if bool::from(hash.ct_eq(&state.admin_token_hash)) {
             return Ok(Caller { key_id: None, scopes: vec![Scope::Admin], app: None });
@@ -140,7 +148,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(k) = state.store.api_key_by_hash(&hex::encode(hash)).await? {
             return Ok(Caller { key_id: Some(k.id), scopes: k.scopes.iter().filter_map(|s| Scope::parse(s)).collect(), app: k.app });
         }
-        let from = FailureKey::Address(peer_ip(&parts.extensions));
+        let from = FailureKey::Address(peer);
         if let Some(wait) = state.limits.auth_failures.locked_for(&from) {
             return Err(ApiError::TooManyFailures(wait));
         }

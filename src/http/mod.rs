@@ -13,6 +13,7 @@ pub use apps::test_push_answer;
 pub mod auth;
 pub mod body;
 mod calls;
+mod console;
 pub mod error;
 mod health;
 pub mod limit;
@@ -47,6 +48,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/apps/{app_id}/fcm"),
     ("delete", "/v1/apps/{app_id}/fcm"),
     ("post", "/v1/apps/{app_id}/test-push"),
+    ("get", "/console"),
+    ("get", "/console/login"),
+    ("post", "/console/login"),
+    ("post", "/console/logout"),
     ("put", "/v1/apps/{app_id}/callback"),
     ("delete", "/v1/apps/{app_id}/callback"),
     ("put", "/v1/users/{userId}"),
@@ -91,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .merge(spark::router())
         .merge(acrobits::router())
         .merge(api_keys::router())
+        .merge(console::router())
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
     // Call events are bounded by their ring window (≤ 300 s), not the timeout.
     Router::new()

@@ -36,6 +36,8 @@ pub struct CallRecord {
     pub report: CallReport,
     /// Reports to post to apps' callback URLs, queued with the report.
     pub callbacks: Vec<super::PendingCallback>,
+    /// The apps of the call's devices (the console filters by app).
+    pub apps: Vec<crate::domain::AppId>,
 }
 
 /// A stored call, as a cancel needs it.
@@ -44,6 +46,14 @@ pub struct CallInfo {
     pub user: UserId,
     pub push_id: String,
     pub report: CallReport,
+}
+
+/// Distinct values as `,a,b,` (so `LIKE '%,a,%'` finds one).
+fn tag_list<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    let mut v: Vec<&str> = values.collect();
+    v.sort_unstable();
+    v.dedup();
+    format!(",{},", v.join(","))
 }
 
 impl Store {
@@ -74,8 +84,8 @@ impl Store {
         for rec in records {
             let json = serde_json::to_string(&rec.report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             sqlx::query(
-                "INSERT INTO calls (call_id, user_id, push_id, created_at, ring_ends_at, report) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (call_id) DO UPDATE SET report = excluded.report",
+                "INSERT INTO calls (call_id, user_id, push_id, created_at, ring_ends_at, report, outcomes, app_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (call_id) DO UPDATE SET report = excluded.report, outcomes = excluded.outcomes, app_ids = excluded.app_ids",
             )
             .bind(rec.call.as_str())
             .bind(rec.user.as_str())
@@ -83,6 +93,8 @@ impl Store {
             .bind(rec.created_ms)
             .bind(rec.ring_ends_ms)
             .bind(json)
+            .bind(tag_list(rec.report.deliveries.iter().map(|d| d.outcome.as_str())))
+            .bind(tag_list(rec.apps.iter().map(|a| a.as_str())))
             .execute(&mut *tx)
             .await?;
             for cb in &rec.callbacks {
@@ -229,7 +241,7 @@ mod tests {
         let (s, _d) = store().await;
         let u = UserId::parse("alice").unwrap();
         for (created, id) in [(1_000, CallId::new()), (90_000, CallId::new())] {
-            let rec = CallRecord { call: id.clone(), user: u.clone(), push_id: "p".into(), created_ms: created, ring_ends_ms: created + 30_000, report: CallReport::new(&id, vec![]), callbacks: vec![] };
+            let rec = CallRecord { call: id.clone(), user: u.clone(), push_id: "p".into(), created_ms: created, ring_ends_ms: created + 30_000, report: CallReport::new(&id, vec![]), callbacks: vec![], apps: vec![] };
             s.save_call(&rec).await.unwrap();
         }
         s.claim_push("old", &u, &DevicePkid::parse("a").unwrap(), &CallId::new(), 5_000, 0).await.unwrap();

@@ -30,6 +30,7 @@ mod api_keys;
 mod apps;
 mod callbacks;
 mod calls;
+mod console;
 mod devices;
 mod health;
 mod events;
@@ -38,6 +39,7 @@ mod users;
 mod webhooks;
 
 pub use callbacks::{LeasedCallback, PendingCallback};
+pub use console::{ProviderMinute, RecentCall, LATENCY_BUCKETS_MS};
 pub use calls::{CallInfo, CallRecord, ClaimOutcome, ClaimRequest};
 pub use devices::DeviceSummary;
 pub use api_keys::ApiKeyRecord;

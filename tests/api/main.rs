@@ -7,6 +7,7 @@ mod apps;
 mod callbacks;
 mod calls;
 mod cli;
+mod console;
 mod faults;
 mod health;
 mod hostile;

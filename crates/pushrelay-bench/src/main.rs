@@ -1597,6 +1597,7 @@ async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                             ring_ends_ms: now + 30_000,
                             report: rep,
                             callbacks: vec![],
+                            apps: vec![],
                         })
                         .await
                         .map_err(|e| e.to_string())?;

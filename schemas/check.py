@@ -345,7 +345,7 @@ def check_openapi_validator(doc):
 
 
 def check_contract(doc):
-    """The routes and security of interface.md §2 and §4, exactly."""
+    """The routes and security of interface.md §2, §4 and §7, exactly."""
     want = {
         "/healthz": {"get"}, "/readyz": {"get"}, "/metrics": {"get"},
         "/v1/apps/{app_id}": {"get"},
@@ -358,7 +358,12 @@ def check_contract(doc):
         "/v1/calls/{call_id}": {"get"},
         "/v1/calls/{call_id}/cancel": {"post"},
         "/v1/apps/{app_id}/webex": {"put"},
-        "/register": {"post"},
+        "/register": {"get", "post"},
+        "/v1/apps/{app_id}/test-push": {"post"},
+        "/v1/apps/{app_id}/callback": {"put", "delete"},
+        "/console": {"get"},
+        "/console/login": {"get", "post"},
+        "/console/logout": {"post"},
         "/register/{device_token}": {"delete"},
         "/webhook": {"post"},
         "/acrobits/token": {"get", "post"},
@@ -377,7 +382,9 @@ def check_contract(doc):
         for m in methods & set(item):
             op = item[m]
             sec = op.get("security")
-            expect = [] if p in ("/healthz", "/readyz", "/metrics", "/webhook") else \
+            # The console: a bearer, or the session cookie its sign-in form gives.
+            expect = [] if p in ("/healthz", "/readyz", "/metrics", "/webhook", "/console/login", "/console/logout") else \
+                [{"bearerAuth": []}, {}] if p == "/console" else \
                 [{"basicAuth": []}] if p.startswith("/cucm-uds/") else \
                 [{"basicAuth": []}, {"bearerAuth": []}] if p == "/acrobits/token" else [{"bearerAuth": []}]
             if sec != expect:
@@ -387,7 +394,7 @@ def check_contract(doc):
                     if code not in op.get("responses", {}):
                         fail(f"{m.upper()} {p}: no {code} response")
     if not [f for f in failures if f.startswith(("path ", "GET ", "PUT ", "POST ", "DELETE "))]:
-        ok("paths, methods and security match interface.md §2 and §4")
+        ok("paths, methods and security match interface.md §2, §4 and §7")
 
 
 def main():

@@ -3,7 +3,8 @@
 #   1. every test of the crate on SQLite (unit, integration, interop, faults);
 #   2. the HTTP suite again on a throwaway PostgreSQL server;
 #   3. the OpenAPI-driven fuzz run (schemathesis) against the real relay;
-#   4. the offline RustSec check of the release dependency graph.
+#   4. the packaging checks (systemd-analyze, hadolint);
+#   5. the offline RustSec check of the release dependency graph.
 # Extra args go to `cargo test` and skip steps 2-3 (`bash tests/run.sh uds`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,6 +25,9 @@ if [ $# -eq 0 ]; then
 
   echo "== OpenAPI fuzz run =="
   bash tests/fuzz/schemathesis.sh
+
+  echo "== packaging (systemd unit, Dockerfile) =="
+  bash tests/packaging/check.sh
 
   echo "== supply chain (RustSec, offline) =="
   bash tests/supply-chain/audit.sh

@@ -3,8 +3,9 @@
 #   1. every test of the crate on SQLite (unit, integration, interop, faults);
 #   2. the HTTP suite again on a throwaway PostgreSQL server;
 #   3. the OpenAPI-driven fuzz run (schemathesis) against the real relay;
-#   4. the packaging checks (systemd-analyze, hadolint);
-#   5. the offline RustSec check of the release dependency graph.
+#   4. Kamailio + SIPp end to end (tests/kamailio);
+#   5. the packaging checks (systemd-analyze, hadolint);
+#   6. the offline RustSec check of the release dependency graph.
 # Extra args go to `cargo test` and skip steps 2-3 (`bash tests/run.sh uds`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,6 +26,9 @@ if [ $# -eq 0 ]; then
 
   echo "== OpenAPI fuzz run =="
   bash tests/fuzz/schemathesis.sh
+
+  echo "== Kamailio end to end =="
+  bash tests/kamailio/run.sh
 
   echo "== packaging (systemd unit, Dockerfile) =="
   bash tests/packaging/check.sh

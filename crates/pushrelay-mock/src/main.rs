@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  PUT /v1/apps/<app>/fcm  with {}", args.out.join("fcm-credentials.json").display());
 
     let mut seen = (0usize, 0usize, 0usize);
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {

@@ -151,6 +151,11 @@ struct Args {
     /// requests round-robin over them. Needs PostgreSQL.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     nodes: u8,
+    /// SQLite `PRAGMA synchronous` of the relay (`sqlite.synchronous`):
+    /// full (the relay's default), normal or extra. Not `full` adds
+    /// `-sync-<value>` to the output names.
+    #[arg(long, value_parser = ["full", "normal", "extra"])]
+    sqlite_synchronous: Option<String>,
     /// sip-wake: AORs registered in the measured REGISTER-ingestion phase.
     #[arg(long, default_value_t = 2000)]
     aors: usize,
@@ -739,6 +744,9 @@ async fn start_env(a: &Args, rts: &Runtimes, max_conns: usize) -> anyhow::Result
         dir.path().join("master.key").display().to_string(),
     );
     env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
+    if let Some(sync) = &a.sqlite_synchronous {
+        env.insert("PUSHRELAY_SQLITE_SYNCHRONOUS".to_string(), sync.clone());
+    }
     // The generator is one key: per-key rate limits would measure themselves.
     env.insert("PUSHRELAY_LIMITS_CALLS_PER_SECOND".to_string(), "0".to_string());
     env.insert("PUSHRELAY_LIMITS_REGISTRATIONS_PER_SECOND".to_string(), "0".to_string());
@@ -1118,8 +1126,12 @@ fn stem(a: &Args, name: &str) -> String {
         .database_url
         .as_deref()
         .is_some_and(|u| u.starts_with("postgres"));
+    let sync = match a.sqlite_synchronous.as_deref() {
+        Some(s) if s != "full" => format!("-sync-{s}"),
+        _ => String::new(),
+    };
     format!(
-        "{name}{}{}{}",
+        "{name}{}{}{sync}{}",
         if pg { "-pg" } else { "" },
         if a.nodes > 1 { format!("-{}nodes", a.nodes) } else { String::new() },
         a.tag

@@ -145,40 +145,35 @@ impl Store {
     }
 
     pub async fn delete_device(&self, user: &UserId, device: &DevicePkid) -> Result<bool> {
-        let _gate = self.writing().await;
-        let r = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_pkid = $2")
-            .bind(user.as_str())
-            .bind(device.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() > 0)
+        self.change_device("DELETE FROM devices WHERE user_id = $1 AND device_pkid = $2", user, device, None).await
     }
 
     /// Remove a dead token — only if the device still has that token (a
     /// re-registration that raced the push is kept).
     pub async fn remove_dead_token(&self, user: &UserId, device: &DevicePkid, token: &DeviceToken) -> Result<bool> {
-        let _gate = self.writing().await;
-        let r = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_pkid = $2 AND token = $3")
-            .bind(user.as_str())
-            .bind(device.as_str())
-            .bind(token.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() > 0)
+        self.change_device("DELETE FROM devices WHERE user_id = $1 AND device_pkid = $2 AND token = $3", user, device, Some(token)).await
     }
 
     /// Forget a dead message token (the device and its call token stay).
     pub async fn clear_msg_token(&self, user: &UserId, device: &DevicePkid, token: &DeviceToken) -> Result<bool> {
-        let _gate = self.writing().await;
-        let r = sqlx::query(
+        self.change_device(
             "UPDATE devices SET msg_token = NULL, msg_channel = NULL, msg_app_id = NULL WHERE user_id = $1 AND device_pkid = $2 AND msg_token = $3",
+            user,
+            device,
+            Some(token),
         )
-        .bind(user.as_str())
-        .bind(device.as_str())
-        .bind(token.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
+        .await
+    }
+
+    /// One write to one device row (`$1` user, `$2` device, `$3` token if
+    /// given); whether a row changed.
+    async fn change_device(&self, sql: &str, user: &UserId, device: &DevicePkid, token: Option<&DeviceToken>) -> Result<bool> {
+        let _gate = self.writing().await;
+        let mut q = sqlx::query(sql).bind(user.as_str()).bind(device.as_str());
+        if let Some(t) = token {
+            q = q.bind(t.as_str());
+        }
+        Ok(q.execute(&self.pool).await?.rows_affected() > 0)
     }
 
     fn device_from_row(&self, r: &AnyRow) -> Result<Loaded> {

@@ -20,6 +20,9 @@ pub(crate) enum Scenario {
     /// SIP: REGISTER ingestion (registrations/s), then W held `/sip/wake`
     /// requests, then the re-REGISTERs that release them (wake latency, RSS per waiter).
     SipWake,
+    /// pushrelay and Sygnal (the Matrix push gateway) side by side against
+    /// the same mock APNs: pushes/s, p99 and server CPU per push.
+    Sygnal,
 }
 
 impl Scenario {
@@ -32,6 +35,7 @@ impl Scenario {
             Scenario::Jwe => "jwe",
             Scenario::StoreOps => "store-ops",
             Scenario::SipWake => "sip-wake",
+            Scenario::Sygnal => "sygnal",
         }
     }
 }
@@ -109,6 +113,9 @@ pub(crate) struct Args {
     /// `-sync-<value>` to the output names.
     #[arg(long, value_parser = ["full", "normal", "extra"])]
     pub(crate) sqlite_synchronous: Option<String>,
+    /// sygnal: the Python of a venv with Sygnal installed (docs/bench/sygnal.sh makes one).
+    #[arg(long, default_value = "docs/bench/.venv-sygnal/bin/python")]
+    pub(crate) sygnal_python: PathBuf,
     /// sip-wake: AORs registered in the measured REGISTER-ingestion phase.
     #[arg(long, default_value_t = 2000)]
     pub(crate) aors: usize,

@@ -61,7 +61,7 @@ use cli::*;
 use cpu::*;
 use load::*;
 use report::*;
-use scenarios::{calls::*, jwe::*, sip_wake::*, store_ops::*, uds::*};
+use scenarios::{calls::*, jwe::*, sip_wake::*, store_ops::*, sygnal::*, uds::*};
 use setup::*;
 
 fn main() -> anyhow::Result<()> {
@@ -99,6 +99,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::UdsRegister => run_uds(&a, &rts).await,
             Scenario::StoreOps => run_store_ops(&a, &rts).await,
             Scenario::SipWake => run_sip_wake(&a, &rts).await,
+            Scenario::Sygnal => run_sygnal(&a, &rts).await,
             Scenario::Jwe => unreachable!(),
         }
     });

@@ -1,7 +1,7 @@
 //! The command line: scenarios, how devices are registered, every flag.
 
-#[allow(unused_imports)]
-use crate::*;
+use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Scenario {
@@ -113,6 +113,12 @@ pub(crate) struct Args {
     /// `-sync-<value>` to the output names.
     #[arg(long, value_parser = ["full", "normal", "extra"])]
     pub(crate) sqlite_synchronous: Option<String>,
+    /// Call scenarios: after the closed-loop points, also arrive at a fixed
+    /// rate (open loop) at these fractions of the best closed-loop rate,
+    /// and report p50/p99/p99.9 from the scheduled start (no coordinated
+    /// omission). E.g. `--open-loop 0.25,0.5,0.75`.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) open_loop: Vec<f64>,
     /// sygnal: the Python of a venv with Sygnal installed (docs/bench/sygnal.sh makes one).
     #[arg(long, default_value = "docs/bench/.venv-sygnal/bin/python")]
     pub(crate) sygnal_python: PathBuf,

@@ -2,8 +2,7 @@
 //! process, the PostgreSQL server's processes, the rest of the machine;
 //! RSS, listen-queue overflows, load average, CPU model.
 
-#[allow(unused_imports)]
-use crate::*;
+use std::path::{Path, PathBuf};
 
 /// CPU seconds of the whole process and per thread group.
 #[derive(Clone, Copy, Default, Debug)]

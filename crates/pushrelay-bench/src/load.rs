@@ -1,8 +1,15 @@
 //! The closed-loop load driver: `concurrency` operations in flight,
 //! warm-up then a measured window, latencies in an HDR histogram.
 
-#[allow(unused_imports)]
-use crate::*;
+use crate::cli::Args;
+use crate::cpu::{cpu_now, Cpu};
+use hdrhistogram::Histogram;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
 
 pub(crate) type OpFuture = Pin<Box<dyn Future<Output = Result<u64, String>> + Send>>;
 /// One operation number `n` → how many pushes it delivered (or an error).
@@ -134,5 +141,98 @@ pub(crate) fn bounds(a: &Args) -> Bounds {
         warmup: Duration::from_secs_f64(a.warmup_secs.max(0.0)),
         duration: Duration::from_secs_f64(a.duration_secs.max(0.1)),
         max_ops: a.calls.max(1),
+    }
+}
+
+/// An open-loop point: what arriving at a fixed rate costs.
+#[derive(Clone, Debug)]
+pub(crate) struct OpenPoint {
+    pub(crate) target_per_s: f64,
+    pub(crate) achieved_per_s: f64,
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    pub(crate) max_ms: f64,
+    /// Arrivals not started because `MAX_IN_FLIGHT` were outstanding.
+    pub(crate) dropped: u64,
+    pub(crate) cpu: Cpu,
+}
+
+/// Outstanding operations an open-loop point allows before it counts
+/// arrivals as dropped (so an overloaded relay cannot exhaust memory).
+const MAX_IN_FLIGHT: u64 = 20_000;
+
+/// Run `op` at `rate` arrivals per second for `duration` (after a warm-up of
+/// `warmup` at the same rate), whatever the relay answers: each
+/// operation's latency runs from its *scheduled* start, so queueing in the
+/// relay shows up instead of slowing the generator down (no coordinated
+/// omission).
+pub(crate) async fn open_loop(rt: &Handle, rate: f64, warmup: Duration, duration: Duration, op: Op) -> OpenPoint {
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("histogram")));
+    let (ok, errors, in_flight) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut dropped = 0u64;
+    let mut n = 0u64;
+    let mut tasks = Vec::new();
+    let mut cpu0 = None;
+    loop {
+        let scheduled = start + interval.mul_f64(n as f64);
+        if scheduled >= end {
+            break;
+        }
+        if scheduled > Instant::now() {
+            tokio::time::sleep_until(scheduled.into()).await;
+        }
+        if cpu0.is_none() && scheduled >= measure_from {
+            cpu0 = Some(cpu_now());
+        }
+        n += 1;
+        if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            dropped += u64::from(scheduled >= measure_from);
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let (op, hist, ok, errors, in_flight) = (op.clone(), hist.clone(), ok.clone(), errors.clone(), in_flight.clone());
+        let measured = scheduled >= measure_from;
+        tasks.push(rt.spawn(async move {
+            let r = op(n).await;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            if measured {
+                match r {
+                    Ok(_) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        let us = scheduled.elapsed().as_micros().max(1) as u64;
+                        hist.lock().expect("histogram lock").saturating_record(us);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let cpu = cpu_now() - cpu0.unwrap_or_else(cpu_now);
+    let h = hist.lock().expect("histogram lock");
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let ops = ok.load(Ordering::Relaxed);
+    OpenPoint {
+        target_per_s: rate,
+        achieved_per_s: ops as f64 / duration.as_secs_f64(),
+        ops,
+        errors: errors.load(Ordering::Relaxed),
+        p50_ms: ms(0.50),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: h.max() as f64 / 1000.0,
+        dropped,
+        cpu,
     }
 }

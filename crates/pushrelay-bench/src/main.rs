@@ -17,39 +17,6 @@
 //!
 //! Every run is bounded (warm-up + duration per point, and `--calls`).
 
-use anyhow::{bail, Context};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use clap::{Parser, ValueEnum};
-use hdrhistogram::Histogram;
-use pushrelay::config::{CliOverrides, Settings};
-use pushrelay::domain::{
-    now_ms, ApnsAuth, ApnsCredentials, AppId, BundleId, CallEvent, CallId, Channel, DevicePkid,
-    DeviceToken, FcmCredentials, PayloadVersion, PushId, PushKey, Registration,
-    RingWindow, UserId,
-};
-use pushrelay_mock::{fixtures, MockApns, MockApnsConfig, MockApnsKey, MockFcm, TestPki};
-use pushrelay::payload::{self, Content};
-use pushrelay::provider::{ApnsClient, ApnsPush, FcmClient, ProviderSettings};
-use pushrelay::secret::Secret;
-use pushrelay::startup::{install_crypto_provider, open_store, Application};
-use pushrelay::store::Store;
-use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::future::Future;
-use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::runtime::{Handle, Runtime};
-
-const APP: &str = "com.example.KitchenSink";
-const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
-const PASSWORD: &str = "bench-password";
-const FCM_PROJECT: &str = "pushrelay-bench";
-
 mod cli;
 mod cpu;
 mod load;
@@ -57,12 +24,14 @@ mod report;
 mod scenarios;
 mod setup;
 
-use cli::*;
-use cpu::*;
-use load::*;
-use report::*;
-use scenarios::{calls::*, jwe::*, sip_wake::*, store_ops::*, sygnal::*, uds::*};
-use setup::*;
+use anyhow::Context;
+use clap::Parser;
+use cli::{Args, Scenario};
+use cpu::{cpu_model, loadavg};
+use pushrelay::startup::install_crypto_provider;
+use scenarios::{calls, jwe, sip_wake, store_ops, sygnal, uds};
+use setup::{runtime, Runtimes};
+use std::time::Duration;
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
@@ -71,17 +40,18 @@ fn main() -> anyhow::Result<()> {
         pushrelay::telemetry::init_tracing(Default::default());
     }
     println!(
-        "pushrelay-bench {} | {} | nproc {} | loadavg {} | runtimes: relay {} / mock {} / generator {} worker threads",
+        "pushrelay-bench {} | {} | nproc {} | loadavg {} | runtimes: relay {} / mock {} / generator {} worker threads | sqlite.synchronous {}",
         a.scenario.name(),
         cpu_model(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         loadavg(),
         a.relay_threads,
         a.mock_threads,
-        a.gen_threads
+        a.gen_threads,
+        a.sqlite_synchronous.as_deref().unwrap_or("full (default)")
     );
     if a.scenario == Scenario::Jwe {
-        return run_jwe(&a);
+        return jwe::run_jwe(&a);
     }
     let rts = Runtimes {
         relay: runtime("relay-rt", a.relay_threads)?,
@@ -95,11 +65,11 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let r = orchestrator.block_on(async {
         match a.scenario {
-            Scenario::Apns | Scenario::Fcm | Scenario::Mixed => run_calls(&a, &rts).await,
-            Scenario::UdsRegister => run_uds(&a, &rts).await,
-            Scenario::StoreOps => run_store_ops(&a, &rts).await,
-            Scenario::SipWake => run_sip_wake(&a, &rts).await,
-            Scenario::Sygnal => run_sygnal(&a, &rts).await,
+            Scenario::Apns | Scenario::Fcm | Scenario::Mixed => calls::run_calls(&a, &rts).await,
+            Scenario::UdsRegister => uds::run_uds(&a, &rts).await,
+            Scenario::StoreOps => store_ops::run_store_ops(&a, &rts).await,
+            Scenario::SipWake => sip_wake::run_sip_wake(&a, &rts).await,
+            Scenario::Sygnal => sygnal::run_sygnal(&a, &rts).await,
             Scenario::Jwe => unreachable!(),
         }
     });

@@ -1,8 +1,9 @@
 //! Reporting: output file names, the call table on stdout, CSV rows,
 //! quantiles, and the SVG charts.
 
-#[allow(unused_imports)]
-use crate::*;
+use crate::cli::Args;
+use crate::load::Point;
+use std::fmt::Write as _;
 
 /// Output file stem: scenario, `-pg` on PostgreSQL, `-2nodes`, then `--tag`.
 pub(crate) fn stem(a: &Args, name: &str) -> String {

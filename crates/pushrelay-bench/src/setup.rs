@@ -1,10 +1,34 @@
 //! Relay and mock set-up: runtimes, devices, the database (a temporary
 //! SQLite file or a fresh PostgreSQL database), one or two relays pointed
-//! at the in-process mocks, registrations, and the call and ceiling
-//! operations.
+//! at the in-process mocks, and the registrations.
 
-#[allow(unused_imports)]
-use crate::*;
+use crate::cli::{Args, Scenario};
+use crate::cpu::{find_postmaster, POSTMASTER};
+use anyhow::{bail, Context};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use pushrelay::config::{CliOverrides, Settings};
+use pushrelay::domain::{
+    now_ms, ApnsAuth, ApnsCredentials, AppId, BundleId, CallEvent, CallId, Channel, DevicePkid,
+    DeviceToken, FcmCredentials, PayloadVersion, PushId, PushKey, Registration, RingWindow, UserId,
+};
+use pushrelay::provider::ProviderSettings;
+use pushrelay::secret::Secret;
+use pushrelay::startup::{open_store, Application};
+use pushrelay::store::Store;
+use pushrelay_mock::{fixtures, MockApns, MockApnsConfig, MockApnsKey, MockFcm, TestPki};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::{Handle, Runtime};
+
+/// The app (bundle id) of the call scenarios' devices.
+pub(crate) const APP: &str = "com.example.KitchenSink";
+pub(crate) const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
+pub(crate) const PASSWORD: &str = "bench-password";
+pub(crate) const FCM_PROJECT: &str = "pushrelay-bench";
 
 pub(crate) struct Runtimes {
     pub(crate) relay: Runtime,
@@ -535,105 +559,4 @@ pub(crate) async fn register_http(
         },
     )
     .await
-}
-
-#[derive(serde::Deserialize)]
-pub(crate) struct ReportBody {
-    pub(crate) deliveries: Vec<DeliveryBody>,
-}
-
-#[derive(serde::Deserialize)]
-pub(crate) struct DeliveryBody {
-    pub(crate) outcome: String,
-    pub(crate) reason: Option<String>,
-}
-
-/// `POST /v1/calls` for device `n % len` on node `n % nodes`, counting delivered pushes.
-pub(crate) fn call_op(env: &Env, devs: Arc<Vec<Dev>>) -> Op {
-    let client = env.client.clone();
-    let urls: Vec<String> = env.bases.iter().map(|b| format!("{b}/v1/calls")).collect();
-    Arc::new(move |n: u64| -> OpFuture {
-        let url = &urls[(n % urls.len() as u64) as usize];
-        let d = &devs[(n % devs.len() as u64) as usize];
-        let body = serde_json::json!({
-            "user": d.user, "device": d.device, "pushid": format!("bench-{n:012}"),
-            "displayname": "Alice Example", "displaynumber": "+15551234567", "huntpilotdn": "5000",
-        })
-        .to_string();
-        let req = client
-            .post(url)
-            .bearer_auth(ADMIN_TOKEN)
-            .header("content-type", "application/json")
-            .body(body);
-        Box::pin(async move {
-            let r = req.send().await.map_err(|e| format!("send: {e}"))?;
-            let status = r.status();
-            let bytes = r.bytes().await.map_err(|e| format!("body: {e}"))?;
-            if status != 200 {
-                return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
-            }
-            let rep: ReportBody =
-                serde_json::from_slice(&bytes).map_err(|e| format!("report: {e}"))?;
-            let mut delivered = 0;
-            for d in &rep.deliveries {
-                if d.outcome == "delivered" {
-                    delivered += 1;
-                } else {
-                    return Err(format!(
-                        "outcome {} ({})",
-                        d.outcome,
-                        d.reason.as_deref().unwrap_or("")
-                    ));
-                }
-            }
-            Ok(delivered)
-        })
-    })
-}
-
-/// The mock's ceiling: the provider clients straight at the mocks (no HTTP
-/// server, no store, no encryption), same devices and payload size.
-pub(crate) fn ceiling_op(env: &Env, devs: Arc<Vec<Dev>>) -> anyhow::Result<Op> {
-    let apns = Arc::new(ApnsClient::new(env.providers.clone()));
-    let fcm = Arc::new(FcmClient::new(env.providers.clone()));
-    let apns_creds = Arc::new(env.apns_creds.clone());
-    let fcm_creds = Arc::new(env.fcm_creds.clone());
-    let bundle = BundleId::parse(APP)?;
-    // One real payload per device (what the relay would send), built now.
-    let mut contents = Vec::with_capacity(devs.len());
-    for d in devs.iter() {
-        let reg = registration(d)?;
-        let c = payload::for_call(&call_event(&d.user, Some(&d.device), 0), &reg);
-        contents.push((reg.token, c));
-    }
-    let contents = Arc::new(contents);
-    Ok(Arc::new(move |n: u64| -> OpFuture {
-        let i = (n % devs.len() as u64) as usize;
-        let channel = devs[i].channel;
-        let (apns, fcm, apns_creds, fcm_creds, contents, bundle) = (
-            apns.clone(),
-            fcm.clone(),
-            apns_creds.clone(),
-            fcm_creds.clone(),
-            contents.clone(),
-            bundle.clone(),
-        );
-        Box::pin(async move {
-            let (token, content) = &contents[i];
-            let attempt = match content {
-                Content::ApnsVoip { body } => {
-                    let exp = now_ms() / 1000 + 30;
-                    let push = ApnsPush::voip(token, &bundle, exp, body.clone());
-                    apns.send(APP, &apns_creds, channel, &push).await
-                }
-                Content::FcmData { data } => fcm.send(&fcm_creds, token.as_str(), data, 30).await,
-                Content::ApnsAlert { .. } => return Err("call payloads are never alerts".to_string()),
-            };
-            if attempt.is_delivered() {
-                Ok(1)
-            } else {
-                Err(format!("{attempt:?}"))
-            }
-        })
-    }))
 }

@@ -1,8 +1,22 @@
 //! `apns`, `fcm`, `mixed`: call events through the relay next to the
-//! mock's own ceiling.
+//! mock's own ceiling; the call operation (also used by `sygnal`) and the
+//! ceiling operation.
 
-#[allow(unused_imports)]
-use crate::*;
+use crate::cli::{Args, Register};
+use crate::load::{bounds, closed_loop, open_loop, Op, OpFuture};
+use crate::report::{
+    call_csv_row, chart, print_call_header, print_call_row, stem, Row, CALL_CSV_HEADER,
+};
+use crate::setup::{
+    call_event, make_devices, register_http, register_store, registration, start_env, stop_env,
+    Dev, Env, Runtimes, ADMIN_TOKEN, APP,
+};
+use pushrelay::domain::{now_ms, BundleId};
+use pushrelay::payload::{self, Content};
+use pushrelay::provider::{ApnsClient, ApnsPush, FcmClient};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub(crate) async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let max_c = a.concurrency.iter().copied().max().unwrap_or(16);
@@ -55,6 +69,21 @@ pub(crate) async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         print_call_row(&row);
         rows.push(row);
     }
+    let best = rows.iter().map(|r| r.relay.ops_per_s()).fold(0.0, f64::max);
+    let mut open = Vec::new();
+    if !a.open_loop.is_empty() && best > 0.0 {
+        println!("open loop: arrivals at a fixed rate; latency from the scheduled start (p50 / p99 / p99.9 ms), best closed-loop rate {best:.0}/s");
+        println!("{:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>10}", "fraction", "target/s", "done/s", "p50", "p99", "p99.9", "max", "errors", "dropped", "relay µs");
+        for &f in &a.open_loop {
+            let p = open_loop(rts.gen.handle(), best * f, Duration::from_secs_f64(a.warmup_secs), Duration::from_secs_f64(a.duration_secs), relay_op.clone()).await;
+            let relay_us = if p.ops == 0 { 0.0 } else { (p.cpu.relay_rt + p.cpu.sqlite) * 1e6 / p.ops as f64 };
+            println!(
+                "{f:>9.2} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7} {:>10.0}",
+                p.target_per_s, p.achieved_per_s, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms, p.errors, p.dropped, relay_us
+            );
+            open.push((f, p, relay_us));
+        }
+    }
     let backend = env.backend();
     stop_env(env).await;
 
@@ -71,5 +100,116 @@ pub(crate) async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let svg_path = a.out.join(format!("{stem}.svg"));
     std::fs::write(&svg_path, chart(&format!("pushrelay-bench {stem}"), &rows))?;
     println!("wrote {} and {}", csv_path.display(), svg_path.display());
+    if !open.is_empty() {
+        let mut csv = String::from("fraction_of_closed_loop_max,target_per_s,achieved_per_s,ops,errors,dropped,p50_ms,p99_ms,p999_ms,max_ms,relay_cpu_us_per_call\n");
+        for (f, p, us) in &open {
+            let _ = writeln!(csv, "{f},{:.1},{:.1},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.1}", p.target_per_s, p.achieved_per_s, p.ops, p.errors, p.dropped, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms, us);
+        }
+        let path = a.out.join(format!("{stem}-open.csv"));
+        std::fs::write(&path, csv)?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
+}
+
+/// The relay's answer to `POST /v1/calls`: one delivery per device.
+#[derive(serde::Deserialize)]
+struct ReportBody {
+    deliveries: Vec<DeliveryBody>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeliveryBody {
+    outcome: String,
+    reason: Option<String>,
+}
+
+/// `POST /v1/calls` for device `n % len` on node `n % nodes`, counting delivered pushes.
+pub(crate) fn call_op(env: &Env, devs: Arc<Vec<Dev>>) -> Op {
+    let client = env.client.clone();
+    let urls: Vec<String> = env.bases.iter().map(|b| format!("{b}/v1/calls")).collect();
+    Arc::new(move |n: u64| -> OpFuture {
+        let url = &urls[(n % urls.len() as u64) as usize];
+        let d = &devs[(n % devs.len() as u64) as usize];
+        let body = serde_json::json!({
+            "user": d.user, "device": d.device, "pushid": format!("bench-{n:012}"),
+            "displayname": "Alice Example", "displaynumber": "+15551234567", "huntpilotdn": "5000",
+        })
+        .to_string();
+        let req = client
+            .post(url)
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body);
+        Box::pin(async move {
+            let r = req.send().await.map_err(|e| format!("send: {e}"))?;
+            let status = r.status();
+            let bytes = r.bytes().await.map_err(|e| format!("body: {e}"))?;
+            if status != 200 {
+                return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+            }
+            let rep: ReportBody =
+                serde_json::from_slice(&bytes).map_err(|e| format!("report: {e}"))?;
+            let mut delivered = 0;
+            for d in &rep.deliveries {
+                if d.outcome == "delivered" {
+                    delivered += 1;
+                } else {
+                    return Err(format!(
+                        "outcome {} ({})",
+                        d.outcome,
+                        d.reason.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+            Ok(delivered)
+        })
+    })
+}
+
+/// The mock's ceiling: the provider clients straight at the mocks (no HTTP
+/// server, no store, no encryption), same devices and payload size.
+fn ceiling_op(env: &Env, devs: Arc<Vec<Dev>>) -> anyhow::Result<Op> {
+    let apns = Arc::new(ApnsClient::new(env.providers.clone()));
+    let fcm = Arc::new(FcmClient::new(env.providers.clone()));
+    let apns_creds = Arc::new(env.apns_creds.clone());
+    let fcm_creds = Arc::new(env.fcm_creds.clone());
+    let bundle = BundleId::parse(APP)?;
+    // One real payload per device (what the relay would send), built now.
+    let mut contents = Vec::with_capacity(devs.len());
+    for d in devs.iter() {
+        let reg = registration(d)?;
+        let c = payload::for_call(&call_event(&d.user, Some(&d.device), 0), &reg);
+        contents.push((reg.token, c));
+    }
+    let contents = Arc::new(contents);
+    Ok(Arc::new(move |n: u64| -> OpFuture {
+        let i = (n % devs.len() as u64) as usize;
+        let channel = devs[i].channel;
+        let (apns, fcm, apns_creds, fcm_creds, contents, bundle) = (
+            apns.clone(),
+            fcm.clone(),
+            apns_creds.clone(),
+            fcm_creds.clone(),
+            contents.clone(),
+            bundle.clone(),
+        );
+        Box::pin(async move {
+            let (token, content) = &contents[i];
+            let attempt = match content {
+                Content::ApnsVoip { body } => {
+                    let exp = now_ms() / 1000 + 30;
+                    let push = ApnsPush::voip(token, &bundle, exp, body.clone());
+                    apns.send(APP, &apns_creds, channel, &push).await
+                }
+                Content::FcmData { data } => fcm.send(&fcm_creds, token.as_str(), data, 30).await,
+                Content::ApnsAlert { .. } => return Err("call payloads are never alerts".to_string()),
+            };
+            if attempt.is_delivered() {
+                Ok(1)
+            } else {
+                Err(format!("{attempt:?}"))
+            }
+        })
+    }))
 }

@@ -1,7 +1,12 @@
 //! `jwe`: micro-benchmarks of the codec and the payload.
 
-#[allow(unused_imports)]
-use crate::*;
+use crate::cli::{Args, Scenario};
+use crate::setup::{call_event, make_devices, registration, PASSWORD};
+use pushrelay::domain::PushKey;
+use pushrelay::payload::{self};
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::time::Instant;
 
 /// ns per call of `f`, over `iters` iterations (after iters/10 warm-up).
 pub(crate) fn time_ns<T>(iters: u64, mut f: impl FnMut(u64) -> T) -> f64 {

@@ -1,8 +1,17 @@
 //! `sip-wake`: REGISTER ingestion and push-and-wait with many held
 //! `/sip/wake` requests.
 
-#[allow(unused_imports)]
-use crate::*;
+use crate::cli::Args;
+use crate::cpu::{cpu_now, listen_overflows, rss_kb};
+use crate::load::{closed_loop, Bounds, Op, OpFuture};
+use crate::report::{quantiles, stem};
+use crate::setup::{for_each_concurrent, start_env, stop_env, Env, Runtimes, ADMIN_TOKEN, SIP_APP};
+use anyhow::bail;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
 
 /// The SIP fixture (a valid MizuTech REGISTER with an `X-MPUSH` APNs token).
 pub(crate) const SIP_REGISTER: &str = include_str!("../../../../fixtures/sip/mizu-register-hex.txt");

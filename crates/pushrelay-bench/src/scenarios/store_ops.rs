@@ -1,7 +1,14 @@
 //! `store-ops`: the store's hot-path operations alone.
 
-#[allow(unused_imports)]
-use crate::*;
+use crate::cli::{Args, Scenario};
+use crate::load::{bounds, closed_loop, Op, OpFuture};
+use crate::report::stem;
+use crate::setup::{make_devices, register_store, start_env, stop_env, Runtimes, APP};
+use pushrelay::domain::{now_ms, AppId, CallId, Channel, DevicePkid, UserId};
+use pushrelay::startup::open_store;
+use pushrelay::store::Store;
+use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// The three statements `POST /v1/calls` runs per call (device read with the
 /// key opened, credentials read, report write), each alone and all three in

@@ -8,8 +8,20 @@
 //! read from /proc/<pid>/stat, pushrelay's from its runtime's threads plus
 //! the SQLite threads.
 
-#[allow(unused_imports)]
-use crate::*;
+use crate::cli::{Args, Scenario};
+use crate::cpu::{clk_tck, stat_ticks};
+use crate::load::{bounds, closed_loop, Bounds, Op, OpFuture};
+use crate::report::stem;
+use crate::scenarios::calls::call_op;
+use crate::setup::{make_devices, register_store, start_env, stop_env, Dev, Env, Runtimes, APP};
+use anyhow::{bail, Context};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use pushrelay::domain::ApnsAuth;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Sygnal's process, stopped on drop.
 struct SygnalProcess(std::process::Child);

@@ -1,8 +1,17 @@
 //! `uds-register`: CUCM UDS registrations (first, re-registration,
 //! store-direct).
 
-#[allow(unused_imports)]
-use crate::*;
+use crate::cli::Args;
+use crate::load::{bounds, closed_loop, Op, OpFuture};
+use crate::report::stem;
+use crate::setup::{registration, start_env, stop_env, uds_xml, Dev, Runtimes, PASSWORD};
+use pushrelay::domain::{now_ms, Channel, UserId};
+use pushrelay::startup::open_store;
+use pushrelay::store::Store;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// Registrations/s at each concurrency, through `PUT /cucm-uds/…/devicetoken`
 /// with the default Argon2 hash: a user's first registration (no cached

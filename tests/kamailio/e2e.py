@@ -1,33 +1,48 @@
 #!/usr/bin/env python3
-"""Kamailio end to end (issue: real clients), real processes on loopback:
+"""Kamailio end to end, real processes on loopback only:
 
   mock APNs  <-  pushrelay  <-HTTP-  Kamailio (contrib/kamailio/kamailio.cfg)  <-SIP-  SIPp phone / SIPp caller
 
 1. The phone (SIPp) REGISTERs through Kamailio with RFC 8599 params; the
    device shows up in pushrelay.
-2. Its registration is removed from Kamailio (kamcmd ul.rm): it sleeps.
-3. The caller (SIPp UAC) INVITEs it; Kamailio suspends the INVITE and calls
-   /sip/wake; the mock APNs receives the VoIP push.
-4. This script, acting as the phone's push handler, makes the phone
-   REGISTER again; pushrelay releases the wake, Kamailio relays the INVITE,
-   the phone answers, the caller sees 200 OK. Repeated CALLS times; the
-   INVITE-to-200 time of each is the wake-to-answer latency.
-5. Failure path: the phone never comes back; the caller gets 480 at the
-   wake timeout.
+2. Success path, CALLS times, two kinds alternating:
+   - "lapsed": the phone's binding is removed from Kamailio (kamcmd ul.rm,
+     as when an app sleeps past its expiry);
+   - "bound": the binding is still there, but its contact carries
+     pn-provider (RFC 8599: push, then wait for the refresh).
+   The caller (SIPp UAC) INVITEs the phone; Kamailio suspends the INVITE and
+   calls /sip/wake; the mock APNs receives the VoIP push; this script, as the
+   phone's push handler, makes the phone REGISTER again; pushrelay releases
+   the wake, Kamailio relays the INVITE, the phone answers, the caller sees
+   200 OK. INVITE-to-200 is the wake-to-answer latency.
+3. Failure paths: a lapsed phone that never comes back -> 480 at the wake
+   timeout; a bound phone that misses the push -> one last try on its old
+   binding (it answers) after the wake timeout; the caller hangs up while
+   waiting -> 487; nobody registered anywhere -> 404 at once, no push.
+4. A desk phone without push data: its REGISTER is not sent to pushrelay,
+   its calls are relayed at once.
 
-Every wait is bounded; every process is stopped at the end.
+Every wait is bounded; every process is stopped at the end (also on
+SIGTERM/SIGINT); the work directory is removed unless something failed
+(or KAMAILIO_E2E_KEEP is set).
 """
-import json, os, re, secrets, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import json, os, re, secrets, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
+import urllib.error, urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HERE = os.path.join(ROOT, "tests", "kamailio")
 CFG = os.path.join(ROOT, "contrib", "kamailio", "kamailio.cfg")
 BIN = os.environ.get("PUSHRELAY_BIN_DIR", os.path.join(ROOT, "target", "debug"))
-CALLS = int(os.environ.get("KAMAILIO_E2E_CALLS", "20"))
+CALLS = max(2, int(os.environ.get("KAMAILIO_E2E_CALLS", "20")))
 WAKE_MS = 3000
 APP = "com.example.KitchenSink"
 USER = "1234"
+DESK = "2000"
 procs = []
+
+
+def on_signal(signum, _frame):
+    raise SystemExit(f"kamailio e2e: stopped by signal {signum}")
 
 
 def free_port(kind=socket.SOCK_STREAM):
@@ -53,6 +68,7 @@ def stop_all():
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
+            p.wait(timeout=5)
 
 
 def until(what, check, limit_s):
@@ -62,7 +78,7 @@ def until(what, check, limit_s):
         if got:
             return got
         time.sleep(0.01)
-    raise SystemExit(f"kamailio e2e: timed out waiting for {what}")
+    raise SystemExit(f"kamailio e2e: timed out after {limit_s} s waiting for {what}")
 
 
 def http(method, url, token, body=None, ctype="application/json"):
@@ -77,31 +93,45 @@ def http(method, url, token, body=None, ctype="application/json"):
         return e.code, e.read()
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="pushrelay-kamailio-")
+def ok(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except Exception:
+        return False
+
+
+def rtt_ms(tmp, pid):
+    """SIPp's response time 1 of its one call (start_rtd to rtd), in ms."""
+    for name in os.listdir(tmp):
+        if name.endswith(f"_{pid}_rtt.csv"):
+            rows = [l.split(";") for l in open(os.path.join(tmp, name)) if l[:1].isdigit()]
+            if rows:
+                return float(rows[-1][1])
+    raise SystemExit(f"kamailio e2e: no SIPp rtt file for pid {pid} in {tmp}")
+
+
+def main(tmp):
     # --- mock APNs ------------------------------------------------------
     mock_out = os.path.join(tmp, "mock")
     mock = start([os.path.join(BIN, "pushrelay-mock"), "--out", mock_out, "--bundle", APP],
                  stdout=subprocess.PIPE, text=True, bufsize=1)
     settings = {}
-    while len(settings) < 4:
+    deadline = time.monotonic() + 15
+    while len(settings) < 4 and time.monotonic() < deadline:
         line = mock.stdout.readline()
         if not line:
-            raise SystemExit("pushrelay-mock ended early")
+            raise SystemExit("kamailio e2e: pushrelay-mock ended early")
         m = re.match(r"\s+(PUSHRELAY_[A-Z_]+)=(\S+)", line)
         if m:
             settings[m.group(1)] = m.group(2)
-    pushes = []
+    pushes = []  # the mock prints one line per request it answers
 
-    def read_pushes():
-        import threading
-
-        def pump():
-            for line in mock.stdout:
-                if line.startswith("apns"):
-                    pushes.append((time.monotonic(), line.strip()))
-        threading.Thread(target=pump, daemon=True).start()
-    read_pushes()
+    def pump():
+        for line in mock.stdout:
+            if line.startswith("apns"):
+                pushes.append(line.strip())
+    threading.Thread(target=pump, daemon=True).start()
 
     # --- pushrelay --------------------------------------------------------
     relay_port = free_port()
@@ -114,20 +144,21 @@ def main():
         "PUSHRELAY_ADMIN_TOKEN": admin,
         "RUST_LOG": "info",
     })
+    env.pop("PUSHRELAY_CONFIG", None)
     relay_log = open(os.path.join(tmp, "relay.log"), "w")
     start([os.path.join(BIN, "pushrelay"), "serve"], env=env, stdout=relay_log, stderr=relay_log)
     base = f"http://127.0.0.1:{relay_port}"
-    until("pushrelay /readyz", lambda: _ok(base + "/readyz"), 15)
+    until("pushrelay /readyz", lambda: ok(base + "/readyz"), 15)
     with open(os.path.join(mock_out, "apns-credentials.json"), "rb") as f:
         status, body = http("PUT", f"{base}/v1/apps/{APP}/apns", admin, f.read())
     assert status == 200, body
     keys = {}
     for scope in ("register", "calls"):
         status, body = http("POST", f"{base}/v1/api-keys", admin, {"name": f"kamailio-{scope}", "scopes": [scope], "app": APP})
-        assert status == 201, body
+        assert status in (200, 201), body
         keys[scope] = json.loads(body)["key"]
 
-    # --- Kamailio ---------------------------------------------------------
+    # --- Kamailio (foreground, own cfg/pid/ctl socket/port) ----------------
     sip_port = free_port(socket.SOCK_DGRAM)
     ctl = f"unix:{tmp}/kamailio.ctl"
     kam_log = open(os.path.join(tmp, "kamailio.log"), "w")
@@ -138,93 +169,138 @@ def main():
            "-A", f'CALLS_KEY="{keys["calls"]}"',
            "-A", f'WAKE_TIMEOUT_MS="{WAKE_MS}"',
            "-A", f'CTL_SOCKET="{ctl}"'], stdout=kam_log, stderr=kam_log)
-    kamcmd = lambda *a: subprocess.run(["kamcmd", "-s", ctl, *a], capture_output=True, text=True, timeout=5)
+
+    def kamcmd(*a):
+        return subprocess.run(["kamcmd", "-s", ctl, *a], capture_output=True, text=True, timeout=5)
     until("kamailio's control socket", lambda: kamcmd("core.uptime").returncode == 0, 15)
 
     # --- the phone --------------------------------------------------------
     phone_port = free_port(socket.SOCK_DGRAM)
     voip = secrets.token_hex(32)
-    phone = start(["sipp", "-sf", os.path.join(HERE, "phone.xml"), "-i", "127.0.0.1", "-p", str(phone_port),
-                   "-m", str(CALLS), "-nostdin", "-timeout", "170s", "-timeout_error",
-                   "-trace_err", "-error_file", f"{tmp}/phone-errors.log"],
-                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
+    start(["sipp", "-sf", os.path.join(HERE, "phone.xml"), "-i", "127.0.0.1", "-p", str(phone_port),
+           "-m", str(CALLS + 2), "-nostdin", "-timeout", "170s", "-timeout_error",
+           "-trace_err", "-error_file", f"{tmp}/phone-errors.log"],
+          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
     sipp_common = ["-i", "127.0.0.1", "-m", "1", "-nostdin", "-timeout", "15s", "-timeout_error"]
 
-    def register():
-        r = subprocess.run(["sipp", f"127.0.0.1:{sip_port}", "-sf", os.path.join(HERE, "register.xml"), *sipp_common,
+    def register(scenario="register.xml", user=USER):
+        r = subprocess.run(["sipp", f"127.0.0.1:{sip_port}", "-sf", os.path.join(HERE, scenario), *sipp_common,
                             "-p", str(free_port(socket.SOCK_DGRAM)),
-                            "-key", "user", USER, "-key", "phone_port", str(phone_port), "-key", "voip", voip,
+                            "-key", "user", user, "-key", "phone_port", str(phone_port), "-key", "voip", voip,
                             "-key", "expires", "3600"], capture_output=True, text=True, timeout=20, cwd=tmp)
         assert r.returncode == 0, f"REGISTER through Kamailio failed: {r.stdout[-500:]}"
 
     register()
     # Kamailio answers the phone first, then forwards the REGISTER.
-    body = until("the device in pushrelay", lambda: (lambda r: r[0] == 200 and r[1])(http("GET", f"{base}/v1/users/{USER}/devices", admin)), 5)
+    body = until("the device in pushrelay",
+                 lambda: (lambda r: r[0] == 200 and json.loads(r[1]) and r[1])(http("GET", f"{base}/v1/users/{USER}/devices", admin)), 5)
     devices = json.loads(body)
-    assert len(devices) == 1 and devices[0]["dialect"] == "sip", body
+    assert len(devices) == 1 and devices[0]["dialect"] == "sip" and devices[0]["channel"] == "APNS", body
+    assert devices[0]["token_suffix"] == voip[-8:], body
     print(f"phone registered through Kamailio; pushrelay holds it: {devices[0]['device']} ({devices[0]['channel']})")
 
-    def asleep():
-        r = kamcmd("ul.rm", "location", "s:" + USER)  # "s:": not the number 1234
-        assert "error" not in r.stdout, r.stdout
-        assert r.returncode == 0, r.stdout + r.stderr
+    def lapse():
+        r = kamcmd("ul.rm", "location", "s:" + USER)  # "s:": the string 1234, not the number
+        assert r.returncode == 0 and "error" not in r.stdout.lower(), r.stdout + r.stderr
+        r = kamcmd("ul.lookup", "location", "s:" + USER)  # kamcmd exits 0 on RPC errors too
+        assert "not found" in (r.stdout + r.stderr).lower(), "still bound after ul.rm: " + r.stdout
 
-    def call(scenario, expect_push_then_register):
+    reregister_ms = []
+
+    def call(scenario, user=USER, wake_then_register=False, expect_push=True):
         pushed_before = len(pushes)
-        caller = subprocess.Popen(["sipp", f"127.0.0.1:{sip_port}", "-sf", os.path.join(HERE, scenario), "-s", USER,
-                                   *sipp_common, "-p", str(free_port(socket.SOCK_DGRAM)),
-                                   "-trace_rtt", "-rtt_freq", "1"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
-        if expect_push_then_register:
+        caller = start(["sipp", f"127.0.0.1:{sip_port}", "-sf", os.path.join(HERE, scenario), "-s", user,
+                        *sipp_common, "-p", str(free_port(socket.SOCK_DGRAM)), "-trace_rtt", "-rtt_freq", "1",
+                        "-trace_err", "-error_file", f"{tmp}/{scenario}-errors.log", "-trace_msg"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
+        if wake_then_register:
             until("the VoIP push at the mock APNs", lambda: len(pushes) > pushed_before, 10)
-            assert " 200" in pushes[-1][1] or "→ 200" in pushes[-1][1], pushes[-1]
+            assert "→ 200" in pushes[-1], pushes[-1]
+            t0 = time.monotonic()
             register()  # the phone's push handler: wake up, REGISTER
+            reregister_ms.append((time.monotonic() - t0) * 1000)
         code = caller.wait(timeout=30)
-        rtt = _rtt(tmp, caller.pid)
-        return code, rtt
+        if expect_push:
+            assert len(pushes) > pushed_before, f"{scenario}: no push reached the mock APNs"
+        else:
+            assert len(pushes) == pushed_before, f"{scenario}: unexpected push {pushes[-1]}"
+        return code, rtt_ms(tmp, caller.pid)
 
-    latencies = []
+    latencies = {"lapsed": [], "bound": []}
     for i in range(CALLS):
-        asleep()
-        code, rtt = call("caller.xml", True)
-        assert code == 0, f"call {i + 1}: the caller did not get 200 OK (sipp exit {code}); see {tmp}"
-        latencies.append(rtt)
-    print(f"kamailio wake-to-answer over {CALLS} calls: median {statistics.median(latencies):.0f} ms, "
-          f"max {max(latencies):.0f} ms (INVITE to 200 OK through Kamailio, push and re-REGISTER included)")
+        kind = "lapsed" if i % 2 == 0 else "bound"
+        if kind == "lapsed":
+            lapse()
+        code, rtt = call("caller.xml", wake_then_register=True)
+        assert code == 0, f"call {i + 1} ({kind}): the caller did not get 200 OK (sipp exit {code}); see {tmp}"
+        latencies[kind].append(rtt)
+    every = latencies["lapsed"] + latencies["bound"]
+    print(f"kamailio wake-to-answer over {len(every)} calls: median {statistics.median(every):.0f} ms, "
+          f"max {max(every):.0f} ms (INVITE to 200 OK through Kamailio: /sip/wake, push, re-REGISTER, relay, answer; "
+          f"lapsed binding median {statistics.median(latencies['lapsed']):.0f} ms, "
+          f"pn-provider binding median {statistics.median(latencies['bound']):.0f} ms; "
+          f"of which the test's re-REGISTER, a fresh sipp process, median {statistics.median(reregister_ms):.0f} ms)")
 
-    # Failure path: the phone never comes back.
-    asleep()
-    pushed = len(pushes)
-    code, rtt = call("caller-480.xml", False)
+    # A lapsed phone that never comes back: 480 at the wake timeout.
+    lapse()
+    code, rtt = call("caller-480.xml")
     assert code == 0, f"the caller did not get 480 (sipp exit {code}); see {tmp}"
-    assert len(pushes) > pushed, "the phone was pushed before the 480"
     assert WAKE_MS - 200 <= rtt <= WAKE_MS + 2000, f"480 after {rtt} ms, wake timeout {WAKE_MS} ms"
     print(f"unreachable phone: 480 after {rtt:.0f} ms (wake timeout {WAKE_MS} ms)")
-    phone.wait(timeout=10) if phone.poll() is None and False else None
 
+    # A bound phone that misses the push: its old binding gets the INVITE
+    # after the wake timeout (here it is alive and answers).
+    register()
+    code, rtt = call("caller.xml")
+    assert code == 0, f"the still-bound phone did not answer after the wake timeout (sipp exit {code}); see {tmp}"
+    assert WAKE_MS - 200 <= rtt <= WAKE_MS + 2000, f"200 after {rtt} ms, wake timeout {WAKE_MS} ms"
+    print(f"bound phone that missed the push: answered on its old binding after {rtt:.0f} ms")
 
-def _ok(url):
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except Exception:
-        return False
+    # The caller hangs up while the phone is being woken: 487.
+    lapse()
+    code, rtt = call("caller-cancel.xml")
+    assert code == 0, f"CANCEL while waiting did not give 487 (sipp exit {code}); see {tmp}"
+    assert rtt < 1000, f"487 came {rtt} ms after the CANCEL"
+    print(f"caller hung up while waiting: 487 {rtt:.0f} ms after the CANCEL")
 
+    # Nobody registered, in Kamailio or in pushrelay: 404 at once, no push.
+    code, rtt = call("caller-404.xml", user="9999", expect_push=False)
+    assert code == 0, f"unknown user did not get 404 (sipp exit {code}); see {tmp}"
+    assert rtt < 1000, f"404 after {rtt} ms"
+    print(f"unknown user: 404 after {rtt:.0f} ms, no push")
 
-def _rtt(tmp, pid):
-    """SIPp's response time 1 (INVITE sent to final response) of one call, ms."""
-    for name in os.listdir(tmp):
-        if name.endswith(f"_{pid}_rtt.csv"):
-            rows = [l.split(";") for l in open(os.path.join(tmp, name)) if l[:1].isdigit()]
-            if rows:
-                return float(rows[-1][1])
-    raise SystemExit(f"no SIPp rtt file for pid {pid} in {tmp}")
+    # A desk phone without push data: its REGISTER stays in Kamailio, and
+    # its calls are relayed at once, nothing pushed.
+    register("register-plain.xml", user=DESK)
+    code, rtt = call("caller.xml", user=DESK, expect_push=False)
+    assert code == 0, f"the desk phone's call failed (sipp exit {code}); see {tmp}"
+    status, body = http("GET", f"{base}/v1/users/{DESK}/devices", admin)
+    assert status == 404 or (status == 200 and json.loads(body) == []), (status, body)
+    print(f"desk phone without push data: relayed directly, 200 after {rtt:.0f} ms, not sent to pushrelay")
+
+    # Nothing went wrong on the way: no module errors in Kamailio, and no
+    # warning from the script (e.g. pushrelay refusing a forwarded REGISTER).
+    kam_log.flush()
+    errors = [l for l in open(os.path.join(tmp, "kamailio.log"))
+              if re.search(r" (ERROR|CRITICAL|BUG): |WARNING: <script>", l)]
+    assert not errors, "Kamailio logged errors:\n" + "".join(errors[:10])
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     started = time.monotonic()
+    tmp = tempfile.mkdtemp(prefix="pushrelay-kamailio-")
+    passed = False
     try:
-        main()
+        main(tmp)
+        passed = True
     finally:
         stop_all()
+        if not passed:
+            print(f"kamailio e2e: FAILED; logs in {tmp}", file=sys.stderr)
+        elif os.environ.get("KAMAILIO_E2E_KEEP"):
+            print(f"kamailio e2e: logs in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(f"kamailio e2e: ok in {time.monotonic() - started:.1f} s")

@@ -149,12 +149,7 @@ impl Application {
         let shutdown = CancellationToken::new();
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), provider_settings(&settings), RetryPolicy::default(), shutdown.clone()));
         let ua_rules = Arc::new(http::serve::Live::new(settings.user_agent_rules()));
-        let tls = match settings.server_identity()? {
-            Some((chain, key)) => Some(Arc::new(http::serve::Live::new(
-                http::serve::server_tls_config(chain, key).map_err(|e| crate::config::invalid("tls.cert_file", format!("certificate and key refused: {e}")))?,
-            ))),
-            None => None,
-        };
+        let tls = server_tls(&settings)?.map(|cfg| Arc::new(http::serve::Live::new(cfg)));
         let metrics_listener = match settings.metrics_listen {
             Some(at) => {
                 let l = bind(at).with_context(|| format!("cannot listen on {at} (metrics_listen)"))?;
@@ -278,6 +273,16 @@ fn spawn_minute_flusher(dispatcher: Arc<Dispatcher>, shutdown: CancellationToken
     });
 }
 
+/// The listener's HTTPS configuration from `tls.cert_file`/`tls.key_file`
+/// (read now), `None` for plain HTTP; a pair rustls refuses is a
+/// configuration error.
+fn server_tls(settings: &Settings) -> Result<Option<rustls::ServerConfig>, crate::config::ConfigError> {
+    let Some((chain, key)) = settings.server_identity()? else { return Ok(None) };
+    http::serve::server_tls_config(chain, key)
+        .map(Some)
+        .map_err(|e| crate::config::invalid("tls.cert_file", format!("certificate and key refused: {e}")))
+}
+
 /// On SIGHUP, read the settings again (same file, same environment and
 /// flags) and apply what can change without dropping connections: the TLS
 /// certificate and key, and the User-Agent rules. A bad new configuration
@@ -320,10 +325,8 @@ fn reload(
 ) -> anyhow::Result<Settings> {
     let next = Settings::load(file, cli)?;
     // Build everything first, then swap: all or nothing.
-    let new_tls = match (tls, next.server_identity()?) {
-        (Some(_), Some((chain, key))) => Some(
-            http::serve::server_tls_config(chain, key).map_err(|e| crate::config::invalid("tls.cert_file", format!("certificate and key refused: {e}")))?,
-        ),
+    let new_tls = match (tls, server_tls(&next)?) {
+        (Some(_), Some(cfg)) => Some(cfg),
         (None, None) => None,
         _ => anyhow::bail!("turning HTTPS on or off needs a restart (tls.cert_file, tls.key_file)"),
     };

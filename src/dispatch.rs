@@ -89,8 +89,7 @@ pub struct Dispatcher {
     /// app, not once per push (they are still in every report).
     alerted: Mutex<HashSet<(String, String)>>,
     shutdown: CancellationToken,
-    reports: ReportWriter,
-    claims: Claimer,
+    writes: Writer,
     /// In-flight provider requests, bounded per provider, so a slow APNs
     /// cannot take every slot from FCM (or the other way round).
     apns_slots: Arc<tokio::sync::Semaphore>,
@@ -124,121 +123,100 @@ async fn next_batch<T>(rx: &mut tokio::sync::mpsc::Receiver<T>, max: usize) -> O
     Some(batch)
 }
 
-/// Group commit of what dispatch writes after pushing: call reports (each
-/// call waits for its own, so `GET /v1/calls/{id}` right after the answer
-/// finds it) and push-claim outcomes (not waited for: a duplicate call
-/// polls for them). Concurrent calls share one transaction.
-struct ReportWriter {
+/// The group commit of everything dispatch writes: push claims (each call
+/// waits for its answer before it pushes), claim outcomes (not waited for:
+/// a duplicate call is told by `ClaimsSettled`) and call reports (each call
+/// waits for its own, so `GET /v1/calls/{id}` right after the answer finds
+/// it). Whatever concurrent calls queued meanwhile goes into one
+/// transaction of a few multi-row statements (`Store::write_batch`).
+struct Writer {
     tx: tokio::sync::mpsc::Sender<WriteJob>,
     store: Store,
 }
 
+type Ack<T> = tokio::sync::oneshot::Sender<Result<T, String>>;
+
 enum WriteJob {
-    Report(CallRecord, tokio::sync::oneshot::Sender<Result<(), String>>),
+    Claim(ClaimRequest, Ack<Option<CallId>>),
     ClaimOutcome(ClaimOutcome),
+    Report(CallRecord, Ack<()>),
 }
 
-impl ReportWriter {
+impl Writer {
     const QUEUE: usize = 4096;
-    const BATCH: usize = 256;
+    const BATCH: usize = 512;
 
     fn start(store: Store) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteJob>(Self::QUEUE);
         let writer = store.clone();
         tokio::spawn(async move {
-            while let Some(mut jobs) = next_batch(&mut rx, Self::BATCH).await {
-                let (mut records, mut acks, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
-                for job in jobs.drain(..) {
-                    match job {
-                        WriteJob::Report(r, ack) => {
-                            records.push(r);
-                            acks.push(ack);
-                        }
-                        WriteJob::ClaimOutcome(o) => outcomes.push(o),
-                    }
-                }
-                let result = writer.write_batch(&records, &outcomes).await.map_err(|e| e.to_string());
-                if let Err(e) = &result {
-                    metrics::counter!(telemetry::STORE_ERRORS).increment(1);
-                    tracing::error!(error = %e, calls = records.len(), outcomes = outcomes.len(), "call reports could not be stored");
-                }
-                for ack in acks {
-                    let _ = ack.send(result.clone());
-                }
+            while let Some(jobs) = next_batch(&mut rx, Self::BATCH).await {
+                write_jobs(&writer, jobs).await;
             }
         });
         Self { tx, store }
     }
 
-    async fn save(&self, record: CallRecord) -> Result<(), StoreError> {
-        let (ack, done) = tokio::sync::oneshot::channel();
-        match self.tx.try_send(WriteJob::Report(record, ack)) {
-            Ok(()) => done.await.map_err(|_| StoreError::Batch("report writer stopped".into()))?.map_err(StoreError::Batch),
-            // Queue full or writer gone: write this one directly.
-            Err(tokio::sync::mpsc::error::TrySendError::Full(job) | tokio::sync::mpsc::error::TrySendError::Closed(job)) => match job {
-                WriteJob::Report(record, _) => self.store.save_call(&record).await,
-                WriteJob::ClaimOutcome(_) => unreachable!("sent a report"),
-            },
+    /// Queue `job`; when the queue is full or the writer is gone, write it
+    /// alone, here. Either way its answer goes to its ack.
+    async fn submit(&self, job: WriteJob) {
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(job) | tokio::sync::mpsc::error::TrySendError::Closed(job)) = self.tx.try_send(job) {
+            write_jobs(&self.store, vec![job]).await;
         }
-    }
-
-    async fn claim_outcome(&self, outcome: ClaimOutcome) {
-        if let Err(e) = self.tx.try_send(WriteJob::ClaimOutcome(outcome)) {
-            let (tokio::sync::mpsc::error::TrySendError::Full(job) | tokio::sync::mpsc::error::TrySendError::Closed(job)) = e;
-            if let WriteJob::ClaimOutcome(o) = job {
-                if let Err(e) = self.store.write_batch(&[], &[o]).await {
-                    tracing::warn!(error = %e, "could not record the outcome on the push claim");
-                }
-            }
-        }
-    }
-}
-
-/// A claim to take and where its answer goes.
-type ClaimJob = (ClaimRequest, tokio::sync::oneshot::Sender<Result<Option<CallId>, String>>);
-
-/// Group commit of push claims: the claims of concurrent calls are taken
-/// in one transaction (each call still waits for its own answer before it
-/// pushes). On SQLite this turns one write per call into one per batch.
-struct Claimer {
-    tx: tokio::sync::mpsc::Sender<ClaimJob>,
-    store: Store,
-}
-
-impl Claimer {
-    const QUEUE: usize = 4096;
-    const BATCH: usize = 256;
-
-    fn start(store: Store) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<ClaimJob>(Self::QUEUE);
-        let writer = store.clone();
-        tokio::spawn(async move {
-            while let Some(mut batch) = next_batch(&mut rx, Self::BATCH).await {
-                let reqs: Vec<ClaimRequest> = batch.iter().map(|(r, _)| r.clone()).collect();
-                match writer.claim_pushes(&reqs, now_ms()).await {
-                    Ok(results) => {
-                        for ((_, ack), result) in batch.drain(..).zip(results) {
-                            let _ = ack.send(Ok(result));
-                        }
-                    }
-                    Err(e) => {
-                        let e = e.to_string();
-                        for (_, ack) in batch.drain(..) {
-                            let _ = ack.send(Err(e.clone()));
-                        }
-                    }
-                }
-            }
-        });
-        Self { tx, store }
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Option<CallId>, StoreError> {
         let (ack, done) = tokio::sync::oneshot::channel();
-        match self.tx.try_send((req, ack)) {
-            Ok(()) => done.await.map_err(|_| StoreError::Batch("claimer stopped".into()))?.map_err(StoreError::Batch),
-            Err(tokio::sync::mpsc::error::TrySendError::Full((req, _)) | tokio::sync::mpsc::error::TrySendError::Closed((req, _))) => {
-                self.store.claim_pushes(std::slice::from_ref(&req), now_ms()).await.map(|mut v| v.remove(0))
+        self.submit(WriteJob::Claim(req, ack)).await;
+        done.await.map_err(|_| StoreError::Batch("call writer stopped".into()))?.map_err(StoreError::Batch)
+    }
+
+    async fn save(&self, record: CallRecord) -> Result<(), StoreError> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.submit(WriteJob::Report(record, ack)).await;
+        done.await.map_err(|_| StoreError::Batch("call writer stopped".into()))?.map_err(StoreError::Batch)
+    }
+
+    async fn claim_outcome(&self, outcome: ClaimOutcome) {
+        self.submit(WriteJob::ClaimOutcome(outcome)).await;
+    }
+}
+
+/// One group commit: the jobs' claims, outcomes and reports in one
+/// `Store::write_batch`, each answer (or the error) sent to its ack.
+async fn write_jobs(store: &Store, jobs: Vec<WriteJob>) {
+    let (mut claims, mut claim_acks, mut outcomes, mut records, mut report_acks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for job in jobs {
+        match job {
+            WriteJob::Claim(c, ack) => {
+                claims.push(c);
+                claim_acks.push(ack);
+            }
+            WriteJob::ClaimOutcome(o) => outcomes.push(o),
+            WriteJob::Report(r, ack) => {
+                records.push(r);
+                report_acks.push(ack);
+            }
+        }
+    }
+    match store.write_batch(&claims, now_ms(), &outcomes, &records).await {
+        Ok(answers) => {
+            for (ack, answer) in claim_acks.into_iter().zip(answers) {
+                let _ = ack.send(Ok(answer));
+            }
+            for ack in report_acks {
+                let _ = ack.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            let e = e.to_string();
+            metrics::counter!(telemetry::STORE_ERRORS).increment(1);
+            tracing::error!(error = %e, claims = claims.len(), calls = records.len(), outcomes = outcomes.len(), "a batch of call writes could not be stored");
+            for ack in claim_acks {
+                let _ = ack.send(Err(e.clone()));
+            }
+            for ack in report_acks {
+                let _ = ack.send(Err(e.clone()));
             }
         }
     }
@@ -256,8 +234,7 @@ impl Dispatcher {
             creds: CredentialCache::default(),
             alerted: Mutex::new(HashSet::new()),
             shutdown,
-            reports: ReportWriter::start(store_for_reports.clone()),
-            claims: Claimer::start(store_for_reports),
+            writes: Writer::start(store_for_reports),
             apns_slots: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PROVIDER)),
             fcm_slots: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PROVIDER)),
             tasks: tokio_util::task::TaskTracker::new(),
@@ -398,7 +375,7 @@ impl Dispatcher {
             callbacks,
             apps: devices.ready.iter().map(|d| d.registration.app.clone()).chain(devices.unreadable.iter().map(|u| u.app.clone())).collect(),
         };
-        self.reports.save(record).await?;
+        self.writes.save(record).await?;
         Ok(report)
     }
 
@@ -470,7 +447,7 @@ impl Dispatcher {
     /// that call's outcome for this device instead of pushing again.
     async fn deliver_once(&self, event: &CallEvent, reg: &Registration) -> Delivery {
         let claim = self
-            .claims
+            .writes
             .claim(ClaimRequest {
                 push_id: event.push_id.as_str().to_string(),
                 user: reg.user.clone(),
@@ -493,7 +470,7 @@ impl Dispatcher {
         if claimed {
             // Published per device at once (not with the report): a duplicate
             // call waiting on this device must never wait on our other devices.
-            self.reports
+            self.writes
                 .claim_outcome(ClaimOutcome {
                     push_id: event.push_id.as_str().to_string(),
                     user: reg.user.clone(),

@@ -57,7 +57,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// only generated for a database that holds nothing sealed; a key the
 /// database does not know is refused, naming `master_key_file`.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let options = StoreOptions { synchronous: settings.sqlite.synchronous };
+    let options = StoreOptions { synchronous: settings.sqlite.synchronous, ..StoreOptions::default() };
     let store = Store::connect(&settings.database_url, &options)
         .await
         .with_context(|| format!("cannot open database {}", redact_url(&settings.database_url)))?;

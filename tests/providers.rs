@@ -34,7 +34,7 @@ fn voip(t: &DeviceToken) -> ApnsPush {
 struct Apns {
     prod: MockApns,
     sandbox: MockApns,
-    creds: ApnsCredentials,
+    creds: Arc<ApnsCredentials>,
     settings: ProviderSettings,
 }
 
@@ -64,7 +64,7 @@ async fn apns_env(token_update_limit: Option<Duration>) -> Apns {
         bundle_id: BundleId::parse(BUNDLE).unwrap(),
         auth: ApnsAuth::Token { key_id, team_id, p8_pem: Secret::new(p8) },
     };
-    Apns { prod, sandbox, creds, settings }
+    Apns { prod, sandbox, creds: Arc::new(creds), settings }
 }
 
 #[tokio::test]
@@ -277,7 +277,7 @@ async fn apns_certificate_auth_needs_a_client_cert_from_the_ca() {
     };
     let client = ApnsClient::new(env.settings.clone());
     assert_eq!(
-        client.send("cert-app", &creds, Channel::Apns, &voip(&token(1))).await,
+        client.send("cert-app", &Arc::new(creds), Channel::Apns, &voip(&token(1))).await,
         Attempt::Delivered { status: 200 }
     );
     let r = &env.prod.requests()[0];
@@ -291,7 +291,7 @@ async fn apns_certificate_auth_needs_a_client_cert_from_the_ca() {
         bundle_id: BundleId::parse(BUNDLE).unwrap(),
         auth: ApnsAuth::Certificate { cert_pem: Secret::new(foreign.cert_pem), key_pem: Secret::new(foreign.key_pem) },
     };
-    let a = client.send("bad-app", &bad, Channel::Apns, &voip(&token(1))).await;
+    let a = client.send("bad-app", &Arc::new(bad), Channel::Apns, &voip(&token(1))).await;
     assert!(matches!(a, Attempt::Failed { ref reason, .. } if reason.starts_with("tls_error")), "{a:?}");
     assert_eq!(env.prod.requests().len(), 1, "no request may be served without a valid certificate");
 
@@ -373,10 +373,10 @@ async fn apns_credentials_change_builds_a_new_client() {
     let (p8, key_id) = apns_p8();
     let team_id = apple_id();
     env.prod.register_key(&team_id, &key_id, &p8);
-    let creds2 = ApnsCredentials {
+    let creds2 = Arc::new(ApnsCredentials {
         bundle_id: BundleId::parse(BUNDLE).unwrap(),
         auth: ApnsAuth::Token { key_id, team_id, p8_pem: Secret::new(p8) },
-    };
+    });
     assert!(client.send("app", &creds2, Channel::Apns, &voip(&token(1))).await.is_delivered());
     assert!(client.send("app", &creds2, Channel::Apns, &voip(&token(2))).await.is_delivered());
     assert_eq!(client.clients_built(), 2);

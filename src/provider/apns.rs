@@ -9,7 +9,8 @@ use crate::secret::Secret;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use http::HeaderValue;
 use std::time::Duration;
 
 /// How long a provider JWT is reused (Apple: at most 60 min, and not
@@ -100,31 +101,49 @@ pub fn check_payload(push: &ApnsPush) -> Result<(), Attempt> {
     Ok(())
 }
 
-/// The HTTP/2 request for one attempt (pure: no I/O, no clock).
+/// `{base}/3/device/`: what a push's token is appended to.
+pub fn url_prefix(base_url: &str) -> String {
+    format!("{}/3/device/", base_url.trim_end_matches('/'))
+}
+
+/// The HTTP/2 request for one attempt (pure: no I/O, no clock):
+/// `{url_prefix}{token}`, the APNs headers and the body. `topic` is the
+/// prepared header value of the app's topic for this push type, used when
+/// it is the push's topic (else the push's own is encoded); `bearer` the
+/// `authorization` value of token credentials.
 pub fn build_request(
-    base_url: &str,
+    url_prefix: &str,
+    topic: Option<&HeaderValue>,
     push: &ApnsPush,
-    bearer: Option<&str>,
+    bearer: Option<HeaderValue>,
     apns_id: &uuid::Uuid,
-) -> Result<http::Request<Vec<u8>>, Attempt> {
+) -> Result<reqwest::Request, Attempt> {
     check_payload(push)?;
-    let url = format!("{}/3/device/{}", base_url.trim_end_matches('/'), push.token);
-    let mut b = http::Request::builder()
-        .method(http::Method::POST)
-        .uri(url)
-        .header("apns-push-type", push.push_type.as_str())
-        .header("apns-topic", &push.topic)
-        .header("apns-priority", push.priority.to_string())
-        .header("apns-expiration", push.expiration_epoch_s.max(0).to_string())
-        .header("apns-id", apns_id.hyphenated().to_string())
-        .header("content-type", "application/json");
+    let bad = |e: &dyn std::fmt::Display| Attempt::failed(FailureKind::Config, format!("bad_request: {e}"));
+    let mut url = String::with_capacity(url_prefix.len() + push.token.len());
+    url.push_str(url_prefix);
+    url.push_str(&push.token);
+    let mut req = reqwest::Request::new(reqwest::Method::POST, reqwest::Url::parse(&url).map_err(|e| bad(&e))?);
+    let h = req.headers_mut();
+    h.insert("apns-push-type", HeaderValue::from_static(push.push_type.as_str()));
+    let topic = match topic.filter(|t| t.as_bytes() == push.topic.as_bytes()) {
+        Some(t) => t.clone(),
+        None => HeaderValue::try_from(push.topic.as_str()).map_err(|e| bad(&e))?,
+    };
+    h.insert("apns-topic", topic);
+    h.insert("apns-priority", HeaderValue::from(u16::from(push.priority)));
+    h.insert("apns-expiration", HeaderValue::from(push.expiration_epoch_s.max(0)));
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    h.insert("apns-id", HeaderValue::from_str(apns_id.hyphenated().encode_lower(&mut id)).map_err(|e| bad(&e))?);
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(c) = &push.collapse_id {
-        b = b.header("apns-collapse-id", c);
+        h.insert("apns-collapse-id", HeaderValue::try_from(c.as_str()).map_err(|e| bad(&e))?);
     }
-    if let Some(jwt) = bearer {
-        b = b.header("authorization", format!("bearer {jwt}"));
+    if let Some(b) = bearer {
+        h.insert(http::header::AUTHORIZATION, b);
     }
-    b.body(push.body.clone()).map_err(|e| Attempt::failed(FailureKind::Config, format!("bad_request: {e}")))
+    *req.body_mut() = Some(push.body.clone().into());
+    Ok(req)
 }
 
 /// protocol.md §4.5 as a table: status + reason (+ `Retry-After`) → attempt.
@@ -151,15 +170,17 @@ fn failure_kind(status: u16, reason: &str) -> FailureKind {
     }
 }
 
+/// Which provider JWT: computed once per credentials (`ProviderJwtCache::key`).
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct JwtKey {
+pub struct JwtKey {
     key_id: String,
     team_id: String,
     key_fp: [u8; 32],
 }
 
 struct CachedJwt {
-    token: Secret<String>,
+    /// `bearer <jwt>`, marked sensitive.
+    bearer: HeaderValue,
     iat: i64,
 }
 
@@ -199,33 +220,35 @@ impl ProviderJwtCache {
         Self { ttl, entries: Mutex::new(HashMap::new()), minted: AtomicU64::new(0) }
     }
 
-    fn key(key_id: &str, team_id: &str, p8_pem: &str) -> JwtKey {
+    pub fn key(key_id: &str, team_id: &str, p8_pem: &str) -> JwtKey {
         JwtKey { key_id: key_id.into(), team_id: team_id.into(), key_fp: sha256(&[p8_pem.as_bytes()]) }
     }
 
-    /// The cached JWT if younger than the TTL at `now_s`, else a new one with `iat = now_s`.
-    pub fn get(&self, key_id: &str, team_id: &str, p8_pem: &str, now_s: i64) -> Result<String, String> {
-        let k = Self::key(key_id, team_id, p8_pem);
+    /// The `authorization` value (`bearer <jwt>`) of the JWT of `key`
+    /// (signed with `p8_pem`) if younger than the TTL at `now_s`, else of a
+    /// new one with `iat = now_s`.
+    pub fn get(&self, key: &JwtKey, p8_pem: &str, now_s: i64) -> Result<HeaderValue, String> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = entries.get(&k) {
+        if let Some(c) = entries.get(key) {
             let age = now_s - c.iat;
             if age >= 0 && (age as u64) < self.ttl.as_secs() {
-                return Ok(c.token.expose().clone());
+                return Ok(c.bearer.clone());
             }
         }
-        let jwt = sign_provider_jwt(key_id, team_id, p8_pem, now_s)?;
+        let jwt = Secret::new(sign_provider_jwt(&key.key_id, &key.team_id, p8_pem, now_s)?);
+        let mut bearer = HeaderValue::try_from(format!("bearer {}", jwt.expose())).map_err(|e| format!("invalid_p8: {e}"))?;
+        bearer.set_sensitive(true);
         self.minted.fetch_add(1, Ordering::Relaxed);
-        entries.insert(k, CachedJwt { token: Secret::new(jwt.clone()), iat: now_s });
-        Ok(jwt)
+        entries.insert(key.clone(), CachedJwt { bearer: bearer.clone(), iat: now_s });
+        Ok(bearer)
     }
 
     /// Drop the cached JWT if it is still `stale` (so concurrent rejections
     /// of the same token cause one rebuild, not one each).
-    pub fn invalidate(&self, key_id: &str, team_id: &str, p8_pem: &str, stale: &str) {
-        let k = Self::key(key_id, team_id, p8_pem);
+    pub fn invalidate(&self, key: &JwtKey, stale: &HeaderValue) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.get(&k).map(|c| c.token.expose() == stale).unwrap_or(false) {
-            entries.remove(&k);
+        if entries.get(key).is_some_and(|c| c.bearer == *stale) {
+            entries.remove(key);
         }
     }
 
@@ -254,8 +277,35 @@ fn credentials_fingerprint(creds: &ApnsCredentials) -> [u8; 32] {
     }
 }
 
-/// (app, environment) → (credentials fingerprint, HTTP/2 client).
-type ClientMap = HashMap<(String, Channel), ([u8; 32], reqwest::Client)>;
+/// What one (app, environment) needs per push, prepared once per
+/// credentials: the HTTP/2 client, the URL prefix, the topics and the
+/// provider token's `authorization` value.
+#[derive(Clone)]
+struct Prepared {
+    /// The credentials this was built from (an `Arc` the dispatcher's
+    /// credential cache hands out: the same `Arc` means the same
+    /// credentials, so a push costs no fingerprint).
+    creds: Arc<ApnsCredentials>,
+    fingerprint: [u8; 32],
+    client: reqwest::Client,
+    /// `{base}/3/device/`
+    url_prefix: String,
+    voip_topic: HeaderValue,
+    topic: HeaderValue,
+    /// Token credentials: which provider JWT (no hash of the key per push).
+    jwt_key: Option<JwtKey>,
+}
+
+/// app → per environment (`APNS`, `APNS:dev`).
+type ClientMap = HashMap<String, [Option<Prepared>; 2]>;
+
+fn slot(channel: Channel) -> Option<usize> {
+    match channel {
+        Channel::Apns => Some(0),
+        Channel::ApnsDev => Some(1),
+        Channel::Fcm => None,
+    }
+}
 
 /// The APNs delivery client. Share one per process.
 pub struct ApnsClient {
@@ -294,7 +344,7 @@ impl ApnsClient {
 
     /// Drop the connections of `app` (credentials deleted or revoked).
     pub fn forget_app(&self, app: &str) {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner()).retain(|(a, _), _| a != app);
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).remove(app);
     }
 
     fn base_url(&self, channel: Channel) -> Option<&str> {
@@ -305,20 +355,27 @@ impl ApnsClient {
         }
     }
 
-    fn client_for(&self, app: &str, creds: &ApnsCredentials, channel: Channel) -> Result<reqwest::Client, Attempt> {
-        let fp = credentials_fingerprint(creds);
-        let key = (app.to_string(), channel);
+    /// The prepared client of (app, environment) for these credentials,
+    /// building it on first use or when the credentials changed.
+    fn prepared(&self, app: &str, creds: &Arc<ApnsCredentials>, channel: Channel, base: &str) -> Result<Prepared, Attempt> {
+        let Some(i) = slot(channel) else { return Err(Attempt::failed(FailureKind::Config, "not_an_apns_channel")) };
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((have, c)) = clients.get(&key) {
-            if *have == fp {
-                return Ok(c.clone());
+        let fingerprint = match clients.get_mut(app).and_then(|e| e[i].as_mut()) {
+            Some(p) if Arc::ptr_eq(&p.creds, creds) => return Ok(p.clone()),
+            Some(p) => {
+                // Another Arc: the same credentials re-read, or new ones.
+                let fp = credentials_fingerprint(creds);
+                if p.fingerprint == fp {
+                    p.creds = creds.clone();
+                    return Ok(p.clone());
+                }
+                fp
             }
-        }
+            None => credentials_fingerprint(creds),
+        };
         let identity = match &creds.auth {
             ApnsAuth::Token { .. } => None,
-            ApnsAuth::Certificate { cert_pem, key_pem } => {
-                Some((cert_pem.expose().as_str(), key_pem.expose().as_str()))
-            }
+            ApnsAuth::Certificate { cert_pem, key_pem } => Some((cert_pem.expose().as_str(), key_pem.expose().as_str())),
         };
         let cfg = tls::client_config(self.settings.extra_ca_pem.as_deref(), identity, tls::ALPN_H2)
             .map_err(|e| Attempt::failed(FailureKind::Config, format!("tls_config: {e}")))?;
@@ -331,44 +388,55 @@ impl ApnsClient {
             .http2_keep_alive_while_idle(true)
             .build()
             .map_err(|e| Attempt::failed(FailureKind::Config, format!("http_client: {e}")))?;
+        let header = |v: String| HeaderValue::try_from(v).map_err(|e| Attempt::failed(FailureKind::Config, format!("bad_request: {e}")));
+        let prepared = Prepared {
+            creds: creds.clone(),
+            fingerprint,
+            client,
+            url_prefix: url_prefix(base),
+            voip_topic: header(format!("{}.voip", creds.bundle_id.as_str()))?,
+            topic: header(creds.bundle_id.as_str().to_string())?,
+            jwt_key: match &creds.auth {
+                ApnsAuth::Token { key_id, team_id, p8_pem } => Some(ProviderJwtCache::key(key_id, team_id, p8_pem.expose())),
+                ApnsAuth::Certificate { .. } => None,
+            },
+        };
         self.clients_built.fetch_add(1, Ordering::Relaxed);
         // Replacing the entry drops the old pool: old connections close once idle.
-        clients.insert(key, (fp, client.clone()));
-        Ok(client)
+        clients.entry(app.to_string()).or_default()[i] = Some(prepared.clone());
+        Ok(prepared)
+    }
+
+    /// The `authorization` value for token credentials (none for a certificate).
+    fn bearer(&self, p: &Prepared) -> Result<Option<HeaderValue>, Attempt> {
+        let (Some(key), ApnsAuth::Token { p8_pem, .. }) = (&p.jwt_key, &p.creds.auth) else { return Ok(None) };
+        self.jwts.get(key, p8_pem.expose(), (self.clock)()).map(Some).map_err(|e| Attempt::failed(FailureKind::Auth, e))
     }
 
     /// One attempt to deliver `push` for `app` on `channel` (`APNS` →
     /// production URL, `APNS:dev` → sandbox URL). Retries once inside, with
     /// a fresh provider JWT, on 403 `ExpiredProviderToken`.
-    pub async fn send(&self, app: &str, creds: &ApnsCredentials, channel: Channel, push: &ApnsPush) -> Attempt {
+    pub async fn send(&self, app: &str, creds: &Arc<ApnsCredentials>, channel: Channel, push: &ApnsPush) -> Attempt {
         let Some(base) = self.base_url(channel) else { return Attempt::failed(FailureKind::Config, "not_an_apns_channel") };
-        if let Err(a) = check_payload(push) {
-            return a;
-        }
-        let client = match self.client_for(app, creds, channel) {
-            Ok(c) => c,
+        let prepared = match self.prepared(app, creds, channel, base) {
+            Ok(p) => p,
             Err(a) => return a,
         };
         let mut renewed = false;
         loop {
-            let bearer = match &creds.auth {
-                ApnsAuth::Token { key_id, team_id, p8_pem } => {
-                    match self.jwts.get(key_id, team_id, p8_pem.expose(), (self.clock)()) {
-                        Ok(j) => Some(j),
-                        Err(e) => return Attempt::failed(FailureKind::Auth, e),
-                    }
-                }
-                ApnsAuth::Certificate { .. } => None,
+            let bearer = match self.bearer(&prepared) {
+                Ok(b) => b,
+                Err(a) => return a,
             };
-            let req = match build_request(base, push, bearer.as_deref(), &uuid::Uuid::new_v4()) {
+            let topic = match push.push_type {
+                PushType::Voip => &prepared.voip_topic,
+                _ => &prepared.topic,
+            };
+            let req = match build_request(&prepared.url_prefix, Some(topic), push, bearer.clone(), &uuid::Uuid::new_v4()) {
                 Ok(r) => r,
                 Err(a) => return a,
             };
-            let req = match reqwest::Request::try_from(req) {
-                Ok(r) => r,
-                Err(e) => return Attempt::failed(FailureKind::Config, format!("bad_request: {e}")),
-            };
-            let resp = match client.execute(req).await {
+            let resp = match prepared.client.execute(req).await {
                 Ok(r) => r,
                 Err(e) => return transport_error(&e),
             };
@@ -380,9 +448,9 @@ impl ApnsClient {
             };
             let reason = if status == 200 { String::new() } else { reason_of(&body) };
             if status == 403 && reason == "ExpiredProviderToken" && !renewed {
-                if let (ApnsAuth::Token { key_id, team_id, p8_pem }, Some(stale)) = (&creds.auth, &bearer) {
+                if let (Some(key), Some(stale)) = (&prepared.jwt_key, &bearer) {
                     tracing::warn!(app, channel = %channel, "APNs refused the provider token as expired; signing a new one");
-                    self.jwts.invalidate(key_id, team_id, p8_pem.expose(), stale);
+                    self.jwts.invalidate(key, stale);
                     renewed = true;
                     continue;
                 }
@@ -430,9 +498,9 @@ mod tests {
     fn request_has_every_header() {
         let id = uuid::Uuid::new_v4();
         let p = push(PushType::Voip, 100);
-        let r = build_request("https://api.push.apple.com/", &p, Some("JWT"), &id).unwrap();
+        let r = build_request(&url_prefix("https://api.push.apple.com/"), None, &p, Some(HeaderValue::from_static("bearer JWT")), &id).unwrap();
         assert_eq!(r.method(), http::Method::POST);
-        assert_eq!(r.uri().to_string(), format!("https://api.push.apple.com/3/device/{}", "ab".repeat(32)));
+        assert_eq!(r.url().to_string(), format!("https://api.push.apple.com/3/device/{}", "ab".repeat(32)));
         let h = |n: &str| r.headers().get(n).unwrap().to_str().unwrap().to_string();
         assert_eq!(h("apns-push-type"), "voip");
         assert_eq!(h("apns-topic"), "com.example.app.voip");
@@ -443,26 +511,26 @@ mod tests {
         assert_eq!(h("content-type"), "application/json");
         assert_eq!(h("authorization"), "bearer JWT");
         assert!(r.headers().get("apns-collapse-id").is_none());
-        assert_eq!(r.body(), &p.body);
+        assert_eq!(r.body().and_then(|b| b.as_bytes()), Some(p.body.as_slice()));
     }
 
     #[test]
     fn certificate_auth_sends_no_authorization_and_alert_types() {
         let p = push(PushType::Alert, 10);
-        let r = build_request("https://x", &p, None, &uuid::Uuid::new_v4()).unwrap();
+        let r = build_request(&url_prefix("https://x"), None, &p, None, &uuid::Uuid::new_v4()).unwrap();
         assert!(r.headers().get("authorization").is_none());
         assert_eq!(r.headers()["apns-push-type"], "alert");
         assert_eq!(r.headers()["apns-topic"], "com.example.app");
         let b = push(PushType::Background, 10);
-        let r = build_request("https://x", &b, None, &uuid::Uuid::new_v4()).unwrap();
+        let r = build_request(&url_prefix("https://x"), None, &b, None, &uuid::Uuid::new_v4()).unwrap();
         assert_eq!(r.headers()["apns-push-type"], "background");
         assert_eq!(r.headers()["apns-priority"], "5");
     }
 
     #[test]
     fn payload_limits_are_exact() {
-        assert!(build_request("https://x", &push(PushType::Voip, 5120), None, &uuid::Uuid::new_v4()).is_ok());
-        let e = build_request("https://x", &push(PushType::Voip, 5121), None, &uuid::Uuid::new_v4()).unwrap_err();
+        assert!(build_request(&url_prefix("https://x"), None, &push(PushType::Voip, 5120), None, &uuid::Uuid::new_v4()).is_ok());
+        let e = build_request(&url_prefix("https://x"), None, &push(PushType::Voip, 5121), None, &uuid::Uuid::new_v4()).unwrap_err();
         assert_eq!(e, Attempt::failed(FailureKind::Payload, "payload_too_large"));
         assert!(check_payload(&push(PushType::Alert, 4096)).is_ok());
         assert!(check_payload(&push(PushType::Alert, 4097)).is_err());
@@ -527,20 +595,22 @@ mod tests {
     fn jwt_is_reused_within_ttl_and_rebuilt_after() {
         let (p8, kid) = pushrelay_mock::fixtures::apns_p8();
         let cache = ProviderJwtCache::new(Duration::from_secs(2400));
-        let a = cache.get(&kid, "TEAM123456", &p8, 1_000_000).unwrap();
-        assert_eq!(cache.get(&kid, "TEAM123456", &p8, 1_000_000 + 2399).unwrap(), a);
+        let (team, other) = (ProviderJwtCache::key(&kid, "TEAM123456", &p8), ProviderJwtCache::key(&kid, "OTHERTEAM1", &p8));
+        let a = cache.get(&team, &p8, 1_000_000).unwrap();
+        assert!(a.is_sensitive(), "the authorization value is never logged or indexed");
+        assert_eq!(cache.get(&team, &p8, 1_000_000 + 2399).unwrap(), a);
         assert_eq!(cache.minted(), 1);
-        let b = cache.get(&kid, "TEAM123456", &p8, 1_000_000 + 2400).unwrap();
+        let b = cache.get(&team, &p8, 1_000_000 + 2400).unwrap();
         assert_ne!(a, b);
         assert_eq!(cache.minted(), 2);
         // another team gets its own token
-        cache.get(&kid, "OTHERTEAM1", &p8, 1_000_000 + 2400).unwrap();
+        cache.get(&other, &p8, 1_000_000 + 2400).unwrap();
         assert_eq!(cache.minted(), 3);
         // invalidate only drops the token it names
-        cache.invalidate(&kid, "TEAM123456", &p8, &a);
-        assert_eq!(cache.get(&kid, "TEAM123456", &p8, 1_000_000 + 2401).unwrap(), b);
-        cache.invalidate(&kid, "TEAM123456", &p8, &b);
-        assert_ne!(cache.get(&kid, "TEAM123456", &p8, 1_000_000 + 2401).unwrap(), b);
+        cache.invalidate(&team, &a);
+        assert_eq!(cache.get(&team, &p8, 1_000_000 + 2401).unwrap(), b);
+        cache.invalidate(&team, &b);
+        assert_ne!(cache.get(&team, &p8, 1_000_000 + 2401).unwrap(), b);
         assert_eq!(cache.minted(), 4);
     }
 

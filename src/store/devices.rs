@@ -3,7 +3,7 @@
 //! needed, holds the per-user device cap and writes every registration of
 //! one request in one transaction (a refused request writes nothing).
 
-use super::{corrupt, Result, Store, StoreError};
+use super::{corrupt, Result, Store, StoreError, StoreEvent};
 use crate::domain::{
     AppId, Channel, Device, DevicePkid, DeviceSet, DeviceToken, Dialect, DialectData, Email, MessageToken, PayloadVersion, PushKey, Registration, SipBinding,
     SipFormat, UnreadableDevice, UserId,
@@ -11,6 +11,7 @@ use crate::domain::{
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 const DEVICE_COLUMNS: &str = "user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at, \
      msg_token, msg_channel, msg_app_id, sip_aor, sip_contact, sip_format, sip_purr, spark_email";
@@ -44,6 +45,11 @@ fn summary_from_row(r: &AnyRow, at: usize) -> DeviceSummary {
         token_suffix: token[n.saturating_sub(8)..].to_string(),
         updated_at: r.get(at + 5),
     }
+}
+
+/// The users whose rows a delete with `RETURNING user_id` removed.
+fn users_of(rows: Vec<AnyRow>) -> Vec<String> {
+    rows.iter().map(|r| r.get::<String, _>(0)).collect()
 }
 
 /// A stored device: ready, or with a key this node cannot open.
@@ -141,7 +147,20 @@ impl Store {
             .max(1);
         }
         tx.commit().await?;
+        self.devices_changed(vec![user.as_str().to_string()]).await;
         Ok(written)
+    }
+
+    /// After a committed write to these users' devices: drop them from this
+    /// node's device cache, and tell the other nodes to.
+    pub(super) async fn devices_changed(&self, mut users: Vec<String>) {
+        users.sort_unstable();
+        users.dedup();
+        if users.is_empty() {
+            return;
+        }
+        self.devices.invalidate(Some(users.iter().map(String::as_str)));
+        self.publish(StoreEvent::DevicesChanged { users: Some(users) }).await;
     }
 
     pub async fn delete_device(&self, user: &UserId, device: &DevicePkid) -> Result<bool> {
@@ -168,12 +187,17 @@ impl Store {
     /// One write to one device row (`$1` user, `$2` device, `$3` token if
     /// given); whether a row changed.
     async fn change_device(&self, sql: &str, user: &UserId, device: &DevicePkid, token: Option<&DeviceToken>) -> Result<bool> {
-        let _gate = self.writing().await;
+        let gate = self.writing().await;
         let mut q = sqlx::query(sql).bind(user.as_str()).bind(device.as_str());
         if let Some(t) = token {
             q = q.bind(t.as_str());
         }
-        Ok(q.execute(&self.pool).await?.rows_affected() > 0)
+        let changed = q.execute(&self.pool).await?.rows_affected() > 0;
+        drop(gate);
+        if changed {
+            self.devices_changed(vec![user.as_str().to_string()]).await;
+        }
+        Ok(changed)
     }
 
     fn device_from_row(&self, r: &AnyRow) -> Result<Loaded> {
@@ -264,25 +288,27 @@ impl Store {
         Ok(self.device_set(&rows)?.ready)
     }
 
-    /// The devices to wake for a user (one device, or all of them), keys opened.
+    /// The devices to wake for a user (one device, or all of them), keys
+    /// opened; from the device cache when it holds the user (see `cache`).
     pub async fn devices_for(&self, user: &UserId, device: Option<&DevicePkid>) -> Result<DeviceSet> {
-        let cols = DEVICE_COLUMNS;
-        let rows = match device {
-            Some(d) => {
-                sqlx::query(&format!("SELECT {cols} FROM devices WHERE user_id = $1 AND device_pkid = $2"))
-                    .bind(user.as_str())
-                    .bind(d.as_str())
-                    .fetch_all(&self.pool)
-                    .await?
-            }
+        let all = match self.devices.get(user.as_str()) {
+            Some(set) => set,
             None => {
-                sqlx::query(&format!("SELECT {cols} FROM devices WHERE user_id = $1 ORDER BY device_pkid"))
+                let ticket = self.devices.ticket();
+                let rows = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 ORDER BY device_pkid"))
                     .bind(user.as_str())
                     .fetch_all(&self.pool)
-                    .await?
+                    .await?;
+                let set = Arc::new(self.device_set(&rows)?);
+                self.devices.fill(user.as_str(), ticket, &set);
+                set
             }
         };
-        self.device_set(&rows)
+        let mut set = DeviceSet::clone(&all);
+        if let Some(d) = device {
+            set.retain(|_, id, _, _| id == d);
+        }
+        Ok(set)
     }
 
     /// Devices registered over SIP for an address of record.
@@ -296,52 +322,56 @@ impl Store {
 
     /// Remove the SIP bindings of an AOR (`Contact: *`); how many went.
     pub async fn delete_devices_for_aor(&self, aor: &str) -> Result<u64> {
-        let _gate = self.writing().await;
-        let r = sqlx::query("DELETE FROM devices WHERE sip_aor = $1").bind(aor).execute(&self.pool).await?;
-        Ok(r.rows_affected())
+        let gate = self.writing().await;
+        let users = users_of(sqlx::query("DELETE FROM devices WHERE sip_aor = $1 RETURNING user_id").bind(aor).fetch_all(&self.pool).await?);
+        drop(gate);
+        let removed = users.len() as u64;
+        self.devices_changed(users).await;
+        Ok(removed)
     }
 
     /// Remove single SIP bindings of an AOR (contacts with `expires=0`): by
     /// device id, and by the contact URI they registered; how many went.
     pub async fn delete_sip_bindings(&self, aor: &str, devices: &[DevicePkid], contacts: &[String]) -> Result<u64> {
-        let _gate = self.writing().await;
+        let gate = self.writing().await;
         let mut tx = self.pool.begin().await?;
-        let mut removed = 0;
+        let mut users = Vec::new();
         for d in devices {
-            removed += sqlx::query("DELETE FROM devices WHERE sip_aor = $1 AND device_pkid = $2")
-                .bind(aor)
-                .bind(d.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            users.extend(users_of(
+                sqlx::query("DELETE FROM devices WHERE sip_aor = $1 AND device_pkid = $2 RETURNING user_id").bind(aor).bind(d.as_str()).fetch_all(&mut *tx).await?,
+            ));
         }
         for c in contacts {
-            removed += sqlx::query("DELETE FROM devices WHERE sip_aor = $1 AND sip_contact = $2")
-                .bind(aor)
-                .bind(c)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            users.extend(users_of(
+                sqlx::query("DELETE FROM devices WHERE sip_aor = $1 AND sip_contact = $2 RETURNING user_id").bind(aor).bind(c).fetch_all(&mut *tx).await?,
+            ));
         }
         tx.commit().await?;
+        drop(gate);
+        let removed = users.len() as u64;
+        self.devices_changed(users).await;
         Ok(removed)
     }
 
     /// Delete every device of `dialect` whose call token is `token` (of `app`, when given).
     pub async fn delete_devices_by_token(&self, dialect: Dialect, token: &str, app: Option<&AppId>) -> Result<u64> {
-        let _gate = self.writing().await;
-        let r = match app {
+        let gate = self.writing().await;
+        let rows = match app {
             Some(app) => {
-                sqlx::query("DELETE FROM devices WHERE dialect = $1 AND token = $2 AND app_id = $3")
+                sqlx::query("DELETE FROM devices WHERE dialect = $1 AND token = $2 AND app_id = $3 RETURNING user_id")
                     .bind(dialect.as_str())
                     .bind(token)
                     .bind(app.as_str())
-                    .execute(&self.pool)
+                    .fetch_all(&self.pool)
                     .await?
             }
-            None => sqlx::query("DELETE FROM devices WHERE dialect = $1 AND token = $2").bind(dialect.as_str()).bind(token).execute(&self.pool).await?,
+            None => sqlx::query("DELETE FROM devices WHERE dialect = $1 AND token = $2 RETURNING user_id").bind(dialect.as_str()).bind(token).fetch_all(&self.pool).await?,
         };
-        Ok(r.rows_affected())
+        drop(gate);
+        let users = users_of(rows);
+        let removed = users.len() as u64;
+        self.devices_changed(users).await;
+        Ok(removed)
     }
 
     /// The operator's view: no key is opened, only the token suffix leaves.
@@ -425,5 +455,41 @@ mod tests {
         let set = s.devices_for(&alice, None).await.unwrap();
         assert_eq!(set.ready.len(), 1);
         assert_eq!(set.unreadable.iter().map(|u| u.device.as_str()).collect::<Vec<_>>(), vec!["b"]);
+    }
+
+    /// The bound the device cache documents for writes it is not told of
+    /// (another process on the same SQLite file): stale until the time to
+    /// live, fresh after it.
+    #[tokio::test]
+    async fn a_write_by_another_process_is_served_stale_for_at_most_the_time_to_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let ttl = std::time::Duration::from_millis(400);
+        let options = crate::store::StoreOptions { device_cache: crate::store::CacheOptions { entries: 100, ttl }, ..Default::default() };
+        let key = crate::envelope::MasterKey::generate();
+        let node = Store::connect(&url, &options).await.unwrap();
+        node.migrate().await.unwrap();
+        node.open_keyring(key.clone()).await.unwrap();
+        let other = Store::connect(&url, &options).await.unwrap();
+        other.open_keyring(key).await.unwrap();
+        let alice = UserId::parse("alice").unwrap();
+        node.register(&alice, &[reg("alice", "a")], 1, 10).await.unwrap();
+        assert_eq!(node.devices_for(&alice, None).await.unwrap().ready.len(), 1);
+        let written = std::time::Instant::now();
+        other.register(&alice, &[reg("alice", "b")], 2, 10).await.unwrap();
+        let mut stale_for = std::time::Duration::ZERO;
+        loop {
+            let n = node.devices_for(&alice, None).await.unwrap().ready.len();
+            if n == 2 {
+                break;
+            }
+            stale_for = written.elapsed();
+            assert!(stale_for < ttl + std::time::Duration::from_millis(100), "still stale after {stale_for:?} (time to live {ttl:?})");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(stale_for > std::time::Duration::ZERO, "the other process's write is not seen at once: that is what the time to live bounds");
+        // A write through this node's own store is seen at once.
+        node.register(&alice, &[reg("alice", "c")], 3, 10).await.unwrap();
+        assert_eq!(node.devices_for(&alice, None).await.unwrap().ready.len(), 3);
     }
 }

@@ -2,7 +2,9 @@
 //! - `Registered`: a SIP REGISTER for an AOR arrived (releases `/sip/wake`);
 //! - `ClaimsSettled`: push claims got their outcome (a duplicate call waiting
 //!   on another call's push reports it at once);
-//! - `KeysChanged`: a master key rotation or retirement (nodes re-sync).
+//! - `KeysChanged`: a master key rotation or retirement (nodes re-sync);
+//! - `DevicesChanged`: devices of these users were written (the other nodes
+//!   drop them from their device caches).
 //!
 //! Every event reaches this node's subscribers at once (a broadcast
 //! channel). On PostgreSQL it is also sent with `NOTIFY pushrelay_events`,
@@ -35,6 +37,8 @@ pub enum StoreEvent {
     Registered { aor: String, contact: String, at: i64 },
     ClaimsSettled { claims: Vec<ClaimKey> },
     KeysChanged,
+    /// `users: None`: too many to name; every cached user is dropped.
+    DevicesChanged { users: Option<Vec<String>> },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,6 +65,11 @@ impl Events {
     pub(super) fn stop(&self) {
         self.stop.cancel();
     }
+
+    /// Cancelled when the store closes.
+    pub(super) fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
 }
 
 /// Split settled claims into NOTIFY-sized events.
@@ -82,6 +91,9 @@ fn chunks(event: StoreEvent) -> Vec<StoreEvent> {
                 out.push(StoreEvent::ClaimsSettled { claims: chunk });
             }
             out
+        }
+        StoreEvent::DevicesChanged { users: Some(users) } if users.iter().map(|u| u.len() + 3).sum::<usize>() > MAX_PAYLOAD => {
+            vec![StoreEvent::DevicesChanged { users: None }]
         }
         other => vec![other],
     }
@@ -110,25 +122,37 @@ impl Store {
     }
 
     /// PostgreSQL: `LISTEN` for the other nodes' events until the store
-    /// closes (sqlx's listener reconnects by itself). A no-op on SQLite.
+    /// closes. When the listener loses its connection, notifications sent
+    /// meanwhile are lost: the device cache is dropped whole when that is
+    /// noticed, and sqlx reconnects. A no-op on SQLite.
     pub async fn listen(&self) -> super::Result<()> {
         if self.backend != Backend::Postgres {
             return Ok(());
         }
         let mut listener = sqlx::postgres::PgListener::connect(&self.events.url).await?;
         listener.listen(CHANNEL).await?;
-        let (tx, node, stop) = (self.events.tx.clone(), self.events.node, self.events.stop.clone());
+        let (tx, node, stop, devices) = (self.events.tx.clone(), self.events.node, self.events.stop.clone(), self.devices.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    n = listener.recv() => match n {
-                        Ok(n) => match serde_json::from_str::<Wire>(n.payload()) {
-                            Ok(w) if w.node != node => { let _ = tx.send(w.event); }
+                    n = listener.try_recv() => match n {
+                        Ok(Some(n)) => match serde_json::from_str::<Wire>(n.payload()) {
+                            Ok(w) if w.node != node => {
+                                if let StoreEvent::DevicesChanged { users } = &w.event {
+                                    devices.invalidate(users.as_ref().map(|u| u.iter().map(String::as_str)));
+                                }
+                                let _ = tx.send(w.event);
+                            }
                             Ok(_) => {}
                             Err(e) => tracing::warn!(error = %e, "unreadable event from another node"),
                         },
+                        Ok(None) => {
+                            tracing::warn!("event listener lost its connection; dropping the device cache and reconnecting");
+                            devices.clear();
+                        }
                         Err(e) => {
+                            devices.clear();
                             tracing::warn!(error = %e, "event listener lost its connection; retrying");
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
@@ -162,7 +186,12 @@ mod tests {
 
     #[test]
     fn events_round_trip_on_the_wire() {
-        for e in [StoreEvent::Registered { aor: "sip:1@x".into(), contact: "<sip:1@h>".into(), at: 5 }, StoreEvent::KeysChanged] {
+        for e in [
+            StoreEvent::Registered { aor: "sip:1@x".into(), contact: "<sip:1@h>".into(), at: 5 },
+            StoreEvent::KeysChanged,
+            StoreEvent::DevicesChanged { users: Some(vec!["alice".into()]) },
+            StoreEvent::DevicesChanged { users: None },
+        ] {
             let wire = serde_json::to_string(&Wire { node: 7, event: e.clone() }).unwrap();
             let back: Wire = serde_json::from_str(&wire).unwrap();
             assert_eq!((back.node, back.event), (7, e));

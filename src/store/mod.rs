@@ -9,6 +9,8 @@
 //!
 //! One file per aggregate, all `impl Store`:
 //! - `keys`      master key check values, the keyring, online rotation
+//! - `cache`     the device cache (invalidated by every device write, and
+//!   across nodes by `events`)
 //! - `apps`      apps and their credentials
 //! - `api_keys`  API keys (hashes only)
 //! - `users`     end users and password hashes
@@ -28,6 +30,7 @@
 
 mod api_keys;
 mod apps;
+mod cache;
 mod callbacks;
 mod calls;
 mod console;
@@ -38,6 +41,7 @@ mod keys;
 mod users;
 mod webhooks;
 
+pub use cache::CacheOptions;
 pub use callbacks::{LeasedCallback, PendingCallback};
 pub use console::{ProviderMinute, RecentCall, LATENCY_BUCKETS_MS};
 pub use calls::{CallInfo, CallRecord, ClaimOutcome, ClaimRequest};
@@ -92,11 +96,13 @@ pub enum Backend {
 pub struct StoreOptions {
     /// SQLite `PRAGMA synchronous` (ignored on PostgreSQL).
     pub synchronous: SqliteSynchronous,
+    /// The device cache (see `cache`).
+    pub device_cache: CacheOptions,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { synchronous: SqliteSynchronous::Full }
+        Self { synchronous: SqliteSynchronous::Full, device_cache: CacheOptions::default() }
     }
 }
 
@@ -110,6 +116,9 @@ pub struct Store {
     /// which under load cost more than the writes. `None` on PostgreSQL.
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
     events: Arc<events::Events>,
+    devices: Arc<cache::DeviceCache>,
+    /// The connection of the call path's group commit (`write_batch`).
+    call_writer: Arc<CallWriter>,
 }
 
 impl std::fmt::Debug for Store {
@@ -134,6 +143,82 @@ pub(crate) fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) ->
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
+/// The settings of every SQLite connection: wait for the lock, enforce
+/// foreign keys, and sync the log as `synchronous` says.
+async fn sqlite_session(conn: &mut sqlx::AnyConnection, synchronous: &str) -> Result<(), sqlx::Error> {
+    conn.execute("PRAGMA busy_timeout = 5000").await?;
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    conn.execute(format!("PRAGMA synchronous = {synchronous}").as_str()).await?;
+    Ok(())
+}
+
+/// The call path's own connection (`Store::write_batch`): not from the
+/// pool, so a batch costs no acquire and no ping on release (sqlx pings
+/// every pooled connection it takes back), and set up for rows that need
+/// not wait for the disk: SQLite `synchronous = NORMAL` without automatic
+/// checkpoints, PostgreSQL `synchronous_commit = off`. Opened on first use,
+/// and again after an error.
+pub(crate) struct CallWriter {
+    url: String,
+    backend: Backend,
+    conn: tokio::sync::Mutex<Option<sqlx::AnyConnection>>,
+}
+
+impl CallWriter {
+    async fn open(&self) -> Result<sqlx::AnyConnection> {
+        use sqlx::Connection;
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::AnyConnection::connect(&sqlite_url(&self.url)).await?;
+                sqlite_session(&mut conn, "NORMAL").await?;
+                // Never checkpoints (a checkpoint syncs the database file and
+                // would stall every call waiting on the batch): `checkpoints`
+                // does, beside it.
+                conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                Ok(conn)
+            }
+            Backend::Postgres => {
+                // Room for every row count of the multi-row statements (up
+                // to 3 × ROWS_PER_STATEMENT shapes): sqlx's default of 100
+                // made the server re-prepare (parse and plan) most batches.
+                let sep = if self.url.contains('?') { '&' } else { '?' };
+                let mut conn = sqlx::AnyConnection::connect(&format!("{}{sep}statement-cache-capacity=1024", self.url)).await?;
+                conn.execute("SET synchronous_commit TO OFF").await?;
+                Ok(conn)
+            }
+        }
+    }
+
+    /// The connection, opened if needed. Leave `None` in the slot after an
+    /// error so the next batch opens a new one.
+    pub(crate) async fn lock(&self) -> Result<tokio::sync::MutexGuard<'_, Option<sqlx::AnyConnection>>> {
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.open().await?);
+        }
+        Ok(slot)
+    }
+}
+
+/// SQLite: move the write-ahead log into the database file every second
+/// (`PASSIVE`: never waits for, or blocks, readers and writers), off the
+/// call path's connection. Connections that write registrations still
+/// checkpoint by themselves past 1000 pages.
+async fn checkpoints(pool: AnyPool, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                    tracing::debug!(error = %e, "WAL checkpoint");
+                }
+            }
+        }
+    }
+}
+
 impl Store {
     /// Connect (creating the SQLite file if needed). Does not migrate and
     /// holds no usable key yet: `keys::open_keyring` installs it.
@@ -147,14 +232,7 @@ impl Store {
             Backend::Sqlite => {
                 let synchronous = options.synchronous.as_str();
                 opts.max_connections(8)
-                    .after_connect(move |conn, _| {
-                        Box::pin(async move {
-                            conn.execute("PRAGMA busy_timeout = 5000").await?;
-                            conn.execute("PRAGMA foreign_keys = ON").await?;
-                            conn.execute(format!("PRAGMA synchronous = {synchronous}").as_str()).await?;
-                            Ok(())
-                        })
-                    })
+                    .after_connect(move |conn, _| Box::pin(sqlite_session(conn, synchronous)))
                     .connect(&sqlite_url(url))
                     .await?
             }
@@ -165,8 +243,14 @@ impl Store {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
         let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        let call_writer = Arc::new(CallWriter { url: url.to_string(), backend, conn: tokio::sync::Mutex::new(None) });
         let keys = Keyring::new(crate::envelope::MasterKey::generate());
-        Ok(Self { pool, backend, keys, write_gate, events: Arc::new(events::Events::new(url)) })
+        let devices = Arc::new(cache::DeviceCache::new(options.device_cache));
+        let events = Arc::new(events::Events::new(url));
+        if backend == Backend::Sqlite {
+            tokio::spawn(checkpoints(pool.clone(), events.stopped()));
+        }
+        Ok(Self { pool, backend, keys, write_gate, events, devices, call_writer })
     }
 
     /// Hold this while writing (SQLite only; a no-op on PostgreSQL).

@@ -34,11 +34,13 @@ impl Store {
 
     /// Delete a user and their devices; false if unknown.
     pub async fn delete_user(&self, user: &UserId) -> Result<bool> {
-        let _gate = self.writing().await;
+        let gate = self.writing().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM devices WHERE user_id = $1").bind(user.as_str()).execute(&mut *tx).await?;
         let r = sqlx::query("DELETE FROM users WHERE user_id = $1").bind(user.as_str()).execute(&mut *tx).await?;
         tx.commit().await?;
+        drop(gate);
+        self.devices_changed(vec![user.as_str().to_string()]).await;
         Ok(r.rows_affected() > 0)
     }
 

@@ -184,3 +184,50 @@ async fn kill_9_during_a_registration_burst_loses_no_acknowledged_registration()
     let lost: Vec<_> = acked.iter().filter(|d| !stored.contains(*d)).collect();
     assert!(lost.is_empty(), "{} acknowledged registrations lost: {lost:?}", lost.len());
 }
+
+/// PostgreSQL: every connection of the relay is cut (a failover, a
+/// restarted server, an idle-connection reaper). Each dead connection fails
+/// the one request that next uses it — a clean 500, nothing half-written —
+/// and is replaced: the pool's (at most its 16 connections, no test before
+/// acquire) and the call writer's own, which reopens on the next batch.
+/// Then calls are pushed and reported again. Skipped on SQLite.
+#[tokio::test]
+async fn the_call_path_recovers_when_postgresql_cuts_every_connection() {
+    if !on_postgres() {
+        return;
+    }
+    let (app, m) = spawn_app_with_mocks().await;
+    app.with_mock_credentials(&m).await;
+    let users = users_with_devices(&app, 1).await;
+    let call = |n: u32| app.admin(reqwest::Method::POST, "/v1/calls").json(&json!({"user": users[0].0, "pushid": format!("cut-{n}")}));
+    assert_eq!(call(0).send().await.unwrap().status(), 200);
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(app.database_url()).await.unwrap();
+    let cut = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+    assert!(cut.len() >= 2, "the pool and the call writer had connections: {}", cut.len());
+    admin.close().await;
+    let (mut failed, mut in_a_row, mut last) = (0, 0, None);
+    for n in 1..=40 {
+        let r = call(n).send().await.unwrap();
+        if r.status() == 200 {
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["deliveries"][0]["outcome"], "delivered", "{v}");
+            last = v["call_id"].as_str().map(str::to_string);
+            in_a_row += 1;
+            if in_a_row == 10 {
+                break;
+            }
+        } else {
+            assert_eq!(r.status(), 500, "a call on a cut connection fails cleanly");
+            failed += 1;
+            in_a_row = 0;
+        }
+    }
+    assert_eq!(in_a_row, 10, "the relay did not recover: {failed} failed calls");
+    assert!(failed <= 17, "more failures ({failed}) than dead connections");
+    let id = last.unwrap();
+    assert_eq!(app.admin(reqwest::Method::GET, &format!("/v1/calls/{id}")).send().await.unwrap().status(), 200, "the report was written");
+}

@@ -93,3 +93,67 @@ async fn an_api_key_revoked_on_one_node_is_refused_on_the_other_at_once() {
     assert_eq!(a.admin(Method::DELETE, &format!("/v1/api-keys/{}", v["id"].as_str().unwrap())).send().await.unwrap().status(), 204);
     assert_eq!(b.client.get(b.url("/v1/apps/x")).bearer_auth(key).send().await.unwrap().status(), 401);
 }
+
+/// The device cache (store/cache.rs) across nodes: B has alice's phone
+/// cached from a call; A re-registers the phone with a new token. On
+/// PostgreSQL, B must push the new token once A's `DevicesChanged`
+/// notification has arrived — bounded here at 1 s, well under the cache's
+/// 5 s time to live, so the invalidation (not the expiry) keeps B right.
+/// Two nodes on one SQLite file are not told of each other's writes: there
+/// the bound is the time to live.
+#[tokio::test]
+async fn a_token_replaced_on_one_node_is_what_the_other_node_pushes_next() {
+    let (a, m) = spawn_app_with_mocks().await;
+    let b = second_node(&a).await;
+    a.with_mock_credentials(&m).await;
+    let (k, _) = device_key();
+    let (old, new) = (apns_token(), apns_token());
+    assert_eq!(a.put_uds("alice", "pw-alice", "phone", uds_xml(&old, "APNS", &k, APP)).await.status(), 200);
+    for n in 0..3 {
+        assert_eq!(b.post_call(&json!({"user": "alice", "pushid": format!("warm-{n}")})).await.status(), 200);
+    }
+    assert_eq!(a.put_uds("alice", "pw-alice", "phone", uds_xml(&new, "APNS", &k, APP)).await.status(), 200);
+    let changed = std::time::Instant::now();
+    let pushed_to = |m: &Mocks| m.apns.requests().last().map(|r| r.path.clone()).unwrap_or_default();
+    let bound = if on_postgres() { Duration::from_secs(1) } else { Duration::from_secs(6) };
+    let mut n = 0;
+    while !pushed_to(&m).ends_with(&new) {
+        assert!(changed.elapsed() < bound, "B still pushes the replaced token {} ms after A's answer", changed.elapsed().as_millis());
+        if !on_postgres() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        n += 1;
+        assert_eq!(b.post_call(&json!({"user": "alice", "pushid": format!("after-{n}")})).await.status(), 200);
+    }
+    let took = changed.elapsed();
+    // From then on, never the old token again.
+    for n in 0..5 {
+        assert_eq!(b.post_call(&json!({"user": "alice", "pushid": format!("later-{n}")})).await.status(), 200);
+        assert!(pushed_to(&m).ends_with(&new));
+    }
+    eprintln!("B pushed the new token {} ms after A answered the re-registration ({n} stale calls)", took.as_millis());
+}
+
+/// On one node the cache is never stale: a re-registration, a removed
+/// device and a deleted user take effect on the very next call.
+#[tokio::test]
+async fn on_one_node_every_device_change_applies_to_the_next_call() {
+    let (a, m) = spawn_app_with_mocks().await;
+    a.with_mock_credentials(&m).await;
+    let (k, _) = device_key();
+    let (old, new) = (apns_token(), apns_token());
+    assert_eq!(a.put_uds("alice", "pw-alice", "phone", uds_xml(&old, "APNS", &k, APP)).await.status(), 200);
+    assert_eq!(a.put_uds("alice", "pw-alice", "desk", uds_xml(&apns_token(), "APNS", &k, APP)).await.status(), 200);
+    let r: Value = a.post_call(&json!({"user": "alice", "pushid": "c-1"})).await.json().await.unwrap();
+    assert_eq!(r["deliveries"].as_array().unwrap().len(), 2);
+    assert_eq!(a.put_uds("alice", "pw-alice", "phone", uds_xml(&new, "APNS", &k, APP)).await.status(), 200);
+    let before = m.apns.requests().len();
+    let r: Value = a.post_call(&json!({"user": "alice", "device": "phone", "pushid": "c-2"})).await.json().await.unwrap();
+    assert_eq!(r["deliveries"][0]["outcome"], "delivered", "{r}");
+    assert!(m.apns.requests()[before].path.ends_with(&new), "the next call pushes the new token");
+    assert_eq!(a.delete_uds("alice", "pw-alice", "desk").await.status(), 204);
+    let r: Value = a.post_call(&json!({"user": "alice", "pushid": "c-3"})).await.json().await.unwrap();
+    assert_eq!(r["deliveries"].as_array().unwrap().len(), 1, "the removed device is not pushed: {r}");
+    assert_eq!(a.admin(Method::DELETE, "/v1/users/alice").send().await.unwrap().status(), 204);
+    assert_eq!(a.post_call(&json!({"user": "alice", "pushid": "c-4"})).await.status(), 404, "a deleted user has nothing to wake");
+}

@@ -17,6 +17,9 @@ pub(crate) struct Cpu {
     pub(crate) db: f64,
     /// Busy CPU seconds of the whole machine (/proc/stat), all processes.
     pub(crate) machine: f64,
+    /// Heap allocations on the relay runtime's threads, and their bytes (`alloc`).
+    pub(crate) relay_allocs: f64,
+    pub(crate) relay_alloc_bytes: f64,
 }
 
 impl std::ops::Sub for Cpu {
@@ -30,6 +33,8 @@ impl std::ops::Sub for Cpu {
             gen: self.gen - o.gen,
             db: self.db - o.db,
             machine: self.machine - o.machine,
+            relay_allocs: self.relay_allocs - o.relay_allocs,
+            relay_alloc_bytes: self.relay_alloc_bytes - o.relay_alloc_bytes,
         }
     }
 }
@@ -162,7 +167,10 @@ pub(crate) fn stat_ticks(path: &Path) -> Option<u64> {
 
 pub(crate) fn cpu_now() -> Cpu {
     let tck = clk_tck();
+    let (allocs, bytes) = crate::alloc::counted();
     let mut c = Cpu {
+        relay_allocs: allocs as f64,
+        relay_alloc_bytes: bytes as f64,
         total: stat_ticks(Path::new("/proc/self/stat")).unwrap_or(0) as f64 / tck,
         machine: machine_busy(),
         db: POSTMASTER

@@ -12,6 +12,18 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
 pub(crate) type OpFuture = Pin<Box<dyn Future<Output = Result<u64, String>> + Send>>;
+
+/// Send `req` and read the answer; anything but a 200 is an operation
+/// error naming the status and the body.
+pub(crate) async fn expect_200(req: reqwest::RequestBuilder) -> Result<impl AsRef<[u8]>, String> {
+    let r = req.send().await.map_err(|e| format!("send: {e}"))?;
+    let status = r.status();
+    let body = r.bytes().await.map_err(|e| format!("body: {e}"))?;
+    if status != 200 {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+    }
+    Ok(body)
+}
 /// One operation number `n` → how many pushes it delivered (or an error).
 pub(crate) type Op = Arc<dyn Fn(u64) -> OpFuture + Send + Sync>;
 
@@ -158,6 +170,8 @@ pub(crate) struct OpenPoint {
     /// Arrivals not started because `MAX_IN_FLIGHT` were outstanding.
     pub(crate) dropped: u64,
     pub(crate) cpu: Cpu,
+    /// The first error, as the operation reported it.
+    pub(crate) first_error: Option<String>,
 }
 
 /// Outstanding operations an open-loop point allows before it counts
@@ -176,6 +190,7 @@ pub(crate) async fn open_loop(rt: &Handle, rate: f64, warmup: Duration, duration
     let end = measure_from + duration;
     let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("histogram")));
     let (ok, errors, in_flight) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let mut dropped = 0u64;
     let mut n = 0u64;
     let mut tasks = Vec::new();
@@ -197,7 +212,7 @@ pub(crate) async fn open_loop(rt: &Handle, rate: f64, warmup: Duration, duration
             continue;
         }
         in_flight.fetch_add(1, Ordering::Relaxed);
-        let (op, hist, ok, errors, in_flight) = (op.clone(), hist.clone(), ok.clone(), errors.clone(), in_flight.clone());
+        let (op, hist, ok, errors, in_flight, first_error) = (op.clone(), hist.clone(), ok.clone(), errors.clone(), in_flight.clone(), first_error.clone());
         let measured = scheduled >= measure_from;
         tasks.push(rt.spawn(async move {
             let r = op(n).await;
@@ -209,8 +224,9 @@ pub(crate) async fn open_loop(rt: &Handle, rate: f64, warmup: Duration, duration
                         let us = scheduled.elapsed().as_micros().max(1) as u64;
                         hist.lock().expect("histogram lock").saturating_record(us);
                     }
-                    Err(_) => {
+                    Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
+                        first_error.lock().expect("error lock").get_or_insert(e);
                     }
                 }
             }
@@ -223,6 +239,7 @@ pub(crate) async fn open_loop(rt: &Handle, rate: f64, warmup: Duration, duration
     let h = hist.lock().expect("histogram lock");
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let ops = ok.load(Ordering::Relaxed);
+    let first_error = first_error.lock().expect("error lock").take();
     OpenPoint {
         target_per_s: rate,
         achieved_per_s: ops as f64 / duration.as_secs_f64(),
@@ -234,5 +251,6 @@ pub(crate) async fn open_loop(rt: &Handle, rate: f64, warmup: Duration, duration
         max_ms: h.max() as f64 / 1000.0,
         dropped,
         cpu,
+        first_error,
     }
 }

@@ -17,6 +17,7 @@
 //!
 //! Every run is bounded (warm-up + duration per point, and `--calls`).
 
+mod alloc;
 mod cli;
 mod cpu;
 mod load;
@@ -32,6 +33,9 @@ use pushrelay::startup::install_crypto_provider;
 use scenarios::{calls, jwe, sip_wake, store_ops, sygnal, uds};
 use setup::{runtime, Runtimes};
 use std::time::Duration;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();

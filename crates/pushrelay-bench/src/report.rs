@@ -79,6 +79,13 @@ pub(crate) fn print_call_row(r: &Row) {
             .map(|c| format!("{:.2}", others(c)))
             .unwrap_or("-".into())
     );
+    if p.ops > 0 {
+        println!(
+            "      relay runtime heap: {:.0} allocations, {:.1} kB per call",
+            p.cpu.relay_allocs / p.ops as f64,
+            p.cpu.relay_alloc_bytes / 1024.0 / p.ops as f64
+        );
+    }
     if let Some(e) = &p.first_error {
         println!("      first relay error: {e}");
     }
@@ -87,7 +94,7 @@ pub(crate) fn print_call_row(r: &Row) {
     }
 }
 
-pub(crate) const CALL_CSV_HEADER: &str = "scenario,backend,nodes,concurrency,calls,errors,seconds,calls_per_s,pushes_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_relay_without_store,cpu_s_per_1k_store,cpu_s_per_1k_mock,cpu_s_per_1k_generator,ceiling_pushes_per_s,ceiling_p50_ms,ceiling_p99_ms,ceiling_cpu_s_per_1k_total,ratio_to_ceiling,bench_cores,other_processes_cores,ceiling_other_processes_cores";
+pub(crate) const CALL_CSV_HEADER: &str = "scenario,backend,nodes,concurrency,calls,errors,seconds,calls_per_s,pushes_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_relay_without_store,cpu_s_per_1k_store,cpu_s_per_1k_mock,cpu_s_per_1k_generator,ceiling_pushes_per_s,ceiling_p50_ms,ceiling_p99_ms,ceiling_cpu_s_per_1k_total,ratio_to_ceiling,bench_cores,other_processes_cores,ceiling_other_processes_cores,relay_allocs_per_call,relay_alloc_bytes_per_call";
 
 pub(crate) fn call_csv_row(scenario: &str, backend: &str, nodes: usize, r: &Row) -> String {
     let p = &r.relay;
@@ -103,7 +110,7 @@ pub(crate) fn call_csv_row(scenario: &str, backend: &str, nodes: usize, r: &Row)
         None => Default::default(),
     };
     format!(
-        "{scenario},{backend},{nodes},{},{},{},{:.3},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4},{:.4},{cs},{c50},{c99},{ccpu},{ratio},{:.2},{:.2},{coth}",
+        "{scenario},{backend},{nodes},{},{},{},{:.3},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4},{:.4},{cs},{c50},{c99},{ccpu},{ratio},{:.2},{:.2},{coth},{:.1},{:.0}",
         p.concurrency,
         p.ops,
         p.errors,
@@ -121,6 +128,8 @@ pub(crate) fn call_csv_row(scenario: &str, backend: &str, nodes: usize, r: &Row)
         p.per_k(p.cpu.gen),
         p.cpu.all() / p.secs,
         p.cpu.others() / p.secs,
+        p.cpu.relay_allocs / p.ops.max(1) as f64,
+        p.cpu.relay_alloc_bytes / p.ops.max(1) as f64,
     )
 }
 

@@ -37,11 +37,12 @@ pub(crate) struct Runtimes {
 }
 
 pub(crate) fn runtime(name: &str, threads: usize) -> anyhow::Result<Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .thread_name(name)
-        .enable_all()
-        .build()?)
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(threads.max(1)).thread_name(name).enable_all();
+    if name.starts_with("relay") {
+        b.on_thread_start(crate::alloc::count_this_thread);
+    }
+    Ok(b.build()?)
 }
 
 /// One device: its user, pkid, channel, token and key.
@@ -294,6 +295,9 @@ pub(crate) async fn start_env(a: &Args, rts: &Runtimes, max_conns: usize) -> any
     // The generator is one key: per-key rate limits would measure themselves.
     env.insert("PUSHRELAY_LIMITS_CALLS_PER_SECOND".to_string(), "0".to_string());
     env.insert("PUSHRELAY_LIMITS_REGISTRATIONS_PER_SECOND".to_string(), "0".to_string());
+    // …and it is one address: an open-loop point with more calls in flight
+    // than the per-address connection cap would measure refused connections.
+    env.insert("PUSHRELAY_LIMITS_CONNECTIONS_PER_ADDRESS".to_string(), "0".to_string());
     env.insert("PUSHRELAY_APNS_PRODUCTION_URL".to_string(), apns.url());
     env.insert("PUSHRELAY_APNS_SANDBOX_URL".to_string(), apns.url());
     env.insert("PUSHRELAY_FCM_BASE_URL".to_string(), fcm.base_url());

@@ -3,7 +3,7 @@
 //! ceiling operation.
 
 use crate::cli::{Args, Register};
-use crate::load::{bounds, closed_loop, open_loop, Op, OpFuture};
+use crate::load::{bounds, closed_loop, expect_200, open_loop, Op, OpFuture};
 use crate::report::{
     call_csv_row, chart, print_call_header, print_call_row, stem, Row, CALL_CSV_HEADER,
 };
@@ -81,6 +81,9 @@ pub(crate) async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                 "{f:>9.2} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7} {:>10.0}",
                 p.target_per_s, p.achieved_per_s, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms, p.errors, p.dropped, relay_us
             );
+            if let Some(e) = &p.first_error {
+                println!("          first error: {e}");
+            }
             open.push((f, p, relay_us));
         }
     }
@@ -128,11 +131,16 @@ struct DeliveryBody {
 pub(crate) fn call_op(env: &Env, devs: Arc<Vec<Dev>>) -> Op {
     let client = env.client.clone();
     let urls: Vec<String> = env.bases.iter().map(|b| format!("{b}/v1/calls")).collect();
+    // Every call of the run gets its own pushid (the points of a run each
+    // count `n` from 0: reusing `n` would make later points duplicates of
+    // earlier calls, answered from the push claim without a push).
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
     Arc::new(move |n: u64| -> OpFuture {
+        let call = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let url = &urls[(n % urls.len() as u64) as usize];
         let d = &devs[(n % devs.len() as u64) as usize];
         let body = serde_json::json!({
-            "user": d.user, "device": d.device, "pushid": format!("bench-{n:012}"),
+            "user": d.user, "device": d.device, "pushid": format!("bench-{call:012}"),
             "displayname": "Alice Example", "displaynumber": "+15551234567", "huntpilotdn": "5000",
         })
         .to_string();
@@ -142,14 +150,9 @@ pub(crate) fn call_op(env: &Env, devs: Arc<Vec<Dev>>) -> Op {
             .header("content-type", "application/json")
             .body(body);
         Box::pin(async move {
-            let r = req.send().await.map_err(|e| format!("send: {e}"))?;
-            let status = r.status();
-            let bytes = r.bytes().await.map_err(|e| format!("body: {e}"))?;
-            if status != 200 {
-                return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
-            }
+            let bytes = expect_200(req).await?;
             let rep: ReportBody =
-                serde_json::from_slice(&bytes).map_err(|e| format!("report: {e}"))?;
+                serde_json::from_slice(bytes.as_ref()).map_err(|e| format!("report: {e}"))?;
             let mut delivered = 0;
             for d in &rep.deliveries {
                 if d.outcome == "delivered" {

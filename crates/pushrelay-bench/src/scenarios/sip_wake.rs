@@ -3,7 +3,7 @@
 
 use crate::cli::Args;
 use crate::cpu::{cpu_now, listen_overflows, rss_kb};
-use crate::load::{closed_loop, Bounds, Op, OpFuture};
+use crate::load::{closed_loop, expect_200, Bounds, Op, OpFuture};
 use crate::report::{quantiles, stem};
 use crate::setup::{for_each_concurrent, start_env, stop_env, Env, Runtimes, ADMIN_TOKEN, SIP_APP};
 use anyhow::bail;
@@ -164,12 +164,7 @@ pub(crate) async fn run_sip_wake(a: &Args, rts: &Runtimes) -> anyhow::Result<()>
             highest.fetch_max(n + 1, Ordering::Relaxed);
             let req = sip_register_req(&env, n, n, 2);
             Box::pin(async move {
-                let r = req.send().await.map_err(|e| format!("send: {e}"))?;
-                let status = r.status();
-                let body = r.bytes().await.map_err(|e| format!("body: {e}"))?;
-                if status != 200 {
-                    return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
-                }
+                expect_200(req).await?;
                 Ok(0)
             })
         })

@@ -2,7 +2,7 @@
 //! store-direct).
 
 use crate::cli::Args;
-use crate::load::{bounds, closed_loop, Op, OpFuture};
+use crate::load::{bounds, closed_loop, expect_200, Op, OpFuture};
 use crate::report::stem;
 use crate::setup::{registration, start_env, stop_env, uds_xml, Dev, Runtimes, PASSWORD};
 use pushrelay::domain::{now_ms, Channel, UserId};
@@ -91,12 +91,7 @@ pub(crate) async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
                 .header("content-type", "application/xml")
                 .body(uds_xml(&d));
             Box::pin(async move {
-                let r = req.send().await.map_err(|e| format!("send: {e}"))?;
-                let status = r.status();
-                let body = r.bytes().await.map_err(|e| format!("body: {e}"))?;
-                if status != 200 {
-                    return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
-                }
+                expect_200(req).await?;
                 Ok(0)
             })
         }

@@ -99,36 +99,17 @@ impl Store {
     ///
     /// Durability: these rows matter for the ring window and the report, not
     /// for years, so the commit does not wait for the disk. The batch goes
-    /// through the store's own call-writer connection (`CallWriter`): on
-    /// SQLite with `synchronous = NORMAL` (WAL: a crash of the relay loses
-    /// nothing; a power cut may lose the last commits, until the next
-    /// registration or checkpoint syncs the log), on PostgreSQL with
-    /// `synchronous_commit = off` (the same bargain).
-    /// Registrations, credentials and keys keep `sqlite.synchronous`
-    /// (default `full`) and the server's setting.
+    /// through the store's own call writer (`CallWriter`): on SQLite a
+    /// thread with its own connection and `synchronous = NORMAL` (WAL: a
+    /// crash of the relay loses nothing; a power cut may lose the last
+    /// commits, until the next registration or checkpoint syncs the log), on
+    /// PostgreSQL a connection with `synchronous_commit = off` (the same
+    /// bargain). Registrations, credentials and keys keep
+    /// `sqlite.synchronous` (default `full`) and the server's setting.
     pub async fn write_batch(&self, claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], records: &[CallRecord]) -> Result<Vec<Option<CallId>>> {
-        use sqlx::Connection;
+        let plan = plan_batch(claims, now_ms, outcomes, records)?;
         let gate = self.writing().await;
-        let mut own = self.call_writer.lock().await?;
-        let conn = own.as_mut().expect("opened by lock()");
-        let result = async {
-            if self.backend == super::Backend::Sqlite && one_statement(claims, outcomes, records) {
-                // One statement: SQLite's autocommit is the transaction
-                // (saves the BEGIN and COMMIT round trips to its thread).
-                return batch_statements(conn, claims, now_ms, outcomes, records).await;
-            }
-            let mut tx = conn.begin().await?;
-            let answers = batch_statements(&mut tx, claims, now_ms, outcomes, records).await?;
-            tx.commit().await?;
-            Ok(answers)
-        }
-        .await;
-        if result.is_err() {
-            // The next batch opens a fresh connection.
-            *own = None;
-        }
-        let answers = result?;
-        drop(own);
+        let answers = self.call_writer.write(plan).await?;
         drop(gate);
         if !outcomes.is_empty() {
             // After the commit, from the pool (a NOTIFY inside the batch
@@ -189,18 +170,45 @@ fn settled(outcomes: &[ClaimOutcome]) -> StoreEvent {
     StoreEvent::ClaimsSettled { claims }
 }
 
-/// Whether a batch writes with a single statement: one kind of row, one
-/// chunk, no callbacks. (Claims repeated within the batch share their first
-/// occurrence's row; a claim held by another call is read back after the
-/// write, which needs no transaction.)
-fn one_statement(claims: &[ClaimRequest], outcomes: &[ClaimOutcome], records: &[CallRecord]) -> bool {
-    let kinds = [!claims.is_empty(), !outcomes.is_empty(), !records.is_empty()].iter().filter(|k| **k).count();
-    let rows = claims.len() + outcomes.len() + records.len();
-    kinds == 1 && rows <= ROWS_PER_STATEMENT && records.iter().all(|r| r.callbacks.is_empty())
+/// A value bound to one of a batch's statements.
+pub(crate) enum Param {
+    Text(String),
+    Int(i64),
 }
 
-/// The statements of `write_batch`, on a connection or inside its transaction.
-async fn batch_statements(conn: &mut sqlx::AnyConnection, claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], records: &[CallRecord]) -> Result<Vec<Option<CallId>>> {
+/// One statement of a batch, its parameters in order (`$1`, `$2`, …).
+pub(crate) struct Statement {
+    pub(crate) sql: String,
+    pub(crate) params: Vec<Param>,
+}
+
+/// Runs a batch's statements on one backend: `sqlx` on PostgreSQL, and
+/// rusqlite on the SQLite call-writer thread (`call_writer`), where every
+/// future is ready at once. Answers the rows, every column as text.
+pub(crate) trait Exec {
+    async fn rows(&mut self, statement: &Statement) -> Result<Vec<Vec<String>>>;
+}
+
+/// What one `write_batch` writes, planned before it reaches a connection,
+/// and run the same way on both backends (`BatchPlan::run`).
+pub(crate) struct BatchPlan {
+    /// Outcome updates, run first.
+    outcomes: Vec<Statement>,
+    /// Claim upserts, each returning the keys it took.
+    claims: Vec<Statement>,
+    /// Reports and queued callbacks.
+    reports: Vec<Statement>,
+    /// Per claim request: its key, and the index of its first occurrence.
+    keys: Vec<(String, String, String)>,
+    firsts: Vec<usize>,
+    calls: Vec<CallId>,
+}
+
+/// Plan a batch: a few multi-row statements for the outcomes, the claims
+/// (an upsert that only overwrites expired claims, a claim repeated within
+/// the batch written once) and the reports, and one insert per callback.
+fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], records: &[CallRecord]) -> Result<BatchPlan> {
+    let mut plan = BatchPlan { outcomes: Vec::new(), claims: Vec::new(), reports: Vec::new(), keys: Vec::new(), firsts: Vec::new(), calls: Vec::new() };
     for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "WITH v (push_id, user_id, device_pkid, call_id, delivery) AS (VALUES {}) \
@@ -208,71 +216,16 @@ async fn batch_statements(conn: &mut sqlx::AnyConnection, claims: &[ClaimRequest
              WHERE push_claims.push_id = v.push_id AND push_claims.user_id = v.user_id AND push_claims.device_pkid = v.device_pkid AND push_claims.call_id = v.call_id",
             value_tuples(chunk.len(), 5)
         );
-        let mut q = sqlx::query(&sql);
+        let mut params = Vec::with_capacity(chunk.len() * 5);
         for o in chunk {
-            let json = serde_json::to_string(&o.delivery).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            q = q.bind(o.push_id.as_str()).bind(o.user.as_str()).bind(o.delivery.device.as_str()).bind(o.call.as_str()).bind(json);
+            params.extend([text(&o.push_id), text(o.user.as_str()), text(o.delivery.device.as_str()), text(o.call.as_str()), Param::Text(to_json(&o.delivery)?)]);
         }
-        q.execute(&mut *conn).await?;
+        plan.outcomes.push(Statement { sql, params });
     }
-    let answers = claim_in(conn, claims, now_ms).await?;
-    for chunk in dedup_calls(records).chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO calls (call_id, user_id, push_id, created_at, ring_ends_at, report, outcomes, app_ids) VALUES {} \
-             ON CONFLICT (call_id) DO UPDATE SET report = excluded.report, outcomes = excluded.outcomes, app_ids = excluded.app_ids",
-            value_tuples(chunk.len(), 8)
-        );
-        let mut q = sqlx::query(&sql);
-        for rec in chunk {
-            let json = serde_json::to_string(&rec.report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            q = q
-                .bind(rec.call.as_str())
-                .bind(rec.user.as_str())
-                .bind(rec.push_id.as_str())
-                .bind(rec.created_ms)
-                .bind(rec.ring_ends_ms)
-                .bind(json)
-                .bind(tag_list(rec.report.deliveries.iter().map(|d| d.outcome.as_str())))
-                .bind(tag_list(rec.apps.iter().map(|a| a.as_str())));
-        }
-        q.execute(&mut *conn).await?;
-    }
-    let now = crate::domain::now_ms();
-    for rec in records {
-        for cb in &rec.callbacks {
-            sqlx::query(
-                "INSERT INTO callback_outbox (id, app_id, call_id, body, attempts, created_at, next_at, leased_until) VALUES ($1, $2, $3, $4, 0, $5, $5, 0)",
-            )
-            .bind(uuid::Uuid::new_v4().to_string())
-            .bind(cb.app.as_str())
-            .bind(rec.call.as_str())
-            .bind(&cb.body)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    Ok(answers)
-}
-
-/// The last report of each call in the batch (one row per call per statement).
-fn dedup_calls(records: &[CallRecord]) -> Vec<&CallRecord> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out: Vec<&CallRecord> = records.iter().rev().filter(|r| seen.insert(r.call.as_str())).collect();
-    out.reverse();
-    out
-}
-
-/// Take the push claims of a batch on `conn`: one multi-row upsert per
-/// chunk that only overwrites expired claims and returns the keys it took;
-/// the holder of each claim not taken is read back (the rare duplicate). A
-/// claim repeated within the batch is answered from its first occurrence.
-async fn claim_in(conn: &mut sqlx::AnyConnection, claims: &[ClaimRequest], now_ms: i64) -> Result<Vec<Option<CallId>>> {
     // Each claim's first occurrence in the batch, by key.
     let mut first: std::collections::HashMap<(&str, &str, &str), usize> = std::collections::HashMap::new();
-    let firsts: Vec<usize> = claims.iter().enumerate().map(|(i, r)| *first.entry((r.push_id.as_str(), r.user.as_str(), r.device.as_str())).or_insert(i)).collect();
-    let unique: Vec<usize> = (0..claims.len()).filter(|&i| firsts[i] == i).collect();
-    let mut taken = vec![false; claims.len()];
+    plan.firsts = claims.iter().enumerate().map(|(i, r)| *first.entry((r.push_id.as_str(), r.user.as_str(), r.device.as_str())).or_insert(i)).collect();
+    let unique: Vec<&ClaimRequest> = claims.iter().enumerate().filter(|&(i, _)| plan.firsts[i] == i).map(|(_, r)| r).collect();
     for chunk in unique.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO push_claims (push_id, user_id, device_pkid, call_id, expires_at) VALUES {} \
@@ -281,41 +234,159 @@ async fn claim_in(conn: &mut sqlx::AnyConnection, claims: &[ClaimRequest], now_m
             value_tuples(chunk.len(), 5),
             chunk.len() * 5 + 1
         );
-        let mut q = sqlx::query(&sql);
-        for r in chunk.iter().map(|&i| &claims[i]) {
-            q = q.bind(r.push_id.as_str()).bind(r.user.as_str()).bind(r.device.as_str()).bind(r.call.as_str()).bind(r.expires_at);
+        let mut params = Vec::with_capacity(chunk.len() * 5 + 1);
+        for r in chunk {
+            params.extend([text(&r.push_id), text(r.user.as_str()), text(r.device.as_str()), text(r.call.as_str()), Param::Int(r.expires_at)]);
         }
-        for row in q.bind(now_ms).fetch_all(&mut *conn).await? {
-            let (push_id, user, device): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-            if let Some(&i) = first.get(&(push_id.as_str(), user.as_str(), device.as_str())) {
-                taken[i] = true;
+        params.push(Param::Int(now_ms));
+        plan.claims.push(Statement { sql, params });
+    }
+    plan.keys = claims.iter().map(|r| (r.push_id.clone(), r.user.as_str().to_string(), r.device.as_str().to_string())).collect();
+    plan.calls = claims.iter().map(|r| r.call.clone()).collect();
+    for chunk in dedup_calls(records).chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO calls (call_id, user_id, push_id, created_at, ring_ends_at, report, outcomes, app_ids) VALUES {} \
+             ON CONFLICT (call_id) DO UPDATE SET report = excluded.report, outcomes = excluded.outcomes, app_ids = excluded.app_ids",
+            value_tuples(chunk.len(), 8)
+        );
+        let mut params = Vec::with_capacity(chunk.len() * 8);
+        for rec in chunk {
+            params.extend([
+                text(rec.call.as_str()),
+                text(rec.user.as_str()),
+                text(&rec.push_id),
+                Param::Int(rec.created_ms),
+                Param::Int(rec.ring_ends_ms),
+                Param::Text(to_json(&rec.report)?),
+                Param::Text(tag_list(rec.report.deliveries.iter().map(|d| d.outcome.as_str()))),
+                Param::Text(tag_list(rec.apps.iter().map(|a| a.as_str()))),
+            ]);
+        }
+        plan.reports.push(Statement { sql, params });
+    }
+    let now = crate::domain::now_ms();
+    for rec in records {
+        for cb in &rec.callbacks {
+            plan.reports.push(Statement {
+                sql: "INSERT INTO callback_outbox (id, app_id, call_id, body, attempts, created_at, next_at, leased_until) VALUES ($1, $2, $3, $4, 0, $5, $5, 0)".into(),
+                params: vec![Param::Text(uuid::Uuid::new_v4().to_string()), text(cb.app.as_str()), text(rec.call.as_str()), text(&cb.body), Param::Int(now)],
+            });
+        }
+    }
+    Ok(plan)
+}
+
+fn text(s: &str) -> Param {
+    Param::Text(s.to_string())
+}
+
+/// JSON of a stored value; failing to encode one is the store's error.
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl BatchPlan {
+    /// Whether the batch is a single statement, so the backend's
+    /// autocommit can be its transaction. (A claim held by another call is
+    /// read back after the write, which needs no transaction.)
+    pub(crate) fn is_one_statement(&self) -> bool {
+        self.outcomes.len() + self.claims.len() + self.reports.len() == 1
+    }
+
+    /// Run the batch's statements on `exec` (inside the caller's
+    /// transaction, if any) and answer each claim request in order: `None`
+    /// if its call took the claim, else the call that holds it. A claim
+    /// repeated within the batch is held by its first occurrence's call if
+    /// that one took it, else by whoever held it.
+    pub(crate) async fn run(&self, exec: &mut impl Exec) -> Result<Vec<Option<CallId>>> {
+        for s in &self.outcomes {
+            exec.rows(s).await?;
+        }
+        let mut taken = vec![false; self.keys.len()];
+        let index: std::collections::HashMap<(&str, &str, &str), usize> =
+            self.firsts.iter().enumerate().filter(|&(i, &f)| f == i).map(|(i, _)| ((self.keys[i].0.as_str(), self.keys[i].1.as_str(), self.keys[i].2.as_str()), i)).collect();
+        for s in &self.claims {
+            for row in exec.rows(s).await? {
+                if let [push_id, user, device] = &row[..] {
+                    if let Some(&i) = index.get(&(push_id.as_str(), user.as_str(), device.as_str())) {
+                        taken[i] = true;
+                    }
+                }
             }
         }
-    }
-    // The holder of each first occurrence: none if taken now, else read back.
-    let mut holders: Vec<Option<CallId>> = vec![None; claims.len()];
-    for &i in unique.iter().filter(|&&i| !taken[i]) {
-        let r = &claims[i];
-        let row = sqlx::query("SELECT call_id FROM push_claims WHERE push_id = $1 AND user_id = $2 AND device_pkid = $3")
-            .bind(r.push_id.as_str())
-            .bind(r.user.as_str())
-            .bind(r.device.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-        if let Some(row) = row {
-            holders[i] = Some(CallId::parse(&row.get::<String, _>(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        for s in &self.reports {
+            exec.rows(s).await?;
         }
+        // The holder of each first occurrence not taken: read back (the rare duplicate).
+        let mut holders: Vec<Option<CallId>> = vec![None; self.keys.len()];
+        for i in (0..self.keys.len()).filter(|&i| self.firsts[i] == i && !taken[i]) {
+            let (push_id, user, device) = &self.keys[i];
+            let read = Statement {
+                sql: "SELECT call_id FROM push_claims WHERE push_id = $1 AND user_id = $2 AND device_pkid = $3".into(),
+                params: vec![text(push_id), text(user), text(device)],
+            };
+            if let Some(call) = exec.rows(&read).await?.into_iter().next().and_then(|r| r.into_iter().next()) {
+                holders[i] = Some(CallId::parse(&call).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
+        }
+        Ok(self
+            .firsts
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| match (f == i, holders[f].clone()) {
+                (true, holder) => holder,
+                (false, holder) => Some(holder.unwrap_or_else(|| self.calls[f].clone())),
+            })
+            .collect())
     }
-    Ok(firsts
-        .iter()
-        .enumerate()
-        .map(|(i, &f)| match (f == i, holders[f].clone()) {
-            (true, holder) => holder,
-            // Repeated within the batch: held by the first occurrence's call
-            // if that one took it, else by whoever held it.
-            (false, holder) => Some(holder.unwrap_or_else(|| claims[f].call.clone())),
-        })
-        .collect())
+}
+
+/// `Exec` over a sqlx connection (PostgreSQL's call writer).
+pub(crate) struct SqlxExec<'c>(pub(crate) &'c mut sqlx::AnyConnection);
+
+impl Exec for SqlxExec<'_> {
+    async fn rows(&mut self, statement: &Statement) -> Result<Vec<Vec<String>>> {
+        let mut q = sqlx::query(&statement.sql);
+        for p in &statement.params {
+            q = match p {
+                Param::Text(t) => q.bind(t.as_str()),
+                Param::Int(n) => q.bind(*n),
+            };
+        }
+        let rows = q.fetch_all(&mut *self.0).await?;
+        rows.iter().map(|r| (0..r.len()).map(|c| r.try_get::<String, _>(c).map_err(StoreError::from)).collect()).collect()
+    }
+}
+
+/// `Exec` over rusqlite (SQLite's call-writer thread): each statement is
+/// prepared once per shape and run where it is called, no thread hand-off.
+pub(crate) struct SqliteExec<'c>(pub(crate) &'c rusqlite::Connection);
+
+impl Exec for SqliteExec<'_> {
+    async fn rows(&mut self, statement: &Statement) -> Result<Vec<Vec<String>>> {
+        let mut stmt = self.0.prepare_cached(&statement.sql)?;
+        for (i, p) in statement.params.iter().enumerate() {
+            match p {
+                Param::Text(t) => stmt.raw_bind_parameter(i + 1, t.as_str())?,
+                Param::Int(n) => stmt.raw_bind_parameter(i + 1, *n)?,
+            }
+        }
+        let width = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push((0..width).map(|c| row.get::<_, String>(c)).collect::<Result<Vec<_>, _>>()?);
+        }
+        Ok(out)
+    }
+}
+
+/// The last report of each call in the batch (one row per call per statement).
+fn dedup_calls(records: &[CallRecord]) -> Vec<&CallRecord> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<&CallRecord> = records.iter().rev().filter(|r| seen.insert(r.call.as_str())).collect();
+    out.reverse();
+    out
 }
 
 #[cfg(test)]
@@ -364,6 +435,31 @@ mod tests {
         assert_eq!(answers.len(), 450);
         assert!(answers.iter().all(Option::is_none));
         assert_eq!(s.claim_push("q449", &u, &a, &c1, 10_000, 1_000).await.unwrap(), Some(c2));
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_meets_a_locked_database_fails_whole_and_the_next_one_writes() {
+        let (s, dir) = store().await;
+        let (u, d) = (UserId::parse("alice").unwrap(), DevicePkid::parse("phone").unwrap());
+        // Another process holds SQLite's write lock past the busy timeout (5 s).
+        let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let c1 = CallId::new();
+        let rec = CallRecord { call: c1.clone(), user: u.clone(), push_id: "p".into(), created_ms: 1, ring_ends_ms: 10_000, report: CallReport::new(&c1, vec![]), callbacks: vec![], apps: vec![] };
+        let req = ClaimRequest { push_id: "p".into(), user: u.clone(), device: d.clone(), call: c1.clone(), expires_at: 10_000 };
+        let err = s.write_batch(std::slice::from_ref(&req), 1_000, &[], std::slice::from_ref(&rec)).await.unwrap_err();
+        assert!(err.to_string().contains("locked"), "{err}");
+        other.execute_batch("ROLLBACK").unwrap();
+        assert!(s.call_report(&c1).await.unwrap().is_none(), "a failed batch writes nothing");
+        // The writer (a fresh connection after the error) takes the next batch.
+        assert_eq!(s.write_batch(&[req], 1_000, &[], &[rec]).await.unwrap(), vec![None]);
+        assert!(s.call_report(&c1).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_sqlite_database_is_refused_with_a_clear_error() {
+        let err = Store::connect("sqlite::memory:", &crate::store::StoreOptions::default()).await.unwrap_err();
+        assert!(err.to_string().contains("in-memory"), "{err}");
     }
 
     #[tokio::test]

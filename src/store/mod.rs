@@ -5,7 +5,9 @@
 //! (several relay nodes on one database). Methods take and return domain
 //! values; secrets are sealed with the master keyring (`envelope`) before
 //! they are written and opened when read. No state lives in process memory
-//! that a second node would need.
+//! that a second node would need. The one exception to sqlx: the call
+//! path's group commit on SQLite runs on a thread of its own with rusqlite
+//! (`CallWriter`), the same statements as on PostgreSQL (`calls::BatchPlan`).
 //!
 //! One file per aggregate, all `impl Store`:
 //! - `keys`      master key check values, the keyring, online rotation
@@ -73,6 +75,10 @@ pub enum StoreError {
     Envelope(#[from] EnvelopeError),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Config(String),
     #[error("a batched write failed: {0}")]
     Batch(String),
     /// A registration would give the user more devices than allowed.
@@ -138,6 +144,15 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
+/// The file of an open SQLite database (as SQLite resolved the URL's path).
+async fn sqlite_file(pool: &AnyPool) -> Result<String> {
+    let file: String = sqlx::query("SELECT file FROM pragma_database_list WHERE name = 'main'").fetch_one(pool).await?.get(0);
+    if file.is_empty() {
+        return Err(StoreError::Config("an in-memory SQLite database cannot be shared by the relay's connections: give a file".into()));
+    }
+    Ok(file)
+}
+
 /// `UserId::parse` etc. of a stored value: a failure means a corrupt row.
 pub(crate) fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError {
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
@@ -152,52 +167,121 @@ async fn sqlite_session(conn: &mut sqlx::AnyConnection, synchronous: &str) -> Re
     Ok(())
 }
 
-/// The call path's own connection (`Store::write_batch`): not from the
-/// pool, so a batch costs no acquire and no ping on release (sqlx pings
-/// every pooled connection it takes back), and set up for rows that need
-/// not wait for the disk: SQLite `synchronous = NORMAL` without automatic
-/// checkpoints, PostgreSQL `synchronous_commit = off`. Opened on first use,
-/// and again after an error.
-pub(crate) struct CallWriter {
-    url: String,
-    backend: Backend,
-    conn: tokio::sync::Mutex<Option<sqlx::AnyConnection>>,
+/// The call path's own writer (`Store::write_batch`), set up for rows that
+/// need not wait for the disk, and outside the pool, so a batch costs no
+/// acquire and no ping on release (sqlx pings every pooled connection it
+/// takes back).
+/// - SQLite: a thread of its own (`sqlite-writer`) with its own rusqlite
+///   connection, `synchronous = NORMAL` and no automatic checkpoints. A
+///   whole batch is one hand-off to that thread and back, where sqlx's
+///   SQLite driver hands every statement (BEGIN, each insert, COMMIT) to its
+///   connection's thread and back.
+/// - PostgreSQL: a connection of its own with `synchronous_commit = off`.
+///
+/// Either connection is opened on first use, and again after an error.
+pub(crate) enum CallWriter {
+    Sqlite(std::sync::mpsc::Sender<SqliteJob>),
+    Postgres { url: String, conn: tokio::sync::Mutex<Option<sqlx::AnyConnection>> },
 }
 
+/// A batch for the SQLite call-writer thread, and where its answer goes.
+pub(crate) type SqliteJob = (calls::BatchPlan, tokio::sync::oneshot::Sender<Result<Vec<Option<crate::domain::CallId>>>>);
+
 impl CallWriter {
-    async fn open(&self) -> Result<sqlx::AnyConnection> {
-        use sqlx::Connection;
-        match self.backend {
-            Backend::Sqlite => {
-                let mut conn = sqlx::AnyConnection::connect(&sqlite_url(&self.url)).await?;
-                sqlite_session(&mut conn, "NORMAL").await?;
-                // Never checkpoints (a checkpoint syncs the database file and
-                // would stall every call waiting on the batch): `checkpoints`
-                // does, beside it.
-                conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
-                Ok(conn)
-            }
-            Backend::Postgres => {
-                // Room for every row count of the multi-row statements (up
-                // to 3 × ROWS_PER_STATEMENT shapes): sqlx's default of 100
-                // made the server re-prepare (parse and plan) most batches.
-                let sep = if self.url.contains('?') { '&' } else { '?' };
-                let mut conn = sqlx::AnyConnection::connect(&format!("{}{sep}statement-cache-capacity=1024", self.url)).await?;
-                conn.execute("SET synchronous_commit TO OFF").await?;
-                Ok(conn)
-            }
-        }
+    /// The SQLite writer of the database file `path` (its thread ends when
+    /// the last `Store` clone is dropped).
+    fn sqlite(path: String) -> Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<SqliteJob>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                let mut conn = None;
+                for (plan, ack) in queue {
+                    let result = sqlite_batch(&mut conn, &path, &plan);
+                    if result.is_err() {
+                        conn = None;
+                    }
+                    let _ = ack.send(result);
+                }
+            })
+            .map_err(|e| StoreError::Batch(format!("cannot start the SQLite call writer: {e}")))?;
+        Ok(Self::Sqlite(jobs))
     }
 
-    /// The connection, opened if needed. Leave `None` in the slot after an
-    /// error so the next batch opens a new one.
-    pub(crate) async fn lock(&self) -> Result<tokio::sync::MutexGuard<'_, Option<sqlx::AnyConnection>>> {
-        let mut slot = self.conn.lock().await;
-        if slot.is_none() {
-            *slot = Some(self.open().await?);
+    /// Write one planned batch in one transaction; the claims' answers.
+    pub(crate) async fn write(&self, plan: calls::BatchPlan) -> Result<Vec<Option<crate::domain::CallId>>> {
+        use sqlx::Connection;
+        match self {
+            Self::Sqlite(jobs) => {
+                let stopped = || StoreError::Batch("the SQLite call writer stopped".into());
+                let (ack, answer) = tokio::sync::oneshot::channel();
+                jobs.send((plan, ack)).map_err(|_| stopped())?;
+                answer.await.map_err(|_| stopped())?
+            }
+            Self::Postgres { url, conn } => {
+                let mut slot = conn.lock().await;
+                if slot.is_none() {
+                    *slot = Some(open_postgres_writer(url).await?);
+                }
+                let conn = slot.as_mut().expect("opened above");
+                let result = async {
+                    let mut tx = conn.begin().await?;
+                    let answers = plan.run(&mut calls::SqlxExec(&mut tx)).await?;
+                    tx.commit().await?;
+                    Ok(answers)
+                }
+                .await;
+                if result.is_err() {
+                    // The next batch opens a fresh connection.
+                    *slot = None;
+                }
+                result
+            }
         }
-        Ok(slot)
     }
+}
+
+/// Room for every row count of the multi-row statements (up to 3 ×
+/// ROWS_PER_STATEMENT shapes): sqlx's default of 100 made the server
+/// re-prepare (parse and plan) most batches.
+async fn open_postgres_writer(url: &str) -> Result<sqlx::AnyConnection> {
+    use sqlx::Connection;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let mut conn = sqlx::AnyConnection::connect(&format!("{url}{sep}statement-cache-capacity=1024")).await?;
+    conn.execute("SET synchronous_commit TO OFF").await?;
+    Ok(conn)
+}
+
+/// One batch on the SQLite call-writer thread (opening its connection if
+/// needed). A single statement runs in autocommit; anything more in one
+/// `BEGIN IMMEDIATE` transaction.
+fn sqlite_batch(slot: &mut Option<rusqlite::Connection>, path: &str, plan: &calls::BatchPlan) -> Result<Vec<Option<crate::domain::CallId>>> {
+    use futures::FutureExt;
+    const READY: &str = "rusqlite runs each statement where it is called";
+    if slot.is_none() {
+        *slot = Some(open_sqlite_writer(path)?);
+    }
+    let conn = slot.as_mut().expect("opened above");
+    if plan.is_one_statement() {
+        return plan.run(&mut calls::SqliteExec(conn)).now_or_never().expect(READY);
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let answers = plan.run(&mut calls::SqliteExec(&tx)).now_or_never().expect(READY)?;
+    tx.commit()?;
+    Ok(answers)
+}
+
+/// The SQLite call writer's connection: the pool's session settings, but
+/// `synchronous = NORMAL`, and it never checkpoints (a checkpoint syncs the
+/// database file and would stall every call waiting on the batch):
+/// `checkpoints` does, beside it.
+fn open_sqlite_writer(path: &str) -> Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }
 
 /// SQLite: move the write-ahead log into the database file every second
@@ -243,7 +327,10 @@ impl Store {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
         let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        let call_writer = Arc::new(CallWriter { url: url.to_string(), backend, conn: tokio::sync::Mutex::new(None) });
+        let call_writer = Arc::new(match backend {
+            Backend::Sqlite => CallWriter::sqlite(sqlite_file(&pool).await?)?,
+            Backend::Postgres => CallWriter::Postgres { url: url.to_string(), conn: tokio::sync::Mutex::new(None) },
+        });
         let keys = Keyring::new(crate::envelope::MasterKey::generate());
         let devices = Arc::new(cache::DeviceCache::new(options.device_cache));
         let events = Arc::new(events::Events::new(url));

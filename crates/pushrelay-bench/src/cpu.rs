@@ -190,7 +190,7 @@ pub(crate) fn cpu_now() -> Cpu {
                 c.gen += t;
             } else if comm.starts_with("mock-rt") {
                 c.mock += t;
-            } else if comm.starts_with("sqlx-sqlite") {
+            } else if comm.starts_with("sqlx-sqlite") || comm.starts_with("sqlite-writer") {
                 c.sqlite += t;
             } else if comm.starts_with("relay-rt") {
                 c.relay_rt += t;

@@ -107,7 +107,7 @@ impl Store {
     /// bargain). Registrations, credentials and keys keep
     /// `sqlite.synchronous` (default `full`) and the server's setting.
     pub async fn write_batch(&self, claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], records: &[CallRecord]) -> Result<Vec<Option<CallId>>> {
-        let plan = plan_batch(claims, now_ms, outcomes, records)?;
+        let plan = plan_batch(claims, now_ms, outcomes, records, self.backend == super::Backend::Postgres)?;
         let gate = self.writing().await;
         let answers = self.call_writer.write(plan).await?;
         drop(gate);
@@ -177,6 +177,7 @@ pub(crate) enum Param {
 }
 
 /// One statement of a batch, its parameters in order (`$1`, `$2`, …).
+#[derive(Default)]
 pub(crate) struct Statement {
     pub(crate) sql: String,
     pub(crate) params: Vec<Param>,
@@ -207,7 +208,12 @@ pub(crate) struct BatchPlan {
 /// Plan a batch: a few multi-row statements for the outcomes, the claims
 /// (an upsert that only overwrites expired claims, a claim repeated within
 /// the batch written once) and the reports, and one insert per callback.
-fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], records: &[CallRecord]) -> Result<BatchPlan> {
+///
+/// `combine` (PostgreSQL): when everything fits in one statement of each
+/// kind, join them into one statement of data-modifying `WITH` clauses
+/// (`BatchPlan::combine`), so the batch is one round trip and needs no
+/// `BEGIN`/`COMMIT`.
+fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], records: &[CallRecord], combine: bool) -> Result<BatchPlan> {
     let mut plan = BatchPlan { outcomes: Vec::new(), claims: Vec::new(), reports: Vec::new(), keys: Vec::new(), firsts: Vec::new(), calls: Vec::new() };
     for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
@@ -273,7 +279,33 @@ fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], r
             });
         }
     }
+    if combine {
+        // One statement may not touch a row twice: an outcome and a new
+        // claim of the same key stay separate statements.
+        let keys: std::collections::HashSet<(&str, &str, &str)> = outcomes.iter().map(|o| (o.push_id.as_str(), o.user.as_str(), o.delivery.device.as_str())).collect();
+        if !claims.iter().any(|r| keys.contains(&(r.push_id.as_str(), r.user.as_str(), r.device.as_str()))) {
+            plan.combine();
+        }
+    }
     Ok(plan)
+}
+
+/// `sql` with every parameter `$n` renumbered to `$(n + by)`.
+fn shift_params(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + sql.len() / 8);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn text(s: &str) -> Param {
@@ -291,6 +323,26 @@ impl BatchPlan {
     /// read back after the write, which needs no transaction.)
     pub(crate) fn is_one_statement(&self) -> bool {
         self.outcomes.len() + self.claims.len() + self.reports.len() == 1
+    }
+
+    /// PostgreSQL: at most one statement of each kind become one statement,
+    /// `WITH o AS (outcomes), r AS (reports), c AS (claims) SELECT … FROM c`
+    /// (each clause runs once, referenced or not; all see one snapshot),
+    /// whose rows are the claims taken. More statements than that (a batch
+    /// wider than `ROWS_PER_STATEMENT`, callbacks) stay as they are.
+    fn combine(&mut self) {
+        if self.outcomes.len() > 1 || self.claims.len() > 1 || self.reports.len() > 1 || self.outcomes.len() + self.claims.len() + self.reports.len() < 2 {
+            return;
+        }
+        let (mut clauses, mut params) = (Vec::new(), Vec::new());
+        for (name, statement) in [("o", self.outcomes.pop()), ("r", self.reports.pop()), ("c", self.claims.first_mut().map(std::mem::take))] {
+            if let Some(statement) = statement {
+                clauses.push(format!("{name} AS ({})", shift_params(&statement.sql, params.len())));
+                params.extend(statement.params);
+            }
+        }
+        let from = if self.claims.is_empty() { "push_claims WHERE false" } else { "c" };
+        self.claims = vec![Statement { sql: format!("WITH {} SELECT push_id, user_id, device_pkid FROM {from}", clauses.join(", ")), params }];
     }
 
     /// Run the batch's statements on `exec` (inside the caller's
@@ -460,6 +512,25 @@ mod tests {
     async fn an_in_memory_sqlite_database_is_refused_with_a_clear_error() {
         let err = Store::connect("sqlite::memory:", &crate::store::StoreOptions::default()).await.unwrap_err();
         assert!(err.to_string().contains("in-memory"), "{err}");
+    }
+
+    #[test]
+    fn joined_statements_renumber_their_parameters() {
+        assert_eq!(shift_params("VALUES ($1, $2), ($3, $4) WHERE x < $5", 7), "VALUES ($8, $9), ($10, $11) WHERE x < $12");
+        assert_eq!(shift_params("no parameters", 3), "no parameters");
+        let u = UserId::parse("alice").unwrap();
+        let d = DevicePkid::parse("a").unwrap();
+        let call = CallId::new();
+        let req = ClaimRequest { push_id: "p".into(), user: u.clone(), device: d.clone(), call: call.clone(), expires_at: 10 };
+        let rec = CallRecord { call: call.clone(), user: u.clone(), push_id: "p".into(), created_ms: 1, ring_ends_ms: 10, report: CallReport::new(&call, vec![]), callbacks: vec![], apps: vec![] };
+        let plan = plan_batch(std::slice::from_ref(&req), 5, &[], std::slice::from_ref(&rec), true).unwrap();
+        assert!(plan.is_one_statement());
+        let joined = &plan.claims[0];
+        assert!(joined.sql.starts_with("WITH r AS (INSERT INTO calls") && joined.sql.contains("c AS (INSERT INTO push_claims") && joined.sql.ends_with("FROM c"), "{}", joined.sql);
+        assert_eq!(joined.params.len(), 8 + 5 + 1);
+        assert!(joined.sql.contains("($9, $10, $11, $12, $13)") && joined.sql.contains("expires_at < $14"), "{}", joined.sql);
+        // SQLite keeps the statements apart (no data-modifying WITH there).
+        assert!(!plan_batch(&[req], 5, &[], &[rec], false).unwrap().is_one_statement());
     }
 
     #[tokio::test]

@@ -225,6 +225,10 @@ impl CallWriter {
                 }
                 let conn = slot.as_mut().expect("opened above");
                 let result = async {
+                    if plan.is_one_statement() {
+                        // Its own transaction: no BEGIN and COMMIT round trips.
+                        return plan.run(&mut calls::SqlxExec(conn)).await;
+                    }
                     let mut tx = conn.begin().await?;
                     let answers = plan.run(&mut calls::SqlxExec(&mut tx)).await?;
                     tx.commit().await?;

@@ -4,6 +4,7 @@
 mod acrobits;
 mod api_keys;
 mod apps;
+mod batches;
 mod callbacks;
 mod calls;
 mod cli;

@@ -165,16 +165,19 @@ impl Writer {
         }
     }
 
-    async fn claim(&self, req: ClaimRequest) -> Result<Option<CallId>, StoreError> {
+    /// Submit the job `with_ack` makes and wait for its answer.
+    async fn ask<T>(&self, with_ack: impl FnOnce(Ack<T>) -> WriteJob) -> Result<T, StoreError> {
         let (ack, done) = tokio::sync::oneshot::channel();
-        self.submit(WriteJob::Claim(req, ack)).await;
+        self.submit(with_ack(ack)).await;
         done.await.map_err(|_| StoreError::Batch("call writer stopped".into()))?.map_err(StoreError::Batch)
     }
 
+    async fn claim(&self, req: ClaimRequest) -> Result<Option<CallId>, StoreError> {
+        self.ask(|ack| WriteJob::Claim(req, ack)).await
+    }
+
     async fn save(&self, record: CallRecord) -> Result<(), StoreError> {
-        let (ack, done) = tokio::sync::oneshot::channel();
-        self.submit(WriteJob::Report(record, ack)).await;
-        done.await.map_err(|_| StoreError::Batch("call writer stopped".into()))?.map_err(StoreError::Batch)
+        self.ask(|ack| WriteJob::Report(record, ack)).await
     }
 
     async fn claim_outcome(&self, outcome: ClaimOutcome) {

@@ -297,7 +297,7 @@ struct Prepared {
 }
 
 /// app → per environment (`APNS`, `APNS:dev`).
-type ClientMap = HashMap<String, [Option<Prepared>; 2]>;
+type ClientMap = HashMap<String, [Option<Arc<Prepared>>; 2]>;
 
 fn slot(channel: Channel) -> Option<usize> {
     match channel {
@@ -357,7 +357,7 @@ impl ApnsClient {
 
     /// The prepared client of (app, environment) for these credentials,
     /// building it on first use or when the credentials changed.
-    fn prepared(&self, app: &str, creds: &Arc<ApnsCredentials>, channel: Channel, base: &str) -> Result<Prepared, Attempt> {
+    fn prepared(&self, app: &str, creds: &Arc<ApnsCredentials>, channel: Channel, base: &str) -> Result<Arc<Prepared>, Attempt> {
         let Some(i) = slot(channel) else { return Err(Attempt::failed(FailureKind::Config, "not_an_apns_channel")) };
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let fingerprint = match clients.get_mut(app).and_then(|e| e[i].as_mut()) {
@@ -366,7 +366,7 @@ impl ApnsClient {
                 // Another Arc: the same credentials re-read, or new ones.
                 let fp = credentials_fingerprint(creds);
                 if p.fingerprint == fp {
-                    p.creds = creds.clone();
+                    *p = Arc::new(Prepared { creds: creds.clone(), ..Prepared::clone(p) });
                     return Ok(p.clone());
                 }
                 fp
@@ -389,7 +389,7 @@ impl ApnsClient {
             .build()
             .map_err(|e| Attempt::failed(FailureKind::Config, format!("http_client: {e}")))?;
         let header = |v: String| HeaderValue::try_from(v).map_err(|e| Attempt::failed(FailureKind::Config, format!("bad_request: {e}")));
-        let prepared = Prepared {
+        let prepared = Arc::new(Prepared {
             creds: creds.clone(),
             fingerprint,
             client,
@@ -400,7 +400,7 @@ impl ApnsClient {
                 ApnsAuth::Token { key_id, team_id, p8_pem } => Some(ProviderJwtCache::key(key_id, team_id, p8_pem.expose())),
                 ApnsAuth::Certificate { .. } => None,
             },
-        };
+        });
         self.clients_built.fetch_add(1, Ordering::Relaxed);
         // Replacing the entry drops the old pool: old connections close once idle.
         clients.entry(app.to_string()).or_default()[i] = Some(prepared.clone());

@@ -199,10 +199,12 @@ pub(crate) struct BatchPlan {
     claims: Vec<Statement>,
     /// Reports and queued callbacks.
     reports: Vec<Statement>,
-    /// Per claim request: its key, and the index of its first occurrence.
-    keys: Vec<(String, String, String)>,
+    /// Per claim request: the index of its first occurrence in the batch,
+    /// and its call.
     firsts: Vec<usize>,
     calls: Vec<CallId>,
+    /// Each distinct claim key → the index of its first occurrence.
+    first_of: std::collections::HashMap<(String, String, String), usize>,
 }
 
 /// Plan a batch: a few multi-row statements for the outcomes, the claims
@@ -214,7 +216,7 @@ pub(crate) struct BatchPlan {
 /// (`BatchPlan::combine`), so the batch is one round trip and needs no
 /// `BEGIN`/`COMMIT`.
 fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], records: &[CallRecord], combine: bool) -> Result<BatchPlan> {
-    let mut plan = BatchPlan { outcomes: Vec::new(), claims: Vec::new(), reports: Vec::new(), keys: Vec::new(), firsts: Vec::new(), calls: Vec::new() };
+    let mut plan = BatchPlan { outcomes: Vec::new(), claims: Vec::new(), reports: Vec::new(), firsts: Vec::new(), calls: Vec::new(), first_of: Default::default() };
     for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "WITH v (push_id, user_id, device_pkid, call_id, delivery) AS (VALUES {}) \
@@ -229,8 +231,7 @@ fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], r
         plan.outcomes.push(Statement { sql, params });
     }
     // Each claim's first occurrence in the batch, by key.
-    let mut first: std::collections::HashMap<(&str, &str, &str), usize> = std::collections::HashMap::new();
-    plan.firsts = claims.iter().enumerate().map(|(i, r)| *first.entry((r.push_id.as_str(), r.user.as_str(), r.device.as_str())).or_insert(i)).collect();
+    plan.firsts = claims.iter().enumerate().map(|(i, r)| *plan.first_of.entry((r.push_id.clone(), r.user.as_str().to_string(), r.device.as_str().to_string())).or_insert(i)).collect();
     let unique: Vec<&ClaimRequest> = claims.iter().enumerate().filter(|&(i, _)| plan.firsts[i] == i).map(|(_, r)| r).collect();
     for chunk in unique.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
@@ -247,7 +248,6 @@ fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], r
         params.push(Param::Int(now_ms));
         plan.claims.push(Statement { sql, params });
     }
-    plan.keys = claims.iter().map(|r| (r.push_id.clone(), r.user.as_str().to_string(), r.device.as_str().to_string())).collect();
     plan.calls = claims.iter().map(|r| r.call.clone()).collect();
     for chunk in dedup_calls(records).chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
@@ -322,7 +322,11 @@ impl BatchPlan {
     /// autocommit can be its transaction. (A claim held by another call is
     /// read back after the write, which needs no transaction.)
     pub(crate) fn is_one_statement(&self) -> bool {
-        self.outcomes.len() + self.claims.len() + self.reports.len() == 1
+        self.statements() == 1
+    }
+
+    fn statements(&self) -> usize {
+        self.outcomes.len() + self.claims.len() + self.reports.len()
     }
 
     /// PostgreSQL: at most one statement of each kind become one statement,
@@ -331,7 +335,7 @@ impl BatchPlan {
     /// whose rows are the claims taken. More statements than that (a batch
     /// wider than `ROWS_PER_STATEMENT`, callbacks) stay as they are.
     fn combine(&mut self) {
-        if self.outcomes.len() > 1 || self.claims.len() > 1 || self.reports.len() > 1 || self.outcomes.len() + self.claims.len() + self.reports.len() < 2 {
+        if self.outcomes.len() > 1 || self.claims.len() > 1 || self.reports.len() > 1 || self.statements() < 2 {
             return;
         }
         let (mut clauses, mut params) = (Vec::new(), Vec::new());
@@ -354,13 +358,11 @@ impl BatchPlan {
         for s in &self.outcomes {
             exec.rows(s).await?;
         }
-        let mut taken = vec![false; self.keys.len()];
-        let index: std::collections::HashMap<(&str, &str, &str), usize> =
-            self.firsts.iter().enumerate().filter(|&(i, &f)| f == i).map(|(i, _)| ((self.keys[i].0.as_str(), self.keys[i].1.as_str(), self.keys[i].2.as_str()), i)).collect();
+        let mut taken = vec![false; self.firsts.len()];
         for s in &self.claims {
             for row in exec.rows(s).await? {
-                if let [push_id, user, device] = &row[..] {
-                    if let Some(&i) = index.get(&(push_id.as_str(), user.as_str(), device.as_str())) {
+                if let Ok(key) = <[String; 3]>::try_from(row) {
+                    if let Some(&i) = self.first_of.get(&key.into()) {
                         taken[i] = true;
                     }
                 }
@@ -370,9 +372,8 @@ impl BatchPlan {
             exec.rows(s).await?;
         }
         // The holder of each first occurrence not taken: read back (the rare duplicate).
-        let mut holders: Vec<Option<CallId>> = vec![None; self.keys.len()];
-        for i in (0..self.keys.len()).filter(|&i| self.firsts[i] == i && !taken[i]) {
-            let (push_id, user, device) = &self.keys[i];
+        let mut holders: Vec<Option<CallId>> = vec![None; self.firsts.len()];
+        for ((push_id, user, device), &i) in self.first_of.iter().filter(|&(_, &i)| !taken[i]) {
             let read = Statement {
                 sql: "SELECT call_id FROM push_claims WHERE push_id = $1 AND user_id = $2 AND device_pkid = $3".into(),
                 params: vec![text(push_id), text(user), text(device)],

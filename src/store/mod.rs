@@ -158,13 +158,11 @@ pub(crate) fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) ->
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
-/// The settings of every SQLite connection: wait for the lock, enforce
-/// foreign keys, and sync the log as `synchronous` says.
-async fn sqlite_session(conn: &mut sqlx::AnyConnection, synchronous: &str) -> Result<(), sqlx::Error> {
-    conn.execute("PRAGMA busy_timeout = 5000").await?;
-    conn.execute("PRAGMA foreign_keys = ON").await?;
-    conn.execute(format!("PRAGMA synchronous = {synchronous}").as_str()).await?;
-    Ok(())
+/// The settings of every SQLite connection, the pool's and the call
+/// writer's: wait for the lock, enforce foreign keys, and sync the log as
+/// `synchronous` says.
+fn sqlite_session(synchronous: &str) -> String {
+    format!("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};")
 }
 
 /// The call path's own writer (`Store::write_batch`), set up for rows that
@@ -282,8 +280,8 @@ fn sqlite_batch(slot: &mut Option<rusqlite::Connection>, path: &str, plan: &call
 fn open_sqlite_writer(path: &str) -> Result<rusqlite::Connection> {
     use rusqlite::OpenFlags;
     let conn = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")?;
+    conn.execute_batch(&sqlite_session("NORMAL"))?;
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -320,7 +318,12 @@ impl Store {
             Backend::Sqlite => {
                 let synchronous = options.synchronous.as_str();
                 opts.max_connections(8)
-                    .after_connect(move |conn, _| Box::pin(sqlite_session(conn, synchronous)))
+                    .after_connect(move |conn, _| {
+                        Box::pin(async move {
+                            conn.execute(sqlite_session(synchronous).as_str()).await?;
+                            Ok(())
+                        })
+                    })
                     .connect(&sqlite_url(url))
                     .await?
             }

@@ -372,13 +372,22 @@ def check_contract(doc):
         "/v1/api-keys": {"post"},
         "/v1/api-keys/{id}": {"delete"},
         "/v1/devices/stale": {"get"},
+        "/v1/tenants": {"get"},
+        "/v1/tenants/{tenant}": {"get", "put", "delete"},
     }
+    # interface.md §8: every phone-facing route again under /t/{tenant}.
+    for p in PHONE_FACING:
+        want[TENANT_PREFIX + p] = want[p]
     methods = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
     have = {p: {m for m in item if m in methods} for p, item in doc.get("paths", {}).items()}
     for p in sorted(set(want) | set(have)):
         if want.get(p) != have.get(p):
             fail(f"path {p}: methods {sorted(have.get(p, []))}, contract says {sorted(want.get(p, []))}")
     for p, item in doc.get("paths", {}).items():
+        twin = p[len(TENANT_PREFIX):] if p.startswith(TENANT_PREFIX) else None
+        if twin is not None:
+            check_tenant_twin(doc, p, twin, methods)
+            p = twin
         for m in methods & set(item):
             op = item[m]
             sec = op.get("security")
@@ -395,6 +404,33 @@ def check_contract(doc):
                         fail(f"{m.upper()} {p}: no {code} response")
     if not [f for f in failures if f.startswith(("path ", "GET ", "PUT ", "POST ", "DELETE "))]:
         ok("paths, methods and security match interface.md §2, §4 and §7")
+
+
+TENANT_PREFIX = "/t/{tenant}"
+PHONE_FACING = ["/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken", "/register", "/register/{device_token}",
+                "/webhook", "/acrobits/token"]
+
+
+def check_tenant_twin(doc, path, twin, methods):
+    """A /t/{tenant} route is its unprefixed twin plus the tenant parameter, and
+    operation ids suffixed `InTenant`: the two cannot drift apart."""
+    a, b = doc["paths"][path], doc["paths"].get(twin)
+    if b is None:
+        fail(f"{path}: no unprefixed twin {twin}")
+        return
+    want_params = [{"$ref": "#/components/parameters/Tenant"}] + b.get("parameters", [])
+    if a.get("parameters") != want_params:
+        fail(f"{path}: parameters are not the tenant parameter plus those of {twin}")
+    for m in methods & (set(a) | set(b)):
+        if m not in a or m not in b:
+            fail(f"{path}: method {m} differs from {twin}")
+            continue
+        op, ref = dict(a[m]), dict(b[m])
+        if op.pop("operationId", None) != ref.get("operationId", "") + "InTenant":
+            fail(f"{m.upper()} {path}: operationId is not {twin}'s plus InTenant")
+        ref.pop("operationId", None)
+        if op != ref:
+            fail(f"{m.upper()} {path} differs from {m.upper()} {twin} (regenerate the /t/ twins)")
 
 
 def main():

@@ -8,7 +8,7 @@
 //!
 //! Depends on `store`, `domain` and `provider::tls`.
 
-use crate::domain::{now_ms, CredentialKind};
+use crate::domain::{now_ms, Scope};
 use crate::store::{LeasedCallback, Store};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -88,7 +88,7 @@ fn callback_tls(extra_ca_pem: Option<&str>) -> rustls::ClientConfig {
 }
 
 async fn post_one(store: &Store, client: &reqwest::Client, cb: LeasedCallback) {
-    let target = match store.credentials(&cb.app, CredentialKind::Callback).await {
+    let target = match store.callback(&Scope::tenant(cb.tenant.clone()), &cb.app).await {
         Ok(Some(t)) => t,
         Ok(None) => {
             // The callback was removed since: nothing to deliver to.

@@ -35,6 +35,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("sqlite.synchronous", "PUSHRELAY_SQLITE_SYNCHRONOUS"),
     ("log_format", "PUSHRELAY_LOG_FORMAT"),
     ("metrics_listen", "PUSHRELAY_METRICS_LISTEN"),
+    ("public_url", "PUSHRELAY_PUBLIC_URL"),
     ("providers.proxy", "PUSHRELAY_PROVIDERS_PROXY"),
     ("tls.cert_file", "PUSHRELAY_TLS_CERT_FILE"),
     ("tls.key_file", "PUSHRELAY_TLS_KEY_FILE"),
@@ -76,6 +77,11 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// When set, `/metrics` is served on this address only.
     pub metrics_listen: Option<SocketAddr>,
+    /// The relay's URL as clients see it (behind a TLS proxy: `https://…`),
+    /// as its origin (`scheme://host[:port]`, lower case): the console's
+    /// sign-in accepts it as `Origin`, and an `https` one makes the
+    /// console cookie `Secure`.
+    pub public_url: Option<String>,
     pub providers: ProviderNetwork,
 }
 
@@ -216,6 +222,7 @@ impl Default for Settings {
             sqlite: SqliteSettings { synchronous: SqliteSynchronous::Full },
             log_format: LogFormat::Text,
             metrics_listen: None,
+            public_url: None,
             providers: ProviderNetwork::default(),
         }
     }
@@ -356,6 +363,7 @@ impl Settings {
                         Some(v.trim().parse().map_err(|_| invalid("metrics_listen", format!("{v:?} is not an address like 127.0.0.1:9090")))?)
                 }
                 "providers.proxy" => s.providers.proxy = Some(v.trim().to_string()),
+                "public_url" => s.public_url = Some(public_origin(&v)?),
                 "sqlite.synchronous" => {
                     s.sqlite.synchronous = match v.trim().to_ascii_lowercase().as_str() {
                         "normal" => SqliteSynchronous::Normal,
@@ -574,4 +582,14 @@ mod tests {
         let s = Settings::load_from(None, &env(&[("PUSHRELAY_DATABASE_URL", "sqlite:///var/lib/pr/relay.db?mode=rwc")]), &CliOverrides::default()).unwrap();
         assert_eq!(s.master_key_path(), PathBuf::from("/var/lib/pr/relay.master.key"));
     }
+}
+
+/// The origin of `public_url` (`scheme://host[:port]`, lower case, no
+/// path): what a browser sends as `Origin`.
+fn public_origin(raw: &str) -> Result<String, ConfigError> {
+    let url = reqwest::Url::parse(raw.trim()).map_err(|_| invalid("public_url", format!("{raw:?} is not an absolute URL like https://push.example.com")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid("public_url", "must be an http:// or https:// URL"));
+    }
+    Ok(url.origin().ascii_serialization().to_ascii_lowercase())
 }

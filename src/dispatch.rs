@@ -11,7 +11,7 @@
 
 use crate::domain::{
     now_ms, ApnsCredentials, AppId, CallEvent, CallId, CallReport, Channel, CredentialKind, Delivery, Device, DeviceSet, DeviceToken,
-    FcmCredentials, MessageNote, Outcome, Provider, Registration, RingWindow, UnreadableDevice,
+    FcmCredentials, MessageNote, Outcome, Provider, Reach, Registration, RingWindow, Scope, TenantId, UnreadableDevice,
 };
 use crate::payload::{self, Content};
 use crate::provider::{ApnsClient, ApnsPush, Attempt, FailureKind, FcmClient, ProviderSettings};
@@ -98,8 +98,8 @@ pub struct Dispatcher {
     tasks: tokio_util::task::TaskTracker,
     /// Credential health last written per (app, provider): (ok?, when).
     health: Mutex<HashMap<(AppId, Provider), (bool, i64)>>,
-    /// Apps with a callback URL, and when that was read.
-    callback_cache: Mutex<Option<(Instant, Arc<HashSet<AppId>>)>>,
+    /// (tenant, app) pairs with a callback URL, and when that was read.
+    callback_cache: Mutex<Option<(Instant, Arc<HashSet<(TenantId, AppId)>>)>>,
     /// Provider requests per (epoch minute, provider) not yet added to the
     /// store's shared minutes (the console's charts).
     minutes: Mutex<HashMap<(i64, Provider), crate::store::ProviderMinute>>,
@@ -315,10 +315,10 @@ impl Dispatcher {
     /// `pushrelay push`): the provider's own answer. Nothing is stored but
     /// the credential health the answer shows; a dead token is reported,
     /// not removed.
-    pub async fn test_push(&self, app: &AppId, channel: Channel, token: &DeviceToken, kind: payload::TestKind) -> Attempt {
+    pub async fn test_push(&self, reach: &Reach, app: &AppId, channel: Channel, token: &DeviceToken, kind: payload::TestKind) -> Attempt {
         let window = RingWindow::starting_now(now_ms(), CANCEL_WINDOW_SECONDS);
         let content = payload::for_test(kind, channel.provider());
-        let attempt = self.send_once(&window, channel, app, token, &content).await;
+        let attempt = self.send_once(reach, &window, channel, app, token, &content).await;
         // Written before answering: the operator's next look shows it.
         if let Some(write) = self.health_write(app, channel.provider(), &attempt) {
             write.await;
@@ -334,12 +334,11 @@ impl Dispatcher {
         &self.fcm
     }
 
-    /// Push `event` to its devices (only those `keep` accepts: an app-bound
-    /// key wakes its own app's devices only); answers when every device has
+    /// Push `event` to its user's devices in the scope (a scope narrowed to
+    /// an app wakes that app's devices only); answers when every device has
     /// an outcome.
-    pub async fn run(&self, event: &CallEvent, keep: impl Fn(&AppId) -> bool) -> Result<CallReport, DispatchError> {
-        let mut devices = self.store.devices_for(&event.user, event.device.as_ref()).await?;
-        devices.retain(|_, _, _, app| keep(app));
+    pub async fn run(&self, scope: &Scope, event: &CallEvent) -> Result<CallReport, DispatchError> {
+        let devices = self.store.devices_for(scope, &event.user, event.device.as_ref()).await?;
         if devices.is_empty() {
             return Err(DispatchError::NoDevices);
         }
@@ -363,13 +362,15 @@ impl Dispatcher {
     }
 
     /// `run_on`, then store the report (for `GET /v1/calls/{call_id}`) and,
-    /// in the same write, queue it for the callback URL of each app whose
-    /// devices it names (each app sees only its own devices' lines).
+    /// in the same write, queue it for the callback URL the devices' tenant
+    /// set for each app the report names (each callback sees only the lines
+    /// of its own tenant's devices of its app).
     pub async fn run_on_and_save(&self, event: &CallEvent, devices: &DeviceSet) -> Result<CallReport, DispatchError> {
         let report = self.run_on(event, devices).await;
         let callbacks = self.callbacks_for(&report, devices).await;
         let record = CallRecord {
             call: event.call_id.clone(),
+            tenant: devices.tenant.clone(),
             user: event.user.clone(),
             push_id: event.push_id.as_str().to_string(),
             created_ms: event.ring.starts_at_ms,
@@ -385,10 +386,11 @@ impl Dispatcher {
     /// The callback bodies of a final report: one per app with a callback
     /// URL among the report's devices.
     async fn callbacks_for(&self, report: &CallReport, devices: &DeviceSet) -> Vec<crate::store::PendingCallback> {
-        let with_callback = self.callback_apps().await;
-        if with_callback.is_empty() {
+        let targets = self.callback_targets().await;
+        if targets.is_empty() {
             return Vec::new();
         }
+        let tenant = &devices.tenant;
         let mut by_app: HashMap<&AppId, Vec<&Delivery>> = HashMap::new();
         for d in &report.deliveries {
             let app = devices
@@ -397,7 +399,7 @@ impl Dispatcher {
                 .find(|r| r.registration.device == d.device)
                 .map(|r| &r.registration.app)
                 .or_else(|| devices.unreadable.iter().find(|u| u.device == d.device).map(|u| &u.app));
-            if let Some(app) = app.filter(|a| with_callback.contains(*a)) {
+            if let Some(app) = app.filter(|a| targets.contains(&(tenant.clone(), (*a).clone()))) {
                 by_app.entry(app).or_default().push(d);
             }
         }
@@ -410,9 +412,10 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Apps with a callback URL, re-read at most once a second (a callback
-    /// set on another node applies to calls within a second).
-    async fn callback_apps(&self) -> Arc<HashSet<AppId>> {
+    /// (tenant, app) pairs with a callback URL, re-read at most once a
+    /// second (a callback set on another node applies to calls within a
+    /// second).
+    async fn callback_targets(&self) -> Arc<HashSet<(TenantId, AppId)>> {
         {
             let cached = self.callback_cache.lock().expect("callback cache lock");
             if let Some((at, set)) = cached.as_ref() {
@@ -421,7 +424,7 @@ impl Dispatcher {
                 }
             }
         }
-        let set = match self.store.callback_apps().await {
+        let set = match self.store.callback_targets().await {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the apps with callbacks");
@@ -440,7 +443,8 @@ impl Dispatcher {
     /// Push `event` to the given devices (already looked up), concurrently.
     /// A device whose key cannot be opened is `failed` (`unreadable_secret`).
     pub async fn run_on(&self, event: &CallEvent, devices: &DeviceSet) -> CallReport {
-        let mut deliveries = futures::future::join_all(devices.ready.iter().map(|d| self.deliver_once(event, &d.registration))).await;
+        let scope = Scope::tenant(devices.tenant.clone());
+        let mut deliveries = futures::future::join_all(devices.ready.iter().map(|d| self.deliver_once(&scope, event, &d.registration))).await;
         deliveries.extend(devices.unreadable.iter().map(unreadable));
         CallReport::new(&event.call_id, deliveries)
     }
@@ -448,11 +452,12 @@ impl Dispatcher {
     /// One push per (pushid, device) within the ring window, across nodes:
     /// claim it in the store first; if another call holds the claim, report
     /// that call's outcome for this device instead of pushing again.
-    async fn deliver_once(&self, event: &CallEvent, reg: &Registration) -> Delivery {
+    async fn deliver_once(&self, scope: &Scope, event: &CallEvent, reg: &Registration) -> Delivery {
         let claim = self
             .writes
             .claim(ClaimRequest {
                 push_id: event.push_id.as_str().to_string(),
+                tenant: scope.tenant_id().clone(),
                 user: reg.user.clone(),
                 device: reg.device.clone(),
                 call: event.call_id.clone(),
@@ -461,7 +466,7 @@ impl Dispatcher {
             .await;
         let claimed = match claim {
             Ok(None) => true,
-            Ok(Some(other)) => return self.outcome_of(event.push_id.as_str(), &other, reg, &event.ring).await,
+            Ok(Some(other)) => return self.outcome_of(scope, event.push_id.as_str(), &other, reg, &event.ring).await,
             Err(e) => {
                 // A call is worth more than a duplicate: push anyway.
                 metrics::counter!(telemetry::STORE_ERRORS).increment(1);
@@ -469,13 +474,14 @@ impl Dispatcher {
                 false
             }
         };
-        let delivery = self.deliver(event.call_id.as_str(), &event.ring, reg, payload::for_call(event, reg)).await;
+        let delivery = self.deliver(scope, event.call_id.as_str(), &event.ring, reg, payload::for_call(event, reg)).await;
         if claimed {
             // Published per device at once (not with the report): a duplicate
             // call waiting on this device must never wait on our other devices.
             self.writes
                 .claim_outcome(ClaimOutcome {
                     push_id: event.push_id.as_str().to_string(),
+                    tenant: scope.tenant_id().clone(),
                     user: reg.user.clone(),
                     call: event.call_id.clone(),
                     delivery: delivery.clone(),
@@ -490,24 +496,26 @@ impl Dispatcher {
     /// little). Woken by the store's `ClaimsSettled` event (NOTIFY on
     /// PostgreSQL, in-process on SQLite), with a re-read every
     /// `CLAIM_RECHECK` in case an event was lost — no tight polling.
-    async fn outcome_of(&self, push_id: &str, other: &CallId, reg: &Registration, ring: &RingWindow) -> Delivery {
+    async fn outcome_of(&self, scope: &Scope, push_id: &str, other: &CallId, reg: &Registration, ring: &RingWindow) -> Delivery {
         let give_up = ring.ends_at_ms + 2_000;
         let mut events = self.store.subscribe();
+        let tenant = scope.tenant_id().as_str();
         loop {
-            if let Ok(Some(d)) = self.store.claim_outcome(push_id, &reg.user, &reg.device).await {
+            if let Ok(Some(d)) = self.store.claim_outcome(scope, push_id, &reg.user, &reg.device).await {
                 let reason = format!("duplicate pushid: pushed once, by call {}", other.as_str());
                 return Delivery { reason: Some(d.reason.map(|r| format!("{r}; {reason}")).unwrap_or(reason)), attempts: 0, ..d };
             }
             let left = give_up - now_ms();
             if left <= 0 {
-                return Delivery::new(&reg.device, reg.channel, Outcome::Expired, None, Some(format!("duplicate pushid: call {} holds this device", other.as_str())), 0);
+                return Delivery::new(&reg.device, reg.channel, Outcome::Expired, None, Some(format!("duplicate pushid: call {} holds this device", other.as_str())), 0)
+                    .of_app(&reg.app);
             }
             let wait = Duration::from_millis(left as u64).min(CLAIM_RECHECK);
             let settled = async {
                 loop {
                     match events.recv().await {
                         Ok(StoreEvent::ClaimsSettled { claims })
-                            if claims.iter().any(|c| c.push_id == push_id && c.user == reg.user.as_str() && c.device == reg.device.as_str()) =>
+                            if claims.iter().any(|c| c.push_id == push_id && c.tenant == tenant && c.user == reg.user.as_str() && c.device == reg.device.as_str()) =>
                         {
                             return
                         }
@@ -525,7 +533,7 @@ impl Dispatcher {
     /// Tell a person's devices about a message (seeds/000): alerts to message
     /// tokens, FCM data `type: message`, never a VoIP push. Not a call:
     /// nothing is claimed or stored; each outcome is counted and logged.
-    pub async fn notify(&self, note: &MessageNote, devices: &[Device]) -> Vec<Delivery> {
+    pub async fn notify(&self, scope: &Scope, note: &MessageNote, devices: &[Device]) -> Vec<Delivery> {
         let window = RingWindow::starting_now(now_ms(), CANCEL_WINDOW_SECONDS);
         let label = note.id.as_deref().unwrap_or("message");
         futures::future::join_all(devices.iter().map(|d| {
@@ -533,7 +541,7 @@ impl Dispatcher {
             let window = &window;
             async move {
                 match payload::for_message(note, reg) {
-                    Some(content) => self.deliver(label, window, reg, content).await,
+                    Some(content) => self.deliver(scope, label, window, reg, content).await,
                     None => finish(reg, Outcome::Skipped, None, Some("no message token: a message is never sent as a VoIP push".into()), 0),
                 }
             }
@@ -544,10 +552,11 @@ impl Dispatcher {
     /// Tell the devices of an earlier call that it ended (interface §4
     /// "Cancel"): alerts to message tokens, FCM data `type: cancel`, never a
     /// VoIP push; VoIP-only APNs devices are reported `skipped`.
-    pub async fn cancel(&self, call: &CallId) -> Result<Option<CallReport>, DispatchError> {
-        let Some(info) = self.store.call_info(call).await? else { return Ok(None) };
+    /// Only the scope's call, and of it only the devices the scope sees.
+    pub async fn cancel(&self, scope: &Scope, call: &CallId) -> Result<Option<CallReport>, DispatchError> {
+        let Some(info) = self.store.call_info(scope, call).await? else { return Ok(None) };
         let wanted: HashSet<&str> = info.report.deliveries.iter().map(|d| d.device.as_str()).collect();
-        let mut set = self.store.devices_for(&info.user, None).await?;
+        let mut set = self.store.devices_for(scope, &info.user, None).await?;
         set.retain(|_, device, _, _| wanted.contains(device.as_str()));
         let devices = set.ready;
         let window = RingWindow::starting_now(now_ms(), CANCEL_WINDOW_SECONDS);
@@ -557,7 +566,7 @@ impl Dispatcher {
             let info = &info;
             async move {
                 match payload::for_cancel(call.as_str(), &info.push_id, reg) {
-                    Some(content) => self.deliver(call.as_str(), window, reg, content).await,
+                    Some(content) => self.deliver(scope, call.as_str(), window, reg, content).await,
                     None => finish(reg, Outcome::Skipped, None, Some("VoIP-only device: a cancel is never sent as a VoIP push".into()), 0),
                 }
             }
@@ -569,12 +578,13 @@ impl Dispatcher {
     /// Deliver one payload to one device: attempts until delivered, dead,
     /// failed for good, or the window closes.
     #[tracing::instrument(skip_all, fields(call_id = %label, device = %reg.device, channel = %reg.channel))]
-    async fn deliver(&self, label: &str, window: &RingWindow, reg: &Registration, content: Content) -> Delivery {
+    async fn deliver(&self, scope: &Scope, label: &str, window: &RingWindow, reg: &Registration, content: Content) -> Delivery {
         let started = Instant::now();
-        self.attempts(label, window, reg, content).await.with_latency(started.elapsed())
+        self.attempts(scope, label, window, reg, content).await.with_latency(started.elapsed())
     }
 
-    async fn attempts(&self, _label: &str, window: &RingWindow, reg: &Registration, content: Content) -> Delivery {
+    async fn attempts(&self, scope: &Scope, _label: &str, window: &RingWindow, reg: &Registration, content: Content) -> Delivery {
+        let reach = Reach::of(scope);
         // Alerts go to the message token (its own app and channel).
         let to_msg_token = matches!(content, Content::ApnsAlert { .. }) && reg.msg().is_some();
         let (app, channel, token) = match (reg.msg(), to_msg_token) {
@@ -597,7 +607,7 @@ impl Dispatcher {
             }
             attempts += 1;
             let started = Instant::now();
-            let attempt = tokio::time::timeout(Duration::from_millis(remaining_ms as u64), self.send_once(window, channel, app, token, &content))
+            let attempt = tokio::time::timeout(Duration::from_millis(remaining_ms as u64), self.send_once(&reach, window, channel, app, token, &content))
                 .await
                 .unwrap_or(Attempt::Retry { status: None, reason: "ring window closed during the request".into(), after: None });
             metrics::histogram!(telemetry::PROVIDER_LATENCY, "provider" => provider.as_str()).record(started.elapsed().as_secs_f64());
@@ -607,9 +617,9 @@ impl Dispatcher {
                 Attempt::Delivered { status } => return finish(reg, Outcome::Delivered, Some(status), None, attempts),
                 Attempt::TokenGone { status, reason } => {
                     let removed = if to_msg_token {
-                        self.store.clear_msg_token(&reg.user, &reg.device, token).await
+                        self.store.clear_msg_token(scope, &reg.user, &reg.device, token).await
                     } else {
-                        self.store.remove_dead_token(&reg.user, &reg.device, token).await
+                        self.store.remove_dead_token(scope, &reg.user, &reg.device, token).await
                     };
                     match removed {
                         Ok(_) => metrics::counter!(telemetry::TOKENS_REMOVED, "provider" => provider.as_str()).increment(1),
@@ -646,7 +656,7 @@ impl Dispatcher {
 
     /// One provider request with the app's current credentials, inside that
     /// provider's concurrency bound.
-    async fn send_once(&self, window: &RingWindow, channel: Channel, app: &AppId, token: &DeviceToken, content: &Content) -> Attempt {
+    async fn send_once(&self, reach: &Reach, window: &RingWindow, channel: Channel, app: &AppId, token: &DeviceToken, content: &Content) -> Attempt {
         let slots = match channel.provider() {
             Provider::Apns => &self.apns_slots,
             Provider::Fcm => &self.fcm_slots,
@@ -656,7 +666,7 @@ impl Dispatcher {
         };
         match (channel.provider(), content) {
             (Provider::Apns, Content::ApnsVoip { body }) => {
-                let creds = match self.apns_creds(app).await {
+                let creds = match self.apns_creds(reach, app).await {
                     Ok(c) => c,
                     Err(reason) => return Attempt::Failed { kind: FailureKind::Config, status: None, reason },
                 };
@@ -664,7 +674,7 @@ impl Dispatcher {
                 self.apns.send(app.as_str(), &creds, channel, &push).await
             }
             (Provider::Apns, Content::ApnsAlert { body, collapse_id }) => {
-                let creds = match self.apns_creds(app).await {
+                let creds = match self.apns_creds(reach, app).await {
                     Ok(c) => c,
                     Err(reason) => return Attempt::Failed { kind: FailureKind::Config, status: None, reason },
                 };
@@ -673,7 +683,7 @@ impl Dispatcher {
                 self.apns.send(app.as_str(), &creds, channel, &push).await
             }
             (Provider::Fcm, Content::FcmData { data }) => {
-                let creds = match self.fcm_creds(app).await {
+                let creds = match self.fcm_creds(reach, app).await {
                     Ok(c) => c,
                     Err(reason) => return Attempt::Failed { kind: FailureKind::Config, status: None, reason },
                 };
@@ -685,16 +695,20 @@ impl Dispatcher {
         }
     }
 
-    async fn apns_creds(&self, app: &AppId) -> Result<Arc<ApnsCredentials>, String> {
-        self.cached_creds(&self.creds.apns, app, CredentialKind::Apns, |raw| ApnsCredentials::from_stored(raw).map_err(|e| e.to_string())).await
+    async fn apns_creds(&self, reach: &Reach, app: &AppId) -> Result<Arc<ApnsCredentials>, String> {
+        self.cached_creds(reach, &self.creds.apns, app, CredentialKind::Apns, |raw| ApnsCredentials::from_stored(raw).map_err(|e| e.to_string())).await
     }
 
-    async fn fcm_creds(&self, app: &AppId) -> Result<Arc<FcmCredentials>, String> {
-        self.cached_creds(&self.creds.fcm, app, CredentialKind::Fcm, |raw| FcmCredentials::from_stored(raw).map_err(|e| e.to_string())).await
+    async fn fcm_creds(&self, reach: &Reach, app: &AppId) -> Result<Arc<FcmCredentials>, String> {
+        self.cached_creds(reach, &self.creds.fcm, app, CredentialKind::Fcm, |raw| FcmCredentials::from_stored(raw).map_err(|e| e.to_string())).await
     }
 
+    /// The app's credentials: cached (an app never changes owner, and a
+    /// device only ever registers with an app its tenant sees), else read
+    /// as `reach` sees them.
     async fn cached_creds<C>(
         &self,
+        reach: &Reach,
         cache: &Mutex<CachedCreds<C>>,
         app: &AppId,
         provider: CredentialKind,
@@ -705,7 +719,7 @@ impl Dispatcher {
                 return Ok(c.clone());
             }
         }
-        let row = self.store.credentials(app, provider).await.map_err(|e| match e {
+        let row = self.store.credentials(reach, app, provider).await.map_err(|e| match e {
             StoreError::Envelope(_) => "unreadable_secret: the app's credentials cannot be opened with the master keys this node holds".to_string(),
             other => format!("store: {other}"),
         })?;
@@ -750,7 +764,7 @@ const CLAIM_RECHECK: Duration = Duration::from_secs(1);
 fn unreadable(d: &UnreadableDevice) -> Delivery {
     metrics::counter!(telemetry::PUSHES, "provider" => d.channel.provider().as_str(), "outcome" => Outcome::Failed.as_str()).increment(1);
     tracing::error!(user = %d.user, device = %d.device, "device not pushed: its key cannot be opened with the master keys this node holds");
-    Delivery::new(&d.device, d.channel, Outcome::Failed, None, Some("unreadable_secret".into()), 0)
+    Delivery::new(&d.device, d.channel, Outcome::Failed, None, Some("unreadable_secret".into()), 0).of_app(&d.app)
 }
 
 /// A reason text without the device's token: whatever a library or a
@@ -775,7 +789,7 @@ fn finish(reg: &Registration, outcome: Outcome, status: Option<u16>, reason: Opt
     let provider = reg.channel.provider();
     metrics::counter!(telemetry::PUSHES, "provider" => provider.as_str(), "outcome" => outcome.as_str()).increment(1);
     tracing::info!(outcome = outcome.as_str(), attempts, status, reason = reason.as_deref().unwrap_or(""), token = reg.token.suffix(), "push finished");
-    Delivery::new(&reg.device, reg.channel, outcome, status, reason, attempts)
+    Delivery::new(&reg.device, reg.channel, outcome, status, reason, attempts).of_app(&reg.app)
 }
 
 #[cfg(test)]

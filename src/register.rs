@@ -10,8 +10,8 @@
 //! one error type is mapped to statuses in `http::error` (JSON) and
 //! `http::uds` (XML).
 
-use crate::domain::{now_ms, AppId, FieldError, Provider, Registration, UserId};
-use crate::store::{Store, StoreError};
+use crate::domain::{now_ms, AppId, FieldError, Provider, Reach, Registration, Scope, UserId};
+use crate::store::{RegisterOutcome, SipRemovals, Store, StoreError};
 
 /// Why a registration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,7 @@ impl From<StoreError> for RegisterError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::DeviceLimit(n) => RegisterError::DeviceLimit(n),
+            StoreError::UnknownApp(app) => RegisterError::Refused(unknown_application(&app)),
             other => RegisterError::Store(other),
         }
     }
@@ -48,48 +49,58 @@ impl Registrar {
         Self { store, max_devices }
     }
 
-    /// `Err` unless `app` has `provider` credentials: `unknown_application`
-    /// when the app is not known at all, else `no_credentials`.
-    pub async fn require_credentials(&self, app: &AppId, provider: Provider) -> Result<()> {
-        if self.store.has_credentials(app, provider.into()).await? {
+    /// `Err` unless `app` is an app the scope sees (its tenant's own or a
+    /// shared one) with `provider` credentials: `unknown_application` when
+    /// the scope does not see the app at all (another tenant's app is
+    /// refused exactly as a missing one), else `no_credentials`.
+    pub async fn require_credentials(&self, scope: &Scope, app: &AppId, provider: Provider) -> Result<()> {
+        if scope.admits(app) && self.store.has_credentials(&Reach::of(scope), app, provider.into()).await? {
             return Ok(());
         }
-        Err(self.missing_credentials(app, provider.as_str()).await?.into())
+        Err(self.missing_credentials(scope, app, provider.as_str()).await?.into())
     }
 
-    /// The refusal for an app that has no `what` credentials.
-    pub async fn missing_credentials(&self, app: &AppId, what: &str) -> Result<FieldError> {
-        Ok(if self.store.app_exists(app).await? {
+    /// The refusal for an app that has no `what` credentials the scope may use.
+    pub async fn missing_credentials(&self, scope: &Scope, app: &AppId, what: &str) -> Result<FieldError> {
+        Ok(if scope.admits(app) && self.store.app_exists(&Reach::of(scope), app).await? {
             FieldError::new("application", "no_credentials", format!("application {app} has no {what} credentials"))
         } else {
-            FieldError::new("application", "unknown_application", format!("application {app} is not known to this relay"))
+            unknown_application(app)
         })
     }
 
-    /// The first (app, provider) of `candidates` × `providers` that has
-    /// credentials; else the refusal for the first candidate.
-    pub async fn first_with_credentials(&self, candidates: &[AppId], providers: &[Provider], what: &str) -> Result<(AppId, Provider)> {
-        for app in candidates {
+    /// The first (app, provider) of `candidates` × `providers` that the
+    /// scope sees with credentials; else the refusal for the first candidate.
+    pub async fn first_with_credentials(&self, scope: &Scope, candidates: &[AppId], providers: &[Provider], what: &str) -> Result<(AppId, Provider)> {
+        let reach = Reach::of(scope);
+        for app in candidates.iter().filter(|a| scope.admits(a)) {
             for provider in providers {
-                if self.store.has_credentials(app, (*provider).into()).await? {
+                if self.store.has_credentials(&reach, app, (*provider).into()).await? {
                     return Ok((app.clone(), *provider));
                 }
             }
         }
         let first = candidates.first().expect("at least one candidate app");
-        Err(self.missing_credentials(first, what).await?.into())
+        Err(self.missing_credentials(scope, first, what).await?.into())
     }
 
-    /// Store `regs` (all for `user`) in one transaction; count and log them.
-    pub async fn store(&self, user: &UserId, regs: &[Registration]) -> Result<u64> {
-        let written = self.store.register(user, regs, now_ms(), self.max_devices).await?;
+    /// Store `regs` (all for `user`) in the scope's tenant and remove the
+    /// SIP bindings `removals` names, in one transaction; count and log them.
+    pub async fn store(&self, scope: &Scope, user: &UserId, regs: &[Registration], removals: &SipRemovals) -> Result<RegisterOutcome> {
+        let done = self.store.register(scope, user, regs, removals, now_ms(), self.max_devices).await?;
         for reg in regs {
             metrics::counter!(crate::telemetry::REGISTRATIONS, "dialect" => reg.dialect().as_str()).increment(1);
             tracing::info!(
-                user = %reg.user, device = %reg.device, dialect = reg.dialect().as_str(), channel = %reg.channel, app = %reg.app,
+                tenant = %scope.tenant_id(), user = %reg.user, device = %reg.device, dialect = reg.dialect().as_str(), channel = %reg.channel, app = %reg.app,
                 token = reg.token.suffix(), "device registered"
             );
         }
-        Ok(written)
+        Ok(done)
     }
+}
+
+/// The refusal for an app the scope does not see (missing, or another
+/// tenant's: the same words).
+fn unknown_application(app: &AppId) -> FieldError {
+    FieldError::new("application", "unknown_application", format!("application {app} is not known to this relay"))
 }

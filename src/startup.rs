@@ -114,7 +114,7 @@ pub async fn test_push(settings: &Settings, app: &crate::domain::AppId, channel:
     install_crypto_provider();
     let store = open_store(settings).await?;
     let dispatcher = Dispatcher::new(store.clone(), provider_settings(settings), RetryPolicy::default(), CancellationToken::new());
-    let attempt = dispatcher.test_push(app, channel, token, kind).await;
+    let attempt = dispatcher.test_push(&crate::domain::Reach::every_tenant(), app, channel, token, kind).await;
     dispatcher.drain(Duration::from_secs(5)).await;
     store.close().await;
     Ok(crate::http::test_push_answer(&attempt))

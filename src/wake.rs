@@ -18,7 +18,13 @@ use tokio::sync::oneshot;
 /// At most this many requests may wait at once (each is a few hundred bytes).
 pub const MAX_WAITERS: usize = 100_000;
 
-/// aor → (waiter id, subscribed at (epoch ms), its sender)
+/// The key waiters are kept under: the tenant and the AOR (an AOR in one
+/// tenant never releases a wait in another).
+pub fn wake_key(tenant: &str, aor: &str) -> String {
+    format!("{tenant} {aor}")
+}
+
+/// `wake_key` → (waiter id, subscribed at (epoch ms), its sender)
 type Waiters = HashMap<String, Vec<(u64, i64, oneshot::Sender<String>)>>;
 
 fn now_ms() -> i64 {
@@ -72,7 +78,7 @@ impl WakeHub {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     e = events.recv() => match e {
-                        Ok(crate::store::StoreEvent::Registered { aor, contact, at }) => { hub.notify_since(&aor, &contact, at); }
+                        Ok(crate::store::StoreEvent::Registered { tenant, aor, contact, at }) => { hub.notify_since(&wake_key(&tenant, &aor), &contact, at); }
                         Ok(_) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "wake-up events were missed"),
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,

@@ -14,6 +14,7 @@ mod ids;
 mod outcome;
 mod push_key;
 mod registration;
+mod tenant;
 mod token;
 
 pub use call::{CallEvent, CallId, MessageNote, PushId, RingWindow};
@@ -24,6 +25,7 @@ pub use ids::{AppId, BundleId, DevicePkid, Email, UserId};
 pub use outcome::{CallReport, Delivery, Outcome};
 pub use push_key::PushKey;
 pub use registration::{Device, DeviceSet, DialectData, MessageToken, Registration, SipBinding, SipFormat, UnreadableDevice};
+pub use tenant::{Scope, Reach, TenantId};
 pub use token::DeviceToken;
 
 /// Milliseconds since the Unix epoch, the one time unit stored and compared.

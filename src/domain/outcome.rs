@@ -1,4 +1,4 @@
-use super::{CallId, Channel, DevicePkid};
+use super::{AppId, CallId, Channel, DevicePkid};
 use serde::Serialize;
 
 /// How delivery to one device ended. Data, not a log line.
@@ -30,6 +30,10 @@ impl Outcome {
 pub struct Delivery {
     pub device: DevicePkid,
     pub channel: Channel,
+    /// The app the device is registered with (a key bound to an app sees
+    /// only its own app's lines). Absent in reports stored before tenants.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub application: Option<AppId>,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub provider_status: Option<u16>,
@@ -46,12 +50,19 @@ impl Delivery {
         Self {
             device: device.clone(),
             channel,
+            application: None,
             outcome,
             provider_status,
             reason,
             attempts,
             latency_ms: None,
         }
+    }
+
+    /// The line of a device of `app`.
+    pub fn of_app(mut self, app: &AppId) -> Self {
+        self.application = Some(app.clone());
+        self
     }
 
     pub fn with_latency(mut self, took: std::time::Duration) -> Self {
@@ -70,5 +81,14 @@ pub struct CallReport {
 impl CallReport {
     pub fn new(call_id: &CallId, deliveries: Vec<Delivery>) -> Self {
         Self { call_id: call_id.as_str().to_string(), deliveries }
+    }
+
+    /// Only the lines of devices of `app` (`None`: every line). A line
+    /// without an app (stored before tenants) is kept only unfiltered.
+    pub fn only_app(mut self, app: Option<&AppId>) -> Self {
+        if let Some(app) = app {
+            self.deliveries.retain(|d| d.application.as_ref() == Some(app));
+        }
+        self
     }
 }

@@ -1,4 +1,4 @@
-use super::{AppId, Channel, DevicePkid, DeviceToken, Dialect, Email, PayloadVersion, PushKey, UserId};
+use super::{AppId, Channel, DevicePkid, DeviceToken, Dialect, Email, PayloadVersion, PushKey, TenantId, UserId};
 
 /// What a dialect parsed out of one registration request: everything needed
 /// to wake one device later. Built only from parsed values.
@@ -138,15 +138,21 @@ pub struct UnreadableDevice {
     pub channel: Channel,
 }
 
-/// The devices a lookup found: those ready to push, and those whose secret
-/// could not be opened.
-#[derive(Clone, Debug, Default)]
+/// The devices a lookup found, all of one tenant: those ready to push, and
+/// those whose secret could not be opened.
+#[derive(Clone, Debug)]
 pub struct DeviceSet {
+    pub tenant: TenantId,
     pub ready: Vec<Device>,
     pub unreadable: Vec<UnreadableDevice>,
 }
 
 impl DeviceSet {
+    /// No devices yet, of `tenant`.
+    pub fn empty(tenant: TenantId) -> Self {
+        Self { tenant, ready: Vec::new(), unreadable: Vec::new() }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ready.is_empty() && self.unreadable.is_empty()
     }

@@ -2,43 +2,56 @@
 //! query, `POST /acrobits/token` with a form or JSON body. Success is 200
 //! with no body (what the app expects). Parsing lives in `dialect::acrobits`.
 
-use super::auth::{basic_user, peer_ip, BasicRefusal, Caller, Scope};
+use super::auth::{basic_user, peer_ip, BasicRefusal, Caller, Permission, RequestedTenant};
 use super::error::{ApiError, Result};
 use super::state::AppState;
 use crate::dialect::acrobits::{self, RawToken};
-use crate::domain::{AppId, Channel, DevicePkid, DialectData, FieldError, MessageToken, Provider, Registration, UserId};
+use crate::domain::{AppId, Channel, DevicePkid, DialectData, FieldError, MessageToken, Provider, Registration, Scope, UserId};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{request::Parts, HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::Router;
 
+/// Phone-facing: also served under `/t/{tenant}` (users of that tenant).
 pub fn router() -> Router<AppState> {
     Router::new().route("/acrobits/token", get(report_get).post(report_post))
 }
 
-/// Who reports: the end user by HTTP Basic, or an API key with scope
+/// Who reports, and in which tenant's scope: the end user by HTTP Basic
+/// (a user of the tenant the path names), or an API key with scope
 /// `register` (whose app, if any, is the default app of the tokens).
 enum Reporter {
-    User(UserId),
-    /// The key's bound app, and the name its rate is counted under.
-    Operator(Option<AppId>, String),
+    User(Scope, UserId),
+    /// The key's scope (and bound app), and the name its rate is counted under.
+    Key(Scope, String),
+}
+
+impl Reporter {
+    fn scope(&self) -> &Scope {
+        match self {
+            Reporter::User(scope, _) | Reporter::Key(scope, _) => scope,
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Reporter {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match basic_user(state, &parts.headers, peer_ip(&parts.extensions), None).await {
-            Ok(user) => return Ok(Reporter::User(user)),
+        let named = RequestedTenant::from_request_parts(parts, state).await?;
+        let tenant_scope = named.0.clone().map_or_else(Scope::default_tenant, Scope::tenant);
+        match basic_user(state, &parts.headers, peer_ip(&parts.extensions), &tenant_scope, None).await {
+            Ok(user) => return Ok(Reporter::User(tenant_scope, user)),
             Err(BasicRefusal::Missing) => {}
             Err(BasicRefusal::Wrong) => return Err(ApiError::Unauthorized),
             Err(BasicRefusal::Locked(wait)) => return Err(ApiError::TooManyFailures(wait)),
             Err(BasicRefusal::Store(e)) => return Err(e.into()),
         }
         let caller = Caller::from_request_parts(parts, state).await?;
-        caller.require(Scope::Register)?;
-        Ok(Reporter::Operator(caller.app.clone(), caller.limit_key().to_string()))
+        caller.require(Permission::Register)?;
+        let scope = caller.scope(state, &named).await?;
+        Ok(Reporter::Key(scope, caller.limit_key().to_string()))
     }
 }
 
@@ -66,7 +79,8 @@ async fn report_post(reporter: Reporter, State(s): State<AppState>, headers: Hea
 /// are for: the app whose id is the reported app id (a `.pushkit` suffix is
 /// dropped when no app has the full id). A key bound to an app may only
 /// report tokens of that app (403).
-async fn app_of(s: &AppState, token: &RawToken, field: &'static str, key_app: Option<&AppId>) -> Result<(AppId, Provider)> {
+async fn app_of(s: &AppState, scope: &Scope, token: &RawToken, field: &'static str) -> Result<(AppId, Provider)> {
+    let key_app = scope.app();
     let reported = token.app_id.as_ref().or(key_app).ok_or_else(|| {
         ApiError::bad_request("missing_field", format!("{field}: the token's app id is required (appid_calls / appid_msgs), or an API key bound to an app"))
     })?;
@@ -81,33 +95,28 @@ async fn app_of(s: &AppState, token: &RawToken, field: &'static str, key_app: Op
         }
         candidates = vec![bound.clone()];
     }
-    Ok(s.registrar.first_with_credentials(&candidates, &[Provider::Apns, Provider::Fcm], "APNs or FCM").await?)
+    Ok(s.registrar.first_with_credentials(scope, &candidates, &[Provider::Apns, Provider::Fcm], "APNs or FCM").await?)
 }
 
 async fn store_report(s: &AppState, reporter: Reporter, pairs: &[(String, String)]) -> Result<StatusCode> {
     let report = acrobits::parse_params(pairs)?;
-    let key_app = match &reporter {
-        Reporter::Operator(app, key) => {
-            s.limit_registrations(key)?;
-            app.clone()
-        }
-        Reporter::User(user) => {
-            s.limit_registrations(&format!("user:{user}"))?;
-            None
-        }
-    };
-    if let Reporter::User(user) = &reporter {
-        if *user != report.username {
-            return Err(ApiError::Forbidden("register (the Basic user must be the reported username)"));
+    match &reporter {
+        Reporter::Key(_, key) => s.limit_registrations(key)?,
+        Reporter::User(scope, user) => {
+            s.limit_registrations(&format!("user:{}/{user}", scope.tenant_id()))?;
+            if *user != report.username {
+                return Err(ApiError::Forbidden("register (the Basic user must be the reported username)"));
+            }
         }
     }
+    let scope = reporter.scope();
     // Android reports one token for everything: it is the call token too.
     let calls = report.calls.as_ref().or(report.msgs.as_ref()).expect("parser requires one token");
-    let (app, provider) = app_of(s, calls, "token_calls", key_app.as_ref()).await?;
+    let (app, provider) = app_of(s, scope, calls, "token_calls").await?;
     let token = acrobits::token_for(provider, calls)?;
     let msg = match &report.msgs {
         Some(m) if report.calls.is_some() => {
-            let (app, provider) = app_of(s, m, "token_msgs", key_app.as_ref()).await?;
+            let (app, provider) = app_of(s, scope, m, "token_msgs").await?;
             Some(MessageToken { app, channel: Channel::for_provider(provider), token: acrobits::token_for(provider, m)? })
         }
         _ => None,
@@ -121,6 +130,6 @@ async fn store_report(s: &AppState, reporter: Reporter, pairs: &[(String, String
         app,
         data: DialectData::Acrobits { msg },
     };
-    s.registrar.store(&report.username, std::slice::from_ref(&registration)).await?;
+    s.registrar.store(scope, &report.username, std::slice::from_ref(&registration), &Default::default()).await?;
     Ok(StatusCode::OK)
 }

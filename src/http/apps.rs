@@ -1,11 +1,17 @@
 //! `/v1/apps/{app_id}/…`: provider credentials per application (admin).
+//!
+//! Apps are shared (made by an operator) or owned by one tenant (made by
+//! its admin key, or by an operator with `?tenant=`). A tenant sees the
+//! shared apps and its own; to it another tenant's app does not exist
+//! (404, as a missing one), and a shared app's credentials are the
+//! operator's (409 `app_taken`). Callbacks are per tenant and app.
 
-use super::auth::{Caller, Scope};
+use super::auth::{Caller, Permission, RequestedTenant};
 use super::error::{require_json, ApiError, Result};
 use super::state::AppState;
 use super::time::rfc3339;
 use super::error::json_body;
-use crate::domain::{now_ms, ApnsCredentials, AppId, Channel, CredentialKind, DeviceToken, FcmCredentials, Provider};
+use crate::domain::{now_ms, ApnsCredentials, AppId, Channel, CredentialKind, DeviceToken, FcmCredentials, Provider, Reach};
 use crate::payload::TestKind;
 use crate::secret::Secret;
 use crate::provider::Attempt;
@@ -33,11 +39,20 @@ struct CallbackBody {
     secret: String,
 }
 
-/// `PUT /v1/apps/{app_id}/callback` (admin): final call reports of this
-/// app's devices are POSTed to `url`, signed with `secret`. Any http(s)
-/// URL is accepted (receivers usually live on private networks).
-async fn put_callback(caller: Caller, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
-    caller.require(Scope::Admin)?;
+/// `PUT /v1/apps/{app_id}/callback` (admin): final call reports of the
+/// caller's tenant's devices of this app are POSTed to `url`, signed with
+/// `secret`. Any http(s) URL is accepted (receivers usually live on
+/// private networks).
+async fn put_callback(
+    caller: Caller,
+    named: RequestedTenant,
+    State(s): State<AppState>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<Value>> {
+    caller.require(Permission::Admin)?;
+    let scope = caller.scope(&s, &named).await?;
     let app = app_id(&app)?;
     let b: CallbackBody = json_body(&headers, &body)?;
     let url = reqwest::Url::parse(b.url.trim()).map_err(|_| ApiError::bad_request("invalid_url", "url must be an absolute http(s) URL"))?;
@@ -50,21 +65,24 @@ async fn put_callback(caller: Caller, State(s): State<AppState>, Path(app): Path
     if b.secret.len() < 16 || b.secret.len() > 1024 {
         return Err(ApiError::bad_request("invalid_field", "secret must be 16 to 1024 bytes"));
     }
-    if !s.store.app_exists(&app).await? {
-        return Err(ApiError::NotFound(format!("unknown app {app}")));
-    }
     let summary = json!({ "url": url.as_str() });
-    s.store.put_credentials(&app, CredentialKind::Callback, &summary, &Secret::new(b.secret), None, now_ms()).await?;
+    s.store.put_callback(&scope, &app, &summary, &Secret::new(b.secret), now_ms()).await?;
     s.dispatcher.forget_callback_apps();
-    tracing::info!(app = %app, "delivery callback set");
-    app_view(&s, &app).await
+    tracing::info!(tenant = %scope.tenant_id(), app = %app, "delivery callback set");
+    app_view(&s, &Reach::of(&scope), &app).await
 }
 
-async fn delete_callback(caller: Caller, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
-    caller.require(Scope::Admin)?;
-    let r = delete_provider(&s, &app, CredentialKind::Callback).await;
+async fn delete_callback(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
+    caller.require(Permission::Admin)?;
+    let scope = caller.scope(&s, &named).await?;
+    let app = app_id(&app)?;
+    if !s.store.app_exists(&Reach::of(&scope), &app).await? {
+        return Err(unknown_app(&app));
+    }
+    // Idempotent: removing a callback that is not set is still 204.
+    s.store.delete_callback(&scope, &app).await?;
     s.dispatcher.forget_callback_apps();
-    r
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
@@ -79,8 +97,16 @@ struct TestPushBody {
 /// `POST /v1/apps/{app_id}/test-push` (admin): one push to a token with the
 /// app's credentials, answered with the provider's own verdict. Stores
 /// nothing but the credential health the answer shows.
-async fn test_push(caller: Caller, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
-    caller.require(Scope::Admin)?;
+async fn test_push(
+    caller: Caller,
+    named: RequestedTenant,
+    State(s): State<AppState>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<Value>> {
+    caller.require(Permission::Admin)?;
+    let reach = caller.reach(&s, &named).await?;
     let app = app_id(&app)?;
     let b: TestPushBody = json_body(&headers, &body)?;
     let channel = Channel::parse(&b.channel).map_err(|e| ApiError::bad_request("invalid_channel", e.message.replace("pushChannelType", "channel")))?;
@@ -90,11 +116,13 @@ async fn test_push(caller: Caller, State(s): State<AppState>, Path(app): Path<St
         Some("alert") => TestKind::Alert,
         Some(_) => return Err(ApiError::bad_request("invalid_field", "type must be voip or alert")),
     };
-    if !s.store.app_exists(&app).await? {
-        return Err(ApiError::NotFound(format!("unknown app {app}")));
+    if !s.store.app_exists(&reach, &app).await? {
+        return Err(unknown_app(&app));
     }
-    s.registrar.require_credentials(&app, channel.provider()).await?;
-    let attempt = s.dispatcher.test_push(&app, channel, &token, kind).await;
+    if !s.store.has_credentials(&reach, &app, channel.provider().into()).await? {
+        return Err(ApiError::bad_request("no_credentials", format!("application {app} has no {} credentials", channel.provider().as_str())));
+    }
+    let attempt = s.dispatcher.test_push(&reach, &app, channel, &token, kind).await;
     tracing::info!(app = %app, channel = channel.as_str(), token = token.suffix(), outcome = %test_push_answer(&attempt)["outcome"], "test push");
     Ok(Json(test_push_answer(&attempt)))
 }
@@ -120,8 +148,21 @@ fn app_id(raw: &str) -> Result<AppId> {
     AppId::parse(raw).map_err(|e| ApiError::bad_request("invalid_app_id", e.message))
 }
 
-async fn put_apns(caller: Caller, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
-    caller.require(Scope::Admin)?;
+/// An app the caller does not see (missing, or another tenant's: the same answer).
+fn unknown_app(app: &AppId) -> ApiError {
+    ApiError::NotFound(format!("unknown app {app}"))
+}
+
+async fn put_apns(
+    caller: Caller,
+    named: RequestedTenant,
+    State(s): State<AppState>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<Value>> {
+    caller.require(Permission::Admin)?;
+    let reach = caller.reach(&s, &named).await?;
     let app = app_id(&app)?;
     require_json(&headers)?;
     // Parsing signs a probe JWT / loads the certificate: keep it off the runtime.
@@ -129,45 +170,54 @@ async fn put_apns(caller: Caller, State(s): State<AppState>, Path(app): Path<Str
         .await
         .map_err(|e| ApiError::Internal(e.into()))??;
     let summary = creds.summary();
-    s.store.put_credentials(&app, CredentialKind::Apns, &summary, &creds.to_stored(), Some(creds.bundle_id.as_str()), now_ms()).await?;
+    s.store.put_credentials(&reach, &app, CredentialKind::Apns, &summary, &creds.to_stored(), Some(creds.bundle_id.as_str()), now_ms()).await?;
     s.dispatcher.forget_credentials(&app);
     tracing::info!(app = %app, auth = %summary["auth"], "APNs credentials stored");
     if let Some(t) = summary.get("notAfter").and_then(Value::as_i64) {
         metrics::gauge!(crate::telemetry::CREDENTIAL_EXPIRY, "app" => app.as_str().to_string(), "provider" => "apns").set(t as f64);
     }
-    app_view(&s, &app).await
+    app_view(&s, &reach, &app).await
 }
 
-async fn put_fcm(caller: Caller, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
-    caller.require(Scope::Admin)?;
+async fn put_fcm(
+    caller: Caller,
+    named: RequestedTenant,
+    State(s): State<AppState>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<Value>> {
+    caller.require(Permission::Admin)?;
+    let reach = caller.reach(&s, &named).await?;
     let app = app_id(&app)?;
     require_json(&headers)?;
     let creds = tokio::task::spawn_blocking(move || FcmCredentials::parse_admin_json(&body))
         .await
         .map_err(|e| ApiError::Internal(e.into()))??;
     let summary = creds.summary();
-    s.store.put_credentials(&app, CredentialKind::Fcm, &summary, &creds.to_stored(), Some(&creds.project_id), now_ms()).await?;
+    s.store.put_credentials(&reach, &app, CredentialKind::Fcm, &summary, &creds.to_stored(), Some(&creds.project_id), now_ms()).await?;
     s.dispatcher.forget_credentials(&app);
     tracing::info!(app = %app, project = %creds.project_id, "FCM credentials stored");
-    app_view(&s, &app).await
+    app_view(&s, &reach, &app).await
 }
 
-async fn delete_provider(s: &AppState, app: &str, provider: CredentialKind) -> Result<StatusCode> {
+/// `DELETE /v1/apps/{app}/{provider}`: 204 (also when there were none); an
+/// app the caller does not see is 404.
+async fn delete_provider(caller: Caller, named: RequestedTenant, s: &AppState, app: &str, provider: CredentialKind) -> Result<StatusCode> {
+    caller.require(Permission::Admin)?;
+    let reach = caller.reach(s, &named).await?;
     let app = app_id(app)?;
-    // Idempotent: deleting what is not there is still 204.
-    s.store.delete_credentials(&app, provider).await?;
+    s.store.delete_credentials(&reach, &app, provider).await?;
     s.dispatcher.forget_credentials(&app);
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn delete_apns(caller: Caller, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
-    caller.require(Scope::Admin)?;
-    delete_provider(&s, &app, CredentialKind::Apns).await
+async fn delete_apns(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
+    delete_provider(caller, named, &s, &app, CredentialKind::Apns).await
 }
 
-async fn delete_fcm(caller: Caller, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
-    caller.require(Scope::Admin)?;
-    delete_provider(&s, &app, CredentialKind::Fcm).await
+async fn delete_fcm(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
+    delete_provider(caller, named, &s, &app, CredentialKind::Fcm).await
 }
 
 fn with_time(mut summary: Value, ms: i64) -> Value {
@@ -175,25 +225,32 @@ fn with_time(mut summary: Value, ms: i64) -> Value {
     summary
 }
 
-async fn get_app(caller: Caller, State(s): State<AppState>, Path(app): Path<String>) -> Result<Json<Value>> {
-    caller.require(Scope::Read)?;
+async fn get_app(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Path(app): Path<String>) -> Result<Json<Value>> {
+    caller.require(Permission::Read)?;
+    let reach = caller.reach(&s, &named).await?;
     let app = app_id(&app)?;
-    app_view(&s, &app).await
+    app_view(&s, &reach, &app).await
 }
 
-/// The app summary (no secrets), as GET and both PUTs answer.
-async fn app_view(s: &AppState, app: &AppId) -> Result<Json<Value>> {
-    let Some(creds) = s.store.app_summary(app).await? else {
-        return Err(ApiError::NotFound(format!("unknown app {app}")));
+/// The app summary (no secrets), as GET and the PUTs answer: its owner
+/// (`"shared"` or the tenant), and per provider the credentials and their
+/// health; the callback of the reach's tenant, if set.
+async fn app_view(s: &AppState, reach: &Reach, app: &AppId) -> Result<Json<Value>> {
+    let (Some(owner), Some(creds)) = (s.store.visible_app(reach, app).await?, s.store.app_summary(reach, app).await?) else {
+        return Err(unknown_app(app));
     };
-    let mut out = json!({ "app_id": app.as_str() });
-    let health = s.store.credential_health(app).await?;
+    let mut out = json!({ "app_id": app.as_str(), "owner": owner.as_ref().map_or("shared", |t| t.as_str()) });
+    let health = s.store.credential_health(reach, app).await?;
     for (provider, mut summary, updated) in creds {
         if let Ok(p) = Provider::parse(&provider) {
             let h = health.iter().find(|(hp, _)| *hp == p).map(|(_, h)| h.clone()).unwrap_or_default();
             summary["health"] = health_json(&h, summary.get("notAfter").and_then(Value::as_i64));
         }
         out[provider] = with_time(summary, updated);
+    }
+    let callback_tenant = reach.tenant().cloned().unwrap_or_else(crate::domain::TenantId::default_tenant);
+    if let Some(cb) = s.store.callback(&crate::domain::Scope::tenant(callback_tenant), app).await? {
+        out["callback"] = with_time(cb.summary, cb.updated_at);
     }
     Ok(Json(out))
 }

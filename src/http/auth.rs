@@ -14,7 +14,7 @@ use super::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts, HeaderMap};
 use super::limit::FailureKey;
-use crate::domain::UserId;
+use crate::domain::{AppId, Reach, Scope, TenantId, UserId};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -33,49 +33,89 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
-/// What a bearer may do (interface §5). `admin` implies every other scope.
+/// What a bearer may do (interface §5: a key's "scopes"). `admin` implies
+/// every other permission.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
+pub enum Permission {
     Admin,
     Calls,
     Register,
     Read,
 }
 
-impl Scope {
-    pub const ALL: [Scope; 4] = [Scope::Admin, Scope::Calls, Scope::Register, Scope::Read];
+impl Permission {
+    pub const ALL: [Permission; 4] = [Permission::Admin, Permission::Calls, Permission::Register, Permission::Read];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Scope::Admin => "admin",
-            Scope::Calls => "calls",
-            Scope::Register => "register",
-            Scope::Read => "read",
+            Permission::Admin => "admin",
+            Permission::Calls => "calls",
+            Permission::Register => "register",
+            Permission::Read => "read",
         }
     }
 
-    pub fn parse(raw: &str) -> Option<Scope> {
-        Scope::ALL.into_iter().find(|s| s.as_str() == raw)
+    pub fn parse(raw: &str) -> Option<Permission> {
+        Permission::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 }
 
 /// An authenticated bearer: the bootstrap admin token, or an API key.
+/// Without a tenant it is an operator credential (any tenant, named with
+/// `?tenant=`, a `"tenant"` field or a `/t/{tenant}` prefix; `default`
+/// when none is named); with one, a tenant key (that tenant only).
 #[derive(Clone, Debug)]
 pub struct Caller {
     /// `None` for the admin token.
     pub key_id: Option<String>,
-    scopes: Vec<Scope>,
-    /// The app an API key is bound to, if any (Spark/Acrobits default app).
-    pub app: Option<crate::domain::AppId>,
+    permissions: Vec<Permission>,
+    /// The app an API key is bound to, if any: it narrows every route.
+    pub app: Option<AppId>,
+    /// `None`: an operator credential.
+    pub tenant: Option<TenantId>,
+    /// The key's tenant's `calls_per_second` override, if any.
+    pub calls_per_second: Option<u32>,
 }
 
 impl Caller {
-    /// 403 unless the caller holds `scope` (or `admin`).
-    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin) {
+    /// The admin token.
+    fn admin() -> Self {
+        Self { key_id: None, permissions: vec![Permission::Admin], app: None, tenant: None, calls_per_second: None }
+    }
+
+    /// A live API key. An app-bound key never administers (its `admin`
+    /// becomes the three other permissions, inside its app): keys made
+    /// before that rule keep working, without reaching past their app.
+    fn key(k: crate::store::LiveKey) -> Self {
+        let mut permissions: Vec<Permission> = k.record.scopes.iter().filter_map(|s| Permission::parse(s)).collect();
+        if k.record.app.is_some() && permissions.contains(&Permission::Admin) {
+            permissions.retain(|p| *p != Permission::Admin);
+            permissions.extend([Permission::Calls, Permission::Register, Permission::Read]);
+        }
+        Self { key_id: Some(k.record.id), permissions, app: k.record.app, tenant: k.record.tenant, calls_per_second: k.calls_per_second }
+    }
+
+    /// 403 unless the caller holds `permission` (or `admin`).
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.permissions.contains(&permission) || self.permissions.contains(&Permission::Admin) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(scope.as_str()))
+            Err(ApiError::Forbidden(permission.as_str()))
+        }
+    }
+
+    /// Whether this is an operator credential (the admin token or a key
+    /// without a tenant).
+    pub fn is_operator(&self) -> bool {
+        self.tenant.is_none()
+    }
+
+    /// 403 for a tenant key on an operator-wide route (tenants).
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        if self.is_operator() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("admin of the operator (a tenant key administers its own tenant only)"))
         }
     }
 
@@ -83,13 +123,11 @@ impl Caller {
     pub fn limit_key(&self) -> &str {
         self.key_id.as_deref().unwrap_or("admin")
     }
-}
 
-impl Caller {
     /// The app the caller names (`?app=`, a reported app id …) checked
     /// against the key's app: a key bound to an app may only name that app
     /// (403 otherwise). Without a named app, the key's own app (if any).
-    pub fn app_for(&self, named: Option<crate::domain::AppId>) -> Result<Option<crate::domain::AppId>, ApiError> {
+    pub fn app_for(&self, named: Option<AppId>) -> Result<Option<AppId>, ApiError> {
         match (named, &self.app) {
             (Some(named), Some(bound)) if named != *bound => Err(ApiError::WrongApp(bound.as_str().to_string())),
             (Some(named), _) => Ok(Some(named)),
@@ -97,9 +135,83 @@ impl Caller {
         }
     }
 
-    /// Whether this caller may act on a device of `app`.
-    pub fn may_use(&self, app: &crate::domain::AppId) -> bool {
-        self.app.as_ref().is_none_or(|bound| bound == app)
+    /// The one tenant this request acts in: a tenant key's own (naming
+    /// another → 403 `wrong_tenant`); for an operator, the tenant named
+    /// (404 if it does not exist) or `default`. Narrowed to the key's app.
+    pub async fn scope(&self, s: &AppState, named: &RequestedTenant) -> Result<Scope, ApiError> {
+        let tenant = match (&self.tenant, named.0.as_ref()) {
+            (Some(own), Some(other)) if own != other => return Err(ApiError::WrongTenant),
+            (Some(own), _) => own.clone(),
+            (None, Some(named)) => {
+                require_tenant(s, named).await?;
+                named.clone()
+            }
+            (None, None) => TenantId::default_tenant(),
+        };
+        Ok(Scope::tenant(tenant).narrowed_to(self.app.clone()))
+    }
+
+    /// How far this request reaches where objects are not one tenant's
+    /// (apps, keys, the console): a tenant key, its tenant; an operator
+    /// naming a tenant, that tenant; an operator naming none, everything.
+    pub async fn reach(&self, s: &AppState, named: &RequestedTenant) -> Result<Reach, ApiError> {
+        if self.tenant.is_none() && named.0.is_none() {
+            return Ok(Reach::every_tenant().narrowed_to(self.app.clone()));
+        }
+        Ok(Reach::of(&self.scope(s, named).await?))
+    }
+}
+
+/// 404 unless the tenant exists.
+pub async fn require_tenant(s: &AppState, tenant: &TenantId) -> Result<(), ApiError> {
+    if tenant.is_default() || s.store.tenant(tenant).await?.is_some() {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("unknown tenant {tenant}")))
+    }
+}
+
+/// The tenant a request names: the `/t/{tenant}` prefix of a phone-facing
+/// route, or `?tenant=` (both → they must agree). `None`: none named.
+#[derive(Clone, Debug, Default)]
+pub struct RequestedTenant(pub Option<TenantId>);
+
+impl RequestedTenant {
+    /// Also the `"tenant"` field of a JSON body: the three must agree.
+    pub fn with_body(self, field: Option<&str>) -> Result<Self, ApiError> {
+        let Some(raw) = field else { return Ok(self) };
+        let named = TenantId::parse(raw).map_err(|e| ApiError::bad_request("invalid_tenant", e.message))?;
+        match self.0 {
+            Some(other) if other != named => Err(ApiError::bad_request("invalid_tenant", "the request names two different tenants")),
+            _ => Ok(Self(Some(named))),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestedTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let mut prefix = None;
+        if let Ok(params) = axum::extract::RawPathParams::from_request_parts(parts, state).await {
+            if let Some((_, raw)) = params.iter().find(|(k, _)| *k == "tenant") {
+                prefix = Some(TenantId::parse(raw).map_err(|_| ApiError::NotFound(format!("unknown tenant {raw}")))?);
+            }
+        }
+        let query = parts.uri.query().unwrap_or("");
+        let mut named = None;
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            if k == "tenant" {
+                if named.is_some() {
+                    return Err(ApiError::bad_request("invalid_tenant", "tenant is given twice"));
+                }
+                named = Some(TenantId::parse(&v).map_err(|e| ApiError::bad_request("invalid_tenant", e.message))?);
+            }
+        }
+        match (prefix, named) {
+            (Some(p), Some(q)) if p != q => Err(ApiError::bad_request("invalid_tenant", "the path and ?tenant= name different tenants")),
+            (p, q) => Ok(Self(p.or(q))),
+        }
     }
 }
 
@@ -135,27 +247,42 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// The caller an admin token or API key names; an unknown token counts as a
-/// failed authentication of `peer` (and a locked-out address gets 429).
+/// failed authentication of `peer`'s address group (and a locked-out
+/// address gets 429).
 pub async fn caller_for_token(state: &AppState, token: &str, peer: IpAddr) -> Result<Caller, ApiError> {
-    {
-        let hash = token_hash(token);
-        if bool::from(hash.ct_eq(&state.admin_token_hash)) {
-            return Ok(Caller { key_id: None, scopes: vec![Scope::Admin], app: None });
-        }
-        // The lookup is by hash: equal hashes mean equal keys, and the
-        // database index compares hashes, never the key itself. A valid key
-        // is looked up before any lock-out: it is never refused by one.
-        if let Some(k) = state.store.api_key_by_hash(&hex::encode(hash)).await? {
-            return Ok(Caller { key_id: Some(k.id), scopes: k.scopes.iter().filter_map(|s| Scope::parse(s)).collect(), app: k.app });
-        }
-        let from = FailureKey::Address(peer);
-        if let Some(wait) = state.limits.auth_failures.locked_for(&from) {
-            return Err(ApiError::TooManyFailures(wait));
-        }
-        state.limits.auth_failures.failed(&from);
-        tracing::debug!("unknown or revoked bearer token");
-        Err(ApiError::Unauthorized)
+    let hash = token_hash(token);
+    if bool::from(hash.ct_eq(&state.admin_token_hash)) {
+        return Ok(Caller::admin());
     }
+    // The lookup is by hash: equal hashes mean equal keys, and the
+    // database index compares hashes, never the key itself. A valid key
+    // is looked up before any lock-out: it is never refused by one.
+    if let Some(k) = state.store.api_key_by_hash(&hex::encode(hash)).await? {
+        return Ok(Caller::key(k));
+    }
+    let from = FailureKey::address(peer);
+    if let Some(wait) = state.limits.auth_failures.locked_for(&from) {
+        return Err(ApiError::TooManyFailures(wait));
+    }
+    state.limits.auth_failures.failed(&from);
+    tracing::debug!("unknown or revoked bearer token");
+    Err(ApiError::Unauthorized)
+}
+
+/// The caller a console session was signed in by, checked again now: the
+/// key must still be live, the admin token the same.
+pub async fn caller_for_session(state: &AppState, signer: &crate::store::SessionSigner) -> Result<Option<Caller>, ApiError> {
+    use crate::store::SessionSigner;
+    Ok(match signer {
+        SessionSigner::AdminToken(fp) => (*fp == admin_fingerprint(&state.admin_token_hash)).then(Caller::admin),
+        SessionSigner::Key(id) => state.store.api_key_by_id(id).await?.map(Caller::key),
+    })
+}
+
+/// What a console session remembers of the admin token: a hash of its
+/// hash (a session outlives no change of the token).
+pub fn admin_fingerprint(admin_token_hash: &[u8; 32]) -> String {
+    hex::encode(Sha256::digest(admin_token_hash))
 }
 
 /// Why HTTP Basic authentication did not give a user.
@@ -170,17 +297,19 @@ pub enum BasicRefusal {
     Store(crate::store::StoreError),
 }
 
-/// The end user of an `Authorization: Basic` header, checked against the
-/// stored Argon2 hash (`expected`: the user the path names, which the Basic
-/// user must equal). Counts failures, refuses locked names and addresses
-/// before hashing, and verifies a dummy hash for unknown users.
-pub async fn basic_user(s: &AppState, headers: &HeaderMap, peer: IpAddr, expected: Option<&UserId>) -> Result<UserId, BasicRefusal> {
+/// The end user of an `Authorization: Basic` header in the scope's tenant,
+/// checked against the stored Argon2 hash (`expected`: the user the path
+/// names, which the Basic user must equal). Counts every failure against
+/// the user name (of that tenant) and the source address group, refuses
+/// locked names and addresses before hashing, and verifies a dummy hash
+/// for unknown users.
+pub async fn basic_user(s: &AppState, headers: &HeaderMap, peer: IpAddr, scope: &Scope, expected: Option<&UserId>) -> Result<UserId, BasicRefusal> {
     let Some((name, password)) = basic_credentials(headers) else {
         return Err(BasicRefusal::Missing);
     };
     let failures = &s.limits.auth_failures;
-    let by_name = FailureKey::User(name.clone());
-    let by_address = FailureKey::Address(peer);
+    let by_name = FailureKey::User(format!("{}/{name}", scope.tenant_id()));
+    let by_address = FailureKey::address(peer);
     if let Some(wait) = failures.locked_any([&by_name, &by_address]) {
         return Err(BasicRefusal::Locked(wait));
     }
@@ -192,12 +321,17 @@ pub async fn basic_user(s: &AppState, headers: &HeaderMap, peer: IpAddr, expecte
             return Err(BasicRefusal::Wrong);
         }
     };
-    let hash = s.store.password_hash(&user).await.map_err(BasicRefusal::Store)?;
+    let hash = s.store.password_hash(scope, &user).await.map_err(BasicRefusal::Store)?;
     let known = hash.is_some();
-    if s.passwords.verify(user.as_str(), password, hash).await {
+    let cache_key = format!("{}/{user}", scope.tenant_id());
+    if s.passwords.verify(&cache_key, password, hash).await {
         return Ok(user);
     }
-    failures.failed(if known { &by_name } else { &by_address });
+    // Guesses spread over many known names still lock their address out.
+    if known {
+        failures.failed(&by_name);
+    }
+    failures.failed(&by_address);
     Err(BasicRefusal::Wrong)
 }
 

@@ -1,6 +1,6 @@
 //! `POST /v1/calls`, `GET /v1/calls/{call_id}`: call events and their reports.
 
-use super::auth::{Caller, Scope};
+use super::auth::{Caller, Permission, RequestedTenant};
 use super::error::{json_body, ApiError, Result};
 use super::state::AppState;
 use super::users::user_id;
@@ -30,6 +30,8 @@ struct CallBody {
     displaynumber: Option<String>,
     huntpilotdn: Option<String>,
     ring_seconds: Option<i64>,
+    /// The tenant of the user (operator credentials; a tenant key's own).
+    tenant: Option<String>,
 }
 
 /// The one place a call-event body becomes a `CallEvent`.
@@ -46,13 +48,14 @@ fn parse_event(b: CallBody, default_ring: u32) -> Result<CallEvent> {
     Ok(event)
 }
 
-async fn post_call(caller: Caller, State(s): State<AppState>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<CallReport>> {
-    caller.require(Scope::Calls)?;
-    s.limit_calls(caller.limit_key())?;
-    let b: CallBody = json_body(&headers, &body)?;
+async fn post_call(caller: Caller, named: RequestedTenant, State(s): State<AppState>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<CallReport>> {
+    caller.require(Permission::Calls)?;
+    s.limit_calls(&caller)?;
+    let mut b: CallBody = json_body(&headers, &body)?;
+    let scope = caller.scope(&s, &named.with_body(b.tenant.take().as_deref())?).await?;
     let event = parse_event(b, s.settings.calls.ring_seconds)?;
-    // An app-bound key rings its own app's devices only.
-    match s.dispatcher.run(&event, |app| caller.may_use(app)).await {
+    // The scope's user only; an app-bound key rings its own app's devices only.
+    match s.dispatcher.run(&scope, &event).await {
         Ok(report) => Ok(Json(report)),
         Err(DispatchError::NoDevices) => Err(ApiError::NotFound(match &event.device {
             Some(d) => format!("user {} has no device {d}", event.user),
@@ -62,19 +65,27 @@ async fn post_call(caller: Caller, State(s): State<AppState>, headers: HeaderMap
     }
 }
 
-async fn get_call(caller: Caller, State(s): State<AppState>, Path(call_id): Path<String>) -> Result<Json<CallReport>> {
-    caller.require(Scope::Read).or_else(|_| caller.require(Scope::Calls))?;
-    let id = CallId::parse(&call_id).map_err(|_| ApiError::NotFound(format!("unknown call {call_id}")))?;
-    s.store.call_report(&id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("unknown call {call_id}")))
+/// A call the scope does not have (missing, another tenant's, or without a
+/// device of the key's app: the same answer).
+fn unknown_call(call_id: &str) -> ApiError {
+    ApiError::NotFound(format!("unknown call {call_id}"))
 }
 
-async fn cancel_call(caller: Caller, State(s): State<AppState>, Path(call_id): Path<String>) -> Result<Json<CallReport>> {
-    caller.require(Scope::Calls)?;
-    s.limit_calls(caller.limit_key())?;
-    let id = CallId::parse(&call_id).map_err(|_| ApiError::NotFound(format!("unknown call {call_id}")))?;
-    match s.dispatcher.cancel(&id).await {
+async fn get_call(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Path(call_id): Path<String>) -> Result<Json<CallReport>> {
+    caller.require(Permission::Read).or_else(|_| caller.require(Permission::Calls))?;
+    let scope = caller.scope(&s, &named).await?;
+    let id = CallId::parse(&call_id).map_err(|_| unknown_call(&call_id))?;
+    s.store.call_report(&scope, &id).await?.map(Json).ok_or_else(|| unknown_call(&call_id))
+}
+
+async fn cancel_call(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Path(call_id): Path<String>) -> Result<Json<CallReport>> {
+    caller.require(Permission::Calls)?;
+    s.limit_calls(&caller)?;
+    let scope = caller.scope(&s, &named).await?;
+    let id = CallId::parse(&call_id).map_err(|_| unknown_call(&call_id))?;
+    match s.dispatcher.cancel(&scope, &id).await {
         Ok(Some(report)) => Ok(Json(report)),
-        Ok(None) => Err(ApiError::NotFound(format!("unknown call {call_id}"))),
+        Ok(None) => Err(unknown_call(&call_id)),
         Err(DispatchError::NoDevices) => Err(ApiError::NotFound(format!("call {call_id} has no devices left"))),
         Err(DispatchError::Store(e)) => Err(e.into()),
     }

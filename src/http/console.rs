@@ -12,12 +12,12 @@
 //! `limits.auth_failures_per_minute` like any other. The one form that
 //! changes state, sign-out, carries the session's CSRF token.
 
-use super::auth::{caller_for_token, Peer, Scope};
+use super::auth::{admin_fingerprint, caller_for_session, caller_for_token, Caller, Peer, Permission};
 use super::error::ApiError;
 use super::state::AppState;
 use super::time::rfc3339;
-use crate::domain::{now_ms, AppId, Provider};
-use crate::store::{ProviderMinute, RecentCall};
+use crate::domain::{now_ms, AppId, Provider, Reach, Scope, TenantId};
+use crate::store::{ProviderMinute, RecentCall, SessionSigner};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -92,20 +92,69 @@ fn cookie_value(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// Who is looking: a live session (with its CSRF token) or a bearer with
-/// scope `read` (or admin). `None`: show the sign-in form.
-async fn viewer(s: &AppState, headers: &HeaderMap, peer: std::net::IpAddr) -> Result<Option<(String, Option<String>)>, ApiError> {
+/// Who is looking: a live session (with its CSRF token) whose key is still
+/// live (or whose admin token is still the relay's), or a bearer with scope
+/// `read` (or admin). `None`: show the sign-in form.
+async fn viewer(s: &AppState, headers: &HeaderMap, peer: std::net::IpAddr) -> Result<Option<(Caller, Option<String>)>, ApiError> {
     if let Some(id) = cookie_value(headers) {
-        if let Some((csrf, who)) = s.store.console_session(&session_hash(&id), now_ms()).await? {
-            return Ok(Some((who, Some(csrf))));
+        let hash = session_hash(&id);
+        if let Some((csrf, signer)) = s.store.console_session(&hash, now_ms()).await? {
+            match caller_for_session(s, &signer).await? {
+                Some(caller) if caller.require(Permission::Read).is_ok() => return Ok(Some((caller, Some(csrf)))),
+                _ => {
+                    // Revoked key, or another admin token: the session ends now.
+                    tracing::info!("console session ended: what signed it in is no longer valid");
+                    s.store.console_session_end(&hash, now_ms()).await?;
+                }
+            }
         }
     }
     if let Some(token) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) {
         let caller = caller_for_token(s, token.trim(), peer).await?;
-        caller.require(Scope::Read)?;
-        return Ok(Some((caller.key_id.clone().unwrap_or_else(|| "admin".into()), None)));
+        caller.require(Permission::Read)?;
+        return Ok(Some((caller, None)));
     }
     Ok(None)
+}
+
+/// Who a viewer is, as the page header names them.
+fn who(caller: &Caller) -> String {
+    let id = caller.key_id.clone().unwrap_or_else(|| "admin".into());
+    match &caller.tenant {
+        Some(t) => format!("{id} (tenant {t})"),
+        None => id,
+    }
+}
+
+/// Largest sign-in and sign-out form (they carry a token or a CSRF token).
+const MAX_FORM_BYTES: usize = 4096;
+
+/// The console's forms: at most `MAX_FORM_BYTES`, within the body deadline.
+async fn form_body(body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
+    super::body::read_body(body, MAX_FORM_BYTES).await.map_err(|e| e.into_api(MAX_FORM_BYTES).into_response())
+}
+
+/// The request's own origin (`scheme://host`), as a browser on this page
+/// would send it: `https` when the relay terminates TLS itself.
+fn own_origin(s: &AppState, headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let scheme = if s.settings.tls.cert_file.is_some() { "https" } else { "http" };
+    Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
+}
+
+/// Sign-in refuses a cross-site `Origin` (login CSRF): it must be the
+/// request's own origin or `public_url`'s. No `Origin` at all is allowed
+/// (non-browser clients); `Origin: null` and any other origin are not.
+fn origin_allowed(s: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str().map(str::to_ascii_lowercase) else { return false };
+    Some(&origin) == own_origin(s, headers).as_ref() || Some(&origin) == s.settings.public_url.as_ref()
+}
+
+/// The cookie is `Secure` when clients reach the relay over HTTPS: it
+/// terminates TLS itself, or `public_url` is `https`.
+fn cookie_secure(s: &AppState) -> bool {
+    s.settings.tls.cert_file.is_some() || s.settings.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
 }
 
 fn login_page(status: StatusCode, message: Option<&str>) -> Response {
@@ -130,7 +179,14 @@ struct LoginForm {
     token: Option<String>,
 }
 
-async fn login(State(s): State<AppState>, Peer(peer): Peer, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn login(State(s): State<AppState>, Peer(peer): Peer, headers: HeaderMap, body: axum::body::Body) -> Response {
+    if !origin_allowed(&s, &headers) {
+        return login_page(StatusCode::FORBIDDEN, Some("sign-in refused: the form was sent from another site (Origin)"));
+    }
+    let body = match form_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     if !super::body::media_type_is(&headers, &["application/x-www-form-urlencoded"]) {
         return login_page(StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("the form must be sent as application/x-www-form-urlencoded"));
     }
@@ -152,17 +208,20 @@ async fn login(State(s): State<AppState>, Peer(peer): Peer, headers: HeaderMap, 
         Err(ApiError::Unauthorized) => return login_page(StatusCode::UNAUTHORIZED, Some("that token is not valid")),
         Err(e) => return e.into_response(),
     };
-    if caller.require(Scope::Read).is_err() {
+    if caller.require(Permission::Read).is_err() {
         return login_page(StatusCode::FORBIDDEN, Some("that key lacks the scope read"));
     }
     let id = random_token();
     let csrf = random_token();
-    let who = caller.key_id.clone().unwrap_or_else(|| "admin".into());
-    if let Err(e) = s.store.console_session_start(&session_hash(&id), &csrf, &who, now_ms() + SESSION_MS).await {
+    let signer = match &caller.key_id {
+        Some(key) => SessionSigner::Key(key.clone()),
+        None => SessionSigner::AdminToken(admin_fingerprint(&s.admin_token_hash)),
+    };
+    if let Err(e) = s.store.console_session_start(&session_hash(&id), &csrf, &signer, now_ms() + SESSION_MS).await {
         return ApiError::from(e).into_response();
     }
-    tracing::info!(who = %who, "console sign-in");
-    let secure = if s.settings.tls.cert_file.is_some() { "; Secure" } else { "" };
+    tracing::info!(who = %who(&caller), "console sign-in");
+    let secure = if cookie_secure(&s) { "; Secure" } else { "" };
     let mut r = redirect("/console");
     let cookie = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/console; Max-Age={}{secure}", SESSION_MS / 1000);
     r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie is ASCII"));
@@ -193,7 +252,11 @@ fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
-async fn logout(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn logout(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Body) -> Response {
+    let body = match form_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let Some(id) = cookie_value(&headers) else { return redirect("/console/login") };
     let hash = session_hash(&id);
     let Ok(Some((csrf, _))) = s.store.console_session(&hash, now_ms()).await else { return redirect("/console/login") };
@@ -211,12 +274,14 @@ async fn logout(State(s): State<AppState>, headers: HeaderMap, body: axum::body:
 struct Filters {
     outcome: Option<String>,
     app: Option<String>,
+    /// Operators only: one tenant.
+    tenant: Option<String>,
 }
 
 const OUTCOMES: [&str; 5] = ["delivered", "token_removed", "failed", "expired", "skipped"];
 
 async fn page(State(s): State<AppState>, Peer(peer): Peer, headers: HeaderMap, Query(f): Query<Filters>) -> Response {
-    let (who, csrf) = match viewer(&s, &headers, peer).await {
+    let (caller, csrf) = match viewer(&s, &headers, peer).await {
         Ok(Some(v)) => v,
         Ok(None) => return redirect("/console/login"),
         Err(e) => return e.into_response(),
@@ -226,13 +291,35 @@ async fn page(State(s): State<AppState>, Peer(peer): Peer, headers: HeaderMap, Q
         Ok(a) => a,
         Err(_) => return html(StatusCode::BAD_REQUEST, "<!doctype html><p>Refused: app is not an app id.</p>".into()),
     };
-    match render(&s, &who, csrf.as_deref(), outcome.as_deref(), app.as_ref()).await {
+    let tenant = match f.tenant.as_deref().filter(|t| !t.is_empty()).map(TenantId::parse).transpose() {
+        Ok(t) => t,
+        Err(_) => return html(StatusCode::BAD_REQUEST, "<!doctype html><p>Refused: tenant is not a tenant id.</p>".into()),
+    };
+    // A tenant key sees its own tenant (a filter naming another is ignored:
+    // it cannot reach past its tenant); an operator every tenant, or one.
+    let reach = match &caller.tenant {
+        Some(own) => Reach::of(&Scope::tenant(own.clone()).narrowed_to(caller.app.clone())),
+        None => Reach::every_tenant().narrowed_to(caller.app.clone()).only_tenant(tenant.clone()),
+    };
+    let view = View { who: who(&caller), csrf: csrf.as_deref(), operator: caller.is_operator(), tenant_filter: tenant.as_ref(), outcome: outcome.as_deref(), app: app.as_ref() };
+    match render(&s, &reach, &view).await {
         Ok(body) => html(StatusCode::OK, body),
         Err(e) => e.into_response(),
     }
 }
 
-async fn render(s: &AppState, who: &str, csrf: Option<&str>, outcome: Option<&str>, app: Option<&AppId>) -> Result<String, ApiError> {
+/// What one page shows, and to whom.
+struct View<'a> {
+    who: String,
+    csrf: Option<&'a str>,
+    /// An operator sees every tenant (a tenant column and filter).
+    operator: bool,
+    tenant_filter: Option<&'a TenantId>,
+    outcome: Option<&'a str>,
+    app: Option<&'a AppId>,
+}
+
+async fn render(s: &AppState, reach: &Reach, v: &View<'_>) -> Result<String, ApiError> {
     let now = now_ms();
     let mut out = String::with_capacity(64 * 1024);
     let _ = write!(
@@ -240,20 +327,23 @@ async fn render(s: &AppState, who: &str, csrf: Option<&str>, outcome: Option<&st
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>pushrelay console</title>{STYLE}</head><body>\
          <header><h1>pushrelay</h1><span>{} · signed in as {} · {}</span>",
         env!("CARGO_PKG_VERSION"),
-        esc(who),
+        esc(&v.who),
         esc(&rfc3339(now))
     );
-    if let Some(csrf) = csrf {
+    if let Some(csrf) = v.csrf {
         let _ = write!(out, "<form method=post action=/console/logout><input type=hidden name=csrf value=\"{}\"><button>Sign out</button></form>", esc(csrf));
     }
     out.push_str("</header><main>");
 
-    // Apps and their credential health.
-    out.push_str("<section><h2>Apps</h2><table><tr><th>app</th><th>provider</th><th>credentials</th><th>health</th><th>last success</th><th>last failure</th><th>expires</th></tr>");
-    let apps = s.store.app_ids().await?;
-    for a in &apps {
-        let summary = s.store.app_summary(a).await?.unwrap_or_default();
-        let health = s.store.credential_health(a).await?;
+    // Apps (the reach's: a tenant sees its own and the shared ones) and
+    // their credential health.
+    out.push_str("<section><h2>Apps</h2><table><tr><th>app</th><th>owner</th><th>provider</th><th>credentials</th><th>health</th><th>last success</th><th>last failure</th><th>expires</th></tr>");
+    let apps = s.store.apps(reach).await?;
+    for listing in &apps {
+        let a = &listing.app;
+        let owner = listing.owner.as_ref().map_or("shared", |t| t.as_str());
+        let summary = s.store.app_summary(reach, a).await?.unwrap_or_default();
+        let health = s.store.credential_health(reach, a).await?;
         for (provider, sum, _) in summary.iter().filter(|(p, _, _)| p == "apns" || p == "fcm") {
             let p = Provider::parse(provider).ok();
             let h = health.iter().find(|(hp, _)| Some(*hp) == p).map(|(_, h)| h.clone()).unwrap_or_default();
@@ -268,8 +358,9 @@ async fn render(s: &AppState, who: &str, csrf: Option<&str>, outcome: Option<&st
             });
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td><span class=\"badge {}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><span class=\"badge {}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(a.as_str()),
+                esc(owner),
                 esc(provider),
                 esc(&what),
                 h.state().as_str(),
@@ -282,33 +373,50 @@ async fn render(s: &AppState, who: &str, csrf: Option<&str>, outcome: Option<&st
     }
     out.push_str("</table></section>");
 
-    // Providers over the last hour.
-    let minutes = s.store.provider_minutes(now / 60_000 - 59).await?;
-    out.push_str("<section><h2>Providers, last hour</h2><div class=charts>");
-    for provider in [Provider::Apns, Provider::Fcm] {
-        out.push_str(&provider_charts(provider, &minutes, now / 60_000));
+    // Providers over the last hour: operator-wide sums of every tenant's
+    // pushes, so operators only.
+    if v.operator {
+        let minutes = s.store.provider_minutes(now / 60_000 - 59).await?;
+        out.push_str("<section><h2>Providers, last hour</h2><div class=charts>");
+        for provider in [Provider::Apns, Provider::Fcm] {
+            out.push_str(&provider_charts(provider, &minutes, now / 60_000));
+        }
+        out.push_str("</div></section>");
     }
-    out.push_str("</div></section>");
 
     // Calls.
-    let calls = s.store.recent_calls(outcome, app, now - CALLS_WINDOW_MS, CALLS_SHOWN).await?;
-    out.push_str("<section><h2>Recent calls</h2><form method=get action=/console class=filters><label>outcome <select name=outcome><option value=\"\">any</option>");
+    let calls = s.store.recent_calls(reach, v.outcome, v.app, now - CALLS_WINDOW_MS, CALLS_SHOWN).await?;
+    out.push_str("<section><h2>Recent calls</h2><form method=get action=/console class=filters>");
+    if v.operator {
+        let tenants = s.store.tenants().await?;
+        out.push_str("<label>tenant <select name=tenant><option value=\"\">all</option>");
+        for t in &tenants {
+            let _ = write!(out, "<option{}>{}</option>", if v.tenant_filter == Some(&t.tenant) { " selected" } else { "" }, esc(t.tenant.as_str()));
+        }
+        out.push_str("</select></label>");
+    }
+    out.push_str("<label>outcome <select name=outcome><option value=\"\">any</option>");
     for o in OUTCOMES {
-        let _ = write!(out, "<option{}>{o}</option>", if outcome == Some(o) { " selected" } else { "" });
+        let _ = write!(out, "<option{}>{o}</option>", if v.outcome == Some(o) { " selected" } else { "" });
     }
     out.push_str("</select></label><label>app <select name=app><option value=\"\">any</option>");
-    for a in &apps {
-        let _ = write!(out, "<option{}>{}</option>", if app == Some(a) { " selected" } else { "" }, esc(a.as_str()));
+    for listing in &apps {
+        let a = &listing.app;
+        let _ = write!(out, "<option{}>{}</option>", if v.app == Some(a) { " selected" } else { "" }, esc(a.as_str()));
     }
     let _ = write!(out, "</select></label><button>Filter</button></form><p class=muted>{} calls shown (at most {CALLS_SHOWN}, last 7 days)</p>", calls.len());
-    out.push_str("<table><tr><th>time</th><th>user</th><th>push id</th><th>device</th><th>channel</th><th>outcome</th><th>latency</th><th>attempts</th><th>reason</th></tr>");
+    let tenant_th = if v.operator { "<th>tenant</th>" } else { "" };
+    let _ = write!(
+        out,
+        "<table><tr><th>time</th>{tenant_th}<th>user</th><th>push id</th><th>device</th><th>channel</th><th>outcome</th><th>latency</th><th>attempts</th><th>reason</th></tr>"
+    );
     for c in &calls {
-        call_rows(&mut out, c);
+        call_rows(&mut out, c, v.operator);
     }
     out.push_str("</table></section>");
 
     // Devices.
-    let dialects = s.store.devices_per_dialect().await?;
+    let dialects = s.store.devices_per_dialect(reach).await?;
     let total: i64 = dialects.iter().map(|(_, n)| n).sum();
     out.push_str("<section class=half><h2>Devices per dialect</h2><table><tr><th>dialect</th><th>devices</th></tr>");
     for (d, n) in &dialects {
@@ -316,13 +424,19 @@ async fn render(s: &AppState, who: &str, csrf: Option<&str>, outcome: Option<&st
     }
     let _ = write!(out, "<tr><th>all</th><th class=num>{total}</th></tr></table></section>");
     let days = i64::from(s.settings.retention.stale_device_days);
-    let stale = s.store.stale_devices(now - days * 86_400_000, STALE_SHOWN).await?;
-    let _ = write!(out, "<section class=half><h2>Stale devices</h2><p class=muted>not registered again for {days} days (oldest first, at most {STALE_SHOWN})</p><table><tr><th>user</th><th>device</th><th>dialect</th><th>app</th><th>token</th><th>last registered</th></tr>");
-    for (user, d) in &stale {
+    let stale = s.store.stale_devices(reach, now - days * 86_400_000, STALE_SHOWN).await?;
+    let _ = write!(
+        out,
+        "<section class=half><h2>Stale devices</h2><p class=muted>not registered again for {days} days (oldest first, at most {STALE_SHOWN})</p>\
+         <table><tr>{tenant_th}<th>user</th><th>device</th><th>dialect</th><th>app</th><th>token</th><th>last registered</th></tr>"
+    );
+    for st in &stale {
+        let d = &st.device;
+        let tenant_td = if v.operator { format!("<td>{}</td>", esc(&st.tenant)) } else { String::new() };
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>…{}</td><td>{}</td></tr>",
-            esc(user),
+            "<tr>{tenant_td}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>…{}</td><td>{}</td></tr>",
+            esc(&st.user),
             esc(&d.device),
             esc(&d.dialect),
             esc(&d.application),
@@ -334,15 +448,17 @@ async fn render(s: &AppState, who: &str, csrf: Option<&str>, outcome: Option<&st
     Ok(out)
 }
 
-fn call_rows(out: &mut String, c: &RecentCall) {
+fn call_rows(out: &mut String, c: &RecentCall, with_tenant: bool) {
     let n = c.report.deliveries.len().max(1);
+    let tenant_td = |rowspan: usize| if with_tenant { format!("<td rowspan={rowspan}>{}</td>", esc(&c.tenant)) } else { String::new() };
     for (i, d) in c.report.deliveries.iter().enumerate() {
         out.push_str("<tr>");
         if i == 0 {
             let _ = write!(
                 out,
-                "<td rowspan={n}>{}</td><td rowspan={n}>{}</td><td rowspan={n}>{}</td>",
+                "<td rowspan={n}>{}</td>{}<td rowspan={n}>{}</td><td rowspan={n}>{}</td>",
                 esc(&rfc3339(c.created_at)),
+                tenant_td(n),
                 esc(&c.user),
                 esc(&c.push_id)
             );
@@ -360,7 +476,14 @@ fn call_rows(out: &mut String, c: &RecentCall) {
         );
     }
     if c.report.deliveries.is_empty() {
-        let _ = write!(out, "<tr><td>{}</td><td>{}</td><td>{}</td><td colspan=6 class=muted>no devices</td></tr>", esc(&rfc3339(c.created_at)), esc(&c.user), esc(&c.push_id));
+        let _ = write!(
+            out,
+            "<tr><td>{}</td>{}<td>{}</td><td>{}</td><td colspan=6 class=muted>no devices</td></tr>",
+            esc(&rfc3339(c.created_at)),
+            tenant_td(1),
+            esc(&c.user),
+            esc(&c.push_id)
+        );
     }
 }
 

@@ -19,6 +19,11 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("this key is bound to the app {0} and may not name another app")]
     WrongApp(String),
+    #[error("this key belongs to another tenant")]
+    WrongTenant,
+    /// 409 with its own code (`app_taken`, `domain_taken`, `default_tenant`).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("the user already has {0} devices, the most limits.devices_per_user allows; remove one first")]
     DeviceLimit(u32),
     #[error("too many failed authentications from here: retry after {} s", .0.as_secs().max(1))]
@@ -50,8 +55,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized | ApiError::UnauthorizedBecause(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::WrongApp(_) => StatusCode::FORBIDDEN,
-            ApiError::DeviceLimit(_) => StatusCode::CONFLICT,
+            ApiError::Forbidden(_) | ApiError::WrongApp(_) | ApiError::WrongTenant => StatusCode::FORBIDDEN,
+            ApiError::DeviceLimit(_) | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -69,6 +74,8 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::UnauthorizedBecause(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::WrongApp(_) => "wrong_app",
+            ApiError::WrongTenant => "wrong_tenant",
+            ApiError::Conflict { code, .. } => code,
             ApiError::DeviceLimit(_) => "device_limit",
             ApiError::TooManyFailures(_) => "too_many_failures",
             ApiError::NotFound(_) => "not_found",
@@ -115,6 +122,14 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => ApiError::Unavailable(e),
             StoreError::DeviceLimit(n) => ApiError::DeviceLimit(n),
+            StoreError::UnknownApp(app) => ApiError::NotFound(format!("unknown app {app}")),
+            StoreError::UnknownTenant(t) => ApiError::NotFound(format!("unknown tenant {t}")),
+            StoreError::AppTaken(app) => ApiError::Conflict {
+                code: "app_taken",
+                message: format!("the app id {app} is taken: app ids are global, and this one is a shared app or another tenant's"),
+            },
+            StoreError::DomainTaken(d) => ApiError::Conflict { code: "domain_taken", message: format!("the SIP domain {d} belongs to another tenant") },
+            StoreError::DefaultTenant => ApiError::Conflict { code: "default_tenant", message: "the tenant default cannot be deleted".into() },
             other => ApiError::Internal(other.into()),
         }
     }
@@ -170,7 +185,7 @@ pub fn require_json(headers: &axum::http::HeaderMap) -> Result<()> {
 /// does not deserialize) come as `text/plain`; this middleware gives them
 /// the same shape as every other error: JSON, or XML under `/cucm-uds/`.
 pub async fn uniform_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let uds = req.uri().path().starts_with("/cucm-uds/");
+    let uds = super::uds::is_uds_path(req.uri().path());
     let resp = next.run(req).await;
     let plain = resp
         .headers()

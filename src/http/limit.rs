@@ -21,30 +21,84 @@ use std::time::{Duration, Instant};
 /// At most this many keys are remembered per limiter between clean-ups.
 const MAX_KEYS: usize = 100_000;
 
-/// Per-key request rate; `None` inside means unlimited.
-pub struct RateLimiter(Option<DefaultKeyedRateLimiter<String>>);
+/// Per-key request rate; `None` inside means unlimited. Keys of a tenant
+/// that overrides the rate are counted by a limiter of that rate (one per
+/// distinct rate, made when first needed).
+pub struct RateLimiter {
+    rate: u32,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    overrides: Mutex<HashMap<u32, std::sync::Arc<RateLimiter>>>,
+}
 
 impl RateLimiter {
     /// `per_second` = 0 means unlimited. The burst is two seconds' worth.
     pub fn new(per_second: u32) -> Self {
-        Self(NonZeroU32::new(per_second).map(|rate| {
+        let limiter = NonZeroU32::new(per_second).map(|rate| {
             let burst = NonZeroU32::new(per_second.saturating_mul(2)).unwrap_or(rate);
             governor::RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-        }))
+        });
+        Self { rate: per_second, limiter, overrides: Mutex::default() }
     }
 
     /// Take one request for `key`, or say how long until one is allowed.
     pub fn check(&self, key: &str) -> Result<(), Duration> {
-        let Some(limiter) = &self.0 else { return Ok(()) };
+        let Some(limiter) = &self.limiter else { return Ok(()) };
         let key = key.to_string();
         limiter.check_key(&key).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
+    /// Like `check`, at `rate` per second instead when given (a tenant's
+    /// override; 0 = unlimited).
+    pub fn check_at(&self, key: &str, rate: Option<u32>) -> Result<(), Duration> {
+        match rate {
+            Some(r) if r != self.rate => {
+                let limiter = self.overrides.lock().expect("rate overrides lock").entry(r).or_insert_with(|| std::sync::Arc::new(RateLimiter::new(r))).clone();
+                limiter.check(key)
+            }
+            _ => self.check(key),
+        }
+    }
+
     /// Forget keys whose buckets are full again (bounded memory).
     pub fn clean_up(&self) {
-        if let Some(l) = &self.0 {
+        if let Some(l) = &self.limiter {
             l.retain_recent();
             l.shrink_to_fit();
+        }
+        for l in self.overrides.lock().expect("rate overrides lock").values() {
+            l.clean_up();
+        }
+    }
+}
+
+/// The group a source address is counted in, for every per-address limit
+/// (interface.md §6): an IPv4 address alone, an IPv6 address by its /64
+/// (one subscriber or host usually holds a whole /64, so single addresses
+/// would be an unlimited supply), an IPv4-mapped IPv6 address as IPv4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AddressGroup(IpAddr);
+
+impl AddressGroup {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Self(ip),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self(IpAddr::V4(v4)),
+                None => {
+                    let mut o = v6.octets();
+                    o[8..].fill(0);
+                    Self(IpAddr::V6(std::net::Ipv6Addr::from(o)))
+                }
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for AddressGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(a) => write!(f, "{a}"),
+            IpAddr::V6(a) => write!(f, "{a}/64"),
         }
     }
 }
@@ -52,13 +106,19 @@ impl RateLimiter {
 /// Who a failed authentication is counted against.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum FailureKey {
-    /// A Basic user name the relay knows.
+    /// A Basic user name the relay knows (`tenant/name`).
     User(String),
-    /// A source address (unknown user names, bad bearer tokens, console logins).
-    Address(IpAddr),
+    /// A source address group (failed passwords, unknown user names, bad
+    /// bearer tokens, console logins, bad webhook signatures).
+    Address(AddressGroup),
 }
 
 impl FailureKey {
+    /// The key of a source address (its group).
+    pub fn address(ip: IpAddr) -> Self {
+        FailureKey::Address(AddressGroup::of(ip))
+    }
+
     fn label(&self) -> String {
         match self {
             FailureKey::User(u) => format!("user:{u}"),
@@ -160,6 +220,19 @@ mod tests {
         assert!(wait <= Duration::from_millis(200) && wait > Duration::ZERO, "{wait:?}");
         assert!(l.check("other").is_ok(), "keys are independent");
         assert!(RateLimiter::new(0).check("k").is_ok());
+        let ok = (0..20).filter(|_| l.check_at("t", Some(2)).is_ok()).count();
+        assert_eq!(ok, 4, "a tenant's own rate: a burst of two seconds of it");
+        assert!((0..100).all(|_| l.check_at("u", Some(0)).is_ok()), "0 = unlimited");
+    }
+
+    #[test]
+    fn ipv6_addresses_are_grouped_by_their_64() {
+        let a = |s: &str| AddressGroup::of(s.parse().unwrap());
+        assert_eq!(a("2001:db8:1:2::1"), a("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_ne!(a("2001:db8:1:2::1"), a("2001:db8:1:3::1"));
+        assert_eq!(a("::ffff:192.0.2.1"), a("192.0.2.1"), "IPv4-mapped counts as IPv4");
+        assert_ne!(a("192.0.2.1"), a("192.0.2.2"));
+        assert_eq!(a("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod serve;
 pub mod state;
 pub mod sip;
 mod spark;
+mod tenants;
 mod time;
 mod uds;
 mod users;
@@ -74,6 +75,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/api-keys"),
     ("delete", "/v1/api-keys/{id}"),
     ("get", "/v1/devices/stale"),
+    ("get", "/v1/tenants"),
+    ("get", "/v1/tenants/{tenant}"),
+    ("put", "/v1/tenants/{tenant}"),
+    ("delete", "/v1/tenants/{tenant}"),
+    // Every phone-facing route again under a tenant prefix (`PHONE_ROUTES`).
+    ("put", "/t/{tenant}/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken"),
+    ("delete", "/t/{tenant}/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken"),
+    ("post", "/t/{tenant}/register"),
+    ("get", "/t/{tenant}/register"),
+    ("delete", "/t/{tenant}/register/{device_token}"),
+    ("post", "/t/{tenant}/webhook"),
+    ("get", "/t/{tenant}/acrobits/token"),
+    ("post", "/t/{tenant}/acrobits/token"),
 ];
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -87,15 +101,21 @@ pub fn metrics_router(handle: metrics_exporter_prometheus::PrometheusHandle) -> 
     health::metrics_only(handle).fallback(no_such_route)
 }
 
+/// The phone-facing routes, served at `/` and under `/t/{tenant}`.
+fn phone_router() -> Router<AppState> {
+    Router::new().merge(uds::router()).merge(spark::phone_router()).merge(acrobits::router())
+}
+
 pub fn router(state: AppState) -> Router {
     let bounded = Router::new()
         .merge(health::router(state.settings.metrics_listen.is_none()))
         .merge(apps::router())
         .merge(users::router())
-        .merge(uds::router())
         .merge(spark::router())
-        .merge(acrobits::router())
+        .merge(phone_router())
+        .nest("/t/{tenant}", phone_router())
         .merge(api_keys::router())
+        .merge(tenants::router())
         .merge(console::router())
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
     // Call events are bounded by their ring window (≤ 300 s), not the timeout.
@@ -112,6 +132,26 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unfit_request_id))
+}
+
+/// Longest client request id kept (interface.md §6).
+pub const MAX_REQUEST_ID: usize = 64;
+
+/// A client's `X-Request-Id` is kept only when it is a short token (at most
+/// `MAX_REQUEST_ID` characters of `[A-Za-z0-9._-]`); anything else is
+/// dropped here and replaced by a fresh id, so no caller can write what it
+/// likes into the log.
+async fn drop_unfit_request_id(mut req: Request<axum::body::Body>) -> Request<axum::body::Body> {
+    let fit = |v: &axum::http::HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+    };
+    let values: Vec<_> = req.headers().get_all(&X_REQUEST_ID).iter().collect();
+    if values.len() != 1 || !fit(values[0]) {
+        req.headers_mut().remove(&X_REQUEST_ID);
+    }
+    req
 }
 
 /// Unknown paths answer in the JSON error shape too.

@@ -25,6 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use super::limit::AddressGroup;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -84,21 +85,22 @@ pub fn max_connections() -> usize {
     MAX_CONNECTIONS
 }
 
-/// Open connections per source address.
+/// Open connections per source address group (an IPv6 /64 is one group).
 #[derive(Default)]
 struct PerAddress {
     limit: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<HashMap<AddressGroup, usize>>,
 }
 
-/// One connection counted against its address; uncounted on drop.
+/// One connection counted against its address group; uncounted on drop.
 struct AddressSlot {
     table: Arc<PerAddress>,
-    ip: IpAddr,
+    ip: AddressGroup,
 }
 
 impl PerAddress {
     fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let ip = AddressGroup::of(ip);
         let mut open = self.open.lock().expect("per-address lock");
         let n = open.entry(ip).or_insert(0);
         if self.limit != 0 && *n >= self.limit {
@@ -133,10 +135,10 @@ struct ConnWatch {
     idle_since: AtomicU64,
     /// First byte read while no request was in flight (HTTP/1 only), else `NONE`.
     first_byte: AtomicU64,
-    /// The client spoke the h2 preface.
+    /// The connection speaks HTTP/2 (known from its first request's
+    /// version, never from what a client wrote: an HTTP/1 request with the
+    /// method `PRI` is still HTTP/1 and keeps its header deadline).
     h2: AtomicBool,
-    /// Nothing read yet.
-    fresh: AtomicBool,
     /// Wakes the watchdog when a deadline may have moved.
     changed: tokio::sync::Notify,
 }
@@ -150,7 +152,6 @@ impl ConnWatch {
             idle_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(NONE),
             h2: AtomicBool::new(false),
-            fresh: AtomicBool::new(true),
             changed: tokio::sync::Notify::new(),
         }
     }
@@ -167,16 +168,16 @@ impl ConnWatch {
         if bytes.is_empty() {
             return;
         }
-        if self.fresh.swap(false, Ordering::Relaxed) && bytes.starts_with(b"PRI ") {
-            self.h2.store(true, Ordering::Relaxed);
-        }
         if self.in_flight.load(Ordering::Relaxed) == 0 && self.first_byte.load(Ordering::Relaxed) == NONE {
             self.first_byte.store(self.now_ms(), Ordering::Relaxed);
             self.changed.notify_one();
         }
     }
 
-    fn request_started(self: &Arc<Self>) -> InFlight {
+    fn request_started(self: &Arc<Self>, version: hyper::Version) -> InFlight {
+        if version == hyper::Version::HTTP_2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.first_byte.store(NONE, Ordering::Relaxed);
@@ -320,7 +321,7 @@ impl Conn {
         let (router, peer, svc_watch) = (self.router.clone(), self.peer, self.watch.clone());
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
-            let in_flight = svc_watch.request_started();
+            let in_flight = svc_watch.request_started(req.version());
             let answer = router.clone().oneshot(req);
             async move {
                 let r = answer.await;
@@ -435,7 +436,7 @@ mod tests {
         assert_eq!(w.deadline().unwrap().1, CloseReason::FirstRequestTimeout);
         w.read(b"GET / HTTP/1.1\r\n");
         assert_eq!(w.deadline().unwrap().1, CloseReason::FirstRequestTimeout, "bytes alone do not count");
-        let req = w.request_started();
+        let req = w.request_started(hyper::Version::HTTP_11);
         assert!(w.deadline().is_none(), "a request in flight is never cut off here");
         tokio::time::advance(Duration::from_secs(5)).await;
         drop(req);
@@ -451,9 +452,18 @@ mod tests {
     fn h2_pings_do_not_start_a_header_timeout() {
         let w = Arc::new(ConnWatch::new());
         w.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-        drop(w.request_started());
+        drop(w.request_started(hyper::Version::HTTP_2));
         w.read(b"\x00\x00\x08\x06");
         assert_eq!(w.deadline().unwrap().1, CloseReason::Idle);
+    }
+
+    #[test]
+    fn an_http1_request_with_the_method_pri_keeps_the_header_deadline() {
+        let w = Arc::new(ConnWatch::new());
+        w.read(b"PRI /x HTTP/1.1\r\nHost: a\r\n\r\n");
+        drop(w.request_started(hyper::Version::HTTP_11));
+        w.read(b"G");
+        assert_eq!(w.deadline().unwrap().1, CloseReason::HeaderTimeout);
     }
 
     #[test]
@@ -464,6 +474,11 @@ mod tests {
         let _b = t.take(ip).unwrap();
         assert!(t.take(ip).is_none());
         assert!(t.take("127.0.0.2".parse().unwrap()).is_some(), "other addresses are not affected");
+        let v6 = Arc::new(PerAddress { limit: 2, open: Mutex::default() });
+        let _c = v6.take("2001:db8::1".parse().unwrap()).unwrap();
+        let _d = v6.take("2001:db8::2".parse().unwrap()).unwrap();
+        assert!(v6.take("2001:db8::ffff".parse().unwrap()).is_none(), "one /64 is one address");
+        assert!(v6.take("2001:db8:0:1::1".parse().unwrap()).is_some());
         drop(a);
         assert!(t.take(ip).is_some());
     }

@@ -4,15 +4,16 @@
 //! the device re-REGISTERs (Kazoo-style push-and-wait) or the timeout.
 //! Parsing lives in `dialect::sip`; the wait in `wake`.
 
-use super::auth::{Caller, Scope};
+use super::auth::{Caller, Permission, RequestedTenant};
 use super::error::{json_body, ApiError, Result};
 use super::state::AppState;
 use super::LimitedBody;
 use crate::dialect::sip::{self, PushData};
 use crate::domain::{
-    now_ms, AppId, BundleId, CallEvent, Channel, DevicePkid, DialectData, MessageToken, Outcome, Provider, PushId, Registration, RingWindow, SipBinding, SipFormat,
+    now_ms, AppId, BundleId, CallEvent, Channel, DevicePkid, DialectData, MessageToken, Outcome, Provider, PushId, Reach, Registration, RingWindow, Scope,
+    SipBinding, SipFormat, TenantId,
 };
-use crate::store::StoreEvent;
+use crate::store::SipRemovals;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -32,14 +33,27 @@ pub fn router() -> Router<AppState> {
 pub const MAX_WAKE_MS: u64 = 60_000;
 pub const DEFAULT_WAKE_MS: u64 = 20_000;
 
-/// The app whose credentials serve this push data. A key bound to an app
-/// may only register devices of that app (403).
-async fn app_for(s: &AppState, caller: &Caller, provider: Provider, lookup: &str) -> Result<AppId> {
-    let mut found = s.store.app_for_lookup(provider, lookup).await?;
+/// The tenant of an AOR's domain: the tenant whose `sip_domains` hold it
+/// (any case), else `default`; checked against the caller (a tenant key
+/// naming another tenant's AOR → 403 `wrong_tenant`), and narrowed to the
+/// key's app.
+async fn aor_scope(s: &AppState, caller: &Caller, domain: &str) -> Result<Scope> {
+    let tenant: TenantId = s.store.tenant_for_domain(domain).await?;
+    caller.scope(s, &RequestedTenant(Some(tenant))).await
+}
+
+/// The app whose credentials serve this push data, among the apps the
+/// scope sees (its tenant's and the shared ones). A key bound to an app may
+/// only register devices of that app (403).
+async fn app_for(s: &AppState, caller: &Caller, scope: &Scope, provider: Provider, lookup: &str) -> Result<AppId> {
+    // Looked up among every app the tenant sees; the key's binding is
+    // checked below (403, not "unknown").
+    let reach = Reach::of(&Scope::tenant(scope.tenant_id().clone()));
+    let mut found = s.store.app_for_lookup(&reach, provider, lookup).await?;
     if found.is_none() {
         // An app stored under that very id (bundle or project) works too.
         if let Ok(app) = AppId::parse(lookup) {
-            if s.store.has_credentials(&app, provider.into()).await? {
+            if s.store.has_credentials(&reach, &app, provider.into()).await? {
                 found = Some(app);
             }
         }
@@ -65,25 +79,25 @@ fn device_id(format: SipFormat, token: &str) -> DevicePkid {
 }
 
 /// The device a piece of push data registers, and how.
-async fn registration(s: &AppState, caller: &Caller, msg: &sip::SipRegister, aor: &str, data: PushData) -> Result<Registration> {
+async fn registration(s: &AppState, caller: &Caller, scope: &Scope, msg: &sip::SipRegister, aor: &str, data: PushData) -> Result<Registration> {
     let first_contact = msg.contacts.first().map(|c| c.uri.raw.clone());
     let (format, provider, token, app, contact, purr, remote, sandbox) = match data {
         PushData::Mpush { bundle, token } if token.provider() == Provider::Apns => {
-            let app = app_for(s, caller, Provider::Apns, bundle.as_str()).await?;
+            let app = app_for(s, caller, scope, Provider::Apns, bundle.as_str()).await?;
             (SipFormat::Mpush, Provider::Apns, token, app, first_contact, None, None, false)
         }
         PushData::Mpush { bundle, token } => {
-            let app = mpush_fcm_app(s, caller, &bundle).await?;
+            let app = mpush_fcm_app(s, caller, scope, &bundle).await?;
             (SipFormat::Mpush, Provider::Fcm, token, app, first_contact, None, None, false)
         }
         PushData::Rfc8599 { provider, sandbox, prid, remote, calls_as_alert, bundle_or_project, purr, contact, .. } => {
-            let app = app_for(s, caller, provider, &bundle_or_project).await?;
+            let app = app_for(s, caller, scope, provider, &bundle_or_project).await?;
             let format = if calls_as_alert { SipFormat::Rfc8599Alert } else { SipFormat::Rfc8599 };
             (format, provider, prid, app, Some(contact), purr, remote, sandbox)
         }
         PushData::Kazoo { app, provider, token, contact, .. } => {
             let app = caller.app_for(Some(app))?.expect("an app was named");
-            s.registrar.require_credentials(&app, provider).await?;
+            s.registrar.require_credentials(scope, &app, provider).await?;
             (SipFormat::Kazoo, provider, token, app, Some(contact), None, None, false)
         }
     };
@@ -101,16 +115,17 @@ async fn registration(s: &AppState, caller: &Caller, msg: &sip::SipRegister, aor
 
 /// The app of an X-MPUSH FCM token: the app whose id or APNs bundle id is
 /// the header's bundle, when it has FCM credentials.
-async fn mpush_fcm_app(s: &AppState, caller: &Caller, bundle: &BundleId) -> Result<AppId> {
+async fn mpush_fcm_app(s: &AppState, caller: &Caller, scope: &Scope, bundle: &BundleId) -> Result<AppId> {
+    let reach = Reach::of(&Scope::tenant(scope.tenant_id().clone()));
     let mut candidates = Vec::new();
-    if let Some(app) = s.store.app_for_lookup(Provider::Apns, bundle.as_str()).await? {
+    if let Some(app) = s.store.app_for_lookup(&reach, Provider::Apns, bundle.as_str()).await? {
         candidates.push(app);
     }
     if let Ok(app) = AppId::parse(bundle.as_str()) {
         candidates.push(app);
     }
     for app in candidates {
-        if s.store.has_credentials(&app, Provider::Fcm.into()).await? {
+        if s.store.has_credentials(&reach, &app, Provider::Fcm.into()).await? {
             return Ok(caller.app_for(Some(app))?.expect("an app was named"));
         }
     }
@@ -130,7 +145,7 @@ fn gone_id(data: &PushData) -> DevicePkid {
 }
 
 async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>> {
-    caller.require(Scope::Register)?;
+    caller.require(Permission::Register)?;
     s.limit_registrations(caller.limit_key())?;
     if !super::body::media_type_is(&headers, &["message/sip"]) {
         return Err(ApiError::UnsupportedMediaType("message/sip"));
@@ -138,26 +153,22 @@ async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap,
     let body = super::body::read_body(body, sip::MAX_MESSAGE_BYTES).await.map_err(|e| e.into_api(sip::MAX_MESSAGE_BYTES))?;
     let msg = sip::parse_register(&body)?;
     let aor = msg.aor.aor();
-    // `Contact: *` (with `Expires: 0`) removes every push binding of the AOR.
+    let scope = aor_scope(&s, &caller, &msg.aor.host).await?;
+    // `Contact: *` (with `Expires: 0`) removes every push binding of the AOR
+    // (of the scope: another tenant's or another app's bindings stay).
     if msg.wildcard {
-        let removed = s.store.delete_devices_for_aor(&aor).await?;
+        let removed = s.store.delete_devices_for_aor(&scope, &aor).await?;
         return Ok(Json(json!({ "aor": aor, "user": msg.user.as_str(), "removed": removed })));
     }
     let found = sip::bindings(&msg, &s.ua_rules.get())?;
     let mut regs = Vec::new();
     for data in found.live {
-        regs.push(registration(&s, &caller, &msg, &aor, data).await?);
+        regs.push(registration(&s, &caller, &scope, &msg, &aor, data).await?);
     }
-    // Everything is checked before anything changes.
-    let gone: Vec<DevicePkid> = found.gone.iter().map(gone_id).collect();
-    let removed = if gone.is_empty() && found.gone_contacts.is_empty() {
-        0
-    } else {
-        s.store.delete_sip_bindings(&aor, &gone, &found.gone_contacts).await?
-    };
-    if !regs.is_empty() {
-        s.registrar.store(&msg.user, &regs).await?;
-    }
+    // Everything is checked before anything changes; the removals, the
+    // device cap and the new bindings are one transaction.
+    let removals = SipRemovals { aor: aor.clone(), devices: found.gone.iter().map(gone_id).collect(), contacts: found.gone_contacts };
+    let removed = if regs.is_empty() && removals.is_empty() { 0 } else { s.registrar.store(&scope, &msg.user, &regs, &removals).await?.removed };
     let stored: Vec<Value> = regs
         .iter()
         .map(|reg| {
@@ -167,11 +178,6 @@ async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap,
             })
         })
         .collect();
-    if let Some(reg) = regs.first() {
-        // Release any /sip/wake held for this AOR (here or, with PostgreSQL, on any node).
-        let contact = reg.sip().and_then(|b| b.contact.clone()).or_else(|| msg.contacts.first().map(|c| c.uri.raw.clone())).unwrap_or_default();
-        s.store.publish(StoreEvent::Registered { aor: aor.clone(), contact, at: now_ms() }).await;
-    }
     Ok(Json(json!({ "aor": aor, "user": msg.user.as_str(), "stored": stored, "removed": removed })))
 }
 
@@ -186,24 +192,26 @@ struct WakeBody {
 }
 
 async fn wake(caller: Caller, State(s): State<AppState>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Response> {
-    caller.require(Scope::Calls)?;
-    s.limit_calls(caller.limit_key())?;
+    caller.require(Permission::Calls)?;
+    s.limit_calls(&caller)?;
     let b: WakeBody = json_body(&headers, &body)?;
-    let aor = sip::parse_uri(&b.aor).map_err(|e| ApiError::bad_request("invalid_aor", e.message))?.aor();
+    let uri = sip::parse_uri(&b.aor).map_err(|e| ApiError::bad_request("invalid_aor", e.message))?;
+    let aor = uri.aor();
+    let scope = aor_scope(&s, &caller, &uri.host).await?;
     let timeout_ms = b.timeout_ms.unwrap_or(DEFAULT_WAKE_MS);
     if !(1..=MAX_WAKE_MS).contains(&timeout_ms) {
         return Err(ApiError::bad_request("invalid_timeout", format!("timeout_ms must be between 1 and {MAX_WAKE_MS}")));
     }
     let (display, number) = (CallEvent::text("from_display", b.from_display)?, CallEvent::text("from_number", b.from_number)?);
     let push_id = PushId::parse(&b.call_id).map_err(|e| ApiError::bad_request("invalid_call_id", e.message.replace("pushid", "call_id")))?;
-    let mut devices = s.store.devices_for_aor(&aor).await?;
-    // An app-bound key wakes its own app's devices only.
-    devices.retain(|_, _, _, app| caller.may_use(app));
+    // The scope's devices only: an app-bound key wakes its own app's.
+    let devices = s.store.devices_for_aor(&scope, &aor).await?;
     let Some(user) = devices.first_user().cloned() else {
         return Err(ApiError::NotFound(format!("no device is registered for {aor}")));
     };
     // Subscribe before pushing: a fast re-REGISTER cannot slip through.
-    let waiter = s.wake.subscribe(&aor).map_err(|e| ApiError::bad_request("too_many_waiters", e.to_string()))?;
+    let key = crate::wake::wake_key(scope.tenant_id().as_str(), &aor);
+    let waiter = s.wake.subscribe(&key).map_err(|e| ApiError::bad_request("too_many_waiters", e.to_string()))?;
     let ring_seconds = timeout_ms.div_ceil(1000).min(u64::from(RingWindow::MAX_SECONDS)) as u32;
     let mut event = CallEvent::new(user, push_id, RingWindow::starting_now(now_ms(), ring_seconds));
     event.display_name = display;

@@ -7,7 +7,7 @@
 //! replayed or stale envelope rings nothing, and a call event wakes only
 //! the person's devices registered through `/register` for that app.
 
-use super::auth::{Caller, Peer, Scope};
+use super::auth::{require_tenant, Caller, Peer, Permission, RequestedTenant};
 use super::error::{json_body, require_json, ApiError, Result};
 use super::limit::FailureKey;
 use super::state::AppState;
@@ -15,7 +15,8 @@ use super::LimitedBody;
 use crate::dialect::spark::{self, WebhookEvent};
 use super::time::rfc3339;
 use crate::domain::{
-    now_ms, AppId, CallEvent, CredentialKind, DevicePkid, Dialect, DialectData, Email, MessageNote, MessageToken, Provider, PushId, Registration, RingWindow,
+    now_ms, AppId, CallEvent, CredentialKind, DevicePkid, Dialect, DialectData, Email, MessageNote, MessageToken, Provider, PushId, Reach, Registration,
+    RingWindow, Scope,
 };
 use crate::secret::Secret;
 use axum::extract::{Path, Query, State};
@@ -25,12 +26,24 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub fn router() -> Router<AppState> {
+/// Phone-facing (also served under `/t/{tenant}`): registrations and webhooks.
+pub fn phone_router() -> Router<AppState> {
     Router::new()
         .route("/register", post(register).get(lookup))
         .route("/register/{device_token}", delete(unregister))
         .route("/webhook", post(webhook))
-        .route("/v1/apps/{app_id}/webex", put(put_webex))
+}
+
+/// The app's webhook secret (admin).
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/apps/{app_id}/webex", put(put_webex))
+}
+
+/// `DELETE /register/{device_token}`'s path (the tenant prefix, if any, is
+/// read by `RequestedTenant`).
+#[derive(Deserialize)]
+struct TokenPath {
+    device_token: String,
 }
 
 #[derive(Deserialize)]
@@ -50,13 +63,21 @@ fn app_from_query(q: &AppQuery) -> Result<AppId> {
     q.app()?.ok_or_else(|| ApiError::bad_request("missing_app", "the app is chosen with ?app=<app_id>"))
 }
 
-async fn register(caller: Caller, State(s): State<AppState>, Query(q): Query<AppQuery>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
-    caller.require(Scope::Register)?;
+async fn register(
+    caller: Caller,
+    named: RequestedTenant,
+    State(s): State<AppState>,
+    Query(q): Query<AppQuery>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<Value>> {
+    caller.require(Permission::Register)?;
+    let scope = caller.scope(&s, &named).await?;
     s.limit_registrations(caller.limit_key())?;
     require_json(&headers)?;
     let app = caller.app_for(q.app()?)?.ok_or_else(|| ApiError::bad_request("missing_app", "the app is chosen with ?app=<app_id>"))?;
     let reg = spark::parse_register(&body)?;
-    s.registrar.require_credentials(&app, Provider::Apns).await?;
+    s.registrar.require_credentials(&scope, &app, Provider::Apns).await?;
     let channel = reg.channel();
     // The id names the phone without showing its token (ids are listed in
     // `GET /v1/users/{user}/devices` and `GET /register?email=`).
@@ -76,7 +97,7 @@ async fn register(caller: Caller, State(s): State<AppState>, Query(q): Query<App
             email: reg.email.clone(),
         },
     };
-    s.registrar.store(&reg.person, std::slice::from_ref(&registration)).await?;
+    s.registrar.store(&scope, &reg.person, std::slice::from_ref(&registration), &Default::default()).await?;
     Ok(Json(json!({ "user": reg.person.as_str(), "device": device.as_str(), "channel": channel.as_str() })))
 }
 
@@ -92,13 +113,14 @@ const MAX_LOOKUP: u32 = 100;
 /// `GET /register?email=` (seeds/000's lookup): that address's Webex
 /// registrations, token suffixes only. A key bound to an app sees only
 /// that app's; `?app=` narrows an unbound key's answer.
-async fn lookup(caller: Caller, State(s): State<AppState>, Query(q): Query<LookupQuery>) -> Result<Json<Value>> {
-    caller.require(Scope::Read)?;
+async fn lookup(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Query(q): Query<LookupQuery>) -> Result<Json<Value>> {
+    caller.require(Permission::Read)?;
+    let scope = caller.scope(&s, &named).await?;
     let email = q.email.as_deref().filter(|e| !e.is_empty()).ok_or_else(|| ApiError::bad_request("missing_field", "email is required: GET /register?email=<address>"))?;
     let email = Email::parse(email)?;
     let app = AppQuery { app: q.app }.app()?;
     let app = caller.app_for(app)?;
-    let devices = s.store.spark_devices_by_email(&email, app.as_ref(), MAX_LOOKUP).await?;
+    let devices = s.store.spark_devices_by_email(&scope, &email, app.as_ref(), MAX_LOOKUP).await?;
     let list: Vec<Value> = devices
         .iter()
         .map(|d| {
@@ -112,15 +134,16 @@ async fn lookup(caller: Caller, State(s): State<AppState>, Query(q): Query<Looku
     Ok(Json(Value::Array(list)))
 }
 
-async fn unregister(caller: Caller, State(s): State<AppState>, Path(token): Path<String>) -> Result<StatusCode> {
-    caller.require(Scope::Register)?;
+async fn unregister(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Path(path): Path<TokenPath>) -> Result<StatusCode> {
+    caller.require(Permission::Register)?;
+    let scope = caller.scope(&s, &named).await?;
     s.limit_registrations(caller.limit_key())?;
-    let token = token.to_ascii_lowercase();
+    let token = path.device_token.to_ascii_lowercase();
     if token.is_empty() || token.len() > 200 || !token.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request("invalid_token", "device_token must be the APNs token in hex"));
     }
-    // An app-bound key removes only its own app's registrations.
-    match s.store.delete_devices_by_token(Dialect::Spark, &token, caller.app.as_ref()).await? {
+    // Only the scope's registrations: an app-bound key removes only its own app's.
+    match s.store.delete_devices_by_token(&scope, Dialect::Spark, &token).await? {
         0 => Err(ApiError::NotFound("no Spark device has that token".into())),
         _ => Ok(StatusCode::NO_CONTENT),
     }
@@ -132,15 +155,23 @@ struct WebexBody {
     webhook_secret: String,
 }
 
-async fn put_webex(caller: Caller, State(s): State<AppState>, Path(app): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
-    caller.require(Scope::Admin)?;
+async fn put_webex(
+    caller: Caller,
+    named: RequestedTenant,
+    State(s): State<AppState>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<Value>> {
+    caller.require(Permission::Admin)?;
+    let reach = caller.reach(&s, &named).await?;
     let app = AppId::parse(&app).map_err(|e| ApiError::bad_request("invalid_app_id", e.message))?;
     let b: WebexBody = json_body(&headers, &body)?;
     if b.webhook_secret.is_empty() || b.webhook_secret.len() > 1024 {
         return Err(ApiError::bad_request("invalid_field", "webhookSecret must be 1 to 1024 bytes"));
     }
     let summary = json!({ "webhookSecret": "set" });
-    s.store.put_credentials(&app, CredentialKind::Webex, &summary, &Secret::new(b.webhook_secret), None, now_ms()).await?;
+    s.store.put_credentials(&reach, &app, CredentialKind::Webex, &summary, &Secret::new(b.webhook_secret), None, now_ms()).await?;
     Ok(Json(json!({ "app_id": app.as_str(), "webex": summary })))
 }
 
@@ -152,14 +183,31 @@ fn refused(reason: &'static str) {
 /// must exist (404) and have a webhook secret (401), the signature must
 /// match (401, counted as a failed authentication of the source address),
 /// then the per-app rate, staleness and replay checks, in that order.
-async fn webhook(State(s): State<AppState>, Peer(peer): Peer, Query(q): Query<AppQuery>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<Value>> {
+async fn webhook(
+    State(s): State<AppState>,
+    Peer(peer): Peer,
+    named: RequestedTenant,
+    Query(q): Query<AppQuery>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<Value>> {
     let app = app_from_query(&q)?;
-    let from = FailureKey::Address(peer);
+    let from = FailureKey::address(peer);
     if let Some(wait) = s.limits.auth_failures.locked_for(&from) {
         return Err(ApiError::TooManyFailures(wait));
     }
-    let Some(secret) = s.store.credentials(&app, CredentialKind::Webex).await? else {
-        if !s.store.app_exists(&app).await? {
+    // The tenant of the target URL (`/t/{tenant}/webhook`), else `default`;
+    // an unknown tenant is answered as an unknown app.
+    let scope = match named.0 {
+        Some(t) => {
+            require_tenant(&s, &t).await.map_err(|_| ApiError::NotFound(format!("application {app} is not known to this relay")))?;
+            Scope::tenant(t)
+        }
+        None => Scope::default_tenant(),
+    };
+    let reach = Reach::of(&scope);
+    let Some(secret) = s.store.credentials(&reach, &app, CredentialKind::Webex).await? else {
+        if !s.store.app_exists(&reach, &app).await? {
             return Err(ApiError::NotFound(format!("application {app} is not known to this relay")));
         }
         return Err(ApiError::UnauthorizedBecause(format!(
@@ -190,7 +238,7 @@ async fn webhook(State(s): State<AppState>, Peer(peer): Peer, Query(q): Query<Ap
             }
             // Only this app's Webex registrations of the owner, and only
             // those with a message token: a message is never a VoIP push.
-            let mut devices = s.store.devices_for(&owner, None).await?;
+            let mut devices = s.store.devices_for(&scope, &owner, None).await?;
             devices.retain(|_, _, dialect, device_app| dialect == Dialect::Spark && *device_app == app);
             let devices: Vec<_> = devices.ready.into_iter().filter(|d| d.registration.msg().is_some()).collect();
             if devices.is_empty() {
@@ -200,7 +248,7 @@ async fn webhook(State(s): State<AppState>, Peer(peer): Peer, Query(q): Query<Ap
             let dispatcher = s.dispatcher.clone();
             let count = devices.len();
             s.dispatcher.spawn(async move {
-                dispatcher.notify(&note, &devices).await;
+                dispatcher.notify(&scope, &note, &devices).await;
             });
             Ok(Json(json!({ "notified": count })))
         }
@@ -210,7 +258,7 @@ async fn webhook(State(s): State<AppState>, Peer(peer): Peer, Query(q): Query<Ap
                 return Ok(Json(json!({ "duplicate": true })));
             }
             // Only this app's Spark registrations of the person.
-            let mut devices = s.store.devices_for(&person, None).await?;
+            let mut devices = s.store.devices_for(&scope, &person, None).await?;
             devices.retain(|_, _, dialect, device_app| dialect == Dialect::Spark && *device_app == app);
             if devices.is_empty() {
                 return Ok(Json(json!({ "ignored": true, "reason": "the person has no devices registered for this app" })));

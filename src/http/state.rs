@@ -28,9 +28,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Count a call-endpoint request against `key`'s rate.
-    pub fn limit_calls(&self, key: &str) -> Result<(), crate::http::error::ApiError> {
-        self.limits.calls.check(key).map_err(crate::http::error::ApiError::RateLimited)
+    /// Count a call-endpoint request against the caller's rate (its
+    /// tenant's `calls_per_second` when it sets one).
+    pub fn limit_calls(&self, caller: &crate::http::auth::Caller) -> Result<(), crate::http::error::ApiError> {
+        self.limits.calls.check_at(caller.limit_key(), caller.calls_per_second).map_err(crate::http::error::ApiError::RateLimited)
     }
 
     /// Count a registration against `key`'s rate.

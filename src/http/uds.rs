@@ -3,12 +3,12 @@
 //! XML in, XML out (protocol.md §1). Parsing lives in `dialect::uds`; this
 //! file does auth, body limits, the app/credentials check and the store.
 
-use super::auth::{basic_user, BasicRefusal, Peer};
+use super::auth::{basic_user, BasicRefusal, Peer, RequestedTenant};
 use super::body::BodyError;
 use super::error::retry_after_secs;
 use super::state::AppState;
 use crate::dialect::uds;
-use crate::domain::{DevicePkid, FieldError, UserId};
+use crate::domain::{DevicePkid, FieldError, Scope, UserId};
 use crate::store::StoreError;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -17,11 +17,29 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::Router;
 
+/// Phone-facing: also served under `/t/{tenant}` (users of that tenant).
 pub fn router() -> Router<AppState> {
     Router::new().route(
         "/cucm-uds/user/{user_id}/device/{device_pkid}/devicetoken",
         put(put_token).delete(delete_token),
     )
+}
+
+/// Whether a request path is the UDS dialect's (answered in XML), with or
+/// without a tenant prefix.
+pub fn is_uds_path(path: &str) -> bool {
+    let rest = match path.strip_prefix("/t/") {
+        Some(rest) => rest.split_once('/').map_or("", |(_, r)| r),
+        None => path.strip_prefix('/').unwrap_or(path),
+    };
+    rest.starts_with("cucm-uds/")
+}
+
+/// The path's ids (the tenant prefix, if any, is read by `RequestedTenant`).
+#[derive(serde::Deserialize)]
+struct UdsPath {
+    user_id: String,
+    device_pkid: String,
 }
 
 /// An answer in the UDS XML error shape.
@@ -105,11 +123,22 @@ impl IntoResponse for UdsError {
 
 type UdsResult<T> = Result<T, UdsError>;
 
-/// Path ids → domain values, then Basic auth of exactly that user.
-async fn authenticate(s: &AppState, headers: &HeaderMap, peer: std::net::IpAddr, user: &str, device: &str) -> UdsResult<(UserId, DevicePkid)> {
-    let user = UserId::parse(user).map_err(|e| UdsError::new(StatusCode::BAD_REQUEST, "invalid_user", "userId", e.message))?;
-    let device = DevicePkid::parse(device).map_err(|e| UdsError::new(StatusCode::BAD_REQUEST, "invalid_device", "devicePkid", e.message))?;
-    match basic_user(s, headers, peer, Some(&user)).await {
+/// Path ids → domain values, then Basic auth of exactly that user of the
+/// tenant the path names (`default` without a prefix).
+async fn authenticate(
+    s: &AppState,
+    headers: &HeaderMap,
+    peer: std::net::IpAddr,
+    tenant: Result<RequestedTenant, super::error::ApiError>,
+    path: UdsPath,
+) -> UdsResult<(Scope, UserId, DevicePkid)> {
+    let Ok(RequestedTenant(tenant)) = tenant else {
+        return Err(UdsError::new(StatusCode::NOT_FOUND, "not_found", "", "no such route"));
+    };
+    let scope = tenant.map_or_else(Scope::default_tenant, Scope::tenant);
+    let user = UserId::parse(&path.user_id).map_err(|e| UdsError::new(StatusCode::BAD_REQUEST, "invalid_user", "userId", e.message))?;
+    let device = DevicePkid::parse(&path.device_pkid).map_err(|e| UdsError::new(StatusCode::BAD_REQUEST, "invalid_device", "devicePkid", e.message))?;
+    match basic_user(s, headers, peer, &scope, Some(&user)).await {
         Ok(_) => {}
         Err(BasicRefusal::Missing | BasicRefusal::Wrong) => return Err(UdsError::unauthorized()),
         Err(BasicRefusal::Locked(wait)) => {
@@ -118,14 +147,21 @@ async fn authenticate(s: &AppState, headers: &HeaderMap, peer: std::net::IpAddr,
         Err(BasicRefusal::Store(e)) => return Err(e.into()),
     }
     // Registrations count per end user (the Basic identity).
-    if let Err(wait) = s.limits.registrations.check(&format!("user:{user}")) {
+    if let Err(wait) = s.limits.registrations.check(&format!("user:{}/{user}", scope.tenant_id())) {
         return Err(UdsError::retry_later("rate_limited", "too many registrations for this user; retry later", wait));
     }
-    Ok((user, device))
+    Ok((scope, user, device))
 }
 
-async fn put_token(State(s): State<AppState>, Peer(peer): Peer, Path((user, device)): Path<(String, String)>, headers: HeaderMap, body: Body) -> UdsResult<Response> {
-    let (user, device) = authenticate(&s, &headers, peer, &user, &device).await?;
+async fn put_token(
+    State(s): State<AppState>,
+    Peer(peer): Peer,
+    tenant: Result<RequestedTenant, super::error::ApiError>,
+    Path(path): Path<UdsPath>,
+    headers: HeaderMap,
+    body: Body,
+) -> UdsResult<Response> {
+    let (scope, user, device) = authenticate(&s, &headers, peer, tenant, path).await?;
     if !super::body::media_type_is(&headers, &["application/xml", "text/xml"]) {
         return Err(UdsError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "", "Content-Type must be application/xml or text/xml"));
     }
@@ -138,7 +174,7 @@ async fn put_token(State(s): State<AppState>, Peer(peer): Peer, Path((user, devi
     };
     let token = uds::parse_token(&body)?;
     let provider = token.channel.provider();
-    match s.registrar.require_credentials(&token.app, provider).await {
+    match s.registrar.require_credentials(&scope, &token.app, provider).await {
         Ok(()) => {}
         Err(crate::register::RegisterError::Refused(mut problem)) => {
             if problem.code == "no_credentials" {
@@ -149,13 +185,19 @@ async fn put_token(State(s): State<AppState>, Peer(peer): Peer, Path((user, devi
         Err(other) => return Err(other.into()),
     }
     let reg = token.into_registration(user.clone(), device);
-    let rows = s.registrar.store(&user, std::slice::from_ref(&reg)).await?;
-    Ok(xml(StatusCode::OK, uds::success_xml(rows)))
+    let done = s.registrar.store(&scope, &user, std::slice::from_ref(&reg), &Default::default()).await?;
+    Ok(xml(StatusCode::OK, uds::success_xml(done.written)))
 }
 
-async fn delete_token(State(s): State<AppState>, Peer(peer): Peer, Path((user, device)): Path<(String, String)>, headers: HeaderMap) -> UdsResult<Response> {
-    let (user, device) = authenticate(&s, &headers, peer, &user, &device).await?;
-    if s.store.delete_device(&user, &device).await? {
+async fn delete_token(
+    State(s): State<AppState>,
+    Peer(peer): Peer,
+    tenant: Result<RequestedTenant, super::error::ApiError>,
+    Path(path): Path<UdsPath>,
+    headers: HeaderMap,
+) -> UdsResult<Response> {
+    let (scope, user, device) = authenticate(&s, &headers, peer, tenant, path).await?;
+    if s.store.delete_device(&scope, &user, &device).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(UdsError::new(StatusCode::NOT_FOUND, "not_found", "", format!("user {user} has no device {device}")))

@@ -1,11 +1,12 @@
-//! `/v1/users/{userId}`: end users (admin) and the operator's device view.
+//! `/v1/users/{userId}`: end users (admin) and the operator's device view,
+//! in the caller's tenant (`?tenant=` or `"tenant"` for an operator).
 
-use super::auth::{hash_password, Caller, Scope};
+use super::auth::{hash_password, Caller, Permission, RequestedTenant};
 use super::error::{json_body, ApiError, Result};
 use super::state::AppState;
 use super::time::rfc3339;
-use crate::domain::{now_ms, UserId};
 use super::LimitedBody;
+use crate::domain::{now_ms, Reach, UserId};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, put};
@@ -24,16 +25,31 @@ pub(super) fn user_id(raw: &str) -> Result<UserId> {
     UserId::parse(raw).map_err(|e| ApiError::bad_request("invalid_user", e.message))
 }
 
+/// The answer for a user the scope does not have (missing, or another
+/// tenant's, or without a device of the key's app: the same words).
+pub(super) fn unknown_user(user: &UserId) -> ApiError {
+    ApiError::NotFound(format!("unknown user {user}"))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserBody {
     password: String,
+    tenant: Option<String>,
 }
 
-async fn put_user(caller: Caller, State(s): State<AppState>, Path(user): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<(StatusCode, Json<Value>)> {
-    caller.require(Scope::Admin)?;
+async fn put_user(
+    caller: Caller,
+    named: RequestedTenant,
+    State(s): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<(StatusCode, Json<Value>)> {
+    caller.require(Permission::Admin)?;
     let user = user_id(&user)?;
     let b: UserBody = json_body(&headers, &body)?;
+    let scope = caller.scope(&s, &named.with_body(b.tenant.as_deref())?).await?;
     if b.password.is_empty() || b.password.len() > 1024 {
         return Err(ApiError::bad_request("invalid_password", "password must be 1 to 1024 bytes"));
     }
@@ -41,30 +57,32 @@ async fn put_user(caller: Caller, State(s): State<AppState>, Path(user): Path<St
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(ApiError::Internal)?;
-    let created = s.store.upsert_user(&user, Some(&hash), now_ms()).await?;
+    let created = s.store.upsert_user(&scope, &user, Some(&hash), now_ms()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!({ "user": user.as_str(), "created": created }))))
 }
 
-async fn delete_user(caller: Caller, State(s): State<AppState>, Path(user): Path<String>) -> Result<StatusCode> {
-    caller.require(Scope::Admin)?;
+async fn delete_user(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Path(user): Path<String>) -> Result<StatusCode> {
+    caller.require(Permission::Admin)?;
+    let scope = caller.scope(&s, &named).await?;
     let user = user_id(&user)?;
-    if s.store.delete_user(&user).await? {
+    if s.store.delete_user(&scope, &user).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound(format!("unknown user {user}")))
+        Err(unknown_user(&user))
     }
 }
 
-async fn list_devices(caller: Caller, State(s): State<AppState>, Path(user): Path<String>) -> Result<Json<Value>> {
-    caller.require(Scope::Read)?;
+async fn list_devices(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Path(user): Path<String>) -> Result<Json<Value>> {
+    caller.require(Permission::Read)?;
+    let scope = caller.scope(&s, &named).await?;
     let user = user_id(&user)?;
-    if !s.store.user_exists(&user).await? {
-        return Err(ApiError::NotFound(format!("unknown user {user}")));
+    if !s.store.user_exists(&scope, &user).await? {
+        return Err(unknown_user(&user));
     }
     let list: Vec<Value> = s
         .store
-        .device_summaries(&user)
+        .device_summaries(&scope, &user)
         .await?
         .into_iter()
         .map(|d| {
@@ -83,10 +101,17 @@ struct StaleQuery {
     limit: Option<u32>,
 }
 
-/// Devices that have not registered again for `days` (default
-/// `retention.stale_device_days`): reported for the operator, never deleted.
-async fn stale_devices(caller: Caller, State(s): State<AppState>, axum::extract::Query(q): axum::extract::Query<StaleQuery>) -> Result<Json<Value>> {
-    caller.require(Scope::Read)?;
+/// Devices of the caller's tenant that have not registered again for
+/// `days` (default `retention.stale_device_days`): reported for the
+/// operator, never deleted.
+async fn stale_devices(
+    caller: Caller,
+    named: RequestedTenant,
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<StaleQuery>,
+) -> Result<Json<Value>> {
+    caller.require(Permission::Read)?;
+    let scope = caller.scope(&s, &named).await?;
     let days = q.days.unwrap_or(s.settings.retention.stale_device_days);
     if !(1..=3650).contains(&days) {
         return Err(ApiError::bad_request("invalid_days", "days must be between 1 and 3650"));
@@ -95,10 +120,11 @@ async fn stale_devices(caller: Caller, State(s): State<AppState>, axum::extract:
     let before = now_ms() - i64::from(days) * 86_400_000;
     let list: Vec<Value> = s
         .store
-        .stale_devices(before, limit)
+        .stale_devices(&Reach::of(&scope), before, limit)
         .await?
         .into_iter()
-        .map(|(user, d)| {
+        .map(|d| {
+            let (user, d) = (d.user, d.device);
             json!({
                 "user": user, "device": d.device, "channel": d.channel, "application": d.application,
                 "dialect": d.dialect, "token_suffix": d.token_suffix, "updated_at": rfc3339(d.updated_at),

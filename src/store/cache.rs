@@ -1,5 +1,6 @@
 //! The device cache: each user's devices, keys opened, so that a call
-//! costs no store read while nothing changed.
+//! costs no store read while nothing changed. Keyed by `tenant/user`
+//! (`user_key`): the same user id in two tenants is two entries.
 //!
 //! Correctness comes from invalidation, not from the time to live:
 //! - every write to a user's devices through this `Store` drops that user's
@@ -66,6 +67,15 @@ const RECENT: usize = 4096;
 /// invalidation of that user happened in between.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Ticket(u64);
+
+/// The cache key of a user: `tenant/user` (neither id may hold a `/`).
+pub(super) fn user_key(tenant: &crate::domain::TenantId, user: &str) -> String {
+    let mut k = String::with_capacity(tenant.as_str().len() + 1 + user.len());
+    k.push_str(tenant.as_str());
+    k.push('/');
+    k.push_str(user);
+    k
+}
 
 pub(super) struct DeviceCache {
     map: Option<quick_cache::sync::Cache<String, Entry>>,
@@ -153,7 +163,7 @@ mod tests {
             app: AppId::parse("app").unwrap(),
             data: DialectData::Acrobits { msg: None },
         };
-        Arc::new(DeviceSet { ready: vec![Device { registration: reg, created_at: 0, updated_at: 0 }], unreadable: vec![] })
+        Arc::new(DeviceSet { tenant: crate::domain::TenantId::default_tenant(), ready: vec![Device { registration: reg, created_at: 0, updated_at: 0 }], unreadable: vec![] })
     }
 
     fn cache() -> DeviceCache {

@@ -3,13 +3,14 @@
 
 use super::events::ClaimKey;
 use super::{Result, Store, StoreError, StoreEvent};
-use crate::domain::{CallId, CallReport, DevicePkid, UserId};
+use crate::domain::{CallId, CallReport, DevicePkid, Scope, TenantId, UserId};
 use sqlx::Row;
 
 /// One device's push claim to take.
 #[derive(Clone, Debug)]
 pub struct ClaimRequest {
     pub push_id: String,
+    pub tenant: TenantId,
     pub user: UserId,
     pub device: DevicePkid,
     pub call: CallId,
@@ -20,6 +21,7 @@ pub struct ClaimRequest {
 #[derive(Clone, Debug)]
 pub struct ClaimOutcome {
     pub push_id: String,
+    pub tenant: TenantId,
     pub user: UserId,
     pub call: CallId,
     pub delivery: crate::domain::Delivery,
@@ -29,6 +31,7 @@ pub struct ClaimOutcome {
 #[derive(Clone, Debug)]
 pub struct CallRecord {
     pub call: CallId,
+    pub tenant: TenantId,
     pub user: UserId,
     pub push_id: String,
     pub created_ms: i64,
@@ -82,11 +85,12 @@ impl Store {
         self.write_batch(&[], 0, &[], std::slice::from_ref(record)).await.map(drop)
     }
 
-    /// Claim the push of `push_id` to one device for `call` until
-    /// `expires_at`. `None`: claimed now; `Some(other)`: another call
+    /// Claim the push of `push_id` to one device of the scope for `call`
+    /// until `expires_at`. `None`: claimed now; `Some(other)`: another call
     /// (possibly on another node) holds a live claim.
-    pub async fn claim_push(&self, push_id: &str, user: &UserId, device: &DevicePkid, call: &CallId, expires_at: i64, now_ms: i64) -> Result<Option<CallId>> {
-        let req = ClaimRequest { push_id: push_id.to_string(), user: user.clone(), device: device.clone(), call: call.clone(), expires_at };
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim_push(&self, scope: &Scope, push_id: &str, user: &UserId, device: &DevicePkid, call: &CallId, expires_at: i64, now_ms: i64) -> Result<Option<CallId>> {
+        let req = ClaimRequest { push_id: push_id.to_string(), tenant: scope.tenant_id().clone(), user: user.clone(), device: device.clone(), call: call.clone(), expires_at };
         Ok(self.write_batch(std::slice::from_ref(&req), now_ms, &[], &[]).await?.remove(0))
     }
 
@@ -119,10 +123,11 @@ impl Store {
         Ok(answers)
     }
 
-    /// The outcome the holder of a push claim recorded, if any yet.
-    pub async fn claim_outcome(&self, push_id: &str, user: &UserId, device: &DevicePkid) -> Result<Option<crate::domain::Delivery>> {
-        let row = sqlx::query("SELECT delivery FROM push_claims WHERE push_id = $1 AND user_id = $2 AND device_pkid = $3")
+    /// The outcome the holder of a push claim of the scope recorded, if any yet.
+    pub async fn claim_outcome(&self, scope: &Scope, push_id: &str, user: &UserId, device: &DevicePkid) -> Result<Option<crate::domain::Delivery>> {
+        let row = sqlx::query("SELECT delivery FROM push_claims WHERE push_id = $1 AND tenant_id = $2 AND user_id = $3 AND device_pkid = $4")
             .bind(push_id)
+            .bind(scope.tenant_id().as_str())
             .bind(user.as_str())
             .bind(device.as_str())
             .fetch_optional(&self.pool)
@@ -144,29 +149,44 @@ impl Store {
     }
 
 
-    /// Who a call was for, its pushid, and its report (for cancels).
-    pub async fn call_info(&self, call: &CallId) -> Result<Option<CallInfo>> {
-        let row = sqlx::query("SELECT user_id, push_id, report FROM calls WHERE call_id = $1").bind(call.as_str()).fetch_optional(&self.pool).await?;
-        let Some(r) = row else { return Ok(None) };
+    /// Who a call of the scope was for, its pushid, and its report (for
+    /// cancels). A scope narrowed to an app sees a call only when one of its
+    /// devices was of that app, and only those devices' lines.
+    pub async fn call_info(&self, scope: &Scope, call: &CallId) -> Result<Option<CallInfo>> {
+        let mut sql = String::from("SELECT user_id, push_id, report FROM calls WHERE call_id = $1 AND tenant_id = $2");
+        if scope.app().is_some() {
+            sql.push_str(" AND app_ids LIKE $3");
+        }
+        let mut q = sqlx::query(&sql).bind(call.as_str()).bind(scope.tenant_id().as_str());
+        if let Some(app) = scope.app() {
+            q = q.bind(format!("%,{},%", app.as_str()));
+        }
+        let Some(r) = q.fetch_optional(&self.pool).await? else { return Ok(None) };
+        let report: CallReport = serde_json::from_str(&r.get::<String, _>(2)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(Some(CallInfo {
             user: UserId::parse(&r.get::<String, _>(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             push_id: r.get(1),
-            report: serde_json::from_str(&r.get::<String, _>(2)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            report: report.only_app(scope.app()),
         }))
     }
 
-    pub async fn call_report(&self, call: &CallId) -> Result<Option<CallReport>> {
-        let row = sqlx::query("SELECT report FROM calls WHERE call_id = $1").bind(call.as_str()).fetch_optional(&self.pool).await?;
-        match row {
-            Some(r) => Ok(Some(serde_json::from_str(&r.get::<String, _>(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
-            None => Ok(None),
-        }
+    /// A call report of the scope (see `call_info`).
+    pub async fn call_report(&self, scope: &Scope, call: &CallId) -> Result<Option<CallReport>> {
+        Ok(self.call_info(scope, call).await?.map(|i| i.report))
     }
 }
 
 /// The `ClaimsSettled` event of these outcomes.
 fn settled(outcomes: &[ClaimOutcome]) -> StoreEvent {
-    let claims = outcomes.iter().map(|o| ClaimKey { push_id: o.push_id.clone(), user: o.user.as_str().to_string(), device: o.delivery.device.as_str().to_string() }).collect();
+    let claims = outcomes
+        .iter()
+        .map(|o| ClaimKey {
+            push_id: o.push_id.clone(),
+            tenant: o.tenant.as_str().to_string(),
+            user: o.user.as_str().to_string(),
+            device: o.delivery.device.as_str().to_string(),
+        })
+        .collect();
     StoreEvent::ClaimsSettled { claims }
 }
 
@@ -203,8 +223,9 @@ pub(crate) struct BatchPlan {
     /// and its call.
     firsts: Vec<usize>,
     calls: Vec<CallId>,
-    /// Each distinct claim key → the index of its first occurrence.
-    first_of: std::collections::HashMap<(String, String, String), usize>,
+    /// Each distinct claim key (pushid, tenant, user, device) → the index
+    /// of its first occurrence.
+    first_of: std::collections::HashMap<[String; 4], usize>,
 }
 
 /// Plan a batch: a few multi-row statements for the outcomes, the claims
@@ -219,31 +240,39 @@ fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], r
     let mut plan = BatchPlan { outcomes: Vec::new(), claims: Vec::new(), reports: Vec::new(), firsts: Vec::new(), calls: Vec::new(), first_of: Default::default() };
     for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "WITH v (push_id, user_id, device_pkid, call_id, delivery) AS (VALUES {}) \
+            "WITH v (push_id, tenant_id, user_id, device_pkid, call_id, delivery) AS (VALUES {}) \
              UPDATE push_claims SET delivery = v.delivery FROM v \
-             WHERE push_claims.push_id = v.push_id AND push_claims.user_id = v.user_id AND push_claims.device_pkid = v.device_pkid AND push_claims.call_id = v.call_id",
-            value_tuples(chunk.len(), 5)
+             WHERE push_claims.push_id = v.push_id AND push_claims.tenant_id = v.tenant_id AND push_claims.user_id = v.user_id \
+             AND push_claims.device_pkid = v.device_pkid AND push_claims.call_id = v.call_id",
+            value_tuples(chunk.len(), 6)
         );
-        let mut params = Vec::with_capacity(chunk.len() * 5);
+        let mut params = Vec::with_capacity(chunk.len() * 6);
         for o in chunk {
-            params.extend([text(&o.push_id), text(o.user.as_str()), text(o.delivery.device.as_str()), text(o.call.as_str()), Param::Text(to_json(&o.delivery)?)]);
+            params.extend([
+                text(&o.push_id),
+                text(o.tenant.as_str()),
+                text(o.user.as_str()),
+                text(o.delivery.device.as_str()),
+                text(o.call.as_str()),
+                Param::Text(to_json(&o.delivery)?),
+            ]);
         }
         plan.outcomes.push(Statement { sql, params });
     }
     // Each claim's first occurrence in the batch, by key.
-    plan.firsts = claims.iter().enumerate().map(|(i, r)| *plan.first_of.entry((r.push_id.clone(), r.user.as_str().to_string(), r.device.as_str().to_string())).or_insert(i)).collect();
+    plan.firsts = claims.iter().enumerate().map(|(i, r)| *plan.first_of.entry(claim_key(r)).or_insert(i)).collect();
     let unique: Vec<&ClaimRequest> = claims.iter().enumerate().filter(|&(i, _)| plan.firsts[i] == i).map(|(_, r)| r).collect();
     for chunk in unique.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO push_claims (push_id, user_id, device_pkid, call_id, expires_at) VALUES {} \
-             ON CONFLICT (push_id, user_id, device_pkid) DO UPDATE SET call_id = excluded.call_id, expires_at = excluded.expires_at, delivery = NULL \
-             WHERE push_claims.expires_at < ${} RETURNING push_id, user_id, device_pkid",
-            value_tuples(chunk.len(), 5),
-            chunk.len() * 5 + 1
+            "INSERT INTO push_claims (push_id, tenant_id, user_id, device_pkid, call_id, expires_at) VALUES {} \
+             ON CONFLICT (push_id, tenant_id, user_id, device_pkid) DO UPDATE SET call_id = excluded.call_id, expires_at = excluded.expires_at, delivery = NULL \
+             WHERE push_claims.expires_at < ${} RETURNING push_id, tenant_id, user_id, device_pkid",
+            value_tuples(chunk.len(), 6),
+            chunk.len() * 6 + 1
         );
-        let mut params = Vec::with_capacity(chunk.len() * 5 + 1);
+        let mut params = Vec::with_capacity(chunk.len() * 6 + 1);
         for r in chunk {
-            params.extend([text(&r.push_id), text(r.user.as_str()), text(r.device.as_str()), text(r.call.as_str()), Param::Int(r.expires_at)]);
+            params.extend([text(&r.push_id), text(r.tenant.as_str()), text(r.user.as_str()), text(r.device.as_str()), text(r.call.as_str()), Param::Int(r.expires_at)]);
         }
         params.push(Param::Int(now_ms));
         plan.claims.push(Statement { sql, params });
@@ -251,14 +280,15 @@ fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], r
     plan.calls = claims.iter().map(|r| r.call.clone()).collect();
     for chunk in dedup_calls(records).chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO calls (call_id, user_id, push_id, created_at, ring_ends_at, report, outcomes, app_ids) VALUES {} \
+            "INSERT INTO calls (call_id, tenant_id, user_id, push_id, created_at, ring_ends_at, report, outcomes, app_ids) VALUES {} \
              ON CONFLICT (call_id) DO UPDATE SET report = excluded.report, outcomes = excluded.outcomes, app_ids = excluded.app_ids",
-            value_tuples(chunk.len(), 8)
+            value_tuples(chunk.len(), 9)
         );
-        let mut params = Vec::with_capacity(chunk.len() * 8);
+        let mut params = Vec::with_capacity(chunk.len() * 9);
         for rec in chunk {
             params.extend([
                 text(rec.call.as_str()),
+                text(rec.tenant.as_str()),
                 text(rec.user.as_str()),
                 text(&rec.push_id),
                 Param::Int(rec.created_ms),
@@ -274,16 +304,24 @@ fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], r
     for rec in records {
         for cb in &rec.callbacks {
             plan.reports.push(Statement {
-                sql: "INSERT INTO callback_outbox (id, app_id, call_id, body, attempts, created_at, next_at, leased_until) VALUES ($1, $2, $3, $4, 0, $5, $5, 0)".into(),
-                params: vec![Param::Text(uuid::Uuid::new_v4().to_string()), text(cb.app.as_str()), text(rec.call.as_str()), text(&cb.body), Param::Int(now)],
+                sql: "INSERT INTO callback_outbox (id, tenant_id, app_id, call_id, body, attempts, created_at, next_at, leased_until) VALUES ($1, $2, $3, $4, $5, 0, $6, $6, 0)".into(),
+                params: vec![
+                    Param::Text(uuid::Uuid::new_v4().to_string()),
+                    text(rec.tenant.as_str()),
+                    text(cb.app.as_str()),
+                    text(rec.call.as_str()),
+                    text(&cb.body),
+                    Param::Int(now),
+                ],
             });
         }
     }
     if combine {
         // One statement may not touch a row twice: an outcome and a new
         // claim of the same key stay separate statements.
-        let keys: std::collections::HashSet<(&str, &str, &str)> = outcomes.iter().map(|o| (o.push_id.as_str(), o.user.as_str(), o.delivery.device.as_str())).collect();
-        if !claims.iter().any(|r| keys.contains(&(r.push_id.as_str(), r.user.as_str(), r.device.as_str()))) {
+        let keys: std::collections::HashSet<(&str, &str, &str, &str)> =
+            outcomes.iter().map(|o| (o.push_id.as_str(), o.tenant.as_str(), o.user.as_str(), o.delivery.device.as_str())).collect();
+        if !claims.iter().any(|r| keys.contains(&(r.push_id.as_str(), r.tenant.as_str(), r.user.as_str(), r.device.as_str()))) {
             plan.combine();
         }
     }
@@ -306,6 +344,11 @@ fn shift_params(sql: &str, by: usize) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The key of a claim: (pushid, tenant, user, device).
+fn claim_key(r: &ClaimRequest) -> [String; 4] {
+    [r.push_id.clone(), r.tenant.as_str().to_string(), r.user.as_str().to_string(), r.device.as_str().to_string()]
 }
 
 fn text(s: &str) -> Param {
@@ -346,7 +389,7 @@ impl BatchPlan {
             }
         }
         let from = if self.claims.is_empty() { "push_claims WHERE false" } else { "c" };
-        self.claims = vec![Statement { sql: format!("WITH {} SELECT push_id, user_id, device_pkid FROM {from}", clauses.join(", ")), params }];
+        self.claims = vec![Statement { sql: format!("WITH {} SELECT push_id, tenant_id, user_id, device_pkid FROM {from}", clauses.join(", ")), params }];
     }
 
     /// Run the batch's statements on `exec` (inside the caller's
@@ -361,8 +404,8 @@ impl BatchPlan {
         let mut taken = vec![false; self.firsts.len()];
         for s in &self.claims {
             for row in exec.rows(s).await? {
-                if let Ok(key) = <[String; 3]>::try_from(row) {
-                    if let Some(&i) = self.first_of.get(&key.into()) {
+                if let Ok(key) = <[String; 4]>::try_from(row) {
+                    if let Some(&i) = self.first_of.get(&key) {
                         taken[i] = true;
                     }
                 }
@@ -373,10 +416,10 @@ impl BatchPlan {
         }
         // The holder of each first occurrence not taken: read back (the rare duplicate).
         let mut holders: Vec<Option<CallId>> = vec![None; self.firsts.len()];
-        for ((push_id, user, device), &i) in self.first_of.iter().filter(|&(_, &i)| !taken[i]) {
+        for ([push_id, tenant, user, device], &i) in self.first_of.iter().filter(|&(_, &i)| !taken[i]) {
             let read = Statement {
-                sql: "SELECT call_id FROM push_claims WHERE push_id = $1 AND user_id = $2 AND device_pkid = $3".into(),
-                params: vec![text(push_id), text(user), text(device)],
+                sql: "SELECT call_id FROM push_claims WHERE push_id = $1 AND tenant_id = $2 AND user_id = $3 AND device_pkid = $4".into(),
+                params: vec![text(push_id), text(tenant), text(user), text(device)],
             };
             if let Some(call) = exec.rows(&read).await?.into_iter().next().and_then(|r| r.into_iter().next()) {
                 holders[i] = Some(CallId::parse(&call).map_err(|e| StoreError::Corrupt(e.to_string()))?);
@@ -447,66 +490,72 @@ mod tests {
     use super::*;
     use crate::domain::Channel;
     use crate::store::test_support::store;
+    fn scope() -> Scope {
+        Scope::default_tenant()
+    }
     use crate::domain::{Delivery, Outcome};
 
 
     #[tokio::test]
     async fn a_push_claim_is_held_until_it_expires_and_carries_the_outcome() {
         let (s, _d) = store().await;
+        let sc = scope();
         let (u, d) = (UserId::parse("alice").unwrap(), DevicePkid::parse("phone").unwrap());
         let (c1, c2) = (CallId::new(), CallId::new());
-        assert_eq!(s.claim_push("p", &u, &d, &c1, 10_000, 1_000).await.unwrap(), None);
-        assert_eq!(s.claim_push("p", &u, &d, &c2, 10_000, 2_000).await.unwrap(), Some(c1.clone()));
-        assert_eq!(s.claim_outcome("p", &u, &d).await.unwrap(), None);
+        assert_eq!(s.claim_push(&sc, "p", &u, &d, &c1, 10_000, 1_000).await.unwrap(), None);
+        assert_eq!(s.claim_push(&sc, "p", &u, &d, &c2, 10_000, 2_000).await.unwrap(), Some(c1.clone()));
+        assert_eq!(s.claim_outcome(&sc, "p", &u, &d).await.unwrap(), None);
         let delivery = Delivery::new(&d, Channel::Apns, Outcome::Delivered, Some(200), None, 1);
-        s.write_batch(&[], 0, &[ClaimOutcome { push_id: "p".into(), user: u.clone(), call: c1.clone(), delivery: delivery.clone() }], &[]).await.unwrap();
-        assert_eq!(s.claim_outcome("p", &u, &d).await.unwrap(), Some(delivery));
+        s.write_batch(&[], 0, &[ClaimOutcome { tenant: TenantId::default_tenant(), push_id: "p".into(), user: u.clone(), call: c1.clone(), delivery: delivery.clone() }], &[]).await.unwrap();
+        assert_eq!(s.claim_outcome(&sc, "p", &u, &d).await.unwrap(), Some(delivery));
         // After the ring end the pushid may be pushed again.
-        assert_eq!(s.claim_push("p", &u, &d, &c2, 50_000, 20_000).await.unwrap(), None);
-        assert_eq!(s.claim_outcome("p", &u, &d).await.unwrap(), None, "a new claim starts without an outcome");
+        assert_eq!(s.claim_push(&sc, "p", &u, &d, &c2, 50_000, 20_000).await.unwrap(), None);
+        assert_eq!(s.claim_outcome(&sc, "p", &u, &d).await.unwrap(), None, "a new claim starts without an outcome");
     }
 
     #[tokio::test]
     async fn one_batch_answers_each_claim_in_order_and_stores_reports_and_outcomes() {
         let (s, _d) = store().await;
+        let sc = scope();
         let u = UserId::parse("alice").unwrap();
         let (a, b) = (DevicePkid::parse("a").unwrap(), DevicePkid::parse("b").unwrap());
         let (held, c1, c2) = (CallId::new(), CallId::new(), CallId::new());
-        s.claim_push("p", &u, &b, &held, 10_000, 0).await.unwrap();
-        let req = |device: &DevicePkid, call: &CallId| ClaimRequest { push_id: "p".into(), user: u.clone(), device: device.clone(), call: call.clone(), expires_at: 10_000 };
-        let rec = CallRecord { call: c1.clone(), user: u.clone(), push_id: "p".into(), created_ms: 1, ring_ends_ms: 10_000, report: CallReport::new(&c1, vec![]), callbacks: vec![], apps: vec![] };
-        let outcome = ClaimOutcome { push_id: "p".into(), user: u.clone(), call: held.clone(), delivery: Delivery::new(&b, Channel::Apns, Outcome::Delivered, Some(200), None, 1) };
+        s.claim_push(&sc, "p", &u, &b, &held, 10_000, 0).await.unwrap();
+        let req = |device: &DevicePkid, call: &CallId| ClaimRequest { tenant: TenantId::default_tenant(), push_id: "p".into(), user: u.clone(), device: device.clone(), call: call.clone(), expires_at: 10_000 };
+        let rec = CallRecord { tenant: TenantId::default_tenant(), call: c1.clone(), user: u.clone(), push_id: "p".into(), created_ms: 1, ring_ends_ms: 10_000, report: CallReport::new(&c1, vec![]), callbacks: vec![], apps: vec![] };
+        let outcome = ClaimOutcome { tenant: TenantId::default_tenant(), push_id: "p".into(), user: u.clone(), call: held.clone(), delivery: Delivery::new(&b, Channel::Apns, Outcome::Delivered, Some(200), None, 1) };
         // a: free (c1 takes it, c2 repeats it in the same batch); b: held by an earlier call.
         let answers = s.write_batch(&[req(&a, &c1), req(&b, &c1), req(&a, &c2)], 1_000, &[outcome], &[rec.clone(), rec]).await.unwrap();
         assert_eq!(answers, vec![None, Some(held.clone()), Some(c1.clone())]);
-        assert!(s.call_report(&c1).await.unwrap().is_some(), "a report repeated in a batch is stored once");
-        assert_eq!(s.claim_outcome("p", &u, &b).await.unwrap().map(|d| d.outcome), Some(Outcome::Delivered));
-        assert_eq!(s.claim_outcome("p", &u, &a).await.unwrap(), None);
+        assert!(s.call_report(&sc, &c1).await.unwrap().is_some(), "a report repeated in a batch is stored once");
+        assert_eq!(s.claim_outcome(&sc, "p", &u, &b).await.unwrap().map(|d| d.outcome), Some(Outcome::Delivered));
+        assert_eq!(s.claim_outcome(&sc, "p", &u, &a).await.unwrap(), None);
         // A batch wider than one statement.
-        let many: Vec<ClaimRequest> = (0..450).map(|i| ClaimRequest { push_id: format!("q{i}"), ..req(&a, &c2) }).collect();
+        let many: Vec<ClaimRequest> = (0..450).map(|i| ClaimRequest { tenant: TenantId::default_tenant(), push_id: format!("q{i}"), ..req(&a, &c2) }).collect();
         let answers = s.write_batch(&many, 1_000, &[], &[]).await.unwrap();
         assert_eq!(answers.len(), 450);
         assert!(answers.iter().all(Option::is_none));
-        assert_eq!(s.claim_push("q449", &u, &a, &c1, 10_000, 1_000).await.unwrap(), Some(c2));
+        assert_eq!(s.claim_push(&sc, "q449", &u, &a, &c1, 10_000, 1_000).await.unwrap(), Some(c2));
     }
 
     #[tokio::test]
     async fn a_batch_that_meets_a_locked_database_fails_whole_and_the_next_one_writes() {
         let (s, dir) = store().await;
+        let sc = scope();
         let (u, d) = (UserId::parse("alice").unwrap(), DevicePkid::parse("phone").unwrap());
         // Another process holds SQLite's write lock past the busy timeout (5 s).
         let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let c1 = CallId::new();
-        let rec = CallRecord { call: c1.clone(), user: u.clone(), push_id: "p".into(), created_ms: 1, ring_ends_ms: 10_000, report: CallReport::new(&c1, vec![]), callbacks: vec![], apps: vec![] };
-        let req = ClaimRequest { push_id: "p".into(), user: u.clone(), device: d.clone(), call: c1.clone(), expires_at: 10_000 };
+        let rec = CallRecord { tenant: TenantId::default_tenant(), call: c1.clone(), user: u.clone(), push_id: "p".into(), created_ms: 1, ring_ends_ms: 10_000, report: CallReport::new(&c1, vec![]), callbacks: vec![], apps: vec![] };
+        let req = ClaimRequest { tenant: TenantId::default_tenant(), push_id: "p".into(), user: u.clone(), device: d.clone(), call: c1.clone(), expires_at: 10_000 };
         let err = s.write_batch(std::slice::from_ref(&req), 1_000, &[], std::slice::from_ref(&rec)).await.unwrap_err();
         assert!(err.to_string().contains("locked"), "{err}");
         other.execute_batch("ROLLBACK").unwrap();
-        assert!(s.call_report(&c1).await.unwrap().is_none(), "a failed batch writes nothing");
+        assert!(s.call_report(&sc, &c1).await.unwrap().is_none(), "a failed batch writes nothing");
         // The writer (a fresh connection after the error) takes the next batch.
         assert_eq!(s.write_batch(&[req], 1_000, &[], &[rec]).await.unwrap(), vec![None]);
-        assert!(s.call_report(&c1).await.unwrap().is_some());
+        assert!(s.call_report(&sc, &c1).await.unwrap().is_some());
     }
 
     #[tokio::test]
@@ -522,14 +571,14 @@ mod tests {
         let u = UserId::parse("alice").unwrap();
         let d = DevicePkid::parse("a").unwrap();
         let call = CallId::new();
-        let req = ClaimRequest { push_id: "p".into(), user: u.clone(), device: d.clone(), call: call.clone(), expires_at: 10 };
-        let rec = CallRecord { call: call.clone(), user: u.clone(), push_id: "p".into(), created_ms: 1, ring_ends_ms: 10, report: CallReport::new(&call, vec![]), callbacks: vec![], apps: vec![] };
+        let req = ClaimRequest { tenant: TenantId::default_tenant(), push_id: "p".into(), user: u.clone(), device: d.clone(), call: call.clone(), expires_at: 10 };
+        let rec = CallRecord { tenant: TenantId::default_tenant(), call: call.clone(), user: u.clone(), push_id: "p".into(), created_ms: 1, ring_ends_ms: 10, report: CallReport::new(&call, vec![]), callbacks: vec![], apps: vec![] };
         let plan = plan_batch(std::slice::from_ref(&req), 5, &[], std::slice::from_ref(&rec), true).unwrap();
         assert!(plan.is_one_statement());
         let joined = &plan.claims[0];
         assert!(joined.sql.starts_with("WITH r AS (INSERT INTO calls") && joined.sql.contains("c AS (INSERT INTO push_claims") && joined.sql.ends_with("FROM c"), "{}", joined.sql);
-        assert_eq!(joined.params.len(), 8 + 5 + 1);
-        assert!(joined.sql.contains("($9, $10, $11, $12, $13)") && joined.sql.contains("expires_at < $14"), "{}", joined.sql);
+        assert_eq!(joined.params.len(), 9 + 6 + 1);
+        assert!(joined.sql.contains("($10, $11, $12, $13, $14, $15)") && joined.sql.contains("expires_at < $16"), "{}", joined.sql);
         // SQLite keeps the statements apart (no data-modifying WITH there).
         assert!(!plan_batch(&[req], 5, &[], &[rec], false).unwrap().is_one_statement());
     }
@@ -537,13 +586,14 @@ mod tests {
     #[tokio::test]
     async fn prune_deletes_old_calls_and_expired_claims_only() {
         let (s, _d) = store().await;
+        let sc = scope();
         let u = UserId::parse("alice").unwrap();
         for (created, id) in [(1_000, CallId::new()), (90_000, CallId::new())] {
-            let rec = CallRecord { call: id.clone(), user: u.clone(), push_id: "p".into(), created_ms: created, ring_ends_ms: created + 30_000, report: CallReport::new(&id, vec![]), callbacks: vec![], apps: vec![] };
+            let rec = CallRecord { tenant: TenantId::default_tenant(), call: id.clone(), user: u.clone(), push_id: "p".into(), created_ms: created, ring_ends_ms: created + 30_000, report: CallReport::new(&id, vec![]), callbacks: vec![], apps: vec![] };
             s.save_call(&rec).await.unwrap();
         }
-        s.claim_push("old", &u, &DevicePkid::parse("a").unwrap(), &CallId::new(), 5_000, 0).await.unwrap();
-        s.claim_push("live", &u, &DevicePkid::parse("a").unwrap(), &CallId::new(), 500_000, 0).await.unwrap();
+        s.claim_push(&sc, "old", &u, &DevicePkid::parse("a").unwrap(), &CallId::new(), 5_000, 0).await.unwrap();
+        s.claim_push(&sc, "live", &u, &DevicePkid::parse("a").unwrap(), &CallId::new(), 500_000, 0).await.unwrap();
         assert_eq!(s.prune(100_000, 50_000, 0).await.unwrap(), (1, 1, 0));
         assert_eq!(s.prune(100_000, 50_000, 0).await.unwrap(), (0, 0, 0));
     }

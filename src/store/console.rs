@@ -4,7 +4,7 @@
 //! history.
 
 use super::{Result, Store};
-use crate::domain::{AppId, CallReport, Provider};
+use crate::domain::{AppId, CallReport, Provider, Reach};
 use sqlx::Row;
 
 /// Upper bounds (ms) of the latency buckets; a last bucket takes the rest.
@@ -53,9 +53,20 @@ impl ProviderMinute {
     }
 }
 
+/// What signed a console session in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionSigner {
+    /// An API key, by id.
+    Key(String),
+    /// The admin token, by a fingerprint (a hash of its hash): a session
+    /// ends when the relay runs with another admin token.
+    AdminToken(String),
+}
+
 /// One row of the console's call list.
 #[derive(Clone, Debug)]
 pub struct RecentCall {
+    pub tenant: String,
     pub user: String,
     pub push_id: String,
     pub created_at: i64,
@@ -115,11 +126,18 @@ impl Store {
         Ok(out)
     }
 
-    /// The newest calls (at most `limit`), optionally only those with a
-    /// device of `outcome` and of `app`; looks at the last `window_ms` only.
-    pub async fn recent_calls(&self, outcome: Option<&str>, app: Option<&AppId>, since_ms: i64, limit: i64) -> Result<Vec<RecentCall>> {
-        let mut sql = String::from("SELECT user_id, push_id, created_at, report FROM calls WHERE created_at >= $1");
+    /// The newest calls the reach sees (at most `limit`), optionally only
+    /// those with a device of `outcome` and of `app`; looks at the calls
+    /// since `since_ms` only. A reach narrowed to an app sees that app's
+    /// calls, and only their lines of that app.
+    pub async fn recent_calls(&self, reach: &Reach, outcome: Option<&str>, app: Option<&AppId>, since_ms: i64, limit: i64) -> Result<Vec<RecentCall>> {
+        let app = app.or(reach.app());
+        let mut sql = String::from("SELECT user_id, push_id, created_at, report, tenant_id FROM calls WHERE created_at >= $1");
         let mut n = 1;
+        if reach.tenant().is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND tenant_id = ${n}"));
+        }
         if outcome.is_some() {
             n += 1;
             sql.push_str(&format!(" AND outcomes LIKE ${n}"));
@@ -131,6 +149,9 @@ impl Store {
         n += 1;
         sql.push_str(&format!(" ORDER BY created_at DESC LIMIT ${n}"));
         let mut q = sqlx::query(&sql).bind(since_ms);
+        if let Some(t) = reach.tenant() {
+            q = q.bind(t.as_str());
+        }
         if let Some(o) = outcome {
             q = q.bind(format!("%,{o},%"));
         }
@@ -141,44 +162,70 @@ impl Store {
         let mut out = Vec::new();
         for r in rows {
             let Ok(report) = serde_json::from_str::<CallReport>(&r.get::<String, _>(3)) else { continue };
-            out.push(RecentCall { user: r.get(0), push_id: r.get(1), created_at: r.get(2), report });
+            out.push(RecentCall { tenant: r.get(4), user: r.get(0), push_id: r.get(1), created_at: r.get(2), report: report.only_app(reach.app()) });
         }
         Ok(out)
     }
 
-    /// Devices per dialect.
-    pub async fn devices_per_dialect(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT dialect, COUNT(*) FROM devices GROUP BY dialect ORDER BY dialect").fetch_all(&self.pool).await?;
+    /// Devices per dialect the reach sees.
+    pub async fn devices_per_dialect(&self, reach: &Reach) -> Result<Vec<(String, i64)>> {
+        let mut sql = String::from("SELECT dialect, COUNT(*) FROM devices WHERE 1 = 1");
+        let mut n = 0;
+        if reach.tenant().is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND tenant_id = ${n}"));
+        }
+        if reach.app().is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND app_id = ${n}"));
+        }
+        sql.push_str(" GROUP BY dialect ORDER BY dialect");
+        let mut q = sqlx::query(&sql);
+        if let Some(t) = reach.tenant() {
+            q = q.bind(t.as_str());
+        }
+        if let Some(a) = reach.app() {
+            q = q.bind(a.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))).collect())
     }
 
-    /// Every app id, sorted.
-    pub async fn app_ids(&self) -> Result<Vec<AppId>> {
-        let rows = sqlx::query("SELECT app_id FROM apps ORDER BY app_id LIMIT 1000").fetch_all(&self.pool).await?;
-        Ok(rows.iter().filter_map(|r| AppId::parse(&r.get::<String, _>(0)).ok()).collect())
-    }
-
-    /// Start a console session (the id is stored hashed).
-    pub async fn console_session_start(&self, id_hash: &str, csrf: &str, who: &str, expires_at: i64) -> Result<()> {
+    /// Start a console session (the id is stored hashed), signed in by an
+    /// API key (`key_id`) or by the admin token (its fingerprint).
+    pub async fn console_session_start(&self, id_hash: &str, csrf: &str, signer: &SessionSigner, expires_at: i64) -> Result<()> {
+        let (key_id, admin_fp) = match signer {
+            SessionSigner::Key(id) => (Some(id.as_str()), None),
+            SessionSigner::AdminToken(fp) => (None, Some(fp.as_str())),
+        };
         let _gate = self.writing().await;
-        sqlx::query("INSERT INTO console_sessions (id_hash, csrf, who, expires_at) VALUES ($1, $2, $3, $4)")
+        sqlx::query("INSERT INTO console_sessions (id_hash, csrf, key_id, admin_fp, expires_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(id_hash)
             .bind(csrf)
-            .bind(who)
+            .bind(key_id)
+            .bind(admin_fp)
             .bind(expires_at)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    /// A live session: (csrf token, who).
-    pub async fn console_session(&self, id_hash: &str, now_ms: i64) -> Result<Option<(String, String)>> {
-        let row = sqlx::query("SELECT csrf, who FROM console_sessions WHERE id_hash = $1 AND expires_at > $2")
+    /// A session not yet expired: its CSRF token and what signed it in (to
+    /// be checked again by the caller: the key may be revoked, the admin
+    /// token changed).
+    pub async fn console_session(&self, id_hash: &str, now_ms: i64) -> Result<Option<(String, SessionSigner)>> {
+        let row = sqlx::query("SELECT csrf, key_id, admin_fp FROM console_sessions WHERE id_hash = $1 AND expires_at > $2")
             .bind(id_hash)
             .bind(now_ms)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        let Some(r) = row else { return Ok(None) };
+        let signer = match (r.get::<Option<String>, _>(1), r.get::<Option<String>, _>(2)) {
+            (Some(key), _) => SessionSigner::Key(key),
+            (None, Some(fp)) => SessionSigner::AdminToken(fp),
+            (None, None) => return Ok(None),
+        };
+        Ok(Some((r.get(0), signer)))
     }
 
     /// End a session (and every expired one).

@@ -22,10 +22,11 @@ const CHANNEL: &str = "pushrelay_events";
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const MAX_PAYLOAD: usize = 7000;
 
-/// A push claim: (pushid, user, device).
+/// A push claim: (pushid, tenant, user, device).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimKey {
     pub push_id: String,
+    pub tenant: String,
     pub user: String,
     pub device: String,
 }
@@ -34,10 +35,11 @@ pub struct ClaimKey {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum StoreEvent {
     /// `at`: epoch ms of the REGISTER (a wait that began later is not released by it).
-    Registered { aor: String, contact: String, at: i64 },
+    Registered { tenant: String, aor: String, contact: String, at: i64 },
     ClaimsSettled { claims: Vec<ClaimKey> },
     KeysChanged,
-    /// `users: None`: too many to name; every cached user is dropped.
+    /// `users`: device-cache keys (`tenant/user`); `None`: too many to
+    /// name, every cached user is dropped.
     DevicesChanged { users: Option<Vec<String>> },
 }
 
@@ -79,7 +81,7 @@ fn chunks(event: StoreEvent) -> Vec<StoreEvent> {
             let mut out = Vec::new();
             let (mut chunk, mut size) = (Vec::new(), 0);
             for k in keys {
-                let len = k.push_id.len() + k.user.len() + k.device.len() + 48;
+                let len = k.push_id.len() + k.tenant.len() + k.user.len() + k.device.len() + 60;
                 if size + len > MAX_PAYLOAD && !chunk.is_empty() {
                     out.push(StoreEvent::ClaimsSettled { claims: std::mem::take(&mut chunk) });
                     size = 0;
@@ -170,7 +172,7 @@ mod tests {
 
     #[test]
     fn settled_claims_are_split_under_the_notify_limit() {
-        let keys: Vec<ClaimKey> = (0..500).map(|i| ClaimKey { push_id: format!("p{i}").repeat(10), user: "alice".into(), device: "phone".into() }).collect();
+        let keys: Vec<ClaimKey> = (0..500).map(|i| ClaimKey { push_id: format!("p{i}").repeat(10), tenant: "default".into(), user: "alice".into(), device: "phone".into() }).collect();
         let parts = chunks(StoreEvent::ClaimsSettled { claims: keys.clone() });
         assert!(parts.len() > 1);
         let mut back = Vec::new();
@@ -187,9 +189,9 @@ mod tests {
     #[test]
     fn events_round_trip_on_the_wire() {
         for e in [
-            StoreEvent::Registered { aor: "sip:1@x".into(), contact: "<sip:1@h>".into(), at: 5 },
+            StoreEvent::Registered { tenant: "default".into(), aor: "sip:1@x".into(), contact: "<sip:1@h>".into(), at: 5 },
             StoreEvent::KeysChanged,
-            StoreEvent::DevicesChanged { users: Some(vec!["alice".into()]) },
+            StoreEvent::DevicesChanged { users: Some(vec!["default/alice".into()]) },
             StoreEvent::DevicesChanged { users: None },
         ] {
             let wire = serde_json::to_string(&Wire { node: 7, event: e.clone() }).unwrap();

@@ -3,7 +3,7 @@
 //! `GET /v1/apps/{app}` and the console.
 
 use super::{corrupt, Result, Store};
-use crate::domain::{AppId, Provider};
+use crate::domain::{AppId, Provider, Reach};
 use sqlx::Row;
 
 /// The last success and the last refusal of one app's credentials at one
@@ -77,12 +77,19 @@ impl Store {
         Ok(())
     }
 
-    /// The health of an app's credentials per provider (`apns`, `fcm`).
-    pub async fn credential_health(&self, app: &AppId) -> Result<Vec<(Provider, CredentialHealth)>> {
-        let rows = sqlx::query("SELECT provider, last_success_at, last_failure_at, last_reason FROM credential_health WHERE app_id = $1 ORDER BY provider")
-            .bind(app.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+    /// The health of an app's credentials per provider (`apns`, `fcm`), if
+    /// the reach sees the app (else none).
+    pub async fn credential_health(&self, reach: &Reach, app: &AppId) -> Result<Vec<(Provider, CredentialHealth)>> {
+        let (clause, binds) = super::apps::visible(reach, "a", 2);
+        let sql = format!(
+            "SELECT h.provider, h.last_success_at, h.last_failure_at, h.last_reason FROM credential_health h JOIN apps a ON a.app_id = h.app_id \
+             WHERE h.app_id = $1{clause} ORDER BY h.provider"
+        );
+        let mut q = sqlx::query(&sql).bind(app.as_str());
+        for b in &binds {
+            q = q.bind(b.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let provider = Provider::parse(&r.get::<String, _>(0)).map_err(|_| super::StoreError::Corrupt("credential_health provider".into()))?;

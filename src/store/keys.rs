@@ -47,18 +47,32 @@ pub struct RotationReport {
     pub resealed: u64,
 }
 
-/// A column holding envelopes: table, column, its two key columns, the
-/// envelope context from those two values.
+/// A column holding envelopes: table, column, its key columns, the
+/// envelope context from those key values (in that order).
 struct Sealed {
     table: &'static str,
     column: &'static str,
-    keys: (&'static str, &'static str),
-    context: fn(&str, &str) -> String,
+    keys: &'static [&'static str],
+    context: fn(&[String]) -> String,
+}
+
+impl Sealed {
+    /// `a, b, …` of the key columns.
+    fn key_list(&self) -> String {
+        self.keys.join(", ")
+    }
+
+    /// The key values of a row selected as `keys…, column`, and its envelope.
+    fn row(&self, r: &sqlx::any::AnyRow) -> (Vec<String>, String) {
+        let n = self.keys.len();
+        ((0..n).map(|i| r.get::<String, _>(i)).collect(), r.get(n))
+    }
 }
 
 const SEALED: &[Sealed] = &[
-    Sealed { table: "app_credentials", column: "secret", keys: ("app_id", "provider"), context: super::apps::cred_context },
-    Sealed { table: "devices", column: "push_key", keys: ("user_id", "device_pkid"), context: super::devices::key_context },
+    Sealed { table: "app_credentials", column: "secret", keys: &["app_id", "provider"], context: |k| super::apps::cred_context(&k[0], &k[1]) },
+    Sealed { table: "devices", column: "push_key", keys: &["tenant_id", "user_id", "device_pkid"], context: |k| super::devices::key_context(&k[0], &k[1], &k[2]) },
+    Sealed { table: "app_callbacks", column: "secret", keys: &["tenant_id", "app_id"], context: |k| super::callbacks::callback_context(&k[0], &k[1]) },
 ];
 
 impl Store {
@@ -74,10 +88,10 @@ impl Store {
     /// One sealed value (and its context) if any is stored.
     async fn sealed_sample(&self) -> Result<Option<(String, String)>> {
         for s in SEALED {
-            let q = format!("SELECT {a}, {b}, {c} FROM {t} WHERE {c} IS NOT NULL LIMIT 1", a = s.keys.0, b = s.keys.1, c = s.column, t = s.table);
+            let q = format!("SELECT {k}, {c} FROM {t} WHERE {c} IS NOT NULL LIMIT 1", k = s.key_list(), c = s.column, t = s.table);
             if let Some(r) = sqlx::query(&q).fetch_optional(&self.pool).await? {
-                let (a, b, sealed): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-                return Ok(Some(((s.context)(&a, &b), sealed)));
+                let (keys, sealed) = s.row(&r);
+                return Ok(Some(((s.context)(&keys), sealed)));
             }
         }
         Ok(None)
@@ -223,21 +237,27 @@ impl Store {
         let mut moved = 0;
         for s in SEALED {
             let select = format!(
-                "SELECT {a}, {b}, {c} FROM {t} WHERE {c} IS NOT NULL AND {c} NOT LIKE $1 ORDER BY {a}, {b} LIMIT {RESEAL_BATCH}",
-                a = s.keys.0, b = s.keys.1, c = s.column, t = s.table
+                "SELECT {k}, {c} FROM {t} WHERE {c} IS NOT NULL AND {c} NOT LIKE $1 ORDER BY {k} LIMIT {RESEAL_BATCH}",
+                k = s.key_list(),
+                c = s.column,
+                t = s.table
             );
             let rows = sqlx::query(&select).bind(format!("v2.{current}.%")).fetch_all(&self.pool).await?;
-            let update = format!("UPDATE {t} SET {c} = $1 WHERE {a} = $2 AND {b} = $3 AND {c} = $4", a = s.keys.0, b = s.keys.1, c = s.column, t = s.table);
+            let matches: Vec<String> = s.keys.iter().enumerate().map(|(i, k)| format!("{k} = ${}", i + 2)).collect();
+            let update = format!("UPDATE {t} SET {c} = $1 WHERE {m} AND {c} = ${n}", t = s.table, c = s.column, m = matches.join(" AND "), n = s.keys.len() + 2);
             let _gate = self.writing().await;
             for r in rows {
-                let (a, b, sealed): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-                let context = (s.context)(&a, &b);
+                let (keys, sealed) = s.row(&r);
+                let context = (s.context)(&keys);
                 let Ok(plain) = self.keys.open(&context, &sealed) else {
                     tracing::warn!(table = s.table, "a sealed row opens under no key held: left as it is");
                     continue;
                 };
-                let resealed = self.keys.seal(&context, plain.expose());
-                moved += sqlx::query(&update).bind(resealed).bind(&a).bind(&b).bind(&sealed).execute(&self.pool).await?.rows_affected();
+                let mut q = sqlx::query(&update).bind(self.keys.seal(&context, plain.expose()));
+                for k in &keys {
+                    q = q.bind(k.as_str());
+                }
+                moved += q.bind(&sealed).execute(&self.pool).await?.rows_affected();
             }
         }
         Ok(moved)
@@ -324,7 +344,7 @@ mod tests {
     }
 
     async fn put_secret(s: &Store, app: &str, secret: &str) {
-        s.put_credentials(&AppId::parse(app).unwrap(), CredentialKind::Webex, &serde_json::json!({}), &Secret::new(secret.into()), None, 1).await.unwrap();
+        s.put_credentials(&crate::domain::Reach::every_tenant(), &AppId::parse(app).unwrap(), CredentialKind::Webex, &serde_json::json!({}), &Secret::new(secret.into()), None, 1).await.unwrap();
     }
 
     #[tokio::test]
@@ -339,7 +359,7 @@ mod tests {
         let e = again.open_keyring(MasterKey::generate()).await.unwrap_err().to_string();
         assert!(e.contains("master_key_file") && e.contains(key.id()), "{e}");
         assert_eq!(again.open_keyring(key).await.unwrap(), KeyCheck::Known);
-        let got = again.credentials(&AppId::parse("app.one").unwrap(), CredentialKind::Webex).await.unwrap().unwrap();
+        let got = again.credentials(&crate::domain::Reach::every_tenant(), &AppId::parse("app.one").unwrap(), CredentialKind::Webex).await.unwrap().unwrap();
         assert_eq!(got.secret.expose(), "s1");
     }
 
@@ -362,7 +382,7 @@ mod tests {
         node.sync_keys().await.unwrap();
         assert_eq!(node.current_key_id(), new.id());
         put_secret(&node, "app.late", "y").await;
-        assert_eq!(s.credentials(&AppId::parse("app.late").unwrap(), CredentialKind::Webex).await.unwrap().unwrap().secret.expose(), "y");
+        assert_eq!(s.credentials(&crate::domain::Reach::every_tenant(), &AppId::parse("app.late").unwrap(), CredentialKind::Webex).await.unwrap().unwrap().secret.expose(), "y");
         assert!(s.maintain_keys(1_000 + RETIRE_GRACE_MS - 1).await.unwrap().is_empty(), "not within the grace period");
         assert_eq!(s.maintain_keys(1_000 + RETIRE_GRACE_MS).await.unwrap(), vec![old.id().to_string()]);
         // The old key alone no longer opens this database.
@@ -395,6 +415,6 @@ mod tests {
             .unwrap()
             .rows_affected();
         assert_eq!(swapped, 0);
-        assert_eq!(s.credentials(&app, CredentialKind::Webex).await.unwrap().unwrap().secret.expose(), "after");
+        assert_eq!(s.credentials(&crate::domain::Reach::every_tenant(), &app, CredentialKind::Webex).await.unwrap().unwrap().secret.expose(), "after");
     }
 }

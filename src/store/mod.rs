@@ -18,6 +18,7 @@
 //! - `users`     end users and password hashes
 //! - `devices`   registrations (the device cap lives here), lookups
 //! - `calls`     call reports, push claims, retention
+//! - `tenants`   tenants, their SIP domains and limits
 //! - `webhooks`  webhook replay keys
 //! - `events`    what nodes tell each other (PostgreSQL `LISTEN/NOTIFY`,
 //!   in-process on SQLite): registrations for `/sip/wake`, settled push
@@ -40,16 +41,18 @@ mod devices;
 mod health;
 mod events;
 mod keys;
+mod tenants;
 mod users;
 mod webhooks;
 
 pub use cache::CacheOptions;
-pub use callbacks::{LeasedCallback, PendingCallback};
-pub use console::{ProviderMinute, RecentCall, LATENCY_BUCKETS_MS};
+pub use callbacks::{CallbackTarget, LeasedCallback, PendingCallback};
+pub use console::{ProviderMinute, RecentCall, SessionSigner, LATENCY_BUCKETS_MS};
 pub use calls::{CallInfo, CallRecord, ClaimOutcome, ClaimRequest};
-pub use devices::DeviceSummary;
-pub use api_keys::ApiKeyRecord;
-pub use apps::StoredCredentials;
+pub use devices::{DeviceSummary, RegisterOutcome, SipRemovals, StaleDevice};
+pub use api_keys::{ApiKeyRecord, LiveKey};
+pub use apps::{AppListing, StoredCredentials};
+pub use tenants::{TenantLimits, TenantRecord};
 pub use health::{CredentialHealth, HealthState};
 pub use events::StoreEvent;
 pub use keys::{KeyCheck, RotationReport, RETIRE_GRACE_MS};
@@ -87,6 +90,21 @@ pub enum StoreError {
     /// The master key does not fit this database (see `keys`).
     #[error("{0}")]
     MasterKey(String),
+    /// An app that does not exist, or that the tenant acting does not see
+    /// (the same error: no existence oracle).
+    #[error("application {0} is not known to this relay")]
+    UnknownApp(crate::domain::AppId),
+    /// An app id a tenant may not take or change: a shared app, or another
+    /// tenant's.
+    #[error("application {0} belongs to the operator or another tenant")]
+    AppTaken(crate::domain::AppId),
+    #[error("tenant {0} does not exist")]
+    UnknownTenant(crate::domain::TenantId),
+    /// A SIP domain another tenant holds.
+    #[error("the SIP domain {0} belongs to another tenant")]
+    DomainTaken(String),
+    #[error("the tenant default cannot be deleted")]
+    DefaultTenant,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -141,6 +159,30 @@ fn sqlite_url(url: &str) -> String {
         format!("{url}&mode=rwc")
     } else {
         format!("{url}?mode=rwc")
+    }
+}
+
+/// Create the SQLite database file, when missing, readable by its owner
+/// only (mode 0600, whatever the umask): it holds full device tokens.
+/// SQLite gives its WAL and shared-memory files the database file's mode.
+fn create_private_file(url: &str) -> Result<()> {
+    use std::str::FromStr;
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    let path = options.get_filename();
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" || url.contains(":memory:") || path.exists() {
+        return Ok(());
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Config(format!("cannot create the database file {}: {e}", path.display()))),
     }
 }
 
@@ -316,6 +358,7 @@ impl Store {
         let opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5)).test_before_acquire(false);
         let pool = match backend {
             Backend::Sqlite => {
+                create_private_file(url)?;
                 let synchronous = options.synchronous.as_str();
                 opts.max_connections(8)
                     .after_connect(move |conn, _| {

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 const SECRET: &str = "callback-secret-0123456789";
 
 /// What the receiver saw: (signature header, body).
-type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+pub type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 /// A callback receiver on `port` (0: any) answering the scripted statuses
 /// in turn, then 200.
-async fn receiver(port: u16, script: Vec<u16>) -> (String, Seen, tokio::task::JoinHandle<()>) {
+pub async fn receiver(port: u16, script: Vec<u16>) -> (String, Seen, tokio::task::JoinHandle<()>) {
     let seen: Seen = Arc::default();
     let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
     let (s, sc) = (seen.clone(), script.clone());

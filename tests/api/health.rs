@@ -61,7 +61,8 @@ async fn every_listed_route_is_served() {
             .replace("{app_id}", "com.example.app")
             .replace("{userId}", "alice")
             .replace("{devicePkid}", "dev1")
-            .replace("{call_id}", "00000000-0000-4000-8000-000000000000");
+            .replace("{call_id}", "00000000-0000-4000-8000-000000000000")
+            .replace("{tenant}", "default");
         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let r = app.client.request(m, app.url(&concrete)).send().await.unwrap();
         assert_ne!(r.status(), 405, "{method} {path}");

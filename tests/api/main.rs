@@ -19,5 +19,6 @@ mod operations;
 mod security;
 mod sip;
 mod spark;
+mod tenants;
 mod uds;
 mod users;

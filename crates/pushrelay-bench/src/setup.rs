@@ -499,7 +499,7 @@ pub(crate) async fn register_store(rts: &Runtimes, env: &Env, devs: &[Dev]) -> a
     rts.relay
         .spawn(async move {
             for u in users {
-                st.upsert_user(&u, Some(&h), now).await?;
+                st.upsert_user(&pushrelay::domain::Scope::default_tenant(), &u, Some(&h), now).await?;
             }
             anyhow::Ok(())
         })
@@ -508,7 +508,7 @@ pub(crate) async fn register_store(rts: &Runtimes, env: &Env, devs: &[Dev]) -> a
     for_each_concurrent(rts.relay.handle(), regs, 8, move |reg: Registration| {
         let st = st.clone();
         async move {
-            st.register(&reg.user, std::slice::from_ref(&reg), now, u32::MAX).await?;
+            st.register(&pushrelay::domain::Scope::default_tenant(), &reg.user, std::slice::from_ref(&reg), &Default::default(), now, u32::MAX).await?;
             Ok(())
         }
     })

@@ -35,7 +35,7 @@ pub(crate) async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()
                 let device = DevicePkid::parse(&d.device).map_err(|e| e.to_string())?;
                 if kind == 0 || kind == 3 {
                     let v = store
-                        .devices_for(&user, Some(&device))
+                        .devices_for(&pushrelay::domain::Scope::default_tenant(), &user, Some(&device))
                         .await
                         .map_err(|e| e.to_string())?;
                     if v.len() != 1 {
@@ -44,7 +44,7 @@ pub(crate) async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()
                 }
                 if kind == 1 || kind == 3 {
                     store
-                        .credentials(&app, pushrelay::domain::CredentialKind::Apns)
+                        .credentials(&pushrelay::domain::Reach::every_tenant(), &app, pushrelay::domain::CredentialKind::Apns)
                         .await
                         .map_err(|e| e.to_string())?
                         .ok_or("no credentials")?;
@@ -65,6 +65,7 @@ pub(crate) async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()
                     let now = now_ms();
                     store
                         .save_call(&pushrelay::store::CallRecord {
+                            tenant: pushrelay::domain::TenantId::default_tenant(),
                             call: call.clone(),
                             user: user.clone(),
                             push_id: format!("bench-{n:012}"),

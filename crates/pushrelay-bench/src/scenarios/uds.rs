@@ -34,22 +34,20 @@ pub(crate) async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let t = Instant::now();
     for i in 0..users {
         store
-            .upsert_user(
-                &UserId::parse(&format!("again{i:03}"))?,
+            .upsert_user(&pushrelay::domain::Scope::default_tenant(), &UserId::parse(&format!("again{i:03}"))?,
                 Some(&default_hash),
                 now,
             )
             .await?;
         store
-            .upsert_user(&UserId::parse(&format!("direct{i:03}"))?, None, now)
+            .upsert_user(&pushrelay::domain::Scope::default_tenant(), &UserId::parse(&format!("direct{i:03}"))?, None, now)
             .await?;
     }
     // One Argon2 hash (14 ms) shared by every fresh user: each user's first
     // verification still runs Argon2, since the cache is per user.
     for i in 0..fresh {
         store
-            .upsert_user(
-                &UserId::parse(&format!("first{i:05}"))?,
+            .upsert_user(&pushrelay::domain::Scope::default_tenant(), &UserId::parse(&format!("first{i:05}"))?,
                 Some(&default_hash),
                 now,
             )
@@ -155,7 +153,7 @@ pub(crate) async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
             Box::pin(async move {
                 let reg = registration(&d).map_err(|e| e.to_string())?;
                 store
-                    .register(&reg.user, std::slice::from_ref(&reg), now_ms(), u32::MAX)
+                    .register(&pushrelay::domain::Scope::default_tenant(), &reg.user, std::slice::from_ref(&reg), &Default::default(), now_ms(), u32::MAX)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(0)

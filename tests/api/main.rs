@@ -14,6 +14,7 @@ mod health;
 mod hostile;
 mod helpers;
 mod limits;
+mod matrix;
 mod nodes;
 mod operations;
 mod security;

@@ -8,10 +8,13 @@
 //! - `delivery`    retry floor and cap, duplicate calls, token hygiene, drain at shutdown
 //! - `limits`      the device cap, app-bound keys, SIP per-contact expiry
 //! - `master_key`  missing or wrong key file, unreadable rows, online rotation
+//! - `edges`       IPv6 address groups, the header deadline of a `PRI` request,
+//!   guesses spread over many names, request ids, console forms, file modes
 
 mod auth;
 mod connections;
 mod delivery;
+mod edges;
 mod limits;
 mod master_key;
 mod webhooks;

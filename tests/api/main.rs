@@ -15,6 +15,7 @@ mod hostile;
 mod helpers;
 mod limits;
 mod matrix;
+mod migration;
 mod nodes;
 mod operations;
 mod security;

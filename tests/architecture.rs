@@ -160,12 +160,19 @@ fn every_write_to_devices_invalidates_the_device_cache() {
     // invalidations: a function that writes the devices table must call
     // `devices_changed` (or a helper that does) after its write.
     let fns = store_functions();
-    let tells: Vec<&str> = fns.iter().filter(|(_, n, b)| n != "devices_changed" && b.contains("self.devices_changed(")).map(|(_, n, _)| n.as_str()).collect();
+    let invalidates = |b: &str| b.contains("self.devices_changed(") || b.contains("self.all_devices_changed(");
+    let tells: Vec<&str> = fns.iter().filter(|(_, n, b)| !n.ends_with("devices_changed") && invalidates(b)).map(|(_, n, _)| n.as_str()).collect();
+    // A free helper (`remove_sip_bindings(tx, …)`) is right when every
+    // function that calls it invalidates.
+    let called_only_by_invalidators = |name: &str| {
+        let callers: Vec<_> = fns.iter().filter(|(_, c, b)| c != name && b.contains(&format!(" {name}("))).collect();
+        !callers.is_empty() && callers.iter().all(|(_, _, b)| invalidates(b))
+    };
     let (mut writers, mut wrong) = (0, Vec::new());
     for (file, name, body) in &fns {
         if ["INSERT INTO devices", "DELETE FROM devices", "UPDATE devices"].iter().any(|w| body.contains(w)) {
             writers += 1;
-            if !body.contains("self.devices_changed(") && !tells.iter().any(|t| body.contains(&format!("self.{t}("))) {
+            if !invalidates(body) && !tells.iter().any(|t| body.contains(&format!("self.{t}("))) && !called_only_by_invalidators(name) {
                 wrong.push(format!("{}: fn {name}", file.display()));
             }
         }
@@ -211,4 +218,60 @@ fn every_store_write_takes_the_sqlite_write_queue() {
     }
     assert!(writes >= 15, "the scan found only {writes} write paths: is it still reading the store?");
     assert!(wrong.is_empty(), "store writes without `writing()`:\n{}", wrong.join("\n"));
+}
+
+/// Store methods that take no `Scope` or `Reach`, each for a reason: the
+/// system's own work, or rows that carry their tenant themselves.
+const UNSCOPED: &[(&str, &str)] = &[
+    ("write_batch", "the call path's claims, outcomes and reports carry their tenant"),
+    ("save_call", "a report carries its tenant"),
+    ("prune", "retention, over every tenant"),
+    ("lease_callbacks", "the outbox sender: each row carries its tenant"),
+    ("callback_done", "the outbox sender, by row id"),
+    ("callback_retry", "the outbox sender, by row id"),
+    ("callbacks_queued", "a count for tests"),
+    ("callback_targets", "the call path checks a report's own tenant against it"),
+    ("create_api_key", "the record carries its tenant"),
+    ("api_key_by_hash", "authentication: before there is a scope"),
+    ("api_key_by_id", "a console session re-checks its key"),
+    ("console_session_start", "a session names its key; its tenant comes from that key"),
+    ("console_session", "by a random session id; the key it names is checked again"),
+    ("console_session_end", "by a random session id"),
+    ("record_credential_health", "the dispatcher, per app"),
+    ("certificate_expiries", "the daily expiry check of the operator"),
+    ("add_provider_minutes", "operator-level provider sums"),
+    ("provider_minutes", "operator-level provider sums"),
+    ("prune_console", "retention"),
+    ("remember_webhook", "replay keys, per app"),
+    ("put_tenant", "tenants themselves (operator routes)"),
+    ("tenant", "tenants themselves"),
+    ("tenants", "tenants themselves"),
+    ("tenant_for_domain", "finds the tenant of an AOR"),
+    ("delete_tenant", "tenants themselves"),
+];
+
+#[test]
+fn every_store_method_on_tenant_data_takes_a_scope() {
+    // interface.md §8: the tenant is part of every store query's key, so a
+    // handler cannot forget it. Every public method of the aggregates that
+    // hold users, devices, calls, claims, callbacks, sessions or apps takes
+    // a `Scope` (one tenant) or a `Reach` (an operator's every tenant, or
+    // one), unless it is listed in UNSCOPED with its reason.
+    let aggregates = ["users", "devices", "calls", "callbacks", "console", "apps", "api_keys", "health", "webhooks", "tenants"];
+    let (mut checked, mut wrong) = (0, Vec::new());
+    for agg in aggregates {
+        let file = src().join("store").join(format!("{agg}.rs"));
+        let code = production_code(&file);
+        for (at, _) in code.match_indices("pub async fn ") {
+            let sig = &code[at..at + code[at..].find('{').unwrap()];
+            let name: String = sig["pub async fn ".len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            checked += 1;
+            let scoped = sig.contains("&Scope") || sig.contains("&Reach");
+            if !scoped && !UNSCOPED.iter().any(|(n, _)| *n == name) {
+                wrong.push(format!("store/{agg}.rs: fn {name} takes neither a Scope nor a Reach"));
+            }
+        }
+    }
+    assert!(checked >= 40, "the scan found only {checked} store methods");
+    assert!(wrong.is_empty(), "unscoped store methods (add a Scope, or a reason to UNSCOPED):\n{}", wrong.join("\n"));
 }

@@ -80,24 +80,19 @@ impl Store {
     /// The live (not revoked) key with this hash. Read on every request, so
     /// a revocation on any node is in effect at once everywhere.
     pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<LiveKey>> {
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN tenants t ON t.tenant_id = k.tenant_id WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
-        ))
-        .bind(key_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(live_key).transpose()
+        self.live_key_where("key_hash", key_hash).await
     }
 
     /// The live key with this id (a console session is checked against it
     /// on every request).
     pub async fn api_key_by_id(&self, id: &str) -> Result<Option<LiveKey>> {
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN tenants t ON t.tenant_id = k.tenant_id WHERE k.id = $1 AND k.revoked_at IS NULL"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        self.live_key_where("id", id).await
+    }
+
+    /// The live key whose `column` (`key_hash` or `id`) is `value`.
+    async fn live_key_where(&self, column: &'static str, value: &str) -> Result<Option<LiveKey>> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN tenants t ON t.tenant_id = k.tenant_id WHERE k.{column} = $1 AND k.revoked_at IS NULL");
+        let row = sqlx::query(&sql).bind(value).fetch_optional(&self.pool).await?;
         row.as_ref().map(live_key).transpose()
     }
 }

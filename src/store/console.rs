@@ -169,23 +169,11 @@ impl Store {
 
     /// Devices per dialect the reach sees.
     pub async fn devices_per_dialect(&self, reach: &Reach) -> Result<Vec<(String, i64)>> {
-        let mut sql = String::from("SELECT dialect, COUNT(*) FROM devices WHERE 1 = 1");
-        let mut n = 0;
-        if reach.tenant().is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND tenant_id = ${n}"));
-        }
-        if reach.app().is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND app_id = ${n}"));
-        }
-        sql.push_str(" GROUP BY dialect ORDER BY dialect");
+        let (filter, binds) = super::reach_filter(reach, 1);
+        let sql = format!("SELECT dialect, COUNT(*) FROM devices WHERE 1 = 1{filter} GROUP BY dialect ORDER BY dialect");
         let mut q = sqlx::query(&sql);
-        if let Some(t) = reach.tenant() {
-            q = q.bind(t.as_str());
-        }
-        if let Some(a) = reach.app() {
-            q = q.bind(a.as_str());
+        for b in &binds {
+            q = q.bind(b.as_str());
         }
         let rows = q.fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))).collect())

@@ -265,6 +265,13 @@ impl Store {
         self.publish(StoreEvent::DevicesChanged { users: Some(keys) }).await;
     }
 
+    /// After a committed write to devices of users too many to name (a
+    /// tenant deleted): drop the whole device cache, here and on every node.
+    pub(super) async fn all_devices_changed(&self) {
+        self.devices.clear();
+        self.publish(StoreEvent::DevicesChanged { users: None }).await;
+    }
+
     /// Delete one device of a user of the scope; false if there is none.
     pub async fn delete_device(&self, scope: &Scope, user: &UserId, device: &DevicePkid) -> Result<bool> {
         self.change_device(scope, "DELETE FROM devices WHERE tenant_id = $1 AND user_id = $2 AND device_pkid = $3", user, device, None).await
@@ -490,23 +497,14 @@ impl Store {
     /// Devices the reach sees not registered again since `before` (epoch
     /// ms), oldest first.
     pub async fn stale_devices(&self, reach: &Reach, before: i64, limit: i64) -> Result<Vec<StaleDevice>> {
-        let mut sql = String::from("SELECT tenant_id, user_id, device_pkid, channel, app_id, dialect, token, updated_at FROM devices WHERE updated_at < $1");
-        let mut n = 2;
-        if reach.tenant().is_some() {
-            sql.push_str(&format!(" AND tenant_id = ${n}"));
-            n += 1;
-        }
-        if reach.app().is_some() {
-            sql.push_str(&format!(" AND app_id = ${n}"));
-            n += 1;
-        }
-        sql.push_str(&format!(" ORDER BY updated_at LIMIT ${n}"));
+        let (filter, binds) = super::reach_filter(reach, 2);
+        let sql = format!(
+            "SELECT tenant_id, user_id, device_pkid, channel, app_id, dialect, token, updated_at FROM devices WHERE updated_at < $1{filter} ORDER BY updated_at LIMIT ${}",
+            binds.len() + 2
+        );
         let mut q = sqlx::query(&sql).bind(before);
-        if let Some(t) = reach.tenant() {
-            q = q.bind(t.as_str());
-        }
-        if let Some(a) = reach.app() {
-            q = q.bind(a.as_str());
+        for b in &binds {
+            q = q.bind(b.as_str());
         }
         let rows = q.bind(limit).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| StaleDevice { tenant: r.get(0), user: r.get(1), device: summary_from_row(r, 2) }).collect())

@@ -195,6 +195,23 @@ async fn sqlite_file(pool: &AnyPool) -> Result<String> {
     Ok(file)
 }
 
+/// ` AND tenant_id = $n` / ` AND app_id = $m` for what a reach sees of a
+/// table with those columns, numbering parameters from `n`; and the values
+/// to bind, in order.
+pub(crate) fn reach_filter(reach: &crate::domain::Reach, mut n: usize) -> (String, Vec<String>) {
+    let (mut sql, mut binds) = (String::new(), Vec::new());
+    if let Some(t) = reach.tenant() {
+        sql.push_str(&format!(" AND tenant_id = ${n}"));
+        binds.push(t.as_str().to_string());
+        n += 1;
+    }
+    if let Some(a) = reach.app() {
+        sql.push_str(&format!(" AND app_id = ${n}"));
+        binds.push(a.as_str().to_string());
+    }
+    (sql, binds)
+}
+
 /// `UserId::parse` etc. of a stored value: a failure means a corrupt row.
 pub(crate) fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError {
     move |e| StoreError::Corrupt(format!("{what}: {e}"))

@@ -1,7 +1,7 @@
 //! Tenants (interface.md §8): their SIP domains and limit overrides, and
 //! removing everything a tenant owns.
 
-use super::{corrupt, Result, Store, StoreError, StoreEvent};
+use super::{corrupt, Result, Store, StoreError};
 use crate::domain::TenantId;
 use sqlx::Row;
 
@@ -155,8 +155,7 @@ impl Store {
         drop(gate);
         if gone {
             // Every cached user of the tenant goes (on every node).
-            self.devices.clear();
-            self.publish(StoreEvent::DevicesChanged { users: None }).await;
+            self.all_devices_changed().await;
         }
         Ok(gone)
     }

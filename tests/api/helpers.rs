@@ -430,3 +430,22 @@ pub async fn new_key(app: &TestApp, scopes: &[&str], bound_app: Option<&str>) ->
 pub fn with_key(app: &TestApp, key: &str, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
     app.client.request(m, app.url(path)).bearer_auth(key)
 }
+
+/// (method, path) of every operation in `schemas/openapi.yaml`, read from
+/// its "  /path:" blocks and the methods under each.
+pub fn documented_routes() -> Vec<(String, String)> {
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/openapi.yaml")).unwrap();
+    let (mut current, mut out) = (String::new(), Vec::new());
+    for line in spec.lines() {
+        if line.starts_with("  /") && line.trim_end().ends_with(':') {
+            current = line.trim().trim_end_matches(':').to_string();
+        } else if let Some(m) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')) {
+            if ["get", "put", "post", "delete", "patch"].contains(&m) && !current.is_empty() {
+                out.push((m.to_string(), current.clone()));
+            }
+        } else if !line.starts_with(' ') && !line.is_empty() {
+            current.clear();
+        }
+    }
+    out
+}

@@ -431,24 +431,6 @@ impl Fixture {
     }
 }
 
-/// (method, path) of every operation in the OpenAPI document.
-fn documented_routes() -> Vec<(String, String)> {
-    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/openapi.yaml")).unwrap();
-    let (mut current, mut out) = (String::new(), Vec::new());
-    for line in spec.lines() {
-        if line.starts_with("  /") && line.trim_end().ends_with(':') {
-            current = line.trim().trim_end_matches(':').to_string();
-        } else if let Some(m) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')) {
-            if ["get", "put", "post", "delete", "patch"].contains(&m) && !current.is_empty() {
-                out.push((m.to_string(), current.clone()));
-            }
-        } else if !line.starts_with(' ') && !line.is_empty() {
-            current.clear();
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn every_route_times_every_credential_is_allowed_or_refused_on_purpose() {
     let routes = documented_routes();

@@ -476,3 +476,29 @@ async fn a_tenants_callback_carries_only_its_own_devices() {
     assert_eq!(ra["deliveries"].as_array().unwrap().len(), 1);
     assert_eq!(rb["deliveries"].as_array().unwrap().len(), 1);
 }
+
+/// A tenant's `calls_per_second` applies to its keys; an AOR in a domain no
+/// tenant claims is `default`'s, out of a tenant key's reach.
+#[tokio::test]
+async fn a_tenants_own_limits_and_unclaimed_domains() {
+    let t = TwoTenants::start().await;
+    assert_eq!(tenant(&t.app, "a", json!({"sip_domains": ["a.example"], "limits": {"calls_per_second": 1}})).await.status(), 200);
+    let (_, ka) = key_of(&t.app, Some("a"), &["calls", "register"], None).await;
+    let (_, kb) = key_of(&t.app, Some("b"), &["calls"], None).await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let r = with_key(&t.app, &ka, Method::POST, "/v1/calls").json(&json!({"user": "nobody", "pushid": format!("r{i}")})).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, vec![404, 404, 429, 429], "a burst of two seconds of tenant a's 1 call/s, then 429");
+    for i in 0..4 {
+        let r = with_key(&t.app, &kb, Method::POST, "/v1/calls").json(&json!({"user": "nobody", "pushid": format!("r{i}")})).send().await.unwrap();
+        assert_eq!(r.status(), 404, "tenant b keeps the global rate");
+    }
+    // c.example is nobody's: the tenant default's. Tenant a's key may not register there.
+    let r = post_sip(&t.app, &ka, &sip_register("c.example", APP_A, &apns_token())).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "wrong_tenant");
+    // The operator may (the shared app is visible in default).
+    assert_eq!(t.app.admin(Method::POST, "/sip/register").header("content-type", "message/sip").body(sip_register("c.example", APP, &apns_token())).send().await.unwrap().status(), 200);
+}

@@ -42,28 +42,34 @@ async fn silent_and_half_open_connections_are_closed_within_the_first_request_de
     assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
 }
 
-#[tokio::test]
-async fn a_keep_alive_client_that_starts_a_request_must_finish_its_headers_in_time() {
-    let app = spawn_app().await;
+/// On one connection: send `first` (a whole request) and read its answer,
+/// then start a second request whose headers never end. The first answer,
+/// and how long the relay took to close the connection after that start.
+pub async fn header_deadline_after(app: &TestApp, first: &'static [u8]) -> (String, Duration) {
     let addr = app.base.trim_start_matches("http://").to_string();
-    let (first, took) = tokio::task::spawn_blocking(move || {
-        // One complete request keeps the connection open…
+    tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut buf = [0u8; 1024];
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(first).unwrap();
+        let mut buf = [0u8; 2048];
         let n = s.read(&mut buf).unwrap();
-        let first = String::from_utf8_lossy(&buf[..n]).into_owned();
-        // …then a second request that never finishes its headers.
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
         std::thread::sleep(Duration::from_millis(500));
         let started = Instant::now();
         s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ").unwrap();
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
-        (first, started.elapsed())
+        (answer, started.elapsed())
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_keep_alive_client_that_starts_a_request_must_finish_its_headers_in_time() {
+    let app = spawn_app().await;
+    // One complete request keeps the connection open, then a second one never finishes its headers.
+    let (first, took) = header_deadline_after(&app, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     assert!(took >= Duration::from_secs(9) && took < Duration::from_secs(13), "closed after {took:?}");
 }

@@ -93,23 +93,7 @@ async fn addresses_of_one_ipv6_64_share_one_connection_cap() {
 #[tokio::test]
 async fn a_request_with_the_method_pri_keeps_the_header_deadline() {
     let app = spawn_app().await;
-    let addr = app.base.trim_start_matches("http://").to_string();
-    let (first, took) = tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(b"PRI /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut buf = [0u8; 2048];
-        let n = s.read(&mut buf).unwrap();
-        let first = String::from_utf8_lossy(&buf[..n]).into_owned();
-        std::thread::sleep(Duration::from_millis(300));
-        let started = Instant::now();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ").unwrap();
-        let mut rest = Vec::new();
-        let _ = s.read_to_end(&mut rest);
-        (first, started.elapsed())
-    })
-    .await
-    .unwrap();
+    let (first, took) = super::connections::header_deadline_after(&app, b"PRI /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(first.starts_with("HTTP/1.1 405") || first.starts_with("HTTP/1.1 404"), "{first}");
     assert!(took >= Duration::from_secs(9) && took < Duration::from_secs(13), "closed after {took:?}, not by the 10 s header deadline");
 }

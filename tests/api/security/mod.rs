@@ -12,7 +12,7 @@
 //!   guesses spread over many names, request ids, console forms, file modes
 
 mod auth;
-mod connections;
+pub mod connections;
 mod delivery;
 mod edges;
 mod limits;

@@ -193,6 +193,8 @@ fn settled(outcomes: &[ClaimOutcome]) -> StoreEvent {
 /// A value bound to one of a batch's statements.
 pub(crate) enum Param {
     Text(String),
+    /// A tenant id: shared, no copy per row.
+    Tenant(TenantId),
     Int(i64),
 }
 
@@ -250,7 +252,7 @@ fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], r
         for o in chunk {
             params.extend([
                 text(&o.push_id),
-                text(o.tenant.as_str()),
+                Param::Tenant(o.tenant.clone()),
                 text(o.user.as_str()),
                 text(o.delivery.device.as_str()),
                 text(o.call.as_str()),
@@ -272,7 +274,7 @@ fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], r
         );
         let mut params = Vec::with_capacity(chunk.len() * 6 + 1);
         for r in chunk {
-            params.extend([text(&r.push_id), text(r.tenant.as_str()), text(r.user.as_str()), text(r.device.as_str()), text(r.call.as_str()), Param::Int(r.expires_at)]);
+            params.extend([text(&r.push_id), Param::Tenant(r.tenant.clone()), text(r.user.as_str()), text(r.device.as_str()), text(r.call.as_str()), Param::Int(r.expires_at)]);
         }
         params.push(Param::Int(now_ms));
         plan.claims.push(Statement { sql, params });
@@ -288,7 +290,7 @@ fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], r
         for rec in chunk {
             params.extend([
                 text(rec.call.as_str()),
-                text(rec.tenant.as_str()),
+                Param::Tenant(rec.tenant.clone()),
                 text(rec.user.as_str()),
                 text(&rec.push_id),
                 Param::Int(rec.created_ms),
@@ -307,7 +309,7 @@ fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], r
                 sql: "INSERT INTO callback_outbox (id, tenant_id, app_id, call_id, body, attempts, created_at, next_at, leased_until) VALUES ($1, $2, $3, $4, $5, 0, $6, $6, 0)".into(),
                 params: vec![
                     Param::Text(uuid::Uuid::new_v4().to_string()),
-                    text(rec.tenant.as_str()),
+                    Param::Tenant(rec.tenant.clone()),
                     text(cb.app.as_str()),
                     text(rec.call.as_str()),
                     text(&cb.body),
@@ -446,6 +448,7 @@ impl Exec for SqlxExec<'_> {
         for p in &statement.params {
             q = match p {
                 Param::Text(t) => q.bind(t.as_str()),
+                Param::Tenant(t) => q.bind(t.as_str()),
                 Param::Int(n) => q.bind(*n),
             };
         }
@@ -464,6 +467,7 @@ impl Exec for SqliteExec<'_> {
         for (i, p) in statement.params.iter().enumerate() {
             match p {
                 Param::Text(t) => stmt.raw_bind_parameter(i + 1, t.as_str())?,
+                Param::Tenant(t) => stmt.raw_bind_parameter(i + 1, t.as_str())?,
                 Param::Int(n) => stmt.raw_bind_parameter(i + 1, *n)?,
             }
         }

@@ -345,7 +345,7 @@ def check_openapi_validator(doc):
 
 
 def check_contract(doc):
-    """The routes and security of interface.md §2, §4 and §7, exactly."""
+    """The routes and security of interface.md §2, §4, §7, §8 and §9, exactly."""
     want = {
         "/healthz": {"get"}, "/readyz": {"get"}, "/metrics": {"get"},
         "/v1/apps/{app_id}": {"get"},
@@ -374,6 +374,10 @@ def check_contract(doc):
         "/v1/devices/stale": {"get"},
         "/v1/tenants": {"get"},
         "/v1/tenants/{tenant}": {"get", "put", "delete"},
+        # interface.md §9: more providers, and pushrelay's own registration.
+        "/v1/apps/{app_id}/hms": {"put", "delete"},
+        "/v1/apps/{app_id}/webpush": {"put", "delete"},
+        "/v1/users/{userId}/devices/{deviceId}": {"put", "delete"},
     }
     # interface.md §8: every phone-facing route again under /t/{tenant}.
     for p in PHONE_FACING:
@@ -403,7 +407,7 @@ def check_contract(doc):
                     if code not in op.get("responses", {}):
                         fail(f"{m.upper()} {p}: no {code} response")
     if not [f for f in failures if f.startswith(("path ", "GET ", "PUT ", "POST ", "DELETE "))]:
-        ok("paths, methods and security match interface.md §2, §4 and §7")
+        ok("paths, methods and security match interface.md §2, §4, §7, §8 and §9")
 
 
 TENANT_PREFIX = "/t/{tenant}"

@@ -6,7 +6,7 @@
 //! is posted at least once, and a receiver should de-duplicate by
 //! `call_id`.
 //!
-//! Depends on `store`, `domain` and `provider::tls`.
+//! Depends on `store`, `domain`, `provider::tls` and `telemetry` (metric names).
 
 use crate::domain::{now_ms, Scope};
 use crate::store::{LeasedCallback, Store};
@@ -26,8 +26,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// Rows leased per look.
 const BATCH: i64 = 32;
 
-/// Counter: callback attempts, label `outcome` (`delivered`, `retried`, `abandoned`).
-pub const CALLBACKS: &str = "pushrelay_callbacks_total";
+use crate::telemetry::CALLBACKS;
 
 /// The signature header value of `body` under `secret`.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
@@ -44,9 +43,6 @@ pub fn backoff(attempts: i32) -> Duration {
 /// Post queued callbacks until shutdown. `extra_ca_pem`: the operator's
 /// CA roots (`tls.extra_ca_file`), trusted besides the webpki roots.
 pub fn spawn_sender(store: Store, extra_ca_pem: Option<String>, shutdown: CancellationToken) {
-    for outcome in ["delivered", "retried", "abandoned"] {
-        metrics::counter!(CALLBACKS, "outcome" => outcome).absolute(0);
-    }
     let client = match reqwest::Client::builder()
         .timeout(POST_TIMEOUT)
         .connect_timeout(POST_TIMEOUT)

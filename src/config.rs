@@ -22,6 +22,9 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("apns.production_url", "PUSHRELAY_APNS_PRODUCTION_URL"),
     ("apns.sandbox_url", "PUSHRELAY_APNS_SANDBOX_URL"),
     ("fcm.base_url", "PUSHRELAY_FCM_BASE_URL"),
+    ("hms.token_url", "PUSHRELAY_HMS_TOKEN_URL"),
+    ("hms.base_url", "PUSHRELAY_HMS_BASE_URL"),
+    ("webpush.allowed_hosts", "PUSHRELAY_WEBPUSH_ALLOWED_HOSTS"),
     ("tls.extra_ca_file", "PUSHRELAY_TLS_EXTRA_CA_FILE"),
     ("calls.ring_seconds", "PUSHRELAY_CALLS_RING_SECONDS"),
     ("limits.calls_per_second", "PUSHRELAY_LIMITS_CALLS_PER_SECOND"),
@@ -67,6 +70,8 @@ pub struct Settings {
     pub master_key_file: Option<PathBuf>,
     pub apns: ApnsSettings,
     pub fcm: FcmSettings,
+    pub hms: HmsSettings,
+    pub webpush: WebPushSettings,
     pub tls: TlsSettings,
     pub calls: CallsSettings,
     pub sip: SipSettings,
@@ -181,6 +186,24 @@ pub struct FcmSettings {
     pub base_url: String,
 }
 
+/// Huawei Push Kit (interface.md §9).
+#[derive(Clone, Debug)]
+pub struct HmsSettings {
+    /// The OAuth 2.0 client-credentials token endpoint.
+    pub token_url: String,
+    /// Push Kit's API: `{base_url}/v1/{appId}/messages:send`.
+    pub base_url: String,
+}
+
+/// Web Push (interface.md §9).
+#[derive(Clone, Debug)]
+pub struct WebPushSettings {
+    /// Hosts a subscription's endpoint may name: exact host names, or
+    /// `*.`-wildcards for their subdomains. A host listed exactly may also
+    /// resolve to a loopback or private address (tests, staging).
+    pub allowed_hosts: Vec<String>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct TlsSettings {
     pub extra_ca_file: Option<PathBuf>,
@@ -207,6 +230,8 @@ impl Default for Settings {
                 sandbox_url: "https://api.sandbox.push.apple.com".into(),
             },
             fcm: FcmSettings { base_url: "https://fcm.googleapis.com".into() },
+            hms: HmsSettings { token_url: crate::provider::DEFAULT_HMS_TOKEN_URL.into(), base_url: crate::provider::DEFAULT_HMS_BASE_URL.into() },
+            webpush: WebPushSettings { allowed_hosts: crate::provider::DEFAULT_WEBPUSH_HOSTS.iter().map(|h| h.to_string()).collect() },
             tls: TlsSettings::default(),
             calls: CallsSettings { ring_seconds: 30 },
             sip: SipSettings::default(),
@@ -348,6 +373,14 @@ impl Settings {
                 "apns.production_url" => s.apns.production_url = v,
                 "apns.sandbox_url" => s.apns.sandbox_url = v,
                 "fcm.base_url" => s.fcm.base_url = v,
+                "hms.token_url" => s.hms.token_url = v,
+                "hms.base_url" => s.hms.base_url = v,
+                "webpush.allowed_hosts" => {
+                    s.webpush.allowed_hosts = v.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
+                    if let Some(bad) = s.webpush.allowed_hosts.iter().find(|h| !allowed_host_pattern(h)) {
+                        return Err(invalid("webpush.allowed_hosts", format!("{bad:?} is not a host name, an IP address or *.domain")));
+                    }
+                }
                 "tls.extra_ca_file" => s.tls.extra_ca_file = Some(PathBuf::from(v)),
                 "tls.cert_file" => s.tls.cert_file = Some(PathBuf::from(v)),
                 "tls.key_file" => s.tls.key_file = Some(PathBuf::from(v)),
@@ -390,6 +423,8 @@ impl Settings {
             ("apns.production_url", &self.apns.production_url),
             ("apns.sandbox_url", &self.apns.sandbox_url),
             ("fcm.base_url", &self.fcm.base_url),
+            ("hms.token_url", &self.hms.token_url),
+            ("hms.base_url", &self.hms.base_url),
         ] {
             let ok = (url.starts_with("https://") || url.starts_with("http://")) && url.len() > 8 && !url.contains(char::is_whitespace);
             if !ok {
@@ -592,4 +627,12 @@ fn public_origin(raw: &str) -> Result<String, ConfigError> {
         return Err(invalid("public_url", "must be an http:// or https:// URL"));
     }
     Ok(url.origin().ascii_serialization().to_ascii_lowercase())
+}
+
+/// A `webpush.allowed_hosts` entry: a host name, an IP address (IPv6 in
+/// brackets or bare), or `*.` and a domain.
+fn allowed_host_pattern(h: &str) -> bool {
+    let name = h.strip_prefix("*.").unwrap_or(h);
+    let ip = name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok();
+    ip || (!name.is_empty() && name.len() <= 253 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') && !name.starts_with('.'))
 }

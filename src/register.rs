@@ -10,7 +10,7 @@
 //! one error type is mapped to statuses in `http::error` (JSON) and
 //! `http::uds` (XML).
 
-use crate::domain::{now_ms, AppId, FieldError, Provider, Reach, Registration, Scope, UserId};
+use crate::domain::{now_ms, AllowedHosts, AppId, Channel, Dialect, FieldError, Provider, Reach, Registration, Scope, UserId};
 use crate::store::{RegisterOutcome, SipRemovals, Store, StoreError};
 
 /// Why a registration was refused.
@@ -22,6 +22,9 @@ pub enum RegisterError {
     /// A new device past `limits.devices_per_user` (409).
     #[error("the user already has {0} devices")]
     DeviceLimit(u32),
+    /// The request names an app other than the one its key is bound to (403).
+    #[error("this key is bound to the app {0} and may not name another app")]
+    WrongApp(AppId),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -42,11 +45,12 @@ pub type Result<T, E = RegisterError> = std::result::Result<T, E>;
 pub struct Registrar {
     store: Store,
     max_devices: u32,
+    webpush_hosts: AllowedHosts,
 }
 
 impl Registrar {
-    pub fn new(store: Store, max_devices: u32) -> Self {
-        Self { store, max_devices }
+    pub fn new(store: Store, max_devices: u32, webpush_hosts: AllowedHosts) -> Self {
+        Self { store, max_devices, webpush_hosts }
     }
 
     /// `Err` unless `app` is an app the scope sees (its tenant's own or a
@@ -84,9 +88,75 @@ impl Registrar {
         Err(self.missing_credentials(scope, first, what).await?.into())
     }
 
+    /// The app push data names by `name` (an APNs bundle id or FCM project
+    /// id in its credentials, or the app id itself) among the apps the
+    /// scope's tenant sees with `provider` credentials; 400
+    /// `unknown_application` when none, 403 `WrongApp` when the scope is
+    /// narrowed to another app.
+    pub async fn app_named(&self, scope: &Scope, provider: Provider, name: &str) -> Result<AppId> {
+        let reach = Reach::of(&Scope::tenant(scope.tenant_id().clone()));
+        let mut found = self.store.app_for_lookup(&reach, provider, name).await?;
+        if found.is_none() {
+            if let Ok(app) = AppId::parse(name) {
+                if self.store.has_credentials(&reach, &app, provider.into()).await? {
+                    found = Some(app);
+                }
+            }
+        }
+        let app = found.ok_or_else(|| FieldError::new("application", "unknown_application", format!("no application has {} credentials for {name}", provider.as_str())))?;
+        bound_to(scope, app)
+    }
+
+    /// The app whose APNs bundle id (or whose id) is `bundle` and that has
+    /// `provider` credentials (X-MPUSH: an FCM token of an iOS app), if any.
+    pub async fn app_of_bundle_with(&self, scope: &Scope, bundle: &str, provider: Provider) -> Result<Option<AppId>> {
+        let reach = Reach::of(&Scope::tenant(scope.tenant_id().clone()));
+        let mut candidates = Vec::new();
+        if let Some(app) = self.store.app_for_lookup(&reach, Provider::Apns, bundle).await? {
+            candidates.push(app);
+        }
+        if let Ok(app) = AppId::parse(bundle) {
+            candidates.push(app);
+        }
+        for app in candidates {
+            if self.store.has_credentials(&reach, &app, provider.into()).await? {
+                return Ok(Some(bound_to(scope, app)?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The app of push data that names none (RFC 8599 Web Push): the key's
+    /// own app, else the one app the tenant sees with `provider`
+    /// credentials; 400 when there is none or more than one.
+    pub async fn only_app_with(&self, scope: &Scope, provider: Provider) -> Result<AppId> {
+        if let Some(app) = scope.app() {
+            self.require_credentials(scope, app, provider).await?;
+            return Ok(app.clone());
+        }
+        let apps = self.store.apps_with_credentials(&Reach::of(scope), provider.into()).await?;
+        match apps.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(FieldError::new("application", "unknown_application", format!("no application has {} credentials", provider.as_str())).into()),
+            _ => Err(FieldError::new(
+                "application",
+                "ambiguous_application",
+                format!("{} applications have {} credentials: use an API key bound to the app", apps.len(), provider.as_str()),
+            )
+            .into()),
+        }
+    }
+
     /// Store `regs` (all for `user`) in the scope's tenant and remove the
     /// SIP bindings `removals` names, in one transaction; count and log them.
+    /// A Web Push endpoint must name an allowed push service
+    /// (`webpush.allowed_hosts`): 400 `invalid_subscription` otherwise,
+    /// and nothing is stored.
     pub async fn store(&self, scope: &Scope, user: &UserId, regs: &[Registration], removals: &SipRemovals) -> Result<RegisterOutcome> {
+        for reg in regs.iter().filter(|r| r.channel == Channel::WebPush) {
+            let field = if reg.dialect() == Dialect::Sip { "pn-prid" } else { "subscription" };
+            self.webpush_hosts.admit(reg.token.as_str(), field)?;
+        }
         let done = self.store.register(scope, user, regs, removals, now_ms(), self.max_devices).await?;
         for reg in regs {
             metrics::counter!(crate::telemetry::REGISTRATIONS, "dialect" => reg.dialect().as_str()).increment(1);
@@ -96,6 +166,14 @@ impl Registrar {
             );
         }
         Ok(done)
+    }
+}
+
+/// `app`, unless the scope is narrowed to another app (403).
+fn bound_to(scope: &Scope, app: AppId) -> Result<AppId> {
+    match scope.app() {
+        Some(bound) if *bound != app => Err(RegisterError::WrongApp(bound.clone())),
+        _ => Ok(app),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::config::Settings;
 use crate::dispatch::{Dispatcher, RetryPolicy};
-use crate::provider::ProviderSettings;
+use crate::provider::{ProviderSettings, Providers};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use crate::envelope::MasterKey;
@@ -102,6 +102,9 @@ pub fn provider_settings(settings: &Settings) -> ProviderSettings {
         apns_production_url: settings.apns.production_url.clone(),
         apns_sandbox_url: settings.apns.sandbox_url.clone(),
         fcm_base_url: settings.fcm.base_url.clone(),
+        hms_token_url: settings.hms.token_url.clone(),
+        hms_base_url: settings.hms.base_url.clone(),
+        webpush_allowed_hosts: settings.webpush.allowed_hosts.clone(),
         extra_ca_pem: settings.extra_ca_pem(),
         request_timeout: Duration::from_secs(10),
         proxy: settings.providers.proxy.clone(),
@@ -113,7 +116,7 @@ pub fn provider_settings(settings: &Settings) -> ProviderSettings {
 pub async fn test_push(settings: &Settings, app: &crate::domain::AppId, channel: crate::domain::Channel, token: &crate::domain::DeviceToken, kind: crate::payload::TestKind) -> anyhow::Result<serde_json::Value> {
     install_crypto_provider();
     let store = open_store(settings).await?;
-    let dispatcher = Dispatcher::new(store.clone(), provider_settings(settings), RetryPolicy::default(), CancellationToken::new());
+    let dispatcher = Dispatcher::new(store.clone(), Arc::new(Providers::new(&provider_settings(settings))), RetryPolicy::default(), CancellationToken::new());
     let attempt = dispatcher.test_push(&crate::domain::Reach::every_tenant(), app, channel, token, kind).await;
     dispatcher.drain(Duration::from_secs(5)).await;
     store.close().await;
@@ -147,7 +150,7 @@ impl Application {
             }
         };
         let shutdown = CancellationToken::new();
-        let dispatcher = Arc::new(Dispatcher::new(store.clone(), provider_settings(&settings), RetryPolicy::default(), shutdown.clone()));
+        let dispatcher = Arc::new(Dispatcher::new(store.clone(), Arc::new(Providers::new(&provider_settings(&settings))), RetryPolicy::default(), shutdown.clone()));
         let ua_rules = Arc::new(http::serve::Live::new(settings.user_agent_rules()));
         let tls = server_tls(&settings)?.map(|cfg| Arc::new(http::serve::Live::new(cfg)));
         let metrics_listener = match settings.metrics_listen {
@@ -167,7 +170,7 @@ impl Application {
         let listener = bind(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let per_address = settings.limits.connections_per_address;
-        let registrar = crate::register::Registrar::new(store.clone(), settings.limits.devices_per_user);
+        let registrar = crate::register::Registrar::new(store.clone(), settings.limits.devices_per_user, crate::domain::AllowedHosts::new(&settings.webpush.allowed_hosts));
         let settings = Arc::new(settings);
         let state = AppState {
             store: store.clone(),
@@ -398,10 +401,10 @@ fn spawn_upkeep(store: Store, limits: Arc<crate::http::limit::Limits>, call_days
 }
 
 /// How long before a certificate credential expires the relay starts warning.
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
 
 /// Export each certificate credential's notAfter and warn (once a day, on
-/// every node) from `EXPIRY_WARNING_DAYS` before it.
+/// every node) from `crate::domain::credentials_cert::EXPIRY_WARNING_DAYS` before it.
 async fn check_certificates(store: &Store) {
     let list = match store.certificate_expiries().await {
         Ok(l) => l,
@@ -414,7 +417,7 @@ async fn check_certificates(store: &Store) {
         let days = (not_after - now_s) / 86_400;
         if not_after <= now_s {
             tracing::error!(app = %app, provider = provider.as_str(), "the certificate credential has expired: pushes are refused; upload a new one");
-        } else if days < EXPIRY_WARNING_DAYS {
+        } else if days < crate::domain::credentials_cert::EXPIRY_WARNING_DAYS {
             tracing::warn!(app = %app, provider = provider.as_str(), days_left = days, "the certificate credential expires soon: upload a new one");
         }
     }

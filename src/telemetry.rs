@@ -26,6 +26,11 @@ pub const WEBHOOKS_REFUSED: &str = "pushrelay_webhooks_refused_total";
 pub const BUILD_INFO: &str = "pushrelay_build_info";
 /// Gauge (epoch seconds): a certificate credential's notAfter, labels `app`, `provider`.
 pub const CREDENTIAL_EXPIRY: &str = "pushrelay_credential_expiry_timestamp_seconds";
+/// Counter: connections the relay closed on its own, label `reason`
+/// (`http::serve::CloseReason`).
+pub const CONNECTIONS_CLOSED: &str = "pushrelay_connections_closed_total";
+/// Counter: delivery callbacks, label `outcome` (`CALLBACK_OUTCOMES`).
+pub const CALLBACKS: &str = "pushrelay_callbacks_total";
 
 /// Log line shapes.
 pub use crate::config::LogFormat;
@@ -55,12 +60,11 @@ pub fn init_tracing(format: LogFormat) {
 /// from the first scrape).
 fn zero_series() {
     use crate::domain::{Dialect, Outcome, Provider};
-    const PROVIDERS: [Provider; 2] = [Provider::Apns, Provider::Fcm];
-    for d in [Dialect::Uds, Dialect::Spark, Dialect::Acrobits, Dialect::Sip] {
+    for d in Dialect::ALL {
         metrics::counter!(REGISTRATIONS, "dialect" => d.as_str()).absolute(0);
     }
-    for p in PROVIDERS {
-        for o in [Outcome::Delivered, Outcome::TokenRemoved, Outcome::Failed, Outcome::Expired, Outcome::Skipped] {
+    for p in Provider::ALL {
+        for o in Outcome::ALL {
             metrics::counter!(PUSHES, "provider" => p.as_str(), "outcome" => o.as_str()).absolute(0);
         }
         metrics::counter!(RETRIES, "provider" => p.as_str()).absolute(0);
@@ -73,11 +77,16 @@ fn zero_series() {
     for reason in WEBHOOK_REFUSAL_REASONS {
         metrics::counter!(WEBHOOKS_REFUSED, "reason" => *reason).absolute(0);
     }
+    for outcome in CALLBACK_OUTCOMES {
+        metrics::counter!(CALLBACKS, "outcome" => *outcome).absolute(0);
+    }
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 /// Every `reason` of `WEBHOOKS_REFUSED`.
 pub const WEBHOOK_REFUSAL_REASONS: &[&str] = &["bad_signature", "duplicate", "stale"];
+/// Every `outcome` of `CALLBACKS`.
+pub const CALLBACK_OUTCOMES: &[&str] = &["delivered", "retried", "abandoned"];
 
 /// The process-wide Prometheus recorder (installed on first use, so several
 /// test applications in one process share it).
@@ -102,6 +111,8 @@ pub fn metrics_handle() -> PrometheusHandle {
                 (STORE_ERRORS, "Store operations that failed"),
                 (AUTH_LOCKOUTS, "Keys locked out after too many failed authentications"),
                 (WEBHOOKS_REFUSED, "Webhook deliveries refused or skipped, by reason"),
+                (CONNECTIONS_CLOSED, "Connections the relay closed on its own, by reason"),
+                (CALLBACKS, "Delivery callbacks, by outcome"),
             ] {
                 metrics::describe_counter!(name, help);
             }

@@ -1,6 +1,8 @@
 //! Provider clients against the strict mocks over real TLS sockets.
 
-use pushrelay::domain::{ApnsAuth, ApnsCredentials, BundleId, Channel, DeviceToken, FcmCredentials, Provider};
+use pushrelay::domain::{BundleId, Channel, DeviceToken, Provider};
+use pushrelay::provider::apns::{ApnsAuth, ApnsCredentials};
+use pushrelay::provider::fcm::FcmCredentials;
 use pushrelay_mock::fixtures::{
     apns_p8, apple_id, fresh_rsa_key_pem, service_account_json, service_account_json_with,
 };
@@ -58,7 +60,7 @@ async fn apns_env(token_update_limit: Option<Duration>) -> Apns {
         fcm_base_url: "https://127.0.0.1:9".into(),
         extra_ca_pem: Some(pki.ca_pem()),
         request_timeout: Duration::from_secs(5),
-        proxy: None,
+        ..ProviderSettings::default()
     };
     let creds = ApnsCredentials {
         bundle_id: BundleId::parse(BUNDLE).unwrap(),
@@ -403,7 +405,7 @@ async fn fcm_env() -> Fcm {
         fcm_base_url: mock.base_url(),
         extra_ca_pem: Some(mock.ca_pem()),
         request_timeout: Duration::from_secs(5),
-        proxy: None,
+        ..ProviderSettings::default()
     };
     Fcm { mock, creds, settings }
 }

@@ -47,7 +47,7 @@
 //!
 //! Error messages name the parameter, never its value.
 
-use crate::domain::{AppId, DeviceToken, FieldError, Provider, UserId};
+use crate::domain::{AppId, Channel, DevicePkid, DeviceToken, DialectData, FieldError, MessageToken, Provider, Registration, UserId};
 use base64::alphabet::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
@@ -213,6 +213,34 @@ pub fn token_for(provider: Provider, raw: &RawToken) -> Result<DeviceToken, Fiel
                 .map_err(|_| FieldError::new("token", "invalid_token", "an FCM token must be printable ASCII"))?;
             DeviceToken::parse(Provider::Fcm, s).map_err(fix)
         }
+        // The reporter knows APNs and FCM only (interface.md §9: Acrobits keeps its channel set).
+        Provider::Hms | Provider::WebPush => {
+            Err(FieldError::new("token", "invalid_token", format!("the Acrobits reporter has no {} tokens", provider.as_str())))
+        }
+    }
+}
+
+impl AcrobitsReport {
+    /// The registration of this report's phone: its calls token (or, as
+    /// Android reports one token for everything, its message token) for
+    /// `app` on `provider`, and the message token for `msg`'s app.
+    pub fn into_registration(self, app: AppId, provider: Provider, msg: Option<(AppId, Provider)>) -> Result<Registration, FieldError> {
+        let calls = self.calls.as_ref().or(self.msgs.as_ref()).expect("the parser requires one token");
+        let token = token_for(provider, calls)?;
+        let msg = match (&self.msgs, self.calls.is_some(), msg) {
+            (Some(m), true, Some((app, provider))) => Some(MessageToken { app, channel: Channel::for_provider(provider), token: token_for(provider, m)? }),
+            _ => None,
+        };
+        let device = DevicePkid::parse(&self.selector).map_err(|e| FieldError { field: "selector", ..e })?;
+        Ok(Registration {
+            user: self.username,
+            device,
+            channel: Channel::for_provider(provider),
+            token,
+            subscription_keys: None,
+            app,
+            data: DialectData::Acrobits { msg },
+        })
     }
 }
 

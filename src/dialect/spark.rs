@@ -26,7 +26,7 @@
 //! Error messages never echo tokens, signatures or JSON values: serde_json
 //! data errors (which may quote a value) are replaced by fixed texts.
 
-use crate::domain::{Channel, DeviceToken, Email, FieldError, Provider, UserId};
+use crate::domain::{AppId, Channel, DevicePkid, DeviceToken, DialectData, Email, FieldError, MessageToken, Provider, Registration, UserId};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::Value;
@@ -61,6 +61,27 @@ impl SparkRegister {
             Channel::ApnsDev
         } else {
             Channel::Apns
+        }
+    }
+
+    /// The device id: `spark-` and 16 hex digits of SHA-256 of the VoIP
+    /// token — it names the phone without showing its token (ids are
+    /// listed in `GET /v1/users/{user}/devices` and `GET /register?email=`).
+    pub fn device_id(&self) -> DevicePkid {
+        super::hashed_device_id("spark", self.voip_token.as_str())
+    }
+
+    /// The registration of this phone for `app` (both tokens on its channel).
+    pub fn into_registration(self, app: AppId) -> Registration {
+        let channel = self.channel();
+        Registration {
+            user: self.person.clone(),
+            device: self.device_id(),
+            channel,
+            token: self.voip_token,
+            subscription_keys: None,
+            app: app.clone(),
+            data: DialectData::Spark { msg: self.msg_token.map(|token| MessageToken { app, channel, token }), email: self.email },
         }
     }
 }

@@ -68,6 +68,7 @@ impl UdsToken {
             device,
             channel: self.channel,
             token: self.token,
+            subscription_keys: None,
             app: self.app,
             data: DialectData::Uds { key: self.key, version: self.payload_version },
         }

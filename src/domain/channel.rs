@@ -1,38 +1,48 @@
 use super::FieldError;
 use std::fmt;
 
-/// Where a device is woken: APNs production, APNs sandbox, or FCM.
-/// Serialized as its UDS name (`APNS`, `APNS:dev`, `FCM`).
+/// Where a device is woken: APNs production, APNs sandbox, FCM, Huawei
+/// Push Kit, or a browser's Web Push service. Serialized as its UDS name
+/// (`APNS`, `APNS:dev`, `FCM`) or its interface.md §9 name (`HMS`, `WEBPUSH`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(into = "&'static str", try_from = "String")]
 pub enum Channel {
     Apns,
     ApnsDev,
     Fcm,
+    Hms,
+    WebPush,
 }
 
 /// The push service behind a channel (credentials are stored per provider).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Provider {
     Apns,
     Fcm,
+    Hms,
+    WebPush,
 }
 
 impl Provider {
+    /// Every provider: the one list the registry, metrics labels, routes
+    /// and the console are driven from.
+    pub const ALL: [Provider; 4] = [Provider::Apns, Provider::Fcm, Provider::Hms, Provider::WebPush];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Apns => "apns",
             Provider::Fcm => "fcm",
+            Provider::Hms => "hms",
+            Provider::WebPush => "webpush",
         }
     }
 
-    /// Read back a stored `apns`/`fcm`.
+    /// Read back a stored name (`apns`, `fcm`, `hms`, `webpush`).
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        match raw {
-            "apns" => Ok(Provider::Apns),
-            "fcm" => Ok(Provider::Fcm),
-            other => Err(FieldError::new("provider", "invalid_provider", format!("provider must be apns or fcm (got {:?})", truncate(other)))),
-        }
+        Provider::ALL.into_iter().find(|p| p.as_str() == raw).ok_or_else(|| {
+            let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+            FieldError::new("provider", "invalid_provider", format!("provider must be one of {} (got {:?})", names.join(", "), truncate(raw)))
+        })
     }
 }
 
@@ -40,18 +50,18 @@ impl Provider {
 /// Webex webhook secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CredentialKind {
-    Apns,
-    Fcm,
+    /// A push provider's credentials.
+    Push(Provider),
     Webex,
-    /// Where and how delivery reports are posted back (`PUT /v1/apps/{app}/callback`).
+    /// Where and how delivery reports were posted back before tenants
+    /// (now `app_callbacks`; kept so old rows read back).
     Callback,
 }
 
 impl CredentialKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            CredentialKind::Apns => "apns",
-            CredentialKind::Fcm => "fcm",
+            CredentialKind::Push(p) => p.as_str(),
             CredentialKind::Webex => "webex",
             CredentialKind::Callback => "callback",
         }
@@ -60,10 +70,7 @@ impl CredentialKind {
 
 impl From<Provider> for CredentialKind {
     fn from(p: Provider) -> Self {
-        match p {
-            Provider::Apns => CredentialKind::Apns,
-            Provider::Fcm => CredentialKind::Fcm,
-        }
+        CredentialKind::Push(p)
     }
 }
 
@@ -76,43 +83,65 @@ impl From<Channel> for &'static str {
 impl TryFrom<String> for Channel {
     type Error = FieldError;
     fn try_from(raw: String) -> Result<Self, FieldError> {
-        Channel::parse(&raw)
+        Channel::parse_any(&raw, "channel")
     }
 }
 
 impl Channel {
-    /// The production channel of a provider (APNs production, FCM).
+    /// Every channel (the native registration and test pushes take any).
+    pub const ALL: [Channel; 5] = [Channel::Apns, Channel::ApnsDev, Channel::Fcm, Channel::Hms, Channel::WebPush];
+    /// The channels CUCM UDS knows (its `pushChannelType`); Kazoo and
+    /// Acrobits keep their sets too.
+    pub const UDS: [Channel; 3] = [Channel::Apns, Channel::ApnsDev, Channel::Fcm];
+
+    /// The production channel of a provider.
     pub fn for_provider(provider: Provider) -> Self {
         match provider {
             Provider::Apns => Channel::Apns,
             Provider::Fcm => Channel::Fcm,
+            Provider::Hms => Channel::Hms,
+            Provider::WebPush => Channel::WebPush,
         }
+    }
+
+    /// Exact, case-sensitive match on one of `allowed` (`field` is the
+    /// request's name for it).
+    pub fn parse_among(raw: &str, allowed: &[Channel], field: &'static str) -> Result<Self, FieldError> {
+        allowed.iter().copied().find(|c| c.as_str() == raw).ok_or_else(|| {
+            let names: Vec<&str> = allowed.iter().map(|c| c.as_str()).collect();
+            let list = match names.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+                _ => names.join(""),
+            };
+            FieldError::new(field, "invalid_channel", format!("{field} must be {list} (got {:?})", truncate(raw)))
+        })
     }
 
     /// Exact, case-sensitive match on the UDS `pushChannelType` values.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        match raw {
-            "APNS" => Ok(Channel::Apns),
-            "APNS:dev" => Ok(Channel::ApnsDev),
-            "FCM" => Ok(Channel::Fcm),
-            other => Err(FieldError::new(
-                "pushChannelType",
-                "invalid_channel",
-                format!("pushChannelType must be APNS, APNS:dev or FCM (got {:?})", truncate(other)),
-            )),
-        }
+        Self::parse_among(raw, &Channel::UDS, "pushChannelType")
     }
+
+    /// Any channel (stored rows, the native registration, test pushes).
+    pub fn parse_any(raw: &str, field: &'static str) -> Result<Self, FieldError> {
+        Self::parse_among(raw, &Channel::ALL, field)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Apns => "APNS",
             Channel::ApnsDev => "APNS:dev",
             Channel::Fcm => "FCM",
+            Channel::Hms => "HMS",
+            Channel::WebPush => "WEBPUSH",
         }
     }
     pub fn provider(self) -> Provider {
         match self {
             Channel::Apns | Channel::ApnsDev => Provider::Apns,
             Channel::Fcm => Provider::Fcm,
+            Channel::Hms => Provider::Hms,
+            Channel::WebPush => Provider::WebPush,
         }
     }
 }
@@ -130,26 +159,26 @@ pub enum Dialect {
     Spark,
     Acrobits,
     Sip,
+    /// pushrelay's own (`PUT /v1/users/{user}/devices/{device}`).
+    Native,
 }
 
 impl Dialect {
+    /// Every dialect: the one list stored names and metric labels come from.
+    pub const ALL: [Dialect; 5] = [Dialect::Uds, Dialect::Spark, Dialect::Acrobits, Dialect::Sip, Dialect::Native];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Dialect::Uds => "uds",
             Dialect::Spark => "spark",
             Dialect::Acrobits => "acrobits",
             Dialect::Sip => "sip",
+            Dialect::Native => "native",
         }
     }
     /// Parse the stored name (only values written by `as_str`).
     pub fn from_stored(raw: &str) -> Option<Self> {
-        Some(match raw {
-            "uds" => Dialect::Uds,
-            "spark" => Dialect::Spark,
-            "acrobits" => Dialect::Acrobits,
-            "sip" => Dialect::Sip,
-            _ => return None,
-        })
+        Dialect::ALL.into_iter().find(|d| d.as_str() == raw)
     }
 }
 
@@ -189,8 +218,23 @@ mod tests {
         assert_eq!(Channel::parse("APNS").unwrap(), Channel::Apns);
         assert_eq!(Channel::parse("APNS:dev").unwrap(), Channel::ApnsDev);
         assert_eq!(Channel::parse("FCM").unwrap(), Channel::Fcm);
-        for bad in ["apns", "APNS:DEV", "GCM", "", " APNS"] {
+        for bad in ["apns", "APNS:DEV", "GCM", "", " APNS", "HMS", "WEBPUSH"] {
             assert_eq!(Channel::parse(bad).unwrap_err().code, "invalid_channel", "{bad}");
+        }
+        assert_eq!(Channel::parse("HMS").unwrap_err().message, "pushChannelType must be APNS, APNS:dev or FCM (got \"HMS\")");
+        for c in Channel::ALL {
+            assert_eq!(Channel::parse_any(c.as_str(), "channel").unwrap(), c);
+            assert_eq!(Channel::for_provider(c.provider()).provider(), c.provider());
+        }
+    }
+
+    #[test]
+    fn stored_names_read_back() {
+        for p in Provider::ALL {
+            assert_eq!(Provider::parse(p.as_str()).unwrap(), p);
+        }
+        for d in Dialect::ALL {
+            assert_eq!(Dialect::from_stored(d.as_str()), Some(d));
         }
     }
 

@@ -1,6 +1,10 @@
 //! APNs certificate-auth material: PEM or PKCS#12 in, a PEM certificate
 //! chain and PEM PKCS#8 key out, proven to load into rustls and to match.
 
+/// A certificate credential is warned about (log, console) from this many
+/// days before its notAfter.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
 use super::FieldError;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -10,7 +14,7 @@ fn bad(code: &'static str, msg: impl Into<String>) -> FieldError {
 
 /// Split an uploaded certificate (PEM text, or PKCS#12 DER with `password`)
 /// into (certificate chain PEM, private key PEM).
-pub(super) fn split_certificate(raw: &[u8], password: Option<&str>) -> Result<(String, String), FieldError> {
+pub(crate) fn split_certificate(raw: &[u8], password: Option<&str>) -> Result<(String, String), FieldError> {
     let looks_pem = std::str::from_utf8(raw).map(|s| s.contains("-----BEGIN")).unwrap_or(false);
     if looks_pem {
         let text = std::str::from_utf8(raw).expect("checked utf8");
@@ -69,7 +73,7 @@ pub fn parse_pem(text: &str) -> Result<(Vec<CertificateDer<'static>>, PrivateKey
 }
 
 /// Prove the chain and key load into rustls and belong together.
-pub(super) fn check_pair(cert_pem: &str, key_pem: &str) -> Result<(), FieldError> {
+pub(crate) fn check_pair(cert_pem: &str, key_pem: &str) -> Result<(), FieldError> {
     let both = format!("{cert_pem}\n{key_pem}");
     let (certs, key) = parse_pem(&both)?;
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)

@@ -7,6 +7,8 @@
 
 mod call;
 mod channel;
+mod content;
+mod endpoint;
 mod credentials;
 pub mod credentials_cert;
 mod error;
@@ -19,14 +21,16 @@ mod token;
 
 pub use call::{CallEvent, CallId, MessageNote, PushId, RingWindow};
 pub use channel::{Channel, CredentialKind, Dialect, PayloadVersion, Provider};
-pub use credentials::{ApnsAuth, ApnsCredentials, FcmCredentials, WebexCredentials};
+pub use content::{Content, Shape};
+pub use endpoint::{is_public, AllowedHosts, EndpointHost};
+pub use credentials::WebexCredentials;
 pub use error::FieldError;
 pub use ids::{AppId, BundleId, DevicePkid, Email, UserId};
 pub use outcome::{CallReport, Delivery, Outcome};
 pub use push_key::PushKey;
 pub use registration::{Device, DeviceSet, DialectData, MessageToken, Registration, SipBinding, SipFormat, UnreadableDevice};
 pub use tenant::{Scope, Reach, TenantId};
-pub use token::DeviceToken;
+pub use token::{DeviceToken, SubscriptionKeys};
 
 /// Milliseconds since the Unix epoch, the one time unit stored and compared.
 pub fn now_ms() -> i64 {

@@ -14,6 +14,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome (metric labels, the console's filter).
+    pub const ALL: [Outcome; 5] = [Outcome::Delivered, Outcome::TokenRemoved, Outcome::Failed, Outcome::Expired, Outcome::Skipped];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Delivered => "delivered",

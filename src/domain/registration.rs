@@ -1,4 +1,4 @@
-use super::{AppId, Channel, DevicePkid, DeviceToken, Dialect, Email, PayloadVersion, PushKey, TenantId, UserId};
+use super::{AppId, Channel, DevicePkid, DeviceToken, Dialect, Email, PayloadVersion, PushKey, SubscriptionKeys, TenantId, UserId};
 
 /// What a dialect parsed out of one registration request: everything needed
 /// to wake one device later. Built only from parsed values.
@@ -7,8 +7,12 @@ pub struct Registration {
     pub user: UserId,
     pub device: DevicePkid,
     pub channel: Channel,
-    /// The token calls are pushed to (APNs: the VoIP/PushKit token).
+    /// The token calls are pushed to (APNs: the VoIP/PushKit token; Web
+    /// Push: the subscription's endpoint).
     pub token: DeviceToken,
+    /// A Web Push subscription's encryption keys (none: pushes without a
+    /// payload, RFC 8030 §5).
+    pub subscription_keys: Option<SubscriptionKeys>,
     pub app: AppId,
     /// What only this device's dialect has.
     pub data: DialectData,
@@ -28,6 +32,9 @@ pub enum DialectData {
     /// SIP: where the device registered (for `/sip/wake` and the Mizu
     /// payload), and an RFC 8599 `remote` token next to the `voip` one.
     Sip { binding: SipBinding, msg: Option<MessageToken> },
+    /// pushrelay's own registration: with a key, calls are the V2 JWE as
+    /// for UDS devices; without, the plain call payload.
+    Native { key: Option<PushKey> },
 }
 
 impl Registration {
@@ -37,6 +44,7 @@ impl Registration {
             DialectData::Spark { .. } => Dialect::Spark,
             DialectData::Acrobits { .. } => Dialect::Acrobits,
             DialectData::Sip { .. } => Dialect::Sip,
+            DialectData::Native { .. } => Dialect::Native,
         }
     }
 
@@ -44,7 +52,7 @@ impl Registration {
     pub fn msg(&self) -> Option<&MessageToken> {
         match &self.data {
             DialectData::Spark { msg, .. } | DialectData::Acrobits { msg } | DialectData::Sip { msg, .. } => msg.as_ref(),
-            DialectData::Uds { .. } => None,
+            DialectData::Uds { .. } | DialectData::Native { .. } => None,
         }
     }
 
@@ -56,10 +64,11 @@ impl Registration {
         }
     }
 
-    /// The JWE key of a UDS device.
+    /// The JWE key of a UDS device (or a native one registered with a key).
     pub fn key(&self) -> Option<&PushKey> {
         match &self.data {
             DialectData::Uds { key, .. } => Some(key),
+            DialectData::Native { key } => key.as_ref(),
             _ => None,
         }
     }

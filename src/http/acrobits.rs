@@ -6,7 +6,7 @@ use super::auth::{basic_user, peer_ip, BasicRefusal, Caller, Permission, Request
 use super::error::{ApiError, Result};
 use super::state::AppState;
 use crate::dialect::acrobits::{self, RawToken};
-use crate::domain::{AppId, Channel, DevicePkid, DialectData, FieldError, MessageToken, Provider, Registration, Scope, UserId};
+use crate::domain::{AppId, Provider, Scope, UserId};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{request::Parts, HeaderMap, StatusCode};
@@ -113,23 +113,12 @@ async fn store_report(s: &AppState, reporter: Reporter, pairs: &[(String, String
     // Android reports one token for everything: it is the call token too.
     let calls = report.calls.as_ref().or(report.msgs.as_ref()).expect("parser requires one token");
     let (app, provider) = app_of(s, scope, calls, "token_calls").await?;
-    let token = acrobits::token_for(provider, calls)?;
-    let msg = match &report.msgs {
-        Some(m) if report.calls.is_some() => {
-            let (app, provider) = app_of(s, scope, m, "token_msgs").await?;
-            Some(MessageToken { app, channel: Channel::for_provider(provider), token: acrobits::token_for(provider, m)? })
-        }
+    let msg = match (&report.msgs, report.calls.is_some()) {
+        (Some(m), true) => Some(app_of(s, scope, m, "token_msgs").await?),
         _ => None,
     };
-    let device = DevicePkid::parse(&report.selector).map_err(|e| FieldError { field: "selector", ..e })?;
-    let registration = Registration {
-        user: report.username.clone(),
-        device,
-        channel: Channel::for_provider(provider),
-        token,
-        app,
-        data: DialectData::Acrobits { msg },
-    };
-    s.registrar.store(scope, &report.username, std::slice::from_ref(&registration), &Default::default()).await?;
+    let user = report.username.clone();
+    let registration = report.into_registration(app, provider, msg)?;
+    s.registrar.store(scope, &user, std::slice::from_ref(&registration), &Default::default()).await?;
     Ok(StatusCode::OK)
 }

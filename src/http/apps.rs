@@ -11,7 +11,7 @@ use super::error::{require_json, ApiError, Result};
 use super::state::AppState;
 use super::time::rfc3339;
 use super::error::json_body;
-use crate::domain::{now_ms, ApnsCredentials, AppId, Channel, CredentialKind, DeviceToken, FcmCredentials, Provider, Reach};
+use crate::domain::{now_ms, AppId, Channel, DeviceToken, Provider, Reach};
 use crate::payload::TestKind;
 use crate::secret::Secret;
 use crate::provider::Attempt;
@@ -24,12 +24,28 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let mut r = Router::new()
         .route("/v1/apps/{app_id}", get(get_app))
-        .route("/v1/apps/{app_id}/apns", put(put_apns).delete(delete_apns))
-        .route("/v1/apps/{app_id}/fcm", put(put_fcm).delete(delete_fcm))
         .route("/v1/apps/{app_id}/test-push", post(test_push))
-        .route("/v1/apps/{app_id}/callback", put(put_callback).delete(delete_callback))
+        .route("/v1/apps/{app_id}/callback", put(put_callback).delete(delete_callback));
+    // One pair of routes per provider, from the one list.
+    for provider in Provider::ALL {
+        r = r.route(
+            &credentials_path(provider),
+            put(move |caller: Caller, named: RequestedTenant, s: State<AppState>, app: Path<String>, headers: HeaderMap, body: LimitedBody| {
+                put_credentials(provider, caller, named, s, app, headers, body)
+            })
+            .delete(move |caller: Caller, named: RequestedTenant, State(s): State<AppState>, Path(app): Path<String>| async move {
+                delete_credentials(provider, caller, named, &s, &app).await
+            }),
+        );
+    }
+    r
+}
+
+/// `/v1/apps/{app_id}/<provider>`: where a provider's credentials are set.
+pub(super) fn credentials_path(provider: Provider) -> String {
+    format!("/v1/apps/{{app_id}}/{}", provider.as_str())
 }
 
 #[derive(Deserialize)]
@@ -109,7 +125,7 @@ async fn test_push(
     let reach = caller.reach(&s, &named).await?;
     let app = app_id(&app)?;
     let b: TestPushBody = json_body(&headers, &body)?;
-    let channel = Channel::parse(&b.channel).map_err(|e| ApiError::bad_request("invalid_channel", e.message.replace("pushChannelType", "channel")))?;
+    let channel = Channel::parse_any(&b.channel, "channel")?;
     let token = DeviceToken::for_channel(channel, b.token.trim()).map_err(|e| ApiError::bad_request("invalid_token", e.message.replace("pushNotifyToken", "token")))?;
     let kind = match b.kind.as_deref() {
         None | Some("voip") => TestKind::Voip,
@@ -153,7 +169,11 @@ fn unknown_app(app: &AppId) -> ApiError {
     ApiError::NotFound(format!("unknown app {app}"))
 }
 
-async fn put_apns(
+/// `PUT /v1/apps/{app_id}/<provider>`: the provider parses the admin JSON
+/// and proves the credentials usable (400 naming the field otherwise),
+/// then they replace the app's (creating the app if needed).
+async fn put_credentials(
+    provider: Provider,
     caller: Caller,
     named: RequestedTenant,
     State(s): State<AppState>,
@@ -165,59 +185,29 @@ async fn put_apns(
     let reach = caller.reach(&s, &named).await?;
     let app = app_id(&app)?;
     require_json(&headers)?;
+    let client = s.dispatcher.providers().get(provider).cloned().ok_or_else(|| ApiError::NotFound("no such route".into()))?;
     // Parsing signs a probe JWT / loads the certificate: keep it off the runtime.
-    let creds = tokio::task::spawn_blocking(move || ApnsCredentials::parse_admin_json(&body))
+    let form = tokio::task::spawn_blocking(move || client.credentials_from_admin(&body))
         .await
         .map_err(|e| ApiError::Internal(e.into()))??;
-    let summary = creds.summary();
-    s.store.put_credentials(&reach, &app, CredentialKind::Apns, &summary, &creds.to_stored(), Some(creds.bundle_id.as_str()), now_ms()).await?;
+    s.store.put_credentials(&reach, &app, provider.into(), &form.summary, &form.secret, form.lookup_key.as_deref(), now_ms()).await?;
     s.dispatcher.forget_credentials(&app);
-    tracing::info!(app = %app, auth = %summary["auth"], "APNs credentials stored");
-    if let Some(t) = summary.get("notAfter").and_then(Value::as_i64) {
-        metrics::gauge!(crate::telemetry::CREDENTIAL_EXPIRY, "app" => app.as_str().to_string(), "provider" => "apns").set(t as f64);
+    tracing::info!(app = %app, provider = provider.as_str(), "credentials stored");
+    if let Some(t) = form.not_after {
+        metrics::gauge!(crate::telemetry::CREDENTIAL_EXPIRY, "app" => app.as_str().to_string(), "provider" => provider.as_str()).set(t as f64);
     }
     app_view(&s, &reach, &app).await
 }
 
-async fn put_fcm(
-    caller: Caller,
-    named: RequestedTenant,
-    State(s): State<AppState>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    LimitedBody(body): LimitedBody,
-) -> Result<Json<Value>> {
-    caller.require(Permission::Admin)?;
-    let reach = caller.reach(&s, &named).await?;
-    let app = app_id(&app)?;
-    require_json(&headers)?;
-    let creds = tokio::task::spawn_blocking(move || FcmCredentials::parse_admin_json(&body))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))??;
-    let summary = creds.summary();
-    s.store.put_credentials(&reach, &app, CredentialKind::Fcm, &summary, &creds.to_stored(), Some(&creds.project_id), now_ms()).await?;
-    s.dispatcher.forget_credentials(&app);
-    tracing::info!(app = %app, project = %creds.project_id, "FCM credentials stored");
-    app_view(&s, &reach, &app).await
-}
-
-/// `DELETE /v1/apps/{app}/{provider}`: 204 (also when there were none); an
+/// `DELETE /v1/apps/{app}/<provider>`: 204 (also when there were none); an
 /// app the caller does not see is 404.
-async fn delete_provider(caller: Caller, named: RequestedTenant, s: &AppState, app: &str, provider: CredentialKind) -> Result<StatusCode> {
+async fn delete_credentials(provider: Provider, caller: Caller, named: RequestedTenant, s: &AppState, app: &str) -> Result<StatusCode> {
     caller.require(Permission::Admin)?;
     let reach = caller.reach(s, &named).await?;
     let app = app_id(app)?;
-    s.store.delete_credentials(&reach, &app, provider).await?;
+    s.store.delete_credentials(&reach, &app, provider.into()).await?;
     s.dispatcher.forget_credentials(&app);
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn delete_apns(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
-    delete_provider(caller, named, &s, &app, CredentialKind::Apns).await
-}
-
-async fn delete_fcm(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode> {
-    delete_provider(caller, named, &s, &app, CredentialKind::Fcm).await
 }
 
 fn with_time(mut summary: Value, ms: i64) -> Value {

@@ -16,7 +16,7 @@ use super::auth::{admin_fingerprint, caller_for_session, caller_for_token, Calle
 use super::error::ApiError;
 use super::state::AppState;
 use super::time::rfc3339;
-use crate::domain::{now_ms, AppId, Provider, Reach, Scope, TenantId};
+use crate::domain::{now_ms, AppId, Outcome, Provider, Reach, Scope, TenantId};
 use crate::store::{ProviderMinute, RecentCall, SessionSigner};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -280,7 +280,6 @@ struct Filters {
     tenant: Option<String>,
 }
 
-const OUTCOMES: [&str; 5] = ["delivered", "token_removed", "failed", "expired", "skipped"];
 
 async fn page(State(s): State<AppState>, Peer(peer): Peer, headers: HeaderMap, Query(f): Query<Filters>) -> Response {
     let (caller, csrf) = match viewer(&s, &headers, peer).await {
@@ -288,7 +287,7 @@ async fn page(State(s): State<AppState>, Peer(peer): Peer, headers: HeaderMap, Q
         Ok(None) => return redirect("/console/login"),
         Err(e) => return e.into_response(),
     };
-    let outcome = f.outcome.filter(|o| OUTCOMES.contains(&o.as_str()));
+    let outcome = f.outcome.filter(|o| Outcome::ALL.iter().any(|x| x.as_str() == o));
     let app = match f.app.as_deref().filter(|a| !a.is_empty()).map(AppId::parse).transpose() {
         Ok(a) => a,
         Err(_) => return html(StatusCode::BAD_REQUEST, "<!doctype html><p>Refused: app is not an app id.</p>".into()),
@@ -346,16 +345,15 @@ async fn render(s: &AppState, reach: &Reach, v: &View<'_>) -> Result<String, Api
         let owner = listing.owner.as_ref().map_or("shared", |t| t.as_str());
         let summary = s.store.app_summary(reach, a).await?.unwrap_or_default();
         let health = s.store.credential_health(reach, a).await?;
-        for (provider, sum, _) in summary.iter().filter(|(p, _, _)| p == "apns" || p == "fcm") {
-            let p = Provider::parse(provider).ok();
-            let h = health.iter().find(|(hp, _)| Some(*hp) == p).map(|(_, h)| h.clone()).unwrap_or_default();
-            let what = match provider.as_str() {
-                "apns" => format!("{} · {}", sum["auth"].as_str().unwrap_or(""), sum["bundleId"].as_str().unwrap_or("")),
-                _ => sum["project_id"].as_str().unwrap_or("").to_string(),
-            };
+        // Push credentials only (not the webhook secret), each described by its provider.
+        for (provider, sum, _) in &summary {
+            let Some(client) = Provider::parse(provider).ok().and_then(|p| s.dispatcher.providers().get(p)) else { continue };
+            let p = client.provider();
+            let h = health.iter().find(|(hp, _)| *hp == p).map(|(_, h)| h.clone()).unwrap_or_default();
+            let what = client.describe(sum);
             let expires = sum.get("notAfter").and_then(|v| v.as_i64()).map(|t| {
                 let days = (t * 1000 - now) / 86_400_000;
-                let class = if days < crate::startup::EXPIRY_WARNING_DAYS { "bad" } else { "ok" };
+                let class = if days < crate::domain::credentials_cert::EXPIRY_WARNING_DAYS { "bad" } else { "ok" };
                 format!("<span class={class}>{} ({days} d)</span>", esc(&rfc3339(t * 1000)))
             });
             let _ = write!(
@@ -380,7 +378,7 @@ async fn render(s: &AppState, reach: &Reach, v: &View<'_>) -> Result<String, Api
     if v.operator {
         let minutes = s.store.provider_minutes(now / 60_000 - 59).await?;
         out.push_str("<section><h2>Providers, last hour</h2><div class=charts>");
-        for provider in [Provider::Apns, Provider::Fcm] {
+        for provider in Provider::ALL {
             out.push_str(&provider_charts(provider, &minutes, now / 60_000));
         }
         out.push_str("</div></section>");
@@ -398,7 +396,7 @@ async fn render(s: &AppState, reach: &Reach, v: &View<'_>) -> Result<String, Api
         out.push_str("</select></label>");
     }
     out.push_str("<label>outcome <select name=outcome><option value=\"\">any</option>");
-    for o in OUTCOMES {
+    for o in Outcome::ALL.map(Outcome::as_str) {
         let _ = write!(out, "<option{}>{o}</option>", if v.outcome == Some(o) { " selected" } else { "" });
     }
     out.push_str("</select></label><label>app <select name=app><option value=\"\">any</option>");

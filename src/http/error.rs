@@ -103,6 +103,7 @@ impl From<crate::register::RegisterError> for ApiError {
         match e {
             RegisterError::Refused(f) => f.into(),
             RegisterError::DeviceLimit(n) => ApiError::DeviceLimit(n),
+            RegisterError::WrongApp(bound) => ApiError::WrongApp(bound.as_str().to_string()),
             RegisterError::Store(s) => s.into(),
         }
     }

@@ -17,6 +17,7 @@ mod console;
 pub mod error;
 mod health;
 pub mod limit;
+mod native;
 pub mod serve;
 pub mod state;
 pub mod sip;
@@ -38,16 +39,22 @@ use tower_http::trace::TraceLayer;
 
 /// Every route the relay serves, as (method, path) in OpenAPI notation.
 /// `schemas/openapi.yaml` must list each of them (checked by a test), and
-/// the router below is built from the same modules.
-pub const ROUTES: &[(&str, &str)] = &[
+/// the router below is built from the same modules. Each provider's
+/// credential routes come from `Provider::ALL`.
+pub fn routes() -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = FIXED_ROUTES.iter().map(|(m, p)| (*m, p.to_string())).collect();
+    for provider in crate::domain::Provider::ALL {
+        out.push(("put", apps::credentials_path(provider)));
+        out.push(("delete", apps::credentials_path(provider)));
+    }
+    out
+}
+
+const FIXED_ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/v1/apps/{app_id}"),
-    ("put", "/v1/apps/{app_id}/apns"),
-    ("delete", "/v1/apps/{app_id}/apns"),
-    ("put", "/v1/apps/{app_id}/fcm"),
-    ("delete", "/v1/apps/{app_id}/fcm"),
     ("post", "/v1/apps/{app_id}/test-push"),
     ("get", "/console"),
     ("get", "/console/login"),
@@ -58,6 +65,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/users/{userId}"),
     ("delete", "/v1/users/{userId}"),
     ("get", "/v1/users/{userId}/devices"),
+    ("put", "/v1/users/{userId}/devices/{deviceId}"),
+    ("delete", "/v1/users/{userId}/devices/{deviceId}"),
     ("put", "/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken"),
     ("delete", "/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken"),
     ("post", "/v1/calls"),
@@ -111,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router(state.settings.metrics_listen.is_none()))
         .merge(apps::router())
         .merge(users::router())
+        .merge(native::router())
         .merge(spark::router())
         .merge(phone_router())
         .nest("/t/{tenant}", phone_router())

@@ -47,8 +47,7 @@ pub const MAX_CONNECTIONS: usize = 10_000;
 /// File descriptors kept free for the database, provider connections and files.
 const RESERVED_FDS: u64 = 64;
 
-/// Counter: connections the relay closed on its own, label `reason`.
-pub const CLOSED: &str = "pushrelay_connections_closed_total";
+use crate::telemetry::CONNECTIONS_CLOSED as CLOSED;
 
 /// Why the relay closed a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,10 +9,7 @@ use super::error::{json_body, ApiError, Result};
 use super::state::AppState;
 use super::LimitedBody;
 use crate::dialect::sip::{self, PushData};
-use crate::domain::{
-    now_ms, AppId, BundleId, CallEvent, Channel, DevicePkid, DialectData, MessageToken, Outcome, Provider, PushId, Reach, Registration, RingWindow, Scope,
-    SipBinding, SipFormat, TenantId,
-};
+use crate::domain::{now_ms, AppId, CallEvent, Outcome, Provider, PushId, RingWindow, Scope, TenantId};
 use crate::store::SipRemovals;
 use axum::body::Body;
 use axum::extract::State;
@@ -22,7 +19,6 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 pub fn router() -> Router<AppState> {
@@ -42,106 +38,31 @@ async fn aor_scope(s: &AppState, caller: &Caller, domain: &str) -> Result<Scope>
     caller.scope(s, &RequestedTenant(Some(tenant))).await
 }
 
-/// The app whose credentials serve this push data, among the apps the
-/// scope sees (its tenant's and the shared ones). A key bound to an app may
-/// only register devices of that app (403).
-async fn app_for(s: &AppState, caller: &Caller, scope: &Scope, provider: Provider, lookup: &str) -> Result<AppId> {
-    // Looked up among every app the tenant sees; the key's binding is
-    // checked below (403, not "unknown").
-    let reach = Reach::of(&Scope::tenant(scope.tenant_id().clone()));
-    let mut found = s.store.app_for_lookup(&reach, provider, lookup).await?;
-    if found.is_none() {
-        // An app stored under that very id (bundle or project) works too.
-        if let Ok(app) = AppId::parse(lookup) {
-            if s.store.has_credentials(&reach, &app, provider.into()).await? {
-                found = Some(app);
+/// The app a piece of push data is for (resolved by the Registrar among
+/// the apps the scope's tenant sees; a key bound to another app → 403).
+async fn app_for(s: &AppState, scope: &Scope, data: &PushData) -> Result<AppId> {
+    let (provider, hint) = sip::app_hint(data);
+    Ok(match (data, hint) {
+        // An FCM token in X-MPUSH: the iOS app's Firebase credentials.
+        (PushData::Mpush { bundle, .. }, _) if provider != Provider::Apns => {
+            s.registrar.app_of_bundle_with(scope, bundle.as_str(), provider).await?.ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_token",
+                    format!("X-MPUSH: the token is not an APNs (hex) token, and no app with id or bundle id {bundle} has FCM credentials to send it through Firebase"),
+                )
+            })?
+        }
+        // Kazoo names the app itself: the key's binding first, then its credentials.
+        (PushData::Kazoo { app, .. }, _) => {
+            if scope.app().is_some_and(|bound| bound != app) {
+                return Err(ApiError::WrongApp(scope.app().map(|a| a.as_str().to_string()).unwrap_or_default()));
             }
+            s.registrar.require_credentials(scope, app, provider).await?;
+            app.clone()
         }
-    }
-    let Some(app) = found else {
-        return Err(ApiError::bad_request(
-            "unknown_application",
-            format!("no application has {} credentials for {lookup}", provider.as_str()),
-        ));
-    };
-    Ok(caller.app_for(Some(app))?.expect("an app was named"))
-}
-
-/// A stable device id for a SIP binding: its format and a hash of its token.
-/// Both RFC 8599 forms (VoIP and alert-only) name a device the same way.
-fn device_id(format: SipFormat, token: &str) -> DevicePkid {
-    let family = match format {
-        SipFormat::Rfc8599Alert => SipFormat::Rfc8599,
-        f => f,
-    };
-    let h = Sha256::digest(token.as_bytes());
-    DevicePkid::parse(&format!("{}-{}", family.as_str(), &hex::encode(h)[..16])).expect("hex id is valid")
-}
-
-/// The device a piece of push data registers, and how.
-async fn registration(s: &AppState, caller: &Caller, scope: &Scope, msg: &sip::SipRegister, aor: &str, data: PushData) -> Result<Registration> {
-    let first_contact = msg.contacts.first().map(|c| c.uri.raw.clone());
-    let (format, provider, token, app, contact, purr, remote, sandbox) = match data {
-        PushData::Mpush { bundle, token } if token.provider() == Provider::Apns => {
-            let app = app_for(s, caller, scope, Provider::Apns, bundle.as_str()).await?;
-            (SipFormat::Mpush, Provider::Apns, token, app, first_contact, None, None, false)
-        }
-        PushData::Mpush { bundle, token } => {
-            let app = mpush_fcm_app(s, caller, scope, &bundle).await?;
-            (SipFormat::Mpush, Provider::Fcm, token, app, first_contact, None, None, false)
-        }
-        PushData::Rfc8599 { provider, sandbox, prid, remote, calls_as_alert, bundle_or_project, purr, contact, .. } => {
-            let app = app_for(s, caller, scope, provider, &bundle_or_project).await?;
-            let format = if calls_as_alert { SipFormat::Rfc8599Alert } else { SipFormat::Rfc8599 };
-            (format, provider, prid, app, Some(contact), purr, remote, sandbox)
-        }
-        PushData::Kazoo { app, provider, token, contact, .. } => {
-            let app = caller.app_for(Some(app))?.expect("an app was named");
-            s.registrar.require_credentials(scope, &app, provider).await?;
-            (SipFormat::Kazoo, provider, token, app, Some(contact), None, None, false)
-        }
-    };
-    let channel = if sandbox { Channel::ApnsDev } else { Channel::for_provider(provider) };
-    let msg_token = remote.map(|token| MessageToken { app: app.clone(), channel, token });
-    Ok(Registration {
-        user: msg.user.clone(),
-        device: device_id(format, token.as_str()),
-        channel,
-        token,
-        app,
-        data: DialectData::Sip { binding: SipBinding { aor: aor.to_string(), contact, format, purr }, msg: msg_token },
+        (_, Some(name)) => s.registrar.app_named(scope, provider, name).await?,
+        (_, None) => s.registrar.only_app_with(scope, provider).await?,
     })
-}
-
-/// The app of an X-MPUSH FCM token: the app whose id or APNs bundle id is
-/// the header's bundle, when it has FCM credentials.
-async fn mpush_fcm_app(s: &AppState, caller: &Caller, scope: &Scope, bundle: &BundleId) -> Result<AppId> {
-    let reach = Reach::of(&Scope::tenant(scope.tenant_id().clone()));
-    let mut candidates = Vec::new();
-    if let Some(app) = s.store.app_for_lookup(&reach, Provider::Apns, bundle.as_str()).await? {
-        candidates.push(app);
-    }
-    if let Ok(app) = AppId::parse(bundle.as_str()) {
-        candidates.push(app);
-    }
-    for app in candidates {
-        if s.store.has_credentials(&reach, &app, Provider::Fcm.into()).await? {
-            return Ok(caller.app_for(Some(app))?.expect("an app was named"));
-        }
-    }
-    Err(ApiError::bad_request(
-        "invalid_token",
-        format!("X-MPUSH: the token is not an APNs (hex) token, and no app with id or bundle id {bundle} has FCM credentials to send it through Firebase"),
-    ))
-}
-
-/// The device id a piece of de-registering push data had.
-fn gone_id(data: &PushData) -> DevicePkid {
-    match data {
-        PushData::Mpush { token, .. } => device_id(SipFormat::Mpush, token.as_str()),
-        PushData::Rfc8599 { prid, .. } => device_id(SipFormat::Rfc8599, prid.as_str()),
-        PushData::Kazoo { token, .. } => device_id(SipFormat::Kazoo, token.as_str()),
-    }
 }
 
 async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>> {
@@ -163,11 +84,12 @@ async fn register(caller: Caller, State(s): State<AppState>, headers: HeaderMap,
     let found = sip::bindings(&msg, &s.ua_rules.get())?;
     let mut regs = Vec::new();
     for data in found.live {
-        regs.push(registration(&s, &caller, &scope, &msg, &aor, data).await?);
+        let app = app_for(&s, &scope, &data).await?;
+        regs.push(sip::registration(&msg, &aor, data, app));
     }
     // Everything is checked before anything changes; the removals, the
     // device cap and the new bindings are one transaction.
-    let removals = SipRemovals { aor: aor.clone(), devices: found.gone.iter().map(gone_id).collect(), contacts: found.gone_contacts };
+    let removals = SipRemovals { aor: aor.clone(), devices: found.gone.iter().map(sip::gone_id).collect(), contacts: found.gone_contacts };
     let removed = if regs.is_empty() && removals.is_empty() { 0 } else { s.registrar.store(&scope, &msg.user, &regs, &removals).await?.removed };
     let stored: Vec<Value> = regs
         .iter()

@@ -14,10 +14,7 @@ use super::state::AppState;
 use super::LimitedBody;
 use crate::dialect::spark::{self, WebhookEvent};
 use super::time::rfc3339;
-use crate::domain::{
-    now_ms, AppId, CallEvent, CredentialKind, DevicePkid, Dialect, DialectData, Email, MessageNote, MessageToken, Provider, PushId, Reach, Registration,
-    RingWindow, Scope,
-};
+use crate::domain::{now_ms, AppId, CallEvent, CredentialKind, Dialect, Email, MessageNote, Provider, PushId, Reach, RingWindow, Scope};
 use crate::secret::Secret;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -78,27 +75,10 @@ async fn register(
     let app = caller.app_for(q.app()?)?.ok_or_else(|| ApiError::bad_request("missing_app", "the app is chosen with ?app=<app_id>"))?;
     let reg = spark::parse_register(&body)?;
     s.registrar.require_credentials(&scope, &app, Provider::Apns).await?;
-    let channel = reg.channel();
-    // The id names the phone without showing its token (ids are listed in
-    // `GET /v1/users/{user}/devices` and `GET /register?email=`).
-    let device = {
-        use sha2::{Digest, Sha256};
-        let h = Sha256::digest(reg.voip_token.as_str().as_bytes());
-        DevicePkid::parse(&format!("spark-{}", &hex::encode(h)[..16])).expect("hex id is valid")
-    };
-    let registration = Registration {
-        user: reg.person.clone(),
-        device: device.clone(),
-        channel,
-        token: reg.voip_token.clone(),
-        app: app.clone(),
-        data: DialectData::Spark {
-            msg: reg.msg_token.clone().map(|token| MessageToken { app: app.clone(), channel, token }),
-            email: reg.email.clone(),
-        },
-    };
-    s.registrar.store(&scope, &reg.person, std::slice::from_ref(&registration), &Default::default()).await?;
-    Ok(Json(json!({ "user": reg.person.as_str(), "device": device.as_str(), "channel": channel.as_str() })))
+    let registration = reg.into_registration(app);
+    let (person, device, channel) = (registration.user.clone(), registration.device.clone(), registration.channel);
+    s.registrar.store(&scope, &person, std::slice::from_ref(&registration), &Default::default()).await?;
+    Ok(Json(json!({ "user": person.as_str(), "device": device.as_str(), "channel": channel.as_str() })))
 }
 
 #[derive(Deserialize)]

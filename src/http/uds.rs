@@ -89,6 +89,9 @@ impl From<crate::register::RegisterError> for UdsError {
                 "devicePkid",
                 format!("the user already has {n} devices, the most limits.devices_per_user allows; remove one first"),
             ),
+            RegisterError::WrongApp(bound) => {
+                Self::new(StatusCode::FORBIDDEN, "wrong_app", "application", format!("this login is bound to the app {bound}"))
+            }
             RegisterError::Store(s) => s.into(),
         }
     }

@@ -1,11 +1,19 @@
-//! Delivery clients: one push attempt to APNs (HTTP/2, token or certificate
-//! auth) or FCM HTTP v1 (OAuth JWT-bearer grant), reported as an [`Attempt`].
+//! Delivery: one folder per push service, each behind the one trait
+//! [`PushProvider`] — build the request for a device and its content, send
+//! it, map the answer to an [`Attempt`] — and a registry of them
+//! ([`Providers`], keyed by `domain::Provider`).
 //!
-//! - `apns` `ApnsClient`: HTTP/2 client per (app, environment, credentials),
-//!   provider-JWT cache, request builder, status/reason → `Attempt` table
-//! - `fcm`  `FcmClient`: OAuth access-token cache per service account,
-//!   `messages:send`, google.rpc error → `Attempt`
-//! - `tls`  rustls client configs (ring, webpki roots + extra CA, client cert)
+//! - `apns`    Apple Push Notification service (HTTP/2; token or certificate auth)
+//! - `fcm`     Firebase Cloud Messaging HTTP v1 (OAuth JWT-bearer grant)
+//! - `hms`     Huawei Push Kit (OAuth client-credentials grant)
+//! - `webpush` Web Push to browsers (RFC 8030, RFC 8291 encryption, RFC 8292 VAPID)
+//! - `tls`     rustls client configs (ring, webpki roots + extra CA, client cert)
+//!
+//! Each provider folder holds its client, its credentials type (parsed
+//! from the admin JSON and proven usable before anything is stored), its
+//! error mapping and its settings. Adding a provider is its folder, one
+//! line in `Providers::new`, a `Channel`/`Provider` variant and a
+//! migration (docs/ARCHITECTURE.md).
 //!
 //! The retry loop across attempts (backoff, ring window) is not here: the
 //! caller decides what to do with `Attempt::Retry`. Inside one attempt the
@@ -17,14 +25,114 @@
 //! never on `store` or `http` (no SQL, no server types).
 
 pub mod apns;
+pub(crate) mod credentials;
 pub mod fcm;
+pub mod hms;
 pub mod tls;
+pub mod webpush;
 
+use crate::domain::{AppId, Channel, Content, DeviceToken, FieldError, Provider, RingWindow, Shape, SubscriptionKeys};
+use crate::secret::Secret;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use apns::{ApnsClient, ApnsPush, PushType};
 pub use fcm::FcmClient;
+
+/// A provider's parsed credentials (its own type, behind `Any`: the
+/// dispatcher caches them per app without knowing what they are).
+pub type Credentials = Arc<dyn std::any::Any + Send + Sync>;
+
+/// A future that sends one push.
+pub type Sending<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Attempt> + Send + 'a>>;
+
+/// What a provider stores for an app, from the admin's JSON: the public
+/// summary (`GET /v1/apps/{app}`), the secret (sealed by the store), the
+/// key push data may name the app by (APNs bundle id, FCM project id, HMS
+/// app id) and a certificate's notAfter (epoch seconds).
+pub struct StoredForm {
+    pub summary: serde_json::Value,
+    pub secret: Secret<String>,
+    pub lookup_key: Option<String>,
+    pub not_after: Option<i64>,
+}
+
+/// One push to one device.
+pub struct Push<'a> {
+    pub app: &'a AppId,
+    pub channel: Channel,
+    pub token: &'a DeviceToken,
+    /// A Web Push subscription's encryption keys.
+    pub subscription_keys: Option<&'a SubscriptionKeys>,
+    pub content: &'a Content,
+    /// Its expiry (APNs `apns-expiration`, FCM/HMS `ttl`, Web Push `TTL`).
+    pub window: &'a RingWindow,
+}
+
+/// A push service.
+pub trait PushProvider: Send + Sync {
+    fn provider(&self) -> Provider;
+
+    /// How this provider carries a payload (the payload builders' input).
+    fn shape(&self) -> Shape;
+
+    /// `PUT /v1/apps/{app}/{provider}`: the admin's JSON → what to store,
+    /// after proving the credentials usable (a 400 naming the field
+    /// otherwise). May be slow (it signs a probe): call off the runtime.
+    fn credentials_from_admin(&self, body: &[u8]) -> Result<StoredForm, FieldError>;
+
+    /// The stored secret → this provider's credentials.
+    fn credentials_from_stored(&self, secret: &str) -> Result<Credentials, String>;
+
+    /// One attempt to deliver `push` with `creds` (from `credentials_from_stored`).
+    fn send<'a>(&'a self, creds: &'a Credentials, push: &'a Push<'a>) -> Sending<'a>;
+
+    /// Forget what is cached for `app` (its credentials were replaced or deleted).
+    fn forget_app(&self, _app: &AppId) {}
+
+    /// One line about stored credentials for the console, from the summary.
+    fn describe(&self, summary: &serde_json::Value) -> String;
+
+    /// Itself, for `Providers::typed` (the benchmark drives clients directly).
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// The registry: every provider, keyed by `Provider`.
+pub struct Providers {
+    list: Vec<Arc<dyn PushProvider>>,
+}
+
+impl Providers {
+    /// Every provider the relay speaks, set up from the settings.
+    pub fn new(settings: &ProviderSettings) -> Self {
+        Self::from_list(vec![
+            Arc::new(apns::Apns::new(settings.clone())),
+            Arc::new(fcm::Fcm::new(settings.clone())),
+            Arc::new(hms::Hms::new(settings.clone())),
+            Arc::new(webpush::WebPush::new(settings.clone())),
+        ])
+    }
+
+    /// A registry of these providers (tests, the benchmark).
+    pub fn from_list(list: Vec<Arc<dyn PushProvider>>) -> Self {
+        Self { list }
+    }
+
+    /// The provider of `p`, if this registry has it.
+    pub fn get(&self, p: Provider) -> Option<&Arc<dyn PushProvider>> {
+        self.list.iter().find(|x| x.provider() == p)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn PushProvider>> {
+        self.list.iter()
+    }
+
+    /// The typed provider `T` of `p` (the benchmark drives clients directly).
+    pub fn typed<T: 'static>(&self, p: Provider) -> Option<&T> {
+        let any: &dyn std::any::Any = self.get(p)?.as_any();
+        any.downcast_ref::<T>()
+    }
+}
 
 /// Why a provider refused a push for good (`Attempt::Failed`). Dead
 /// tokens are `Attempt::TokenGone`, transient trouble `Attempt::Retry`.
@@ -104,6 +212,13 @@ pub struct ProviderSettings {
     pub apns_production_url: String,
     pub apns_sandbox_url: String,
     pub fcm_base_url: String,
+    /// Huawei's OAuth 2.0 token endpoint (`hms.token_url`).
+    pub hms_token_url: String,
+    /// Huawei Push Kit's API (`hms.base_url`): `{base}/v1/{appId}/messages:send`.
+    pub hms_base_url: String,
+    /// Hosts Web Push endpoints may name (`webpush.allowed_hosts`): exact
+    /// names, or `*.` wildcards for subdomains.
+    pub webpush_allowed_hosts: Vec<String>,
     /// PEM roots trusted in addition to the webpki roots (APNs, FCM, OAuth).
     pub extra_ca_pem: Option<String>,
     /// Upper bound for one HTTP request (connect + TLS + answer).
@@ -137,12 +252,22 @@ impl Default for ProviderSettings {
             apns_production_url: "https://api.push.apple.com".into(),
             apns_sandbox_url: "https://api.sandbox.push.apple.com".into(),
             fcm_base_url: "https://fcm.googleapis.com".into(),
+            hms_token_url: DEFAULT_HMS_TOKEN_URL.into(),
+            hms_base_url: DEFAULT_HMS_BASE_URL.into(),
+            webpush_allowed_hosts: DEFAULT_WEBPUSH_HOSTS.iter().map(|h| h.to_string()).collect(),
             extra_ca_pem: None,
             request_timeout: Duration::from_secs(10),
             proxy: None,
         }
     }
 }
+
+/// Huawei's OAuth 2.0 token endpoint.
+pub const DEFAULT_HMS_TOKEN_URL: &str = "https://oauth-login.cloud.huawei.com/oauth2/v3/token";
+/// Huawei Push Kit's API.
+pub const DEFAULT_HMS_BASE_URL: &str = "https://push-api.cloud.huawei.com";
+/// The public Web Push services (interface.md §9).
+pub const DEFAULT_WEBPUSH_HOSTS: [&str; 4] = ["fcm.googleapis.com", "updates.push.services.mozilla.com", "*.push.apple.com", "*.notify.windows.com"];
 
 /// Wall clock in epoch seconds, injectable for tests.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;

@@ -220,6 +220,17 @@ impl Store {
         Ok(self.credentials_updated_at(reach, app, kind).await?.is_some())
     }
 
+    /// The apps the reach sees with credentials of `kind`, by id (at most 100).
+    pub async fn apps_with_credentials(&self, reach: &Reach, kind: CredentialKind) -> Result<Vec<AppId>> {
+        let (clause, binds) = visible(reach, "a", 2);
+        let sql = format!("SELECT c.app_id FROM app_credentials c JOIN apps a ON a.app_id = c.app_id WHERE c.provider = $1{clause} ORDER BY c.app_id LIMIT 100");
+        let mut q = sqlx::query(&sql).bind(kind.as_str());
+        for b in &binds {
+            q = q.bind(b.as_str());
+        }
+        q.fetch_all(&self.pool).await?.iter().map(|r| AppId::parse(&r.get::<String, _>(0)).map_err(corrupt("app_id"))).collect()
+    }
+
     /// The apps the reach sees, sorted (at most 1000).
     pub async fn apps(&self, reach: &Reach) -> Result<Vec<AppListing>> {
         let (clause, binds) = visible(reach, "a", 1);

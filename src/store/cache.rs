@@ -160,6 +160,7 @@ mod tests {
             device: DevicePkid::parse("phone").unwrap(),
             channel: Channel::Fcm,
             token: DeviceToken::for_channel(Channel::Fcm, "tok-123456789").unwrap(),
+            subscription_keys: None,
             app: AppId::parse("app").unwrap(),
             data: DialectData::Acrobits { msg: None },
         };

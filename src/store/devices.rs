@@ -13,7 +13,7 @@ use super::cache::user_key;
 use super::{corrupt, Result, Store, StoreError, StoreEvent};
 use crate::domain::{
     AppId, Channel, Device, DevicePkid, DeviceSet, DeviceToken, Dialect, DialectData, Email, MessageToken, PayloadVersion, PushKey, Registration, Scope,
-    SipBinding, SipFormat, Reach, TenantId, UnreadableDevice, UserId,
+    SipBinding, SipFormat, Reach, SubscriptionKeys, TenantId, UnreadableDevice, UserId,
 };
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -21,7 +21,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 const DEVICE_COLUMNS: &str = "user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at, \
-     msg_token, msg_channel, msg_app_id, sip_aor, sip_contact, sip_format, sip_purr, spark_email";
+     msg_token, msg_channel, msg_app_id, sip_aor, sip_contact, sip_format, sip_purr, spark_email, channel_secret";
 
 /// The envelope context (AAD) of a device key: the row it belongs to. The
 /// tenant `default` keeps the context keys were sealed with before tenants
@@ -32,6 +32,12 @@ pub(super) fn key_context(tenant: &str, user: &str, device: &str) -> String {
     } else {
         format!("device:{tenant}/{user}/{device}")
     }
+}
+
+/// The envelope context (AAD) of a device's channel secret (a Web Push
+/// subscription's keys): the row it belongs to.
+pub(super) fn channel_secret_context(tenant: &str, user: &str, device: &str) -> String {
+    format!("device-channel:{tenant}/{user}/{device}")
 }
 
 /// ` AND app_id = $n` when the scope is narrowed to an app (`n` is the
@@ -109,6 +115,8 @@ impl SipRemovals {
 pub struct RegisterOutcome {
     /// Registration rows written.
     pub written: u64,
+    /// Of them, devices the user did not have before.
+    pub created: u64,
     /// SIP bindings removed.
     pub removed: u64,
 }
@@ -127,9 +135,15 @@ impl Store {
     /// transaction), never kept to ring twice.
     pub async fn register(&self, scope: &Scope, user: &UserId, regs: &[Registration], removals: &SipRemovals, now_ms: i64, max_devices: u32) -> Result<RegisterOutcome> {
         let tenant = scope.tenant_id().as_str();
-        let sealed: Vec<Option<String>> = regs
+        let sealed: Vec<(Option<String>, Option<String>)> = regs
             .iter()
-            .map(|r| r.key().map(|k| self.keys.seal(&key_context(tenant, r.user.as_str(), r.device.as_str()), k.to_b64().as_bytes())))
+            .map(|r| {
+                let (u, d) = (r.user.as_str(), r.device.as_str());
+                (
+                    r.key().map(|k| self.keys.seal(&key_context(tenant, u, d), k.to_b64().as_bytes())),
+                    r.subscription_keys.as_ref().map(|k| self.keys.seal(&channel_secret_context(tenant, u, d), k.to_stored().as_bytes())),
+                )
+            })
             .collect();
         let mut apps: Vec<&AppId> = regs.iter().flat_map(|r| std::iter::once(&r.app).chain(r.msg().map(|m| &m.app))).collect();
         apps.sort();
@@ -186,6 +200,7 @@ impl Store {
             .filter(|id| !regs.iter().any(|g| g.device.as_str() == id))
             .collect();
         let new: HashSet<&str> = regs.iter().map(|r| r.device.as_str()).filter(|d| !existing.contains(*d)).collect();
+        let created = new.len() as u64;
         if !new.is_empty() && existing.len() - replaced.len() + new.len() > max_devices as usize {
             return Err(StoreError::DeviceLimit(max_devices));
         }
@@ -198,14 +213,14 @@ impl Store {
                 .await?;
         }
         let mut written = 0;
-        for (reg, sealed_key) in regs.iter().zip(sealed) {
+        for (reg, (sealed_key, sealed_channel)) in regs.iter().zip(sealed) {
             debug_assert_eq!(&reg.user, user, "one request registers for one user");
             written += sqlx::query(
                 "INSERT INTO devices (tenant_id, user_id, device_pkid, dialect, channel, token, push_key, app_id, payload_version, created_at, updated_at, \
-                 msg_token, msg_channel, msg_app_id, sip_aor, sip_contact, sip_format, sip_purr, spark_email) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+                 msg_token, msg_channel, msg_app_id, sip_aor, sip_contact, sip_format, sip_purr, spark_email, channel_secret) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
                  ON CONFLICT (tenant_id, user_id, device_pkid) DO UPDATE SET dialect = excluded.dialect, channel = excluded.channel, \
-                 token = excluded.token, push_key = excluded.push_key, app_id = excluded.app_id, \
+                 token = excluded.token, push_key = excluded.push_key, app_id = excluded.app_id, channel_secret = excluded.channel_secret, \
                  payload_version = excluded.payload_version, updated_at = excluded.updated_at, \
                  msg_token = CASE WHEN excluded.msg_token IS NULL THEN devices.msg_token ELSE excluded.msg_token END, \
                  msg_channel = CASE WHEN excluded.msg_token IS NULL THEN devices.msg_channel ELSE excluded.msg_channel END, \
@@ -237,6 +252,7 @@ impl Store {
                 DialectData::Spark { email, .. } => email.as_ref().map(|e| e.as_str()),
                 _ => None,
             })
+            .bind(sealed_channel)
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -249,7 +265,7 @@ impl Store {
             let contact = binding.contact.clone().unwrap_or_default();
             self.publish(StoreEvent::Registered { tenant: tenant.to_string(), aor: binding.aor.clone(), contact, at: now_ms }).await;
         }
-        Ok(RegisterOutcome { written, removed })
+        Ok(RegisterOutcome { written, created, removed })
     }
 
     /// After a committed write to these users' devices (of one tenant):
@@ -323,12 +339,12 @@ impl Store {
         let user = UserId::parse(&r.get::<String, _>("user_id")).map_err(corrupt("device row: user_id"))?;
         let device = DevicePkid::parse(&r.get::<String, _>("device_pkid")).map_err(corrupt("device row: device_pkid"))?;
         let dialect = Dialect::from_stored(&r.get::<String, _>("dialect")).ok_or_else(|| corrupt_row("dialect"))?;
-        let channel = Channel::parse(&r.get::<String, _>("channel")).map_err(|_| corrupt_row("channel"))?;
+        let channel = Channel::parse_any(&r.get::<String, _>("channel"), "channel").map_err(|_| corrupt_row("channel"))?;
         let token = DeviceToken::for_channel(channel, &r.get::<String, _>("token")).map_err(|_| corrupt_row("token"))?;
         let app = AppId::parse(&r.get::<String, _>("app_id")).map_err(|_| corrupt_row("app_id"))?;
         let msg = match (r.get::<Option<String>, _>("msg_token"), r.get::<Option<String>, _>("msg_channel"), r.get::<Option<String>, _>("msg_app_id")) {
             (Some(t), Some(c), Some(a)) => {
-                let channel = Channel::parse(&c).map_err(|_| corrupt_row("msg_channel"))?;
+                let channel = Channel::parse_any(&c, "channel").map_err(|_| corrupt_row("msg_channel"))?;
                 Some(MessageToken {
                     app: AppId::parse(&a).map_err(|_| corrupt_row("msg_app_id"))?,
                     channel,
@@ -337,16 +353,29 @@ impl Store {
             }
             _ => None,
         };
+        // Sealed secrets: the JWE key, a Web Push subscription's keys. One
+        // that cannot be opened makes the device unreadable, never the call.
+        let unreadable = |e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, user = %user, device = %device, "a device secret cannot be opened");
+            Loaded::Unreadable(UnreadableDevice { user: user.clone(), device: device.clone(), dialect, app: app.clone(), channel })
+        };
+        let key = match r.get::<Option<String>, _>("push_key") {
+            Some(sealed) => match self.keys.open_string(&key_context(tenant.as_str(), user.as_str(), device.as_str()), &sealed) {
+                Ok(b64) => Some(PushKey::parse_b64(b64.expose()).map_err(|_| corrupt_row("push_key"))?),
+                Err(e) => return Ok(unreadable(&e)),
+            },
+            None => None,
+        };
+        let subscription_keys = match r.get::<Option<String>, _>("channel_secret") {
+            Some(sealed) => match self.keys.open_string(&channel_secret_context(tenant.as_str(), user.as_str(), device.as_str()), &sealed) {
+                Ok(raw) => Some(SubscriptionKeys::from_stored(raw.expose()).map_err(|_| corrupt_row("channel_secret"))?),
+                Err(e) => return Ok(unreadable(&e)),
+            },
+            None => None,
+        };
         let data = match dialect {
             Dialect::Uds => {
-                let sealed = r.get::<Option<String>, _>("push_key").ok_or_else(|| corrupt_row("a UDS device without push_key"))?;
-                let key = match self.keys.open_string(&key_context(tenant.as_str(), user.as_str(), device.as_str()), &sealed) {
-                    Ok(b64) => PushKey::parse_b64(b64.expose()).map_err(|_| corrupt_row("push_key"))?,
-                    Err(e) => {
-                        tracing::error!(error = %e, user = %user, device = %device, "a device key cannot be opened");
-                        return Ok(Loaded::Unreadable(UnreadableDevice { user, device, dialect, app, channel }));
-                    }
-                };
+                let key = key.ok_or_else(|| corrupt_row("a UDS device without push_key"))?;
                 let version = r.get::<Option<String>, _>("payload_version").ok_or_else(|| corrupt_row("a UDS device without payload_version"))?;
                 DialectData::Uds { key, version: PayloadVersion::parse(&version).map_err(|_| corrupt_row("payload_version"))? }
             }
@@ -358,6 +387,7 @@ impl Store {
                 },
             },
             Dialect::Acrobits => DialectData::Acrobits { msg },
+            Dialect::Native => DialectData::Native { key },
             Dialect::Sip => {
                 let (Some(aor), Some(f)) = (r.get::<Option<String>, _>("sip_aor"), r.get::<Option<String>, _>("sip_format")) else {
                     return Err(corrupt_row("a SIP device without its binding"));
@@ -374,7 +404,7 @@ impl Store {
             }
         };
         Ok(Loaded::Ready(Device {
-            registration: Registration { user, device, channel, token, app, data },
+            registration: Registration { user, device, channel, token, subscription_keys, app, data },
             created_at: r.get("created_at"),
             updated_at: r.get("updated_at"),
         }))
@@ -544,6 +574,7 @@ mod tests {
             channel: Channel::Apns,
             // One token per device name: a token is one phone.
             token: DeviceToken::for_channel(Channel::Apns, &format!("{:0<64}", hex::encode(device))).unwrap(),
+            subscription_keys: None,
             app: AppId::parse("com.example.app").unwrap(),
             data: DialectData::Uds {
                 key: PushKey::parse_b64("JH/VEZ9YjinNA+AvUrjI+ncgVVycPbIVJixFOOm/xIU=").unwrap(),

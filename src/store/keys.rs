@@ -72,6 +72,12 @@ impl Sealed {
 const SEALED: &[Sealed] = &[
     Sealed { table: "app_credentials", column: "secret", keys: &["app_id", "provider"], context: |k| super::apps::cred_context(&k[0], &k[1]) },
     Sealed { table: "devices", column: "push_key", keys: &["tenant_id", "user_id", "device_pkid"], context: |k| super::devices::key_context(&k[0], &k[1], &k[2]) },
+    Sealed {
+        table: "devices",
+        column: "channel_secret",
+        keys: &["tenant_id", "user_id", "device_pkid"],
+        context: |k| super::devices::channel_secret_context(&k[0], &k[1], &k[2]),
+    },
     Sealed { table: "app_callbacks", column: "secret", keys: &["tenant_id", "app_id"], context: |k| super::callbacks::callback_context(&k[0], &k[1]) },
 ];
 

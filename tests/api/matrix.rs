@@ -77,6 +77,14 @@ use Expect::{Isolated, Ok, Refused};
 const APP_A2: &str = "com.a.Second";
 const ALICE_EMAIL: &str = "alice@a.example";
 
+fn hms_body() -> Value {
+    json!({"appId": "104567891", "clientSecret": "hms-secret-of-a"})
+}
+
+fn webpush_body() -> Value {
+    json!({"vapidPrivateKey": "yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw", "subject": "mailto:ops@a.example"})
+}
+
 /// Who may do what, per route. Written out on purpose: a new route needs a line here.
 fn expect(method: &str, path: &str, c: Cred) -> Option<Expect> {
     let route = path.strip_prefix("/t/{tenant}").unwrap_or(path);
@@ -130,14 +138,22 @@ fn expect(method: &str, path: &str, c: Cred) -> Option<Expect> {
             _ => bearer(&[P::Read], Isolated, Isolated),
         },
         ("get", "/v1/apps/{app_id}") => bearer(&[P::Read], Refused(404), Refused(404)),
-        ("put", "/v1/apps/{app_id}/apns" | "/v1/apps/{app_id}/fcm" | "/v1/apps/{app_id}/webex") => bearer(&[P::Admin], Refused(403), Refused(409)),
-        ("delete", "/v1/apps/{app_id}/apns" | "/v1/apps/{app_id}/fcm") => bearer(&[P::Admin], Refused(403), Refused(404)),
+        ("put", "/v1/apps/{app_id}/apns" | "/v1/apps/{app_id}/fcm" | "/v1/apps/{app_id}/hms" | "/v1/apps/{app_id}/webpush" | "/v1/apps/{app_id}/webex") => {
+            bearer(&[P::Admin], Refused(403), Refused(409))
+        }
+        ("delete", "/v1/apps/{app_id}/apns" | "/v1/apps/{app_id}/fcm" | "/v1/apps/{app_id}/hms" | "/v1/apps/{app_id}/webpush") => {
+            bearer(&[P::Admin], Refused(403), Refused(404))
+        }
         ("post", "/v1/apps/{app_id}/test-push") => bearer(&[P::Admin], Refused(403), Refused(404)),
         ("put" | "delete", "/v1/apps/{app_id}/callback") => bearer(&[P::Admin], Refused(403), Refused(404)),
         ("put", "/v1/users/{userId}") => bearer(&[P::Admin], Refused(403), Isolated),
         ("delete", "/v1/users/{userId}") => bearer(&[P::Admin], Refused(403), Refused(404)),
         // Tenant b has its own alice by then (its `PUT /v1/users/alice` case): it sees hers.
         ("get", "/v1/users/{userId}/devices") => bearer(&[P::Read], Refused(404), Isolated),
+        // Native registration: the key bound to another app may not name APP_A;
+        // tenant b does not see APP_A (400 unknown_application) nor alice's devices.
+        ("put", "/v1/users/{userId}/devices/{deviceId}") => bearer(&[P::Register], Refused(403), Refused(400)),
+        ("delete", "/v1/users/{userId}/devices/{deviceId}") => bearer(&[P::Register], Refused(404), Refused(404)),
         // alice is tenant a's: her Basic credentials work under /t/a only.
         ("put" | "delete", "/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken") => match c {
             Cred::Basic if prefixed => Ok,
@@ -300,11 +316,15 @@ impl Fixture {
             ("put", "/v1/apps/{app_id}/apns") => (format!("/v1/apps/{APP_A}/apns{}", q('?')), Some(self.apns_body())),
             ("put", "/v1/apps/{app_id}/fcm") => (format!("/v1/apps/{APP_A}/fcm{}", q('?')), Some(self.m.fcm_body())),
             ("put", "/v1/apps/{app_id}/webex") => (format!("/v1/apps/{APP_A}/webex{}", q('?')), Some(json!({"webhookSecret": HOOK_SECRET}))),
-            ("delete", "/v1/apps/{app_id}/apns" | "/v1/apps/{app_id}/fcm") => {
+            ("put", "/v1/apps/{app_id}/hms") => (format!("/v1/apps/{APP_A}/hms{}", q('?')), Some(hms_body())),
+            ("put", "/v1/apps/{app_id}/webpush") => (format!("/v1/apps/{APP_A}/webpush{}", q('?')), Some(webpush_body())),
+            ("delete", "/v1/apps/{app_id}/apns" | "/v1/apps/{app_id}/fcm" | "/v1/apps/{app_id}/hms" | "/v1/apps/{app_id}/webpush") => {
                 // A fresh app of tenant a for each case: deleting its credentials leaves APP_A whole.
                 let fresh = format!("com.a.Del{n}");
                 apns_app(app, &self.m, &fresh, Some("a")).await;
                 assert_eq!(app.put_json(&format!("/v1/apps/{fresh}/fcm?tenant=a"), &self.m.fcm_body()).await.status(), 200);
+                assert_eq!(app.put_json(&format!("/v1/apps/{fresh}/hms?tenant=a"), &hms_body()).await.status(), 200);
+                assert_eq!(app.put_json(&format!("/v1/apps/{fresh}/webpush?tenant=a"), &webpush_body()).await.status(), 200);
                 (route.replace("{app_id}", &fresh) + &q('?'), None)
             }
             ("post", "/v1/apps/{app_id}/test-push") => (format!("/v1/apps/{APP_A}/test-push{}", q('?')), Some(json!({"token": fresh_token, "channel": "APNS"}))),
@@ -321,6 +341,15 @@ impl Fixture {
                 (format!("/v1/users/{victim}{}", q('?')), None)
             }
             ("get", "/v1/users/{userId}/devices") => (format!("/v1/users/alice/devices{}", q('?')), None),
+            ("put", "/v1/users/{userId}/devices/{deviceId}") => {
+                (format!("/v1/users/alice/devices/native{n}{}", q('?')), Some(json!({"channel": "APNS", "application": APP_A, "token": fresh_token})))
+            }
+            ("delete", "/v1/users/{userId}/devices/{deviceId}") => {
+                let body = json!({"channel": "APNS", "application": APP_A, "token": fresh_token});
+                let r = app.admin(Method::PUT, &format!("/v1/users/alice/devices/gone-native{n}?tenant=a")).json(&body).send().await.unwrap();
+                assert_eq!(r.status(), 201);
+                (format!("/v1/users/alice/devices/gone-native{n}{}", q('?')), None)
+            }
             ("put", "/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken") => {
                 let r = app.client.put(app.url(&format!("{prefix}/cucm-uds/user/alice/device/phone{n}/devicetoken")));
                 return self.authorize(r, c).header("content-type", "application/xml").body(uds_xml(&fresh_token, "APNS", KEY_B64, APP_A));

@@ -9,9 +9,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use pushrelay::config::{CliOverrides, Settings};
 use pushrelay::domain::{
-    now_ms, ApnsAuth, ApnsCredentials, AppId, BundleId, CallEvent, CallId, Channel, DevicePkid,
-    DeviceToken, FcmCredentials, PayloadVersion, PushId, PushKey, Registration, RingWindow, UserId,
+    now_ms, AppId, BundleId, CallEvent, CallId, Channel, DevicePkid, DeviceToken, PayloadVersion, PushId, PushKey, Registration, RingWindow, UserId,
 };
+use pushrelay::provider::apns::{ApnsAuth, ApnsCredentials};
+use pushrelay::provider::fcm::FcmCredentials;
 use pushrelay::provider::ProviderSettings;
 use pushrelay::secret::Secret;
 use pushrelay::startup::{open_store, Application};
@@ -100,6 +101,7 @@ pub(crate) fn registration(d: &Dev) -> anyhow::Result<Registration> {
         device: DevicePkid::parse(&d.device)?,
         channel: d.channel,
         token: DeviceToken::for_channel(d.channel, &d.token)?,
+        subscription_keys: None,
         app: AppId::parse(APP)?,
         data: pushrelay::domain::DialectData::Uds { key: PushKey::from_bytes(d.key), version: PayloadVersion::parse("V2")? },
     })
@@ -349,7 +351,7 @@ pub(crate) async fn start_env(a: &Args, rts: &Runtimes, max_conns: usize) -> any
         fcm_base_url: fcm.base_url(),
         extra_ca_pem: Some(pki.ca_pem()),
         request_timeout: Duration::from_secs(10),
-        proxy: None,
+        ..ProviderSettings::default()
     };
     let apns_creds = ApnsCredentials {
         bundle_id: BundleId::parse(APP)?,

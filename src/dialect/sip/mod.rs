@@ -87,5 +87,65 @@ mod rfc8599;
 pub use message::{parse_register, parse_uri, Contact, SipRegister, SipUri, MAX_CONTACTS, MAX_HEADERS, MAX_LINE_BYTES, MAX_MESSAGE_BYTES};
 pub use push::{bindings, push_data, Bindings, PushData, UaRule};
 
+use crate::domain::{AppId, Channel, DevicePkid, DialectData, MessageToken, Provider, Registration, SipBinding, SipFormat};
+
+/// A stable device id for a SIP binding: its format and a hash of its token.
+/// Both RFC 8599 forms (VoIP and alert-only) name a device the same way.
+pub fn device_id(format: SipFormat, token: &str) -> DevicePkid {
+    let family = match format {
+        SipFormat::Rfc8599Alert => SipFormat::Rfc8599,
+        f => f,
+    };
+    super::hashed_device_id(family.as_str(), token)
+}
+
+/// The device id a piece of (de-registering) push data names.
+pub fn gone_id(data: &PushData) -> DevicePkid {
+    match data {
+        PushData::Mpush { token, .. } => device_id(SipFormat::Mpush, token.as_str()),
+        PushData::Rfc8599 { prid, .. } => device_id(SipFormat::Rfc8599, prid.as_str()),
+        PushData::WebPush { endpoint, .. } => device_id(SipFormat::Rfc8599, endpoint.as_str()),
+        PushData::Kazoo { token, .. } => device_id(SipFormat::Kazoo, token.as_str()),
+    }
+}
+
+/// The provider whose credentials a piece of push data needs, and what
+/// names the app: the bundle (X-MPUSH), the bundle or project (RFC 8599),
+/// the app itself (Kazoo), or nothing (Web Push: no `pn-param`).
+pub fn app_hint(data: &PushData) -> (Provider, Option<&str>) {
+    match data {
+        PushData::Mpush { bundle, token } => (token.provider(), Some(bundle.as_str())),
+        PushData::Rfc8599 { provider, bundle_or_project, .. } => (*provider, Some(bundle_or_project.as_str())),
+        PushData::Kazoo { app, provider, .. } => (*provider, Some(app.as_str())),
+        PushData::WebPush { .. } => (Provider::WebPush, None),
+    }
+}
+
+/// The registration of one piece of live push data of `msg` (AOR `aor`)
+/// for `app` (resolved by the caller from `app_hint`).
+pub fn registration(msg: &SipRegister, aor: &str, data: PushData, app: AppId) -> Registration {
+    let first_contact = msg.contacts.first().map(|c| c.uri.raw.clone());
+    let (format, provider, token, contact, purr, remote, sandbox) = match data {
+        PushData::Mpush { token, .. } => (SipFormat::Mpush, token.provider(), token, first_contact, None, None, false),
+        PushData::Rfc8599 { provider, sandbox, prid, remote, calls_as_alert, purr, contact, .. } => {
+            let format = if calls_as_alert { SipFormat::Rfc8599Alert } else { SipFormat::Rfc8599 };
+            (format, provider, prid, Some(contact), purr, remote, sandbox)
+        }
+        PushData::WebPush { endpoint, purr, contact } => (SipFormat::Rfc8599, Provider::WebPush, endpoint, Some(contact), purr, None, false),
+        PushData::Kazoo { provider, token, contact, .. } => (SipFormat::Kazoo, provider, token, Some(contact), None, None, false),
+    };
+    let channel = if sandbox { Channel::ApnsDev } else { Channel::for_provider(provider) };
+    let msg_token = remote.map(|token| MessageToken { app: app.clone(), channel, token });
+    Registration {
+        user: msg.user.clone(),
+        device: device_id(format, token.as_str()),
+        channel,
+        token,
+        subscription_keys: None,
+        app,
+        data: DialectData::Sip { binding: SipBinding { aor: aor.to_string(), contact, format, purr }, msg: msg_token },
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -33,6 +33,10 @@ pub enum PushData {
     },
     /// Contact parameters named by a User-Agent rule (seeds/004).
     Kazoo { rule: String, app: AppId, provider: Provider, token: DeviceToken, contact: String },
+    /// RFC 8599 §12 `pn-provider=webpush`: `pn-prid` is the push
+    /// subscription URI; `pn-param` is not used, and no encryption keys are
+    /// conveyed, so pushes carry no payload (RFC 8030 §5).
+    WebPush { endpoint: DeviceToken, purr: Option<String>, contact: String },
 }
 
 /// A `sip.user_agents.<name>` rule: when `regex` matches the User-Agent, the

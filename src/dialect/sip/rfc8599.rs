@@ -101,15 +101,36 @@ fn prid_parts(prid: &str) -> Result<Vec<(&str, Option<Service>)>, FieldError> {
     Ok(parts)
 }
 
+/// `pn-provider=webpush` (RFC 8599 §12): `pn-prid` is the push
+/// subscription URI (an `https://` URL); `pn-param` "MUST NOT be used".
+fn web_push(c: &Contact) -> Result<PushData, FieldError> {
+    let prid = c.uri.param("pn-prid").filter(|v| !v.is_empty()).ok_or_else(|| {
+        err("pn-prid", "missing_param", "pn-prid (the push subscription URI) is required in the Contact URI when pn-provider is webpush")
+    })?;
+    let endpoint = DeviceToken::parse(Provider::WebPush, prid)
+        .map_err(|e| err("pn-prid", "invalid_token", e.message.replace("subscription.endpoint", "pn-prid")))?;
+    Ok(PushData::WebPush { endpoint, purr: purr(c)?, contact: c.uri.raw.clone() })
+}
+
+/// `pn-purr`, if any (at most 256 bytes).
+fn purr(c: &Contact) -> Result<Option<String>, FieldError> {
+    match c.uri.param("pn-purr") {
+        None | Some("") => Ok(None),
+        Some(p) if p.len() <= 256 => Ok(Some(p.to_string())),
+        Some(_) => Err(err("pn-purr", "invalid_param", "pn-purr is longer than 256 bytes")),
+    }
+}
+
 pub(super) fn parse(c: &Contact) -> Result<Option<PushData>, FieldError> {
     let Some(provider) = c.uri.param("pn-provider") else { return Ok(None) };
     let (provider, sandbox) = match provider.to_ascii_lowercase().as_str() {
         "apns" => (Provider::Apns, false),
         "apns.dev" => (Provider::Apns, true),
         "fcm" => (Provider::Fcm, false),
+        "webpush" => return web_push(c).map(Some),
         _ => {
             let shown: String = provider.chars().take(16).collect();
-            return Err(err("pn-provider", "unknown_provider", format!("pn-provider must be apns, apns.dev or fcm (got {shown:?})")));
+            return Err(err("pn-provider", "unknown_provider", format!("pn-provider must be apns, apns.dev, fcm or webpush (got {shown:?})")));
         }
     };
     let required = |name: &'static str| {
@@ -139,6 +160,7 @@ pub(super) fn parse(c: &Contact) -> Result<Option<PushData>, FieldError> {
                 (None, None) => unreachable!("pn-prid has at least one token"),
             }
         }
+        Provider::Hms | Provider::WebPush => unreachable!("pn-provider names apns or fcm here"),
         Provider::Fcm => {
             if param.len() > 100 || !param.bytes().all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(&b)) {
                 return Err(err("pn-param", "invalid_param", "FCM pn-param must be the Firebase project id"));
@@ -147,11 +169,7 @@ pub(super) fn parse(c: &Contact) -> Result<Option<PushData>, FieldError> {
             (None, param.to_string(), token(parts[0].0)?, None, false)
         }
     };
-    let purr = match c.uri.param("pn-purr") {
-        None | Some("") => None,
-        Some(p) if p.len() <= 256 => Some(p.to_string()),
-        Some(_) => return Err(err("pn-purr", "invalid_param", "pn-purr is longer than 256 bytes")),
-    };
+    let purr = purr(c)?;
     Ok(Some(PushData::Rfc8599 {
         provider,
         sandbox,

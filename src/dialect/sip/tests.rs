@@ -55,6 +55,8 @@ fn check_push(m: impl AsRef<[u8]>) -> String {
                     PushData::Rfc8599 { provider: Provider::Fcm, .. } => "rfc8599-fcm",
                     PushData::Kazoo { provider: Provider::Apns, .. } => "kazoo-apns",
                     PushData::Kazoo { provider: Provider::Fcm, .. } => "kazoo-fcm",
+                    PushData::WebPush { .. } => "rfc8599-webpush",
+                    _ => "other",
                 })
                 .collect();
             format!("ok {}", kinds.join(","))
@@ -213,7 +215,11 @@ fn push_table() {
         (base(&[&prid("").replace("pn-provider=apns", "PN-Provider=APNS")]), "ok rfc8599-apns"),
         (base(&[&fcm("")]), "ok rfc8599-fcm"),
         (base(&[&fcm("").replace(":APA", "%3aAPA")]), "ok rfc8599-fcm"),
-        (base(&[&prid("").replace("apns", "webpush")]), "unknown_provider pn-provider"),
+        (base(&[&prid("").replace("apns", "wns")]), "unknown_provider pn-provider"),
+        // RFC 8599 §12: pn-prid is the push subscription URI; pn-param is not used.
+        (base(&["Contact: <sip:1111@192.0.2.1;pn-provider=webpush;pn-prid=https://fcm.googleapis.com/fcm/send/dK9:APA91b>"]), "ok rfc8599-webpush"),
+        (base(&[&prid("").replace("apns", "webpush")]), "invalid_token pn-prid"),
+        (base(&["Contact: <sip:1111@192.0.2.1;pn-provider=webpush>"]), "missing_param pn-prid"),
         (base(&[&prid("").replace("apns", "apns.dev")]), "ok rfc8599-apns"),
         (base(&[&prid("").replace("apns", "apns.prod")]), "unknown_provider pn-provider"),
         // Linphone-family forms (Flexisip's rules).
@@ -584,6 +590,7 @@ mod props {
                             assert_eq!(team_id.is_some(), provider == Provider::Apns);
                         }
                         PushData::Kazoo { provider, token, .. } => assert_eq!(token.provider(), provider),
+                        PushData::WebPush { endpoint, .. } => assert_eq!(endpoint.provider(), Provider::WebPush),
                     }
                 }
             }

@@ -3,8 +3,9 @@
 //! tokens cached per (key id, team) and reused for 40 minutes; the request
 //! builder and the status/reason → [`Attempt`] table are pure functions.
 
-use super::{retry_after, system_clock, tls, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
-use crate::domain::{ApnsAuth, ApnsCredentials, BundleId, Channel, DeviceToken};
+use crate::provider::{retry_after, system_clock, tls, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
+use super::credentials::{ApnsAuth, ApnsCredentials};
+use crate::domain::{BundleId, Channel, DeviceToken};
 use crate::secret::Secret;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -303,7 +304,7 @@ fn slot(channel: Channel) -> Option<usize> {
     match channel {
         Channel::Apns => Some(0),
         Channel::ApnsDev => Some(1),
-        Channel::Fcm => None,
+        _ => None,
     }
 }
 
@@ -351,7 +352,7 @@ impl ApnsClient {
         match channel {
             Channel::Apns => Some(&self.settings.apns_production_url),
             Channel::ApnsDev => Some(&self.settings.apns_sandbox_url),
-            Channel::Fcm => None,
+            _ => None,
         }
     }
 

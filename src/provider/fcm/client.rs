@@ -4,8 +4,8 @@
 //! `messages:send` with a data-only high-priority Android message, and the
 //! google.rpc error → [`Attempt`] decision on `FcmError.errorCode`.
 
-use super::{retry_after, system_clock, tls, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
-use crate::domain::FcmCredentials;
+use crate::provider::{retry_after, system_clock, tls, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
+use super::credentials::FcmCredentials;
 use crate::secret::Secret;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

@@ -172,6 +172,14 @@ pub(crate) fn call_op(env: &Env, devs: Arc<Vec<Dev>>) -> Op {
 
 /// The mock's ceiling: the provider clients straight at the mocks (no HTTP
 /// server, no store, no encryption), same devices and payload size.
+/// The payload shape of a channel's provider (the ceiling sends what the relay would).
+fn shape_of(channel: pushrelay::domain::Channel) -> pushrelay::domain::Shape {
+    match channel.provider() {
+        pushrelay::domain::Provider::Apns => pushrelay::domain::Shape::Apns,
+        _ => pushrelay::domain::Shape::Data,
+    }
+}
+
 fn ceiling_op(env: &Env, devs: Arc<Vec<Dev>>) -> anyhow::Result<Op> {
     let apns = Arc::new(ApnsClient::new(env.providers.clone()));
     let fcm = Arc::new(FcmClient::new(env.providers.clone()));
@@ -182,7 +190,7 @@ fn ceiling_op(env: &Env, devs: Arc<Vec<Dev>>) -> anyhow::Result<Op> {
     let mut contents = Vec::with_capacity(devs.len());
     for d in devs.iter() {
         let reg = registration(d)?;
-        let c = payload::for_call(&call_event(&d.user, Some(&d.device), 0), &reg);
+        let c = payload::for_call(&call_event(&d.user, Some(&d.device), 0), &reg, shape_of(d.channel));
         contents.push((reg.token, c));
     }
     let contents = Arc::new(contents);
@@ -205,7 +213,7 @@ fn ceiling_op(env: &Env, devs: Arc<Vec<Dev>>) -> anyhow::Result<Op> {
                     let push = ApnsPush::voip(token, &bundle, exp, body.clone());
                     apns.send(APP, &apns_creds, channel, &push).await
                 }
-                Content::FcmData { data } => fcm.send(&fcm_creds, token.as_str(), data, 30).await,
+                Content::Data { data } => fcm.send(&fcm_creds, token.as_str(), data, 30).await,
                 Content::ApnsAlert { .. } => return Err("call payloads are never alerts".to_string()),
             };
             if attempt.is_delivered() {

@@ -84,7 +84,7 @@ pub(crate) fn run_jwe(a: &Args) -> anyhow::Result<()> {
             "payload::for_call (build+encrypt+wrap)",
             iters,
             rounds(Box::new(|| {
-                time_ns(iters, |_| payload::for_call(&event, &reg))
+                time_ns(iters, |_| payload::for_call(&event, &reg, pushrelay::domain::Shape::Apns))
             })),
         ),
         (

@@ -44,7 +44,7 @@ pub(crate) async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()
                 }
                 if kind == 1 || kind == 3 {
                     store
-                        .credentials(&pushrelay::domain::Reach::every_tenant(), &app, pushrelay::domain::CredentialKind::Apns)
+                        .credentials(&pushrelay::domain::Reach::every_tenant(), &app, pushrelay::domain::CredentialKind::Push(pushrelay::domain::Provider::Apns))
                         .await
                         .map_err(|e| e.to_string())?
                         .ok_or("no credentials")?;

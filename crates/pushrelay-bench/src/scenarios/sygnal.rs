@@ -17,7 +17,7 @@ use crate::setup::{make_devices, register_store, start_env, stop_env, Dev, Env, 
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use pushrelay::domain::ApnsAuth;
+use pushrelay::provider::apns::ApnsAuth;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;

@@ -1,0 +1,89 @@
+//! Provider credentials per app, parsed once and cached, and the one
+//! provider request they are used for (`Dispatcher::send_once`).
+//!
+//! A cached entry younger than `CREDENTIALS_FRESH` is used as is; an older
+//! one is checked against the stored row's `updated_at` (and reparsed only
+//! if it changed). So a credentials change — on this node or another — is
+//! in effect within `CREDENTIALS_FRESH`, and a call costs no credentials
+//! query in between. The same parsed `Arc` is handed out until then, which
+//! lets providers keep per-credentials state (APNs: a prepared connection).
+
+use super::Dispatcher;
+use crate::domain::{AppId, Channel, Content, DeviceToken, Provider, Reach, RingWindow, SubscriptionKeys};
+use crate::provider::{Attempt, Credentials, FailureKind, Push};
+use crate::store::StoreError;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub(super) const CREDENTIALS_FRESH: Duration = Duration::from_secs(1);
+
+/// (app, provider) → (checked at, stored `updated_at`, parsed credentials).
+#[derive(Default)]
+pub(super) struct CredentialCache(Mutex<HashMap<(AppId, Provider), (Instant, i64, Credentials)>>);
+
+impl CredentialCache {
+    /// Forget an app's credentials of every provider.
+    pub(super) fn forget(&self, app: &AppId) {
+        self.0.lock().expect("credential cache lock").retain(|(a, _), _| a != app);
+    }
+}
+
+/// What one provider request needs besides the credentials.
+pub(super) struct Target<'a> {
+    pub(super) channel: Channel,
+    pub(super) app: &'a AppId,
+    pub(super) token: &'a DeviceToken,
+    pub(super) subscription_keys: Option<&'a SubscriptionKeys>,
+}
+
+impl Dispatcher {
+    /// One provider request with the app's current credentials, inside that
+    /// provider's concurrency bound.
+    pub(super) async fn send_once(&self, reach: &Reach, window: &RingWindow, target: Target<'_>, content: &Content) -> Attempt {
+        let provider = target.channel.provider();
+        let (Some(client), Some(slots)) = (self.providers.get(provider), self.slots.get(&provider)) else {
+            return Attempt::failed(FailureKind::Config, format!("the relay has no {} provider", provider.as_str()));
+        };
+        let Ok(_slot) = slots.acquire().await else {
+            return Attempt::Failed { kind: FailureKind::Other, status: None, reason: "relay shutting down".into() };
+        };
+        let creds = match self.credentials(reach, target.app, provider).await {
+            Ok(c) => c,
+            Err(reason) => return Attempt::Failed { kind: FailureKind::Config, status: None, reason },
+        };
+        let push = Push { app: target.app, channel: target.channel, token: target.token, subscription_keys: target.subscription_keys, content, window };
+        client.send(&creds, &push).await
+    }
+
+    /// The app's credentials of `provider`: cached (an app never changes
+    /// owner, and a device only ever registers with an app its tenant
+    /// sees), else read as `reach` sees them.
+    async fn credentials(&self, reach: &Reach, app: &AppId, provider: Provider) -> Result<Credentials, String> {
+        let key = (app.clone(), provider);
+        if let Some((at, _, c)) = self.creds.0.lock().expect("credential cache lock").get(&key) {
+            if at.elapsed() < CREDENTIALS_FRESH {
+                return Ok(c.clone());
+            }
+        }
+        let row = self.store.credentials(reach, app, provider.into()).await.map_err(|e| match e {
+            StoreError::Envelope(_) => "unreadable_secret: the app's credentials cannot be opened with the master keys this node holds".to_string(),
+            other => format!("store: {other}"),
+        })?;
+        let Some(row) = row else {
+            self.creds.0.lock().expect("credential cache lock").remove(&key);
+            return Err(format!("app {app} has no {} credentials", provider.as_str()));
+        };
+        let mut guard = self.creds.0.lock().expect("credential cache lock");
+        if let Some(entry) = guard.get_mut(&key) {
+            if entry.1 == row.updated_at {
+                entry.0 = Instant::now();
+                return Ok(entry.2.clone());
+            }
+        }
+        let client = self.providers.get(provider).ok_or_else(|| format!("the relay has no {} provider", provider.as_str()))?;
+        let parsed = client.credentials_from_stored(row.secret.expose())?;
+        guard.insert(key, (Instant::now(), row.updated_at, parsed.clone()));
+        Ok(parsed)
+    }
+}

@@ -117,6 +117,7 @@ impl TestApp {
         for q in [
             "SELECT secret FROM app_credentials",
             "SELECT COALESCE(push_key, '') FROM devices",
+            "SELECT COALESCE(channel_secret, '') FROM devices",
             "SELECT COALESCE(password_hash, '') FROM users",
             "SELECT value FROM settings",
         ] {
@@ -229,6 +230,8 @@ pub struct Mocks {
     pub apns: pushrelay_mock::apns::MockApns,
     pub apns_dev: pushrelay_mock::apns::MockApns,
     pub fcm: pushrelay_mock::fcm::MockFcm,
+    pub hms: pushrelay_mock::hms::MockHms,
+    pub webpush: pushrelay_mock::webpush::MockWebPush,
     pub p8: String,
     pub key_id: String,
     pub team_id: String,
@@ -236,6 +239,12 @@ pub struct Mocks {
 }
 
 pub const FCM_PROJECT: &str = "pushrelay-test";
+/// The Huawei app the HMS mock knows (app id = OAuth client id) and its secret.
+pub const HMS_APP_ID: &str = "104567891";
+pub const HMS_SECRET: &str = "hms-client-secret-0123456789";
+/// The VAPID key pair of the tests (RFC 8291 appendix A's sender key).
+pub const VAPID_PRIVATE: &str = "yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw";
+pub const VAPID_PUBLIC: &str = "BP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A8";
 
 /// Start mock APNs (production + sandbox) and FCM sharing one test CA, and a
 /// relay that trusts it and points at them.
@@ -267,6 +276,9 @@ pub async fn spawn_app_with_mocks_and_env(toml: &str, extra: &[(&str, &str)]) ->
     let fcm = MockFcm::start_with_pki(pki.clone()).await;
     let service_account = fixtures::service_account_json(&fcm.token_uri(), FCM_PROJECT);
     fcm.register_service_account(&service_account);
+    let hms = pushrelay_mock::hms::MockHms::start_with_pki(pki.clone()).await;
+    hms.register_app(HMS_APP_ID, HMS_SECRET);
+    let webpush = pushrelay_mock::webpush::MockWebPush::start_with_pki(pki.clone()).await;
 
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("mock-ca.pem");
@@ -275,6 +287,10 @@ pub async fn spawn_app_with_mocks_and_env(toml: &str, extra: &[(&str, &str)]) ->
     env.insert("PUSHRELAY_APNS_PRODUCTION_URL".to_string(), apns.url());
     env.insert("PUSHRELAY_APNS_SANDBOX_URL".to_string(), apns_dev.url());
     env.insert("PUSHRELAY_FCM_BASE_URL".to_string(), fcm.base_url());
+    env.insert("PUSHRELAY_HMS_TOKEN_URL".to_string(), hms.token_url());
+    env.insert("PUSHRELAY_HMS_BASE_URL".to_string(), hms.base_url());
+    // The Web Push mock is on loopback: listed exactly, as interface.md §9 asks.
+    env.insert("PUSHRELAY_WEBPUSH_ALLOWED_HOSTS".to_string(), "127.0.0.1".to_string());
     env.insert("PUSHRELAY_TLS_EXTRA_CA_FILE".to_string(), ca.display().to_string());
     for (k, v) in extra {
         env.insert(k.to_string(), v.to_string());
@@ -285,7 +301,7 @@ pub async fn spawn_app_with_mocks_and_env(toml: &str, extra: &[(&str, &str)]) ->
         env.insert("CONFIG_FILE".to_string(), f.display().to_string());
     }
     let app = spawn_with(dir, env).await;
-    (app, Mocks { apns, apns_dev, fcm, p8, key_id, team_id, service_account })
+    (app, Mocks { apns, apns_dev, fcm, hms, webpush, p8, key_id, team_id, service_account })
 }
 
 impl Mocks {
@@ -295,6 +311,18 @@ impl Mocks {
     pub fn fcm_body(&self) -> serde_json::Value {
         serde_json::json!({"serviceAccount": STANDARD.encode(&self.service_account)})
     }
+    pub fn hms_body(&self) -> serde_json::Value {
+        serde_json::json!({"appId": HMS_APP_ID, "clientSecret": HMS_SECRET})
+    }
+    pub fn webpush_body(&self) -> serde_json::Value {
+        serde_json::json!({"vapidPrivateKey": VAPID_PRIVATE, "subject": "mailto:ops@example.com"})
+    }
+    /// A browser subscription at the Web Push mock, bound to the tests' VAPID key.
+    pub fn subscription(&self) -> pushrelay_mock::webpush::Subscription {
+        use base64::Engine;
+        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(VAPID_PUBLIC).unwrap();
+        self.webpush.subscribe(Some(&key))
+    }
 }
 
 impl TestApp {
@@ -303,6 +331,18 @@ impl TestApp {
         assert_eq!(self.put_apns(APP, &m.apns_body()).await.status(), 200);
         assert_eq!(self.put_fcm(APP, &m.fcm_body()).await.status(), 200);
         assert_eq!(self.put_user("alice", "pw-alice").await.status(), 201);
+    }
+
+    /// Huawei and Web Push credentials for APP pointing at the mocks, user alice.
+    pub async fn with_hms_and_webpush(&self, m: &Mocks) {
+        assert_eq!(self.put_json(&format!("/v1/apps/{APP}/hms"), &m.hms_body()).await.status(), 200);
+        assert_eq!(self.put_json(&format!("/v1/apps/{APP}/webpush"), &m.webpush_body()).await.status(), 200);
+        assert_eq!(self.put_user("alice", "pw-alice").await.status(), 201);
+    }
+
+    /// `PUT /v1/users/{user}/devices/{device}` with the admin token.
+    pub async fn put_native(&self, user: &str, device: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.admin(reqwest::Method::PUT, &format!("/v1/users/{user}/devices/{device}")).json(body).send().await.unwrap()
     }
 
     /// APNs token-auth credentials for `app` with bundle id `bundle` (the mock learns the bundle).

@@ -286,3 +286,43 @@ async fn bad_sip_input_is_400_and_stores_nothing() {
     assert_eq!(status, 404);
     assert_eq!(app.admin(reqwest::Method::GET, "/v1/users/1111/devices").send().await.unwrap().status(), 404);
 }
+
+/// A REGISTER for alice@example.com with these `Contact` lines.
+fn register_with(contacts: &[String]) -> Vec<u8> {
+    let mut m = String::from(
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TLS 198.51.100.7:5061;branch=z9hG4bK9\r\nFrom: <sip:alice@example.com>;tag=9\r\n\
+         To: <sip:alice@example.com>\r\nCall-ID: cap@example.com\r\nCSeq: 2 REGISTER\r\n",
+    );
+    for c in contacts {
+        m.push_str(&format!("Contact: {c}\r\n"));
+    }
+    m.push_str("Content-Length: 0\r\n\r\n");
+    m.into_bytes()
+}
+
+fn apns_contact(host: u8, token: &str, expires: u32) -> String {
+    format!("<sip:alice@198.51.100.{host}:5061;transport=tls;pn-provider=apns;pn-prid={token};pn-param=DEF123GHIJ.{APP}.voip>;expires={expires}")
+}
+
+/// A REGISTER that removes one binding and adds two, over the device cap,
+/// is refused whole: the binding it named as gone is still there.
+#[tokio::test]
+async fn a_register_refused_for_the_device_cap_removes_nothing() {
+    let (app, m) = spawn_app_with_mocks_and_env("", &[("PUSHRELAY_LIMITS_DEVICES_PER_USER", "2")]).await;
+    app.put_mock_apns(&m, APP, APP).await;
+    let (t1, t2, t3, t4) = (apns_token(), apns_token(), apns_token(), apns_token());
+    let r = sip_register(&app, register_with(&[apns_contact(1, &t1, 600), apns_contact(2, &t2, 600)])).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let before = app.devices("alice").await;
+    assert_eq!(before.as_array().unwrap().len(), 2);
+
+    let r = sip_register(&app, register_with(&[apns_contact(1, &t1, 0), apns_contact(3, &t3, 600), apns_contact(4, &t4, 600)])).await;
+    assert_eq!(r.status(), 409, "one removed + two new = 3 > 2");
+    assert_eq!(app.devices("alice").await, before, "the refused REGISTER removed nothing");
+
+    // The same removal with one new binding fits, and happens.
+    let r = sip_register(&app, register_with(&[apns_contact(1, &t1, 0), apns_contact(3, &t3, 600)])).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let tokens: Vec<String> = app.devices("alice").await.as_array().unwrap().iter().map(|d| d["token_suffix"].as_str().unwrap().to_string()).collect();
+    assert!(tokens.contains(&t3[56..].to_string()) && !tokens.contains(&t1[56..].to_string()), "{tokens:?}");
+}

@@ -226,4 +226,26 @@ mod tests {
         assert!(matches!(a(413, ""), Attempt::Failed { kind: FailureKind::Payload, .. }));
         assert_eq!(a(400, "{\"message\":\"bad\\nTTL\"}").reason(), Some("http_400 badTTL"));
     }
+
+    /// A name that resolves only to internal addresses (here `localhost`,
+    /// through the system resolver) is refused unless listed exactly, and
+    /// the refusal is a permanent failure, not a retry.
+    #[tokio::test]
+    async fn names_resolving_to_internal_addresses_are_refused_unless_listed_exactly() {
+        use reqwest::dns::Resolve;
+        use std::str::FromStr;
+        let name = || reqwest::dns::Name::from_str("localhost").unwrap();
+        let wildcard_only = PublicOnly(AllowedHosts::new(&["*.example.com"]));
+        let err = wildcard_only.resolve(name()).await.err().expect("localhost is not public");
+        assert!(err.to_string().contains("non-public"), "{err}");
+        let listed = PublicOnly(AllowedHosts::new(&["localhost"]));
+        let addrs: Vec<SocketAddr> = listed.resolve(name()).await.ok().expect("listed exactly").collect();
+        assert!(addrs.iter().any(|a| a.ip().is_loopback()), "{addrs:?}");
+
+        // The relay's own client (its resolver is this one).
+        let settings = ProviderSettings { webpush_allowed_hosts: vec!["*.example.com".into()], ..ProviderSettings::default() };
+        let web_push = WebPush::new(settings);
+        let e = web_push.http.as_ref().unwrap().post("https://localhost:9/push").send().await.unwrap_err();
+        assert!(refused_address(&e).is_some_and(|why| why.contains("localhost")), "{e:?}");
+    }
 }

@@ -262,7 +262,11 @@ pub async fn run(cli: Cli) -> i32 {
             match crate::startup::test_push(&settings, &app, channel, &token, kind).await {
                 Ok(answer) => {
                     let code = out(format!("{answer}\n").as_bytes());
-                    if answer["outcome"] == "delivered" { code } else { 1 }
+                    if answer["outcome"] == "delivered" {
+                        code
+                    } else {
+                        1
+                    }
                 }
                 Err(e) => fail_start(e),
             }

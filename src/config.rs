@@ -5,6 +5,8 @@
 //! Depends on `secret` only. Nothing here opens a socket or a database.
 
 use crate::secret::Secret;
+pub use crate::store::SqliteSynchronous;
+pub use crate::telemetry::LogFormat;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -90,15 +92,6 @@ pub struct Settings {
     pub providers: ProviderNetwork,
 }
 
-/// How log lines are written (never with colour codes unless stderr is a
-/// terminal).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
 /// How the relay reaches APNs, FCM and Google OAuth.
 #[derive(Clone, Debug, Default)]
 pub struct ProviderNetwork {
@@ -130,25 +123,6 @@ pub struct RetentionSettings {
     pub call_days: u32,
     /// Devices not registered again for this long are listed by `GET /v1/devices/stale` (never deleted).
     pub stale_device_days: u32,
-}
-
-/// SQLite durability: `PRAGMA synchronous` (`full` by default, so an
-/// acknowledged registration survives a power loss, not only a crash).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SqliteSynchronous {
-    Normal,
-    Full,
-    Extra,
-}
-
-impl SqliteSynchronous {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SqliteSynchronous::Normal => "NORMAL",
-            SqliteSynchronous::Full => "FULL",
-            SqliteSynchronous::Extra => "EXTRA",
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -225,10 +199,7 @@ impl Default for Settings {
             database_url: "sqlite://pushrelay.db".into(),
             admin_token: None,
             master_key_file: None,
-            apns: ApnsSettings {
-                production_url: "https://api.push.apple.com".into(),
-                sandbox_url: "https://api.sandbox.push.apple.com".into(),
-            },
+            apns: ApnsSettings { production_url: "https://api.push.apple.com".into(), sandbox_url: "https://api.sandbox.push.apple.com".into() },
             fcm: FcmSettings { base_url: "https://fcm.googleapis.com".into() },
             hms: HmsSettings { token_url: crate::provider::DEFAULT_HMS_TOKEN_URL.into(), base_url: crate::provider::DEFAULT_HMS_BASE_URL.into() },
             webpush: WebPushSettings { allowed_hosts: crate::provider::DEFAULT_WEBPUSH_HOSTS.iter().map(|h| h.to_string()).collect() },
@@ -614,7 +585,8 @@ mod tests {
 
     #[test]
     fn master_key_sits_next_to_the_sqlite_file() {
-        let s = Settings::load_from(None, &env(&[("PUSHRELAY_DATABASE_URL", "sqlite:///var/lib/pr/relay.db?mode=rwc")]), &CliOverrides::default()).unwrap();
+        let s = Settings::load_from(None, &env(&[("PUSHRELAY_DATABASE_URL", "sqlite:///var/lib/pr/relay.db?mode=rwc")]), &CliOverrides::default())
+            .unwrap();
         assert_eq!(s.master_key_path(), PathBuf::from("/var/lib/pr/relay.master.key"));
     }
 }
@@ -622,7 +594,8 @@ mod tests {
 /// The origin of `public_url` (`scheme://host[:port]`, lower case, no
 /// path): what a browser sends as `Origin`.
 fn public_origin(raw: &str) -> Result<String, ConfigError> {
-    let url = reqwest::Url::parse(raw.trim()).map_err(|_| invalid("public_url", format!("{raw:?} is not an absolute URL like https://push.example.com")))?;
+    let url = reqwest::Url::parse(raw.trim())
+        .map_err(|_| invalid("public_url", format!("{raw:?} is not an absolute URL like https://push.example.com")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(invalid("public_url", "must be an http:// or https:// URL"));
     }

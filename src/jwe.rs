@@ -93,16 +93,13 @@ pub fn decrypt(compact: &str, key: &[u8]) -> Result<Vec<u8>, JweError> {
     for (part, name) in parts.iter().zip(NAMES) {
         decoded.push(b64url_strict(part, name)?);
     }
-    let [header_raw, enc_key, iv, ciphertext, tag]: [Vec<u8>; 5] =
-        decoded.try_into().expect("exactly five parts");
+    let [header_raw, enc_key, iv, ciphertext, tag]: [Vec<u8>; 5] = decoded.try_into().expect("exactly five parts");
 
     // header
     let header = parse_header(&header_raw)?;
     match header.get("alg") {
         Some(serde_json::Value::String(a)) if a == "dir" => {}
-        Some(serde_json::Value::String(a)) => {
-            return Err(JweError::new(format!("header: alg {a:?} is not allowed (only \"dir\")")))
-        }
+        Some(serde_json::Value::String(a)) => return Err(JweError::new(format!("header: alg {a:?} is not allowed (only \"dir\")"))),
         Some(_) => return Err(JweError::new("header: alg is not a string")),
         None => return Err(JweError::new("header: alg missing")),
     }
@@ -126,18 +123,12 @@ pub fn decrypt(compact: &str, key: &[u8]) -> Result<Vec<u8>, JweError> {
 
     // key/enc
     if key.len() != needed {
-        return Err(JweError::new(format!(
-            "key/enc: enc {enc} needs a {needed}-byte key, got {} bytes",
-            key.len()
-        )));
+        return Err(JweError::new(format!("key/enc: enc {enc} needs a {needed}-byte key, got {} bytes", key.len())));
     }
 
     // parts
     if !enc_key.is_empty() {
-        return Err(JweError::new(format!(
-            "parts: encrypted key must be empty for alg dir (got {} bytes)",
-            enc_key.len()
-        )));
+        return Err(JweError::new(format!("parts: encrypted key must be empty for alg dir (got {} bytes)", enc_key.len())));
     }
     if iv.len() != IV_LEN {
         return Err(JweError::new(format!("parts: IV must be exactly 12 bytes (got {})", iv.len())));
@@ -158,9 +149,7 @@ pub fn decrypt(compact: &str, key: &[u8]) -> Result<Vec<u8>, JweError> {
     };
     match ok {
         Ok(()) => Ok(std::mem::take(&mut *buf)),
-        Err(_) => Err(JweError::new(
-            "crypto: authentication tag check failed (wrong key, or header, IV, ciphertext or tag changed)",
-        )),
+        Err(_) => Err(JweError::new("crypto: authentication tag check failed (wrong key, or header, IV, ciphertext or tag changed)")),
     }
 }
 
@@ -168,19 +157,12 @@ pub fn decrypt(compact: &str, key: &[u8]) -> Result<Vec<u8>, JweError> {
 /// canonical trailing bits.
 fn b64url_strict(part: &str, name: &str) -> Result<Vec<u8>, JweError> {
     if let Some(c) = part.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
-        return Err(JweError::new(format!(
-            "shape: {name} part contains {c:?}, outside the base64url alphabet [A-Za-z0-9_-]"
-        )));
+        return Err(JweError::new(format!("shape: {name} part contains {c:?}, outside the base64url alphabet [A-Za-z0-9_-]")));
     }
     if part.len() % 4 == 1 {
-        return Err(JweError::new(format!(
-            "shape: {name} part has an impossible base64url length ({} mod 4 = 1)",
-            part.len()
-        )));
+        return Err(JweError::new(format!("shape: {name} part has an impossible base64url length ({} mod 4 = 1)", part.len())));
     }
-    URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|e| JweError::new(format!("shape: {name} part is not valid base64url ({e})")))
+    URL_SAFE_NO_PAD.decode(part).map_err(|e| JweError::new(format!("shape: {name} part is not valid base64url ({e})")))
 }
 
 /// The protected header as a JSON object; duplicate member names are refused.
@@ -236,9 +218,7 @@ pub fn cli_encrypt(key_b64: &str, iv_b64url: Option<&str>, plaintext: &[u8]) -> 
                 .decode(raw.trim())
                 .map_err(|_| "iv must be base64url (no padding) of exactly 12 bytes (not valid base64url)".to_string())?;
             let len = bytes.len();
-            let iv: [u8; 12] = bytes
-                .try_into()
-                .map_err(|_| format!("iv must be base64url (no padding) of exactly 12 bytes (got {len})"))?;
+            let iv: [u8; 12] = bytes.try_into().map_err(|_| format!("iv must be base64url (no padding) of exactly 12 bytes (got {len})"))?;
             Ok(encrypt_with_iv(&key, iv, plaintext))
         }
     }
@@ -248,11 +228,7 @@ pub fn cli_encrypt(key_b64: &str, iv_b64url: Option<&str>, plaintext: &[u8]) -> 
 /// 32-byte key; trailing whitespace (the newline of a file or pipe) is
 /// trimmed from `compact`. Errors read `undecryptable: <reason>`.
 pub fn cli_decrypt(key_b64: &str, compact: &str) -> Result<Vec<u8>, String> {
-    let key = Zeroizing::new(
-        STANDARD
-            .decode(key_b64.trim())
-            .map_err(|_| "key must be base64 of 16, 24 or 32 bytes (not valid base64)".to_string())?,
-    );
+    let key = Zeroizing::new(STANDARD.decode(key_b64.trim()).map_err(|_| "key must be base64 of 16, 24 or 32 bytes (not valid base64)".to_string())?);
     if !matches!(key.len(), 16 | 24 | 32) {
         return Err(format!("key must be base64 of 16, 24 or 32 bytes (got {})", key.len()));
     }
@@ -373,7 +349,12 @@ mod tests {
             ("A256GCM with 24-byte key", good.clone(), k[..24].to_vec(), "key/enc:"),
             ("encrypted key not empty", join([p[0], &ek, p[2], p[3], p[4]]), k.to_vec(), "parts: encrypted key"),
             ("iv empty", join([p[0], "", "", p[3], p[4]]), k.to_vec(), "parts: IV"),
-            ("iv 16 bytes with valid tag", seal(PROTECTED_HEADER_JSON, &k, &[9u8; 12], V2).replacen(&b64u(&[9u8; 12]), &iv16, 1), k.to_vec(), "parts: IV"),
+            (
+                "iv 16 bytes with valid tag",
+                seal(PROTECTED_HEADER_JSON, &k, &[9u8; 12], V2).replacen(&b64u(&[9u8; 12]), &iv16, 1),
+                k.to_vec(),
+                "parts: IV",
+            ),
             ("tag 12 bytes", join([p[0], "", p[2], p[3], tag12]), k.to_vec(), "parts: tag"),
             ("tag empty", join([p[0], "", p[2], p[3], ""]), k.to_vec(), "parts: tag"),
             ("tampered tag", join([p[0], "", p[2], p[3], &flipped_tag]), k.to_vec(), "crypto:"),

@@ -24,10 +24,10 @@
 //! Public are the modules the binaries, the integration tests and the
 //! benchmark use; `callbacks`, `dispatch`, `register` and `wake` are internal.
 
+mod callbacks;
 pub mod cli;
 pub mod config;
 pub mod dialect;
-mod callbacks;
 mod dispatch;
 pub mod domain;
 pub mod envelope;

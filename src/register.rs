@@ -103,7 +103,9 @@ impl Registrar {
                 }
             }
         }
-        let app = found.ok_or_else(|| FieldError::new("application", "unknown_application", format!("no application has {} credentials for {name}", provider.as_str())))?;
+        let app = found.ok_or_else(|| {
+            FieldError::new("application", "unknown_application", format!("no application has {} credentials for {name}", provider.as_str()))
+        })?;
         bound_to(scope, app)
     }
 

@@ -7,13 +7,11 @@
 
 use crate::config::Settings;
 use crate::dispatch::{Dispatcher, RetryPolicy};
-use crate::provider::{ProviderSettings, Providers};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use crate::envelope::MasterKey;
-use crate::store::StoreOptions;
 use crate::http::{self, auth::token_hash, AppState};
+use crate::provider::{ProviderSettings, Providers};
 use crate::store::Store;
+use crate::store::StoreOptions;
 use anyhow::Context;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -21,7 +19,9 @@ use rand::RngCore;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
 
@@ -81,10 +81,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
             key
         }
     };
-    store
-        .open_keyring(key)
-        .await
-        .map_err(|e| bad_key(format!("{}: {e}", key_path.display())))?;
+    store.open_keyring(key).await.map_err(|e| bad_key(format!("{}: {e}", key_path.display())))?;
     Ok(store)
 }
 
@@ -113,10 +110,17 @@ pub fn provider_settings(settings: &Settings) -> ProviderSettings {
 
 /// A test push from the command line (`pushrelay push`), with the
 /// configured store's credentials: the provider's answer as JSON.
-pub async fn test_push(settings: &Settings, app: &crate::domain::AppId, channel: crate::domain::Channel, token: &crate::domain::DeviceToken, kind: crate::payload::TestKind) -> anyhow::Result<serde_json::Value> {
+pub async fn test_push(
+    settings: &Settings,
+    app: &crate::domain::AppId,
+    channel: crate::domain::Channel,
+    token: &crate::domain::DeviceToken,
+    kind: crate::payload::TestKind,
+) -> anyhow::Result<serde_json::Value> {
     install_crypto_provider();
     let store = open_store(settings).await?;
-    let dispatcher = Dispatcher::new(store.clone(), Arc::new(Providers::new(&provider_settings(settings))), RetryPolicy::default(), CancellationToken::new());
+    let dispatcher =
+        Dispatcher::new(store.clone(), Arc::new(Providers::new(&provider_settings(settings))), RetryPolicy::default(), CancellationToken::new());
     let attempt = dispatcher.test_push(&crate::domain::Reach::every_tenant(), app, channel, token, kind).await;
     dispatcher.drain(Duration::from_secs(5)).await;
     store.close().await;
@@ -150,7 +154,12 @@ impl Application {
             }
         };
         let shutdown = CancellationToken::new();
-        let dispatcher = Arc::new(Dispatcher::new(store.clone(), Arc::new(Providers::new(&provider_settings(&settings))), RetryPolicy::default(), shutdown.clone()));
+        let dispatcher = Arc::new(Dispatcher::new(
+            store.clone(),
+            Arc::new(Providers::new(&provider_settings(&settings))),
+            RetryPolicy::default(),
+            shutdown.clone(),
+        ));
         let ua_rules = Arc::new(http::serve::Live::new(settings.user_agent_rules()));
         let tls = server_tls(&settings)?.map(|cfg| Arc::new(http::serve::Live::new(cfg)));
         let metrics_listener = match settings.metrics_listen {
@@ -170,7 +179,11 @@ impl Application {
         let listener = bind(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let per_address = settings.limits.connections_per_address;
-        let registrar = crate::register::Registrar::new(store.clone(), settings.limits.devices_per_user, crate::domain::AllowedHosts::new(&settings.webpush.allowed_hosts));
+        let registrar = crate::register::Registrar::new(
+            store.clone(),
+            settings.limits.devices_per_user,
+            crate::domain::AllowedHosts::new(&settings.webpush.allowed_hosts),
+        );
         let settings = Arc::new(settings);
         let state = AppState {
             store: store.clone(),
@@ -401,7 +414,6 @@ fn spawn_upkeep(store: Store, limits: Arc<crate::http::limit::Limits>, call_days
 }
 
 /// How long before a certificate credential expires the relay starts warning.
-
 
 /// Export each certificate credential's notAfter and warn (once a day, on
 /// every node) from `crate::domain::credentials_cert::EXPIRY_WARNING_DAYS` before it.

@@ -32,8 +32,14 @@ pub const CONNECTIONS_CLOSED: &str = "pushrelay_connections_closed_total";
 /// Counter: delivery callbacks, label `outcome` (`CALLBACK_OUTCOMES`).
 pub const CALLBACKS: &str = "pushrelay_callbacks_total";
 
-/// Log line shapes.
-pub use crate::config::LogFormat;
+/// How log lines are written (never with colour codes unless stderr is a
+/// terminal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
 
 /// Start logging once (`RUST_LOG` filters) as text or JSON lines, with
 /// colour codes only when stderr is a terminal (never in log files or
@@ -44,10 +50,7 @@ pub fn init_tracing(format: LogFormat) {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,h2=warn"));
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal());
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
         let _ = match format {
             LogFormat::Json => builder.json().try_init(),
             LogFormat::Text => builder.try_init(),

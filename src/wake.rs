@@ -194,5 +194,4 @@ mod tests {
         assert_eq!(hub.notify_since("sip:1@x", "new", now_ms()), 1);
         assert_eq!(w.wait(Duration::from_secs(1)).await.as_deref(), Some("new"));
     }
-
 }

@@ -76,11 +76,7 @@ fn path(p: PathBuf) -> String {
 }
 
 fn which(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(cmd))
-        .find(|p| p.is_file())
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(cmd)).find(|p| p.is_file())
 }
 
 /// The tool, or `None` after printing a skip line when
@@ -113,14 +109,8 @@ fn event(push_id: &str, name: &str, number: &str, hunt: &str) -> CallEvent {
 fn payloads() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("ascii", payload::v2::build(&event("3f6c1a52-9d0e-4b8e-a6a1-1c2d3e4f5a6b", "Alice Example", "+14085551234", ""))),
-        (
-            "unicode",
-            payload::v2::build(&event("a1b2c3d4-0000-4000-8000-000000000002", "📞 Zoë \"Ops\" — 山田太郎 / مركز\n", "*88", "5000")),
-        ),
-        (
-            "long",
-            payload::v2::build(&event(&"p".repeat(256), &"Very Long Display Name ".repeat(120), &"9".repeat(64), &"8".repeat(32))),
-        ),
+        ("unicode", payload::v2::build(&event("a1b2c3d4-0000-4000-8000-000000000002", "📞 Zoë \"Ops\" — 山田太郎 / مركز\n", "*88", "5000"))),
+        ("long", payload::v2::build(&event(&"p".repeat(256), &"Very Long Display Name ".repeat(120), &"9".repeat(64), &"8".repeat(32)))),
     ]
 }
 

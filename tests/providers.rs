@@ -3,12 +3,10 @@
 use pushrelay::domain::{BundleId, Channel, DeviceToken, Provider};
 use pushrelay::provider::apns::{ApnsAuth, ApnsCredentials};
 use pushrelay::provider::fcm::FcmCredentials;
-use pushrelay_mock::fixtures::{
-    apns_p8, apple_id, fresh_rsa_key_pem, service_account_json, service_account_json_with,
-};
-use pushrelay_mock::{FcmReply, MockApns, MockApnsConfig, MockApnsKey, MockFcm, ScriptedReply, TestPki};
 use pushrelay::provider::{ApnsClient, ApnsPush, Attempt, Clock, FailureKind, FcmClient, ProviderSettings, PushType};
 use pushrelay::secret::Secret;
+use pushrelay_mock::fixtures::{apns_p8, apple_id, fresh_rsa_key_pem, service_account_json, service_account_json_with};
+use pushrelay_mock::{FcmReply, MockApns, MockApnsConfig, MockApnsKey, MockFcm, ScriptedReply, TestPki};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,12 +23,7 @@ fn token(i: u32) -> DeviceToken {
 }
 
 fn voip(t: &DeviceToken) -> ApnsPush {
-    ApnsPush::voip(
-        t,
-        &BundleId::parse(BUNDLE).unwrap(),
-        now_s() + 30,
-        br#"{"aps":{},"data":"eyJhbGciOiJkaXIi..x"}"#.to_vec(),
-    )
+    ApnsPush::voip(t, &BundleId::parse(BUNDLE).unwrap(), now_s() + 30, br#"{"aps":{},"data":"eyJhbGciOiJkaXIi..x"}"#.to_vec())
 }
 
 struct Apns {
@@ -45,13 +38,7 @@ async fn apns_env(token_update_limit: Option<Duration>) -> Apns {
     let (p8, key_id) = apns_p8();
     let team_id = apple_id();
     let key = MockApnsKey { team_id: team_id.clone(), key_id: key_id.clone(), p8_pem: p8.clone() };
-    let cfg = |sandbox| MockApnsConfig {
-        sandbox,
-        bundles: vec![BUNDLE.into()],
-        keys: vec![key.clone()],
-        token_update_limit,
-        pki: Some(pki.clone()),
-    };
+    let cfg = |sandbox| MockApnsConfig { sandbox, bundles: vec![BUNDLE.into()], keys: vec![key.clone()], token_update_limit, pki: Some(pki.clone()) };
     let prod = MockApns::start(cfg(false)).await;
     let sandbox = MockApns::start(cfg(true)).await;
     let settings = ProviderSettings {
@@ -62,10 +49,7 @@ async fn apns_env(token_update_limit: Option<Duration>) -> Apns {
         request_timeout: Duration::from_secs(5),
         ..ProviderSettings::default()
     };
-    let creds = ApnsCredentials {
-        bundle_id: BundleId::parse(BUNDLE).unwrap(),
-        auth: ApnsAuth::Token { key_id, team_id, p8_pem: Secret::new(p8) },
-    };
+    let creds = ApnsCredentials { bundle_id: BundleId::parse(BUNDLE).unwrap(), auth: ApnsAuth::Token { key_id, team_id, p8_pem: Secret::new(p8) } };
     Apns { prod, sandbox, creds: Arc::new(creds), settings }
 }
 
@@ -150,18 +134,12 @@ async fn apns_error_answers_map_to_attempts() {
     assert_eq!(send(token(2)).await, Attempt::TokenGone { status: 400, reason: "BadDeviceToken".into() });
 
     env.prod.script_token(token(3).as_str(), vec![ScriptedReply::error(429, "TooManyRequests").with_retry_after(30)]);
-    assert_eq!(
-        send(token(3)).await,
-        Attempt::Retry { status: Some(429), reason: "TooManyRequests".into(), after: Some(Duration::from_secs(30)) }
-    );
+    assert_eq!(send(token(3)).await, Attempt::Retry { status: Some(429), reason: "TooManyRequests".into(), after: Some(Duration::from_secs(30)) });
     // Script consumed: the next push to that token is delivered.
     assert!(send(token(3)).await.is_delivered());
 
     env.prod.script_token(token(4).as_str(), vec![ScriptedReply::error(503, "ServiceUnavailable")]);
-    assert_eq!(
-        send(token(4)).await,
-        Attempt::Retry { status: Some(503), reason: "ServiceUnavailable".into(), after: None }
-    );
+    assert_eq!(send(token(4)).await, Attempt::Retry { status: Some(503), reason: "ServiceUnavailable".into(), after: None });
 
     env.prod.script_token(token(5).as_str(), vec![ScriptedReply::error(500, "InternalServerError")]);
     assert!(matches!(send(token(5)).await, Attempt::Retry { status: Some(500), .. }));
@@ -169,10 +147,7 @@ async fn apns_error_answers_map_to_attempts() {
     // A token the mock itself finds malformed (not hex).
     let mut bad = voip(&token(6));
     bad.token = "zz".repeat(32);
-    assert_eq!(
-        client.send("app", &env.creds, Channel::Apns, &bad).await,
-        Attempt::TokenGone { status: 400, reason: "BadDeviceToken".into() }
-    );
+    assert_eq!(client.send("app", &env.creds, Channel::Apns, &bad).await, Attempt::TokenGone { status: 400, reason: "BadDeviceToken".into() });
 
     // A topic the mock does not know.
     let mut other = voip(&token(7));
@@ -213,10 +188,7 @@ async fn apns_expired_provider_token_is_rebuilt_and_retried_once() {
     let c2 = calls.clone();
     let clock: Clock = Arc::new(move || if c2.fetch_add(1, Ordering::SeqCst) == 0 { now_s() - 4000 } else { now_s() });
     let client = ApnsClient::with_options(env.settings.clone(), Duration::from_secs(7200), clock);
-    assert_eq!(
-        client.send("app", &env.creds, Channel::Apns, &voip(&token(1))).await,
-        Attempt::Delivered { status: 200 }
-    );
+    assert_eq!(client.send("app", &env.creds, Channel::Apns, &voip(&token(1))).await, Attempt::Delivered { status: 200 });
     let reqs = env.prod.requests();
     assert_eq!(reqs.len(), 2);
     assert_eq!((reqs[0].status, reqs[0].reason.as_deref()), (403, Some("ExpiredProviderToken")));
@@ -278,10 +250,7 @@ async fn apns_certificate_auth_needs_a_client_cert_from_the_ca() {
         auth: ApnsAuth::Certificate { cert_pem: Secret::new(cc.cert_pem), key_pem: Secret::new(cc.key_pem) },
     };
     let client = ApnsClient::new(env.settings.clone());
-    assert_eq!(
-        client.send("cert-app", &Arc::new(creds), Channel::Apns, &voip(&token(1))).await,
-        Attempt::Delivered { status: 200 }
-    );
+    assert_eq!(client.send("cert-app", &Arc::new(creds), Channel::Apns, &voip(&token(1))).await, Attempt::Delivered { status: 200 });
     let r = &env.prod.requests()[0];
     assert!(r.client_cert);
     assert!(r.header("authorization").is_none());
@@ -298,9 +267,7 @@ async fn apns_certificate_auth_needs_a_client_cert_from_the_ca() {
     assert_eq!(env.prod.requests().len(), 1, "no request may be served without a valid certificate");
 
     // No certificate and no provider token: 403 MissingProviderToken.
-    let cfg =
-        pushrelay::provider::tls::client_config(Some(&env.prod.ca_pem()), None, pushrelay::provider::tls::ALPN_H2)
-            .unwrap();
+    let cfg = pushrelay::provider::tls::client_config(Some(&env.prod.ca_pem()), None, pushrelay::provider::tls::ALPN_H2).unwrap();
     let raw = reqwest::Client::builder().use_preconfigured_tls(cfg).http2_prior_knowledge().build().unwrap();
     let resp = raw
         .post(format!("{}/3/device/{}", env.prod.url(), token(1).as_str()))
@@ -324,10 +291,7 @@ async fn apns_untrusted_server_certificate_is_failed() {
     // Nothing listening: retryable.
     let settings = ProviderSettings { apns_production_url: "https://127.0.0.1:9".into(), ..env.settings.clone() };
     let a = ApnsClient::new(settings).send("app", &env.creds, Channel::Apns, &voip(&token(1))).await;
-    assert!(
-        matches!(a, Attempt::Retry { status: None, ref reason, .. } if reason.starts_with("connect_error")),
-        "{a:?}"
-    );
+    assert!(matches!(a, Attempt::Retry { status: None, ref reason, .. } if reason.starts_with("connect_error")), "{a:?}");
 }
 
 #[tokio::test]
@@ -375,10 +339,8 @@ async fn apns_credentials_change_builds_a_new_client() {
     let (p8, key_id) = apns_p8();
     let team_id = apple_id();
     env.prod.register_key(&team_id, &key_id, &p8);
-    let creds2 = Arc::new(ApnsCredentials {
-        bundle_id: BundleId::parse(BUNDLE).unwrap(),
-        auth: ApnsAuth::Token { key_id, team_id, p8_pem: Secret::new(p8) },
-    });
+    let creds2 =
+        Arc::new(ApnsCredentials { bundle_id: BundleId::parse(BUNDLE).unwrap(), auth: ApnsAuth::Token { key_id, team_id, p8_pem: Secret::new(p8) } });
     assert!(client.send("app", &creds2, Channel::Apns, &voip(&token(1))).await.is_delivered());
     assert!(client.send("app", &creds2, Channel::Apns, &voip(&token(2))).await.is_delivered());
     assert_eq!(client.clients_built(), 2);
@@ -426,15 +388,10 @@ async fn fcm_message_arrives_as_specified() {
     assert_eq!(r.header("content-type"), Some("application/json; charset=UTF-8"));
     assert!(r.header("authorization").unwrap().starts_with("Bearer ya29."));
     let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(
-        body,
-        serde_json::json!({"message": {"token": "cX1:APA91b-token", "data": data(), "android": {"priority": "HIGH", "ttl": "30s"}}})
-    );
+    assert_eq!(body, serde_json::json!({"message": {"token": "cX1:APA91b-token", "data": data(), "android": {"priority": "HIGH", "ttl": "30s"}}}));
     let grant = env.mock.requests().into_iter().find(|r| r.path == "/token").unwrap();
     assert_eq!(grant.header("content-type"), Some("application/x-www-form-urlencoded"));
-    assert!(String::from_utf8(grant.body)
-        .unwrap()
-        .starts_with("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion="));
+    assert!(String::from_utf8(grant.body).unwrap().starts_with("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion="));
 }
 
 #[tokio::test]
@@ -462,10 +419,7 @@ async fn fcm_errors_map_to_attempts() {
     let env = fcm_env().await;
     let client = FcmClient::new(env.settings.clone());
     env.mock.fail_token("gone", FcmReply::unregistered());
-    assert_eq!(
-        client.send(&env.creds, "gone", &data(), 30).await,
-        Attempt::TokenGone { status: 404, reason: "UNREGISTERED".into() }
-    );
+    assert_eq!(client.send(&env.creds, "gone", &data(), 30).await, Attempt::TokenGone { status: 404, reason: "UNREGISTERED".into() });
 
     env.mock.script_token("busy", vec![FcmReply::unavailable().with_retry_after(12)]);
     assert_eq!(
@@ -539,12 +493,7 @@ async fn fcm_token_is_renewed_five_minutes_before_expiry() {
 #[tokio::test]
 async fn fcm_grant_with_an_unknown_key_is_failed() {
     let env = fcm_env().await;
-    let other = service_account_json_with(
-        &env.mock.token_uri(),
-        "demo-project",
-        "relay@demo-project.iam.gserviceaccount.com",
-        &fresh_rsa_key_pem(),
-    );
+    let other = service_account_json_with(&env.mock.token_uri(), "demo-project", "relay@demo-project.iam.gserviceaccount.com", &fresh_rsa_key_pem());
     let creds = FcmCredentials::parse_service_account(other.as_bytes()).unwrap();
     let client = FcmClient::new(env.settings.clone());
     let a = client.send(&creds, "t", &data(), 30).await;
@@ -619,21 +568,14 @@ async fn mock_apns_refuses_what_apple_refuses() {
         (with("authorization", Some("bearer not.a.jwt")), body.clone(), 403, "InvalidProviderToken"),
     ];
     for (headers, b, status, reason) in cases {
-        assert_eq!(
-            send(reqwest::Method::POST, url.clone(), headers, b).await,
-            (status, reason.to_string()),
-            "{reason}"
-        );
+        assert_eq!(send(reqwest::Method::POST, url.clone(), headers, b).await, (status, reason.to_string()), "{reason}");
     }
     let mut alert = with("apns-push-type", Some("alert"));
     alert.retain(|(k, _)| *k != "apns-topic");
     alert.push(("apns-topic", BUNDLE.into()));
     assert_eq!(send(reqwest::Method::POST, url.clone(), alert.clone(), vec![b' '; 4097]).await.0, 413);
     assert_eq!(send(reqwest::Method::GET, url.clone(), good.clone(), vec![]).await, (405, "MethodNotAllowed".into()));
-    assert_eq!(
-        send(reqwest::Method::POST, format!("{}/3/devices/x", env.prod.url()), good.clone(), body.clone()).await,
-        (404, "BadPath".into())
-    );
+    assert_eq!(send(reqwest::Method::POST, format!("{}/3/devices/x", env.prod.url()), good.clone(), body.clone()).await, (404, "BadPath".into()));
     assert_eq!(
         send(reqwest::Method::POST, format!("{}/3/device/xyz", env.prod.url()), good.clone(), body.clone()).await,
         (400, "BadDeviceToken".into())
@@ -641,23 +583,16 @@ async fn mock_apns_refuses_what_apple_refuses() {
     // Unsigned token ("alg":"none") is refused.
     use base64::Engine;
     let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let none = format!(
-        "{}.{}.",
-        b64(serde_json::json!({"alg":"none","kid":key_id})),
-        b64(serde_json::json!({"iss":team_id,"iat":now_s()}))
-    );
+    let none = format!("{}.{}.", b64(serde_json::json!({"alg":"none","kid":key_id})), b64(serde_json::json!({"iss":team_id,"iat":now_s()})));
     assert_eq!(
-        send(reqwest::Method::POST, url.clone(), with("authorization", Some(&format!("bearer {none}"))), body.clone())
-            .await,
+        send(reqwest::Method::POST, url.clone(), with("authorization", Some(&format!("bearer {none}"))), body.clone()).await,
         (403, "InvalidProviderToken".into())
     );
     // 410 carries a timestamp.
     env.prod.fail_token(tok.as_str(), 410, "Unregistered");
     let resp = http
         .post(&url)
-        .headers(reqwest::header::HeaderMap::from_iter(
-            good.iter().map(|(k, v)| (reqwest::header::HeaderName::from_static(k), v.parse().unwrap())),
-        ))
+        .headers(reqwest::header::HeaderMap::from_iter(good.iter().map(|(k, v)| (reqwest::header::HeaderName::from_static(k), v.parse().unwrap()))))
         .body(body.clone())
         .send()
         .await
@@ -734,8 +669,7 @@ async fn mock_fcm_refuses_what_google_refuses() {
     };
     let msg = |data: serde_json::Value, android: serde_json::Value| serde_json::json!({"message": {"token": "t", "data": data, "android": android}});
     let ok_android = serde_json::json!({"priority": "HIGH", "ttl": "30s"});
-    let (s, v) =
-        post(msg(serde_json::json!({"body": "x"}), ok_android.clone()), url.clone(), Some(bearer.clone())).await;
+    let (s, v) = post(msg(serde_json::json!({"body": "x"}), ok_android.clone()), url.clone(), Some(bearer.clone())).await;
     assert_eq!(s, 200);
     assert!(v["name"].as_str().unwrap().starts_with("projects/demo-project/messages/"));
 
@@ -767,12 +701,7 @@ async fn mock_fcm_refuses_what_google_refuses() {
         assert_eq!(v["error"]["details"][0]["errorCode"], "INVALID_ARGUMENT", "{b}");
     }
     for ttl in ["0s", "30s", "1.5s", "2419200s", "3.000000001s"] {
-        let (s, v) = post(
-            msg(serde_json::json!({"body": "x"}), serde_json::json!({"ttl": ttl})),
-            url.clone(),
-            Some(bearer.clone()),
-        )
-        .await;
+        let (s, v) = post(msg(serde_json::json!({"body": "x"}), serde_json::json!({"ttl": ttl})), url.clone(), Some(bearer.clone())).await;
         assert_eq!(s, 200, "{ttl}: {v}");
     }
 }

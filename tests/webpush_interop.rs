@@ -61,8 +61,12 @@ async fn mozillas_http_ece_decrypts_and_py_vapid_verifies_what_pushrelay_sent() 
     }
     pushrelay::startup::install_crypto_provider();
     let mock = MockWebPush::start().await;
-    let creds = VapidCredentials::parse_admin_json(serde_json::json!({"vapidPrivateKey": VAPID_PRIVATE, "subject": "mailto:ops@example.com"}).to_string().as_bytes()).unwrap();
-    let settings = ProviderSettings { webpush_allowed_hosts: vec!["127.0.0.1".into()], extra_ca_pem: Some(mock.ca_pem()), ..ProviderSettings::default() };
+    let creds = VapidCredentials::parse_admin_json(
+        serde_json::json!({"vapidPrivateKey": VAPID_PRIVATE, "subject": "mailto:ops@example.com"}).to_string().as_bytes(),
+    )
+    .unwrap();
+    let settings =
+        ProviderSettings { webpush_allowed_hosts: vec!["127.0.0.1".into()], extra_ca_pem: Some(mock.ca_pem()), ..ProviderSettings::default() };
     let client = WebPush::new(settings);
 
     for (name, data) in [

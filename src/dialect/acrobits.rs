@@ -98,8 +98,7 @@ enum Slot {
 }
 
 impl Slot {
-    const ALL: [Slot; 6] =
-        [Slot::Username, Slot::Selector, Slot::TokenCalls, Slot::AppCalls, Slot::TokenMsgs, Slot::AppMsgs];
+    const ALL: [Slot; 6] = [Slot::Username, Slot::Selector, Slot::TokenCalls, Slot::AppCalls, Slot::TokenMsgs, Slot::AppMsgs];
 
     fn of(name: &str) -> Option<Slot> {
         Some(match name {
@@ -135,25 +134,15 @@ pub fn parse_params(pairs: &[(String, String)]) -> Result<AcrobitsReport, FieldE
         let i = Slot::ALL.iter().position(|s| *s == slot).unwrap_or(0);
         if values[i].is_some() {
             let n = slot.name();
-            return Err(FieldError::new(
-                n,
-                "duplicate_field",
-                format!("{n} is given more than once (or under two names)"),
-            ));
+            return Err(FieldError::new(n, "duplicate_field", format!("{n} is given more than once (or under two names)")));
         }
         values[i] = Some(value.as_str());
     }
     let get = |slot: Slot| values[Slot::ALL.iter().position(|s| *s == slot).unwrap_or(0)].filter(|v| !is_null(v));
 
-    let username =
-        get(Slot::Username).ok_or_else(|| FieldError::new("username", "missing_field", "username is required"))?;
-    let username = UserId::parse(username).map_err(|e| FieldError {
-        field: "username",
-        message: e.message.replace("userId", "username"),
-        ..e
-    })?;
-    let selector =
-        get(Slot::Selector).ok_or_else(|| FieldError::new("selector", "missing_field", "selector is required"))?;
+    let username = get(Slot::Username).ok_or_else(|| FieldError::new("username", "missing_field", "username is required"))?;
+    let username = UserId::parse(username).map_err(|e| FieldError { field: "username", message: e.message.replace("userId", "username"), ..e })?;
+    let selector = get(Slot::Selector).ok_or_else(|| FieldError::new("selector", "missing_field", "selector is required"))?;
     let selector = parse_selector(selector)?;
     let calls = raw_token(get(Slot::TokenCalls), get(Slot::AppCalls), Slot::TokenCalls, Slot::AppCalls)?;
     let msgs = raw_token(get(Slot::TokenMsgs), get(Slot::AppMsgs), Slot::TokenMsgs, Slot::AppMsgs)?;
@@ -170,19 +159,11 @@ pub fn parse_params(pairs: &[(String, String)]) -> Result<AcrobitsReport, FieldE
 /// are all kept, so that [`parse_params`] refuses them.
 pub fn pairs_from_json(body: &[u8]) -> Result<Vec<(String, String)>, FieldError> {
     if body.len() > MAX_BODY_BYTES {
-        return Err(FieldError::new(
-            "",
-            "too_large",
-            format!("body is larger than {MAX_BODY_BYTES} bytes (got {})", body.len()),
-        ));
+        return Err(FieldError::new("", "too_large", format!("body is larger than {MAX_BODY_BYTES} bytes (got {})", body.len())));
     }
     let members: Members = serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => FieldError::new("", "malformed_json", "body must be a JSON object"),
-        _ => FieldError::new(
-            "",
-            "malformed_json",
-            format!("body is not valid JSON (line {}, column {})", e.line(), e.column()),
-        ),
+        _ => FieldError::new("", "malformed_json", format!("body is not valid JSON (line {}, column {})", e.line(), e.column())),
     })?;
     let mut pairs = Vec::with_capacity(members.0.len());
     for (name, value) in members.0 {
@@ -204,13 +185,11 @@ pub fn pairs_from_json(body: &[u8]) -> Result<Vec<(String, String)>, FieldError>
 /// the bytes, FCM the bytes as the ASCII registration token. The error's
 /// field is `token` (the caller knows which parameter it was).
 pub fn token_for(provider: Provider, raw: &RawToken) -> Result<DeviceToken, FieldError> {
-    let fix =
-        |e: FieldError| FieldError { field: "token", message: e.message.replace("pushNotifyToken", "token"), ..e };
+    let fix = |e: FieldError| FieldError { field: "token", message: e.message.replace("pushNotifyToken", "token"), ..e };
     match provider {
         Provider::Apns => DeviceToken::parse(Provider::Apns, &hex::encode(&raw.bytes)).map_err(fix),
         Provider::Fcm => {
-            let s = std::str::from_utf8(&raw.bytes)
-                .map_err(|_| FieldError::new("token", "invalid_token", "an FCM token must be printable ASCII"))?;
+            let s = std::str::from_utf8(&raw.bytes).map_err(|_| FieldError::new("token", "invalid_token", "an FCM token must be printable ASCII"))?;
             DeviceToken::parse(Provider::Fcm, s).map_err(fix)
         }
         // The reporter knows APNs and FCM only (interface.md §9: Acrobits keeps its channel set).
@@ -228,7 +207,9 @@ impl AcrobitsReport {
         let calls = self.calls.as_ref().or(self.msgs.as_ref()).expect("the parser requires one token");
         let token = token_for(provider, calls)?;
         let msg = match (&self.msgs, self.calls.is_some(), msg) {
-            (Some(m), true, Some((app, provider))) => Some(MessageToken { app, channel: Channel::for_provider(provider), token: token_for(provider, m)? }),
+            (Some(m), true, Some((app, provider))) => {
+                Some(MessageToken { app, channel: Channel::for_provider(provider), token: token_for(provider, m)? })
+            }
             _ => None,
         };
         let device = DevicePkid::parse(&self.selector).map_err(|e| FieldError { field: "selector", ..e })?;
@@ -268,20 +249,14 @@ fn parse_selector(raw: &str) -> Result<String, FieldError> {
         None => false,
     };
     if !ok {
-        return Err(FieldError::new(
-            "selector",
-            "invalid_selector",
-            "selector must be 40 hex digits, ':' and 1 to 64 hex digits",
-        ));
+        return Err(FieldError::new("selector", "invalid_selector", "selector must be 40 hex digits, ':' and 1 to 64 hex digits"));
     }
     Ok(raw.to_ascii_uppercase())
 }
 
 const B64: GeneralPurpose = GeneralPurpose::new(
     &STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent).with_decode_allow_trailing_bits(true),
 );
 
 fn raw_token(token: Option<&str>, app: Option<&str>, tslot: Slot, aslot: Slot) -> Result<Option<RawToken>, FieldError> {
@@ -416,10 +391,7 @@ mod tests {
             (renamed("username", "Username"), "missing_field username"),
             (renamed("selector", "SELECTOR"), "missing_field selector"),
             // duplicates, also across spellings
-            (
-                with("username", Some("other")).into_iter().chain(pairs(&[("username", "johndow")])).collect(),
-                "duplicate_field username",
-            ),
+            (with("username", Some("other")).into_iter().chain(pairs(&[("username", "johndow")])).collect(), "duplicate_field username"),
             ([pairs(&base()), pairs(&[("pushToken", MSGS_B64)])].concat(), "duplicate_field token_msgs"),
             ([pairs(&base()), pairs(&[("pushTokenIncomingCall", CALLS_B64)])].concat(), "duplicate_field token_calls"),
             ([pairs(&base()), pairs(&[("appId_calls", "x")])].concat(), "duplicate_field appid_calls"),
@@ -430,10 +402,7 @@ mod tests {
             (with("username", Some("")), "missing_field username"),
             (with("selector", None), "missing_field selector"),
             (pairs(&[("username", "u"), ("selector", SELECTOR)]), "missing_field token_calls"),
-            (
-                pairs(&[("username", "u"), ("selector", SELECTOR), ("token_calls", ""), ("token_msgs", "null")]),
-                "missing_field token_calls",
-            ),
+            (pairs(&[("username", "u"), ("selector", SELECTOR), ("token_calls", ""), ("token_msgs", "null")]), "missing_field token_calls"),
             // bad values
             (with("username", Some("john dow")), "invalid_user username"),
             (with("selector", Some("12869E0E6E553673C54F29105A0647204C416A2A")), "invalid_selector selector"),
@@ -508,9 +477,7 @@ mod tests {
     #[test]
     fn json_pairs() {
         let p = |s: &str| pairs_from_json(s.as_bytes());
-        let code = |s: &str| {
-            p(s).map(|_| "ok".to_string()).unwrap_or_else(|e| format!("{} {}", e.code, e.field).trim_end().into())
-        };
+        let code = |s: &str| p(s).map(|_| "ok".to_string()).unwrap_or_else(|e| format!("{} {}", e.code, e.field).trim_end().into());
         assert_eq!(p(r#"{"a":"1","a":"2","b":null}"#).unwrap(), pairs(&[("a", "1"), ("a", "2")]));
         assert_eq!(code(r#"{"token_msgs":null}"#), "ok");
         assert_eq!(code(r#"{"token_msgs":12}"#), "invalid_field token_msgs");
@@ -526,15 +493,10 @@ mod tests {
         assert_eq!(code(r#"{"a":"b"} {}"#), "malformed_json");
         assert_eq!(code(&" ".repeat(MAX_BODY_BYTES + 1)), "too_large");
         // Repeated members reach parse_params, which refuses them.
-        let dup = p(&format!(
-            r#"{{"username":"u","selector":"{SELECTOR}","token_msgs":"{MSGS_B64}","pushToken":"{MSGS_B64}"}}"#
-        ))
-        .unwrap();
+        let dup = p(&format!(r#"{{"username":"u","selector":"{SELECTOR}","token_msgs":"{MSGS_B64}","pushToken":"{MSGS_B64}"}}"#)).unwrap();
         assert_eq!(check(&dup), "duplicate_field token_msgs");
         // A null token_msgs next to pushToken is simply absent.
-        let one =
-            p(&format!(r#"{{"username":"u","selector":"{SELECTOR}","token_msgs":null,"pushToken":"{MSGS_B64}"}}"#))
-                .unwrap();
+        let one = p(&format!(r#"{{"username":"u","selector":"{SELECTOR}","token_msgs":null,"pushToken":"{MSGS_B64}"}}"#)).unwrap();
         assert_eq!(check(&one), "ok");
     }
 

@@ -77,7 +77,11 @@ pub fn parse(body: &[u8]) -> Result<NativeDevice, FieldError> {
         (_, _, Some(_)) => return Err(field("subscription", "invalid_field", format!("subscription belongs to WEBPUSH devices, not {channel}"))),
         (_, None, None) => return Err(field("token", "missing_field", format!("token is required for {channel}"))),
         (provider, Some(raw), None) => {
-            let token = DeviceToken::parse(provider, raw.trim()).map_err(|e| FieldError { field: "token", message: e.message.replace("pushNotifyToken", "token"), ..e })?;
+            let token = DeviceToken::parse(provider, raw.trim()).map_err(|e| FieldError {
+                field: "token",
+                message: e.message.replace("pushNotifyToken", "token"),
+                ..e
+            })?;
             (token, None)
         }
     };
@@ -140,8 +144,14 @@ mod tests {
             (serde_json::json!({"channel": "APNS", "application": "com.a", "token": "zz"}), "token"),
             (serde_json::json!({"channel": "WEBPUSH", "application": "com.a", "token": "t"}), "token"),
             (serde_json::json!({"channel": "WEBPUSH", "application": "com.a"}), "subscription"),
-            (serde_json::json!({"channel": "WEBPUSH", "application": "com.a", "subscription": {"endpoint": "http://x/y", "keys": {"p256dh": P256DH, "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}}), "subscription"),
-            (serde_json::json!({"channel": "WEBPUSH", "application": "com.a", "subscription": {"endpoint": "https://x/y", "keys": {"p256dh": "AAAA", "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}}), "subscription"),
+            (
+                serde_json::json!({"channel": "WEBPUSH", "application": "com.a", "subscription": {"endpoint": "http://x/y", "keys": {"p256dh": P256DH, "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}}),
+                "subscription",
+            ),
+            (
+                serde_json::json!({"channel": "WEBPUSH", "application": "com.a", "subscription": {"endpoint": "https://x/y", "keys": {"p256dh": "AAAA", "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}}),
+                "subscription",
+            ),
             (serde_json::json!({"channel": "FCM", "application": "com.a", "token": "t", "key": "c2hvcnQ="}), "key"),
             (serde_json::json!({"channel": "FCM", "application": "com.a", "token": "t", "format": "v2"}), "key"),
             (serde_json::json!({"channel": "FCM", "application": "com.a", "token": "t", "format": "v3"}), "format"),

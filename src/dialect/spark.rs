@@ -239,9 +239,9 @@ pub fn parse_webhook(body: &[u8]) -> Result<Webhook, FieldError> {
     let time = |v: Option<&Value>, field: &'static str| -> Result<Option<i64>, FieldError> {
         match v {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(t)) => rfc3339_ms(t)
-                .map(Some)
-                .ok_or_else(|| FieldError::new(field, "invalid_field", format!("{field} must be an RFC 3339 time"))),
+            Some(Value::String(t)) => {
+                rfc3339_ms(t).map(Some).ok_or_else(|| FieldError::new(field, "invalid_field", format!("{field} must be an RFC 3339 time")))
+            }
             Some(_) => Err(FieldError::new(field, "invalid_field", format!("{field} must be a string"))),
         }
     };
@@ -346,11 +346,7 @@ fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, FieldErro
                     FieldError::new("", "malformed_json", "body must be a JSON object")
                 }
             }
-            _ => FieldError::new(
-                "",
-                "malformed_json",
-                format!("body is not valid JSON (line {}, column {})", e.line(), e.column()),
-            ),
+            _ => FieldError::new("", "malformed_json", format!("body is not valid JSON (line {}, column {})", e.line(), e.column())),
         }
     })
 }
@@ -371,24 +367,15 @@ fn required_str(v: Option<Value>, field: &'static str) -> Result<String, FieldEr
 }
 
 fn apns_token(raw: &str, field: &'static str) -> Result<DeviceToken, FieldError> {
-    DeviceToken::parse(Provider::Apns, raw).map_err(|e| FieldError {
-        field,
-        message: e.message.replace("pushNotifyToken", field),
-        ..e
-    })
+    DeviceToken::parse(Provider::Apns, raw).map_err(|e| FieldError { field, message: e.message.replace("pushNotifyToken", field), ..e })
 }
 
 fn check_text(s: String, field: &'static str) -> Result<String, FieldError> {
     if s.is_empty() || s.len() > MAX_TEXT || s.chars().any(char::is_control) {
-        return Err(FieldError::new(
-            field,
-            "invalid_field",
-            format!("{field} must be 1 to {MAX_TEXT} bytes without control characters"),
-        ));
+        return Err(FieldError::new(field, "invalid_field", format!("{field} must be 1 to {MAX_TEXT} bytes without control characters")));
     }
     Ok(s)
 }
-
 
 fn cut(s: &str) -> String {
     s.chars().take(MAX_ECHO).collect()
@@ -403,9 +390,7 @@ mod tests {
     const PERSON: &str = "Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZWU";
 
     fn reg(extra: &str) -> String {
-        format!(
-            r#"{{"email":"alice@example.com","voipToken":"{VOIP}","msgToken":"{MSG}","personId":"{PERSON}"{extra}}}"#
-        )
+        format!(r#"{{"email":"alice@example.com","voipToken":"{VOIP}","msgToken":"{MSG}","personId":"{PERSON}"{extra}}}"#)
     }
 
     fn check_reg(body: impl AsRef<[u8]>) -> String {
@@ -423,13 +408,7 @@ mod tests {
             (reg(r#","sandbox":null"#), "ok"),
             (reg(r#","unknown":{"x":[1,2]}"#), "ok"),
             (format!(r#"{{"voipToken":"{VOIP}","personId":"{PERSON}"}}"#), "ok"),
-            (
-                format!(
-                    r#"{{"voipToken":"{}","personId":"{PERSON}","msgToken":null,"email":null}}"#,
-                    VOIP.to_uppercase()
-                ),
-                "ok",
-            ),
+            (format!(r#"{{"voipToken":"{}","personId":"{PERSON}","msgToken":null,"email":null}}"#, VOIP.to_uppercase()), "ok"),
             (format!(r#"{{"voipToken":"{VOIP}","personId":"{PERSON}","msgToken":"","email":""}}"#), "ok"),
             (format!(r#"{{"voipToken":"{VOIP}","personId":"alice@example.com"}}"#), "ok"),
             // missing / wrong types
@@ -485,8 +464,7 @@ mod tests {
 
     #[test]
     fn webex_person_ids_are_user_ids() {
-        for id in [PERSON, "Y2lzY29zcGFyazovL3VzL1BFT1BMRS9mNWIzNjE4Ny1jOGRkLTQ3MjctOGIyZi1mOWM0NDdmMjkwNDY", "a-b_c=="]
-        {
+        for id in [PERSON, "Y2lzY29zcGFyazovL3VzL1BFT1BMRS9mNWIzNjE4Ny1jOGRkLTQ3MjctOGIyZi1mOWM0NDdmMjkwNDY", "a-b_c=="] {
             assert!(UserId::parse(id).is_ok(), "{id}");
         }
     }
@@ -518,10 +496,7 @@ mod tests {
         let good = sign(secret, body);
         assert_eq!(good.len(), 40);
         // Known answer: HMAC-SHA1("key", "The quick brown fox jumps over the lazy dog").
-        assert_eq!(
-            sign(b"key", b"The quick brown fox jumps over the lazy dog"),
-            "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9"
-        );
+        assert_eq!(sign(b"key", b"The quick brown fox jumps over the lazy dog"), "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9");
         let mut flipped = good.clone().into_bytes();
         flipped[39] = if flipped[39] == b'0' { b'1' } else { b'0' };
         let flipped = String::from_utf8(flipped).unwrap();
@@ -572,9 +547,7 @@ mod tests {
 
     #[test]
     fn webhook_table() {
-        let call = |extra: &str| {
-            hook("callMemberships", "created", &format!(r#"{{"id":"M1","callId":"C1","personId":"{PERSON}"{extra}}}"#))
-        };
+        let call = |extra: &str| hook("callMemberships", "created", &format!(r#"{{"id":"M1","callId":"C1","personId":"{PERSON}"{extra}}}"#));
         let cases: Vec<(String, &str)> = vec![
             (call(""), "call"),
             (call(r#","status":"notified""#), "call"),
@@ -596,14 +569,8 @@ mod tests {
             (hook("callMemberships", "created", r#"{"callId":"C1","personId":""}"#), "missing_field data.personId"),
             (hook("callMemberships", "created", r#"{"callId":"C1","personId":"a/b"}"#), "invalid_user data.personId"),
             (hook("callMemberships", "created", &format!(r#"{{"personId":"{PERSON}"}}"#)), "missing_field data.callId"),
-            (
-                hook("callMemberships", "created", &format!(r#"{{"callId":"a\nb","personId":"{PERSON}"}}"#)),
-                "invalid_field data.callId",
-            ),
-            (
-                hook("callMemberships", "created", &format!(r#"{{"callId":"C","id":5,"personId":"{PERSON}"}}"#)),
-                "invalid_field data.id",
-            ),
+            (hook("callMemberships", "created", &format!(r#"{{"callId":"a\nb","personId":"{PERSON}"}}"#)), "invalid_field data.callId"),
+            (hook("callMemberships", "created", &format!(r#"{{"callId":"C","id":5,"personId":"{PERSON}"}}"#)), "invalid_field data.id"),
             (hook("callMemberships", "created", "null"), "missing_field data"),
             (hook("callMemberships", "created", "[]"), "invalid_field data"),
             (r#"{"resource":"callMemberships","event":"created"}"#.into(), "missing_field data"),
@@ -652,7 +619,11 @@ mod tests {
         assert_eq!(at("{}", r#","created":"2025-11-25T07:00:01Z""#), Ok(Some(t0 + 1000)));
         assert_eq!(at("{}", ""), Ok(None));
         assert_eq!(at(r#"{"created":"yesterday"}"#, "").unwrap_err().code, "invalid_field");
-        let w = Webhook { replay_key: String::new(), created_ms: Some(t0), event: WebhookEvent::Ignored { resource: String::new(), event: String::new() } };
+        let w = Webhook {
+            replay_key: String::new(),
+            created_ms: Some(t0),
+            event: WebhookEvent::Ignored { resource: String::new(), event: String::new() },
+        };
         assert!(!w.is_stale(t0 + STALE_AFTER_MS));
         assert!(w.is_stale(t0 + STALE_AFTER_MS + 1));
         assert!(w.is_stale(t0 - STALE_AFTER_MS - 1), "far in the future");
@@ -821,14 +792,20 @@ mod tests {
         let cases: Vec<(String, &str)> = vec![
             (seed.clone(), "message"),
             // The owner's own message: nothing to tell.
-            (seed.replace(r#""actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZXI""#, r#""actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZWU""#), "own message"),
+            (
+                seed.replace(r#""actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZXI""#, r#""actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZWU""#),
+                "own message",
+            ),
             (seed.replace(owner, r#""createdBy":null"#), "missing_field createdBy"),
             (seed.replace(owner, r#""createdBy":"""#), "missing_field createdBy"),
             (seed.replace(owner, r#""createdBy":"a/b""#), "invalid_user createdBy"),
             (seed.replace(r#""actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZXI","#, ""), "missing_field actorId"),
             (seed.replace(r#""personEmail":"bob@example.com","#, ""), "missing_field data.personEmail"),
             (seed.replace("bob@example.com", "bob"), "invalid_email data.personEmail"),
-            (seed.replace(r#""personEmail":"bob@example.com","#, r#""personEmail":"bob@example.com","personEmail":"eve@example.com","#), "duplicate_field"),
+            (
+                seed.replace(r#""personEmail":"bob@example.com","#, r#""personEmail":"bob@example.com","personEmail":"eve@example.com","#),
+                "duplicate_field",
+            ),
             (seed.replace(r#""event":"created""#, r#""event":"deleted""#), "ignored"),
         ];
         for (i, (body, want)) in cases.iter().enumerate() {

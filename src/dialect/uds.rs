@@ -19,9 +19,7 @@
 //! elements (and everything nested in them) and comments are ignored.
 //! Error messages never echo the key.
 
-use crate::domain::{
-    AppId, Channel, DevicePkid, DeviceToken, DialectData, FieldError, PayloadVersion, PushKey, Registration, UserId,
-};
+use crate::domain::{AppId, Channel, DevicePkid, DeviceToken, DialectData, FieldError, PayloadVersion, PushKey, Registration, UserId};
 use quick_xml::escape::escape;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
@@ -91,19 +89,13 @@ pub fn parse_token(body: &[u8]) -> Result<UdsToken, FieldError> {
     let (token, channel, key) = (text(&token), text(&channel), text(&key));
     let (algorithm, application, payload_version) = (text(&algorithm), text(&application), text(&payload_version));
 
-    let channel = Channel::parse(&channel)
-        .map_err(no_long_echo(&channel, "pushChannelType must be APNS, APNS:dev or FCM"))?;
+    let channel = Channel::parse(&channel).map_err(no_long_echo(&channel, "pushChannelType must be APNS, APNS:dev or FCM"))?;
     let token = DeviceToken::for_channel(channel, &token)?;
     let key = PushKey::parse_b64(&key)?;
     if algorithm.as_str() != ALGORITHM {
-        return Err(FieldError::new(
-            "algorithm",
-            "invalid_algorithm",
-            format!("algorithm must be {ALGORITHM} (got {})", echo(&algorithm)),
-        ));
+        return Err(FieldError::new("algorithm", "invalid_algorithm", format!("algorithm must be {ALGORITHM} (got {})", echo(&algorithm))));
     }
-    let payload_version =
-        PayloadVersion::parse(&payload_version).map_err(no_long_echo(&payload_version, "payloadVersion must be V2"))?;
+    let payload_version = PayloadVersion::parse(&payload_version).map_err(no_long_echo(&payload_version, "payloadVersion must be V2"))?;
     let app = AppId::parse(&application)?;
     Ok(UdsToken { channel, token, key, app, payload_version })
 }
@@ -190,13 +182,9 @@ fn is_xml_space(c: char) -> bool {
 /// (untrimmed) text of the six known direct children of `<token>`.
 fn scan(body: &[u8]) -> Result<Texts, FieldError> {
     if body.len() > MAX_BODY_BYTES {
-        return Err(doc_error(
-            "too_large",
-            format!("body is larger than {MAX_BODY_BYTES} bytes (got {})", body.len()),
-        ));
+        return Err(doc_error("too_large", format!("body is larger than {MAX_BODY_BYTES} bytes (got {})", body.len())));
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|e| malformed(format!("body is not valid UTF-8 (at byte {})", e.valid_up_to())))?;
+    let text = std::str::from_utf8(body).map_err(|e| malformed(format!("body is not valid UTF-8 (at byte {})", e.valid_up_to())))?;
     let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     if let Some(c) = text.chars().find(|c| !is_xml_char(*c)) {
         return Err(malformed(format!("character U+{:04X} is not allowed in XML", c as u32)));
@@ -213,9 +201,7 @@ fn scan(body: &[u8]) -> Result<Texts, FieldError> {
 
     loop {
         let event = reader.read_event().map_err(|e| {
-            if matches!(e, quick_xml::Error::Syntax(quick_xml::errors::SyntaxError::InvalidBangMarkup))
-                && text.contains("<!ENTITY")
-            {
+            if matches!(e, quick_xml::Error::Syntax(quick_xml::errors::SyntaxError::InvalidBangMarkup)) && text.contains("<!ENTITY") {
                 return doc_error("dtd_forbidden", "entity declarations are not accepted");
             }
             malformed(format!("{} (at byte {})", describe(&e), reader.error_position()))
@@ -310,13 +296,7 @@ fn scan(body: &[u8]) -> Result<Texts, FieldError> {
 }
 
 /// An element opens (`<x>` or `<x/>`) while `depth` elements are open.
-fn open(
-    start: &BytesStart<'_>,
-    depth: usize,
-    root_seen: bool,
-    texts: &mut Texts,
-    collecting: &mut Option<usize>,
-) -> Result<(), FieldError> {
+fn open(start: &BytesStart<'_>, depth: usize, root_seen: bool, texts: &mut Texts, collecting: &mut Option<usize>) -> Result<(), FieldError> {
     if depth + 1 > MAX_DEPTH {
         return Err(malformed(format!("elements are nested deeper than {MAX_DEPTH} levels")));
     }
@@ -361,7 +341,6 @@ fn open(
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -465,7 +444,12 @@ mod tests {
             (without("payloadVersion").into(), "missing_field payloadVersion"),
             (without_in(&without("payloadVersion"), "key").into(), "missing_field key"),
             (without_in(&with("pushChannelType", "GCM"), "payloadVersion").into(), "missing_field payloadVersion"),
-            (inside("<wrapper><pushNotifyToken>x</pushNotifyToken></wrapper>").replacen(&format!("<pushNotifyToken>{TOKEN}</pushNotifyToken>"), "", 1).into(), "missing_field pushNotifyToken"),
+            (
+                inside("<wrapper><pushNotifyToken>x</pushNotifyToken></wrapper>")
+                    .replacen(&format!("<pushNotifyToken>{TOKEN}</pushNotifyToken>"), "", 1)
+                    .into(),
+                "missing_field pushNotifyToken",
+            ),
             (b"<token/>".to_vec(), "missing_field pushNotifyToken"),
             // duplicates
             (inside(&format!("<pushNotifyToken>{TOKEN}</pushNotifyToken>")).into(), "duplicate_field pushNotifyToken"),
@@ -521,7 +505,10 @@ mod tests {
             (with_in(&with("algorithm", "x"), "payloadVersion", "x").into(), "invalid_algorithm algorithm"),
             (with_in(&with("payloadVersion", "x"), "application", "a b").into(), "invalid_payload_version payloadVersion"),
             // DTD, entity declarations, processing instructions
-            (format!("<!DOCTYPE token>\n{}", without("application").replacen("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n", "", 1)).into(), "dtd_forbidden"),
+            (
+                format!("<!DOCTYPE token>\n{}", without("application").replacen("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n", "", 1)).into(),
+                "dtd_forbidden",
+            ),
             (VALID.replacen("?>\n", "?>\n<!DOCTYPE token [<!ENTITY app \"com.example.KitchenSink\">]>\n", 1).into(), "dtd_forbidden"),
             (VALID.replacen("?>\n", "?>\n<!DOCTYPE token SYSTEM \"http://evil.example/x.dtd\">\n", 1).into(), "dtd_forbidden"),
             (VALID.replacen("?>\n", "?>\n<!doctype token>\n", 1).into(), "dtd_forbidden"),
@@ -732,13 +719,60 @@ mod tests {
         use proptest::prelude::*;
 
         const PIECES: &[&str] = &[
-            "<token>", "</token>", "<token/>", "<pushNotifyToken>", "</pushNotifyToken>", "<pushChannelType>",
-            "</pushChannelType>", "<key>", "</key>", "<key/>", "<algorithm>", "</algorithm>", "<application>",
-            "</application>", "<payloadVersion>", "</payloadVersion>", "<x>", "</x>", "<x a='1'/>", TOKEN, KEY,
-            "APNS", "APNS:dev", "FCM", "A256GCM", "V2", "com.example.KitchenSink", "<!-- c -->", "<!--", "-->",
-            "<![CDATA[", "]]>", "&amp;", "&lt;", "&xxe;", "&#x41;", "&#0;", "&", "<", ">", "<!DOCTYPE token>",
-            "<!ENTITY e 'v'>", "<?pi?>", "<?xml version=\"1.0\"?>", " ", "\n", "\u{FEFF}", "\u{1}", "é", "\"", "'",
-            "=", "/", "xmlns=\"urn:x\"",
+            "<token>",
+            "</token>",
+            "<token/>",
+            "<pushNotifyToken>",
+            "</pushNotifyToken>",
+            "<pushChannelType>",
+            "</pushChannelType>",
+            "<key>",
+            "</key>",
+            "<key/>",
+            "<algorithm>",
+            "</algorithm>",
+            "<application>",
+            "</application>",
+            "<payloadVersion>",
+            "</payloadVersion>",
+            "<x>",
+            "</x>",
+            "<x a='1'/>",
+            TOKEN,
+            KEY,
+            "APNS",
+            "APNS:dev",
+            "FCM",
+            "A256GCM",
+            "V2",
+            "com.example.KitchenSink",
+            "<!-- c -->",
+            "<!--",
+            "-->",
+            "<![CDATA[",
+            "]]>",
+            "&amp;",
+            "&lt;",
+            "&xxe;",
+            "&#x41;",
+            "&#0;",
+            "&",
+            "<",
+            ">",
+            "<!DOCTYPE token>",
+            "<!ENTITY e 'v'>",
+            "<?pi?>",
+            "<?xml version=\"1.0\"?>",
+            " ",
+            "\n",
+            "\u{FEFF}",
+            "\u{1}",
+            "é",
+            "\"",
+            "'",
+            "=",
+            "/",
+            "xmlns=\"urn:x\"",
         ];
 
         fn assert_sane(body: &[u8]) {

@@ -52,7 +52,8 @@ impl Dispatcher {
             Ok(c) => c,
             Err(reason) => return Attempt::Failed { kind: FailureKind::Config, status: None, reason },
         };
-        let push = Push { app: target.app, channel: target.channel, token: target.token, subscription_keys: target.subscription_keys, content, window };
+        let push =
+            Push { app: target.app, channel: target.channel, token: target.token, subscription_keys: target.subscription_keys, content, window };
         client.send(&creds, &push).await
     }
 

@@ -25,7 +25,12 @@ impl Dispatcher {
     }
 
     /// The store write a provider answer calls for, if any (see `note_health`).
-    pub(super) fn health_write(&self, app: &AppId, provider: Provider, attempt: &Attempt) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    pub(super) fn health_write(
+        &self,
+        app: &AppId,
+        provider: Provider,
+        attempt: &Attempt,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let refused = match attempt {
             Attempt::Delivered { .. } | Attempt::TokenGone { .. } => None,
             Attempt::Failed { kind: FailureKind::Auth, reason, .. } => Some(reason.clone()),

@@ -23,8 +23,8 @@ mod writer;
 pub use retry::RetryPolicy;
 
 use crate::domain::{
-    now_ms, AppId, CallEvent, CallId, CallReport, Channel, Delivery, Device, DeviceSet, DeviceToken, MessageNote, Outcome, Provider, Reach, Registration,
-    RingWindow, Scope, TenantId, UnreadableDevice,
+    now_ms, AppId, CallEvent, CallId, CallReport, Channel, Delivery, Device, DeviceSet, DeviceToken, MessageNote, Outcome, Provider, Reach,
+    Registration, RingWindow, Scope, TenantId, UnreadableDevice,
 };
 use crate::payload;
 use crate::provider::{Attempt, Providers};
@@ -303,15 +303,24 @@ impl Dispatcher {
             }
             let left = give_up - now_ms();
             if left <= 0 {
-                return Delivery::new(&reg.device, reg.channel, Outcome::Expired, None, Some(format!("duplicate pushid: call {} holds this device", other.as_str())), 0)
-                    .of_app(&reg.app);
+                return Delivery::new(
+                    &reg.device,
+                    reg.channel,
+                    Outcome::Expired,
+                    None,
+                    Some(format!("duplicate pushid: call {} holds this device", other.as_str())),
+                    0,
+                )
+                .of_app(&reg.app);
             }
             let wait = Duration::from_millis(left as u64).min(CLAIM_RECHECK);
             let settled = async {
                 loop {
                     match events.recv().await {
                         Ok(StoreEvent::ClaimsSettled { claims })
-                            if claims.iter().any(|c| c.push_id == push_id && c.tenant == tenant && c.user == reg.user.as_str() && c.device == reg.device.as_str()) =>
+                            if claims.iter().any(|c| {
+                                c.push_id == push_id && c.tenant == tenant && c.user == reg.user.as_str() && c.device == reg.device.as_str()
+                            }) =>
                         {
                             return
                         }
@@ -370,7 +379,6 @@ impl Dispatcher {
         .await;
         Ok(Some(CallReport::new(call, deliveries)))
     }
-
 }
 
 /// Cancels are alerts: worth delivering for half a minute, not longer.
@@ -408,7 +416,13 @@ fn finish(reg: &Registration, outcome: Outcome, status: Option<u16>, reason: Opt
     });
     let provider = reg.channel.provider();
     metrics::counter!(telemetry::PUSHES, "provider" => provider.as_str(), "outcome" => outcome.as_str()).increment(1);
-    tracing::info!(outcome = outcome.as_str(), attempts, status, reason = reason.as_deref().unwrap_or(""), token = reg.token.suffix(), "push finished");
+    tracing::info!(
+        outcome = outcome.as_str(),
+        attempts,
+        status,
+        reason = reason.as_deref().unwrap_or(""),
+        token = reg.token.suffix(),
+        "push finished"
+    );
     Delivery::new(&reg.device, reg.channel, outcome, status, reason, attempts).of_app(&reg.app)
 }
-

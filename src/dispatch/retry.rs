@@ -43,7 +43,6 @@ impl RetryPolicy {
     }
 }
 
-
 impl Dispatcher {
     /// Deliver one payload to one device: attempts until delivered, dead,
     /// failed for good, or the window closes.
@@ -126,7 +125,6 @@ impl Dispatcher {
             }
         }
     }
-
 }
 
 #[cfg(test)]

@@ -124,4 +124,3 @@ async fn write_jobs(store: &Store, jobs: Vec<WriteJob>) {
         }
     }
 }
-

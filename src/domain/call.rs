@@ -35,9 +35,7 @@ impl CallId {
         Self(uuid::Uuid::new_v4().to_string())
     }
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        uuid::Uuid::parse_str(raw)
-            .map(|u| Self(u.to_string()))
-            .map_err(|_| FieldError::new("call_id", "invalid_call_id", "call_id must be a UUID"))
+        uuid::Uuid::parse_str(raw).map(|u| Self(u.to_string())).map_err(|_| FieldError::new("call_id", "invalid_call_id", "call_id must be a UUID"))
     }
     pub fn as_str(&self) -> &str {
         &self.0

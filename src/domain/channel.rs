@@ -1,42 +1,35 @@
 use super::FieldError;
 use std::fmt;
 
-/// Where a device is woken: APNs production, APNs sandbox, FCM, Huawei
-/// Push Kit, or a browser's Web Push service. Serialized as its UDS name
-/// (`APNS`, `APNS:dev`, `FCM`) or its interface.md §9 name (`HMS`, `WEBPUSH`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(into = "&'static str", try_from = "String")]
-pub enum Channel {
-    Apns,
-    ApnsDev,
-    Fcm,
-    Hms,
-    WebPush,
+named! {
+    /// Where a device is woken: APNs production, APNs sandbox, FCM, Huawei
+    /// Push Kit, or a browser's Web Push service. Serialized as its UDS name
+    /// (`APNS`, `APNS:dev`, `FCM`) or its interface.md §9 name (`HMS`, `WEBPUSH`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+    #[serde(into = "&'static str", try_from = "String")]
+    pub enum Channel {
+        Apns => "APNS",
+        ApnsDev => "APNS:dev",
+        Fcm => "FCM",
+        Hms => "HMS",
+        WebPush => "WEBPUSH",
+    }
 }
 
-/// The push service behind a channel (credentials are stored per provider).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Provider {
-    Apns,
-    Fcm,
-    Hms,
-    WebPush,
+named! {
+    /// The push service behind a channel (credentials are stored per
+    /// provider). `ALL` drives the registry, metric labels, routes and the
+    /// console.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Provider {
+        Apns => "apns",
+        Fcm => "fcm",
+        Hms => "hms",
+        WebPush => "webpush",
+    }
 }
 
 impl Provider {
-    /// Every provider: the one list the registry, metrics labels, routes
-    /// and the console are driven from.
-    pub const ALL: [Provider; 4] = [Provider::Apns, Provider::Fcm, Provider::Hms, Provider::WebPush];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Apns => "apns",
-            Provider::Fcm => "fcm",
-            Provider::Hms => "hms",
-            Provider::WebPush => "webpush",
-        }
-    }
-
     /// Read back a stored name (`apns`, `fcm`, `hms`, `webpush`).
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         Provider::ALL.into_iter().find(|p| p.as_str() == raw).ok_or_else(|| {
@@ -88,8 +81,6 @@ impl TryFrom<String> for Channel {
 }
 
 impl Channel {
-    /// Every channel (the native registration and test pushes take any).
-    pub const ALL: [Channel; 5] = [Channel::Apns, Channel::ApnsDev, Channel::Fcm, Channel::Hms, Channel::WebPush];
     /// The channels CUCM UDS knows (its `pushChannelType`); Kazoo and
     /// Acrobits keep their sets too.
     pub const UDS: [Channel; 3] = [Channel::Apns, Channel::ApnsDev, Channel::Fcm];
@@ -127,15 +118,6 @@ impl Channel {
         Self::parse_among(raw, &Channel::ALL, field)
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Apns => "APNS",
-            Channel::ApnsDev => "APNS:dev",
-            Channel::Fcm => "FCM",
-            Channel::Hms => "HMS",
-            Channel::WebPush => "WEBPUSH",
-        }
-    }
     pub fn provider(self) -> Provider {
         match self {
             Channel::Apns | Channel::ApnsDev => Provider::Apns,
@@ -152,30 +134,20 @@ impl fmt::Display for Channel {
     }
 }
 
-/// Which wire dialect registered a device; it decides the payload format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Dialect {
-    Uds,
-    Spark,
-    Acrobits,
-    Sip,
-    /// pushrelay's own (`PUT /v1/users/{user}/devices/{device}`).
-    Native,
+named! {
+    /// Which wire dialect registered a device; it decides the payload format.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Dialect {
+        Uds => "uds",
+        Spark => "spark",
+        Acrobits => "acrobits",
+        Sip => "sip",
+        /// pushrelay's own (`PUT /v1/users/{user}/devices/{device}`).
+        Native => "native",
+    }
 }
 
 impl Dialect {
-    /// Every dialect: the one list stored names and metric labels come from.
-    pub const ALL: [Dialect; 5] = [Dialect::Uds, Dialect::Spark, Dialect::Acrobits, Dialect::Sip, Dialect::Native];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dialect::Uds => "uds",
-            Dialect::Spark => "spark",
-            Dialect::Acrobits => "acrobits",
-            Dialect::Sip => "sip",
-            Dialect::Native => "native",
-        }
-    }
     /// Parse the stored name (only values written by `as_str`).
     pub fn from_stored(raw: &str) -> Option<Self> {
         Dialect::ALL.into_iter().find(|d| d.as_str() == raw)
@@ -192,11 +164,9 @@ impl PayloadVersion {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         match raw {
             "V2" => Ok(PayloadVersion::V2),
-            other => Err(FieldError::new(
-                "payloadVersion",
-                "invalid_payload_version",
-                format!("payloadVersion must be V2 (got {:?})", truncate(other)),
-            )),
+            other => {
+                Err(FieldError::new("payloadVersion", "invalid_payload_version", format!("payloadVersion must be V2 (got {:?})", truncate(other))))
+            }
         }
     }
     pub fn as_str(self) -> &'static str {

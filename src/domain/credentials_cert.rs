@@ -25,9 +25,8 @@ pub(crate) fn split_certificate(raw: &[u8], password: Option<&str>) -> Result<(S
     }
     let store = p12_keystore::KeyStore::from_pkcs12(raw, password.unwrap_or(""), p12_keystore::Pkcs12ImportPolicy::Relaxed)
         .map_err(|e| bad("invalid_certificate", format!("certificate is neither PEM nor a readable PKCS#12 file (wrong password?): {e}")))?;
-    let (_, chain) = store
-        .private_key_chain()
-        .ok_or_else(|| bad("invalid_certificate", "the PKCS#12 file holds no private key with its certificate"))?;
+    let (_, chain) =
+        store.private_key_chain().ok_or_else(|| bad("invalid_certificate", "the PKCS#12 file holds no private key with its certificate"))?;
     if chain.certs().is_empty() {
         return Err(bad("invalid_certificate", "the PKCS#12 file holds a key but no certificate"));
     }

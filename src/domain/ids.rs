@@ -2,13 +2,7 @@
 use super::FieldError;
 use std::fmt;
 
-fn check_id(
-    field: &'static str,
-    code: &'static str,
-    raw: &str,
-    max: usize,
-    allowed: impl Fn(char) -> bool,
-) -> Result<String, FieldError> {
+fn check_id(field: &'static str, code: &'static str, raw: &str, max: usize, allowed: impl Fn(char) -> bool) -> Result<String, FieldError> {
     if raw.is_empty() {
         return Err(FieldError::new(field, code, format!("{field} must not be empty")));
     }

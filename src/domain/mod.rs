@@ -5,12 +5,38 @@
 //! Architecture invariant: `domain` depends only on std, serde, crypto
 //! parsing crates and `secret`. It knows nothing about HTTP, SQL or XML.
 
+/// An enum whose variants have names (stored, on the wire, in metric
+/// labels): the variants, `ALL` and `as_str` come from one list, so a new
+/// variant is in every string table (parsing, labels, the console) by
+/// construction.
+macro_rules! named {
+    ($(#[$m:meta])* $vis:vis enum $name:ident { $($(#[$vm:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        $vis enum $name {
+            $($(#[$vm])* $variant),+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order: the one list every
+            /// string table iterates.
+            pub const ALL: [$name; [$(stringify!($variant)),+].len()] = [$($name::$variant),+];
+
+            /// Its name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+    };
+}
+
 mod call;
 mod channel;
 mod content;
-mod endpoint;
 mod credentials;
 pub mod credentials_cert;
+mod endpoint;
 mod error;
 mod ids;
 mod outcome;
@@ -22,20 +48,17 @@ mod token;
 pub use call::{CallEvent, CallId, MessageNote, PushId, RingWindow};
 pub use channel::{Channel, CredentialKind, Dialect, PayloadVersion, Provider};
 pub use content::{Content, Shape};
-pub use endpoint::{is_public, AllowedHosts, EndpointHost};
 pub use credentials::WebexCredentials;
+pub use endpoint::{is_public, AllowedHosts, EndpointHost};
 pub use error::FieldError;
 pub use ids::{AppId, BundleId, DevicePkid, Email, UserId};
 pub use outcome::{CallReport, Delivery, Outcome};
 pub use push_key::PushKey;
 pub use registration::{Device, DeviceSet, DialectData, MessageToken, Registration, SipBinding, SipFormat, UnreadableDevice};
-pub use tenant::{Scope, Reach, TenantId};
+pub use tenant::{Reach, Scope, TenantId};
 pub use token::{DeviceToken, SubscriptionKeys};
 
 /// Milliseconds since the Unix epoch, the one time unit stored and compared.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

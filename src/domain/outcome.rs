@@ -1,32 +1,21 @@
 use super::{AppId, CallId, Channel, DevicePkid};
 use serde::Serialize;
 
-/// How delivery to one device ended. Data, not a log line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Delivered,
-    TokenRemoved,
-    Failed,
-    Expired,
-    /// Nothing was sent on purpose (a cancel to a VoIP-only device).
-    Skipped,
-}
-
-impl Outcome {
-    /// Every outcome (metric labels, the console's filter).
-    pub const ALL: [Outcome; 5] = [Outcome::Delivered, Outcome::TokenRemoved, Outcome::Failed, Outcome::Expired, Outcome::Skipped];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Delivered => "delivered",
-            Outcome::TokenRemoved => "token_removed",
-            Outcome::Failed => "failed",
-            Outcome::Expired => "expired",
-            Outcome::Skipped => "skipped",
-        }
+named! {
+    /// How delivery to one device ended. Data, not a log line.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Outcome {
+        Delivered => "delivered",
+        TokenRemoved => "token_removed",
+        Failed => "failed",
+        Expired => "expired",
+        /// Nothing was sent on purpose (a cancel to a VoIP-only device).
+        Skipped => "skipped",
     }
 }
+
+impl Outcome {}
 
 /// One device's line in a call report (`POST /v1/calls` answer).
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -50,16 +39,7 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn new(device: &DevicePkid, channel: Channel, outcome: Outcome, provider_status: Option<u16>, reason: Option<String>, attempts: u32) -> Self {
-        Self {
-            device: device.clone(),
-            channel,
-            application: None,
-            outcome,
-            provider_status,
-            reason,
-            attempts,
-            latency_ms: None,
-        }
+        Self { device: device.clone(), channel, application: None, outcome, provider_status, reason, attempts, latency_ms: None }
     }
 
     /// The line of a device of `app`.

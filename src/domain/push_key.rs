@@ -14,13 +14,12 @@ impl PushKey {
     /// Standard base64 (with `=` padding) of exactly 32 bytes; surrounding
     /// whitespace is ignored.
     pub fn parse_b64(raw: &str) -> Result<Self, FieldError> {
-        let bytes = STANDARD.decode(raw.trim()).map_err(|_| {
-            FieldError::new("key", "invalid_key", "key must be base64 of exactly 32 bytes (not valid base64)")
-        })?;
+        let bytes = STANDARD
+            .decode(raw.trim())
+            .map_err(|_| FieldError::new("key", "invalid_key", "key must be base64 of exactly 32 bytes (not valid base64)"))?;
         let len = bytes.len();
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
-            FieldError::new("key", "invalid_key", format!("key must be base64 of exactly 32 bytes (got {len})"))
-        })?;
+        let arr: [u8; 32] =
+            bytes.try_into().map_err(|_| FieldError::new("key", "invalid_key", format!("key must be base64 of exactly 32 bytes (got {len})")))?;
         Ok(Self(arr))
     }
     pub fn from_bytes(bytes: [u8; 32]) -> Self {

@@ -182,7 +182,11 @@ mod tests {
     #[test]
     fn subscription_keys_parse_and_round_trip() {
         // RFC 8291 appendix A's receiver.
-        let k = SubscriptionKeys::parse("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "BTBZMqHH6r4Tts7J_aSIgg").unwrap();
+        let k = SubscriptionKeys::parse(
+            "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+            "BTBZMqHH6r4Tts7J_aSIgg",
+        )
+        .unwrap();
         assert_eq!(SubscriptionKeys::from_stored(&k.to_stored()).unwrap(), k);
         assert!(SubscriptionKeys::parse("BCVx", "BTBZMqHH6r4Tts7J_aSIgg").is_err());
         assert!(SubscriptionKeys::parse("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "AAAA").is_err());

@@ -82,7 +82,10 @@ async fn report_post(reporter: Reporter, State(s): State<AppState>, headers: Hea
 async fn app_of(s: &AppState, scope: &Scope, token: &RawToken, field: &'static str) -> Result<(AppId, Provider)> {
     let key_app = scope.app();
     let reported = token.app_id.as_ref().or(key_app).ok_or_else(|| {
-        ApiError::bad_request("missing_field", format!("{field}: the token's app id is required (appid_calls / appid_msgs), or an API key bound to an app"))
+        ApiError::bad_request(
+            "missing_field",
+            format!("{field}: the token's app id is required (appid_calls / appid_msgs), or an API key bound to an app"),
+        )
     })?;
     let mut candidates = vec![reported.clone()];
     let stripped = acrobits::voip_topic_app(reported.as_str());

@@ -34,7 +34,13 @@ struct NewKey {
 /// tenant keys; a tenant's admin key makes keys of its own tenant only.
 /// An app-bound key is never an admin key, and a tenant key may only be
 /// bound to an app its tenant sees.
-async fn create(caller: Caller, named: RequestedTenant, State(s): State<AppState>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<(StatusCode, Json<Value>)> {
+async fn create(
+    caller: Caller,
+    named: RequestedTenant,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<(StatusCode, Json<Value>)> {
     caller.require(Permission::Admin)?;
     let b: NewKey = json_body(&headers, &body)?;
     let tenant: Option<TenantId> = match (&caller.tenant, named.with_body(b.tenant.as_deref())?.0) {
@@ -56,7 +62,8 @@ async fn create(caller: Caller, named: RequestedTenant, State(s): State<AppState
     }
     let mut scopes = Vec::new();
     for raw in &b.scopes {
-        let scope = Permission::parse(raw).ok_or_else(|| ApiError::bad_request("invalid_scopes", format!("unknown scope {raw:?} (admin, calls, register, read)")))?;
+        let scope = Permission::parse(raw)
+            .ok_or_else(|| ApiError::bad_request("invalid_scopes", format!("unknown scope {raw:?} (admin, calls, register, read)")))?;
         if !scopes.contains(&scope) {
             scopes.push(scope);
         }

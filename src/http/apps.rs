@@ -7,20 +7,20 @@
 //! operator's (409 `app_taken`). Callbacks are per tenant and app.
 
 use super::auth::{Caller, Permission, RequestedTenant};
+use super::error::json_body;
 use super::error::{require_json, ApiError, Result};
 use super::state::AppState;
 use super::time::rfc3339;
-use super::error::json_body;
+use super::LimitedBody;
 use crate::domain::{now_ms, AppId, Channel, DeviceToken, Provider, Reach};
 use crate::payload::TestKind;
-use crate::secret::Secret;
 use crate::provider::Attempt;
-use serde::Deserialize;
-use super::LimitedBody;
+use crate::secret::Secret;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub fn router() -> Router<AppState> {
@@ -126,7 +126,8 @@ async fn test_push(
     let app = app_id(&app)?;
     let b: TestPushBody = json_body(&headers, &body)?;
     let channel = Channel::parse_any(&b.channel, "channel")?;
-    let token = DeviceToken::for_channel(channel, b.token.trim()).map_err(|e| ApiError::bad_request("invalid_token", e.message.replace("pushNotifyToken", "token")))?;
+    let token = DeviceToken::for_channel(channel, b.token.trim())
+        .map_err(|e| ApiError::bad_request("invalid_token", e.message.replace("pushNotifyToken", "token")))?;
     let kind = match b.kind.as_deref() {
         None | Some("voip") => TestKind::Voip,
         Some("alert") => TestKind::Alert,
@@ -187,9 +188,7 @@ async fn put_credentials(
     require_json(&headers)?;
     let client = s.dispatcher.providers().get(provider).cloned().ok_or_else(|| ApiError::NotFound("no such route".into()))?;
     // Parsing signs a probe JWT / loads the certificate: keep it off the runtime.
-    let form = tokio::task::spawn_blocking(move || client.credentials_from_admin(&body))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))??;
+    let form = tokio::task::spawn_blocking(move || client.credentials_from_admin(&body)).await.map_err(|e| ApiError::Internal(e.into()))??;
     s.store.put_credentials(&reach, &app, provider.into(), &form.summary, &form.secret, form.lookup_key.as_deref(), now_ms()).await?;
     s.dispatcher.forget_credentials(&app);
     tracing::info!(app = %app, provider = provider.as_str(), "credentials stored");

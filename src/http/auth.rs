@@ -10,11 +10,11 @@
 //! debug only.
 
 use super::error::ApiError;
+use super::limit::FailureKey;
 use super::state::AppState;
+use crate::domain::{AppId, Reach, Scope, TenantId, UserId};
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts, HeaderMap};
-use super::limit::FailureKey;
-use crate::domain::{AppId, Reach, Scope, TenantId, UserId};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -228,10 +228,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 
 /// The source address of a request (set by `serve`).
 pub fn peer_ip(extensions: &axum::http::Extensions) -> IpAddr {
-    extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -352,10 +349,7 @@ pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, crate::secret::
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
     let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
+    argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
 }
 
 /// Check a password against a stored Argon2 hash (call off the runtime).
@@ -466,7 +460,6 @@ mod tests {
         assert!(cache.verify("alice", s("two"), Some(h2)).await);
         assert!(!cache.verify("nobody", s("two"), None).await, "no hash: a dummy verify, then false");
     }
-
 
     #[test]
     fn password_hash_round_trip() {

@@ -48,7 +48,13 @@ fn parse_event(b: CallBody, default_ring: u32) -> Result<CallEvent> {
     Ok(event)
 }
 
-async fn post_call(caller: Caller, named: RequestedTenant, State(s): State<AppState>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<Json<CallReport>> {
+async fn post_call(
+    caller: Caller,
+    named: RequestedTenant,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<CallReport>> {
     caller.require(Permission::Calls)?;
     s.limit_calls(&caller)?;
     let mut b: CallBody = json_body(&headers, &body)?;

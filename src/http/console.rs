@@ -29,10 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/console", get(page))
-        .route("/console/login", get(login_form).post(login))
-        .route("/console/logout", post(logout))
+    Router::new().route("/console", get(page)).route("/console/login", get(login_form).post(login)).route("/console/logout", post(logout))
 }
 
 const COOKIE: &str = "pushrelay_console";
@@ -280,7 +277,6 @@ struct Filters {
     tenant: Option<String>,
 }
 
-
 async fn page(State(s): State<AppState>, Peer(peer): Peer, headers: HeaderMap, Query(f): Query<Filters>) -> Response {
     let (caller, csrf) = match viewer(&s, &headers, peer).await {
         Ok(Some(v)) => v,
@@ -302,7 +298,14 @@ async fn page(State(s): State<AppState>, Peer(peer): Peer, headers: HeaderMap, Q
         Some(own) => Reach::of(&Scope::tenant(own.clone()).narrowed_to(caller.app.clone())),
         None => Reach::every_tenant().narrowed_to(caller.app.clone()).only_tenant(tenant.clone()),
     };
-    let view = View { who: who(&caller), csrf: csrf.as_deref(), operator: caller.is_operator(), tenant_filter: tenant.as_ref(), outcome: outcome.as_deref(), app: app.as_ref() };
+    let view = View {
+        who: who(&caller),
+        csrf: csrf.as_deref(),
+        operator: caller.is_operator(),
+        tenant_filter: tenant.as_ref(),
+        outcome: outcome.as_deref(),
+        app: app.as_ref(),
+    };
     match render(&s, &reach, &view).await {
         Ok(body) => html(StatusCode::OK, body),
         Err(e) => e.into_response(),
@@ -332,7 +335,11 @@ async fn render(s: &AppState, reach: &Reach, v: &View<'_>) -> Result<String, Api
         esc(&rfc3339(now))
     );
     if let Some(csrf) = v.csrf {
-        let _ = write!(out, "<form method=post action=/console/logout><input type=hidden name=csrf value=\"{}\"><button>Sign out</button></form>", esc(csrf));
+        let _ = write!(
+            out,
+            "<form method=post action=/console/logout><input type=hidden name=csrf value=\"{}\"><button>Sign out</button></form>",
+            esc(csrf)
+        );
     }
     out.push_str("</header><main>");
 
@@ -404,7 +411,11 @@ async fn render(s: &AppState, reach: &Reach, v: &View<'_>) -> Result<String, Api
         let a = &listing.app;
         let _ = write!(out, "<option{}>{}</option>", if v.app == Some(a) { " selected" } else { "" }, esc(a.as_str()));
     }
-    let _ = write!(out, "</select></label><button>Filter</button></form><p class=muted>{} calls shown (at most {CALLS_SHOWN}, last 7 days)</p>", calls.len());
+    let _ = write!(
+        out,
+        "</select></label><button>Filter</button></form><p class=muted>{} calls shown (at most {CALLS_SHOWN}, last 7 days)</p>",
+        calls.len()
+    );
     let tenant_th = if v.operator { "<th>tenant</th>" } else { "" };
     let _ = write!(
         out,
@@ -525,7 +536,11 @@ fn svg_chart(title: &str, series: &[(&str, &[Option<f64>], &str)], log: bool) ->
     let (w, h, pad) = (240.0, 80.0, 14.0);
     let scale = |v: f64| if log { (v.max(1.0)).log10() } else { v };
     let max = series.iter().flat_map(|(_, v, _)| v.iter().flatten()).map(|v| scale(*v)).fold(if log { 1.0 } else { 1.0 }, f64::max);
-    let mut svg = format!("<svg viewBox=\"0 0 {w} {h}\" width={w} height={h} role=img aria-label=\"{}\"><text x=2 y=10 class=t>{}</text>", esc(title), esc(title));
+    let mut svg = format!(
+        "<svg viewBox=\"0 0 {w} {h}\" width={w} height={h} role=img aria-label=\"{}\"><text x=2 y=10 class=t>{}</text>",
+        esc(title),
+        esc(title)
+    );
     let _ = write!(svg, "<line x1={pad} y1={} x2={} y2={} class=axis />", h - 4.0, w - 2.0, h - 4.0);
     for (name, values, color) in series {
         let mut path = String::new();

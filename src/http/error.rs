@@ -129,7 +129,9 @@ impl From<StoreError> for ApiError {
                 code: "app_taken",
                 message: format!("the app id {app} is taken: app ids are global, and this one is a shared app or another tenant's"),
             },
-            StoreError::DomainTaken(d) => ApiError::Conflict { code: "domain_taken", message: format!("the SIP domain {d} belongs to another tenant") },
+            StoreError::DomainTaken(d) => {
+                ApiError::Conflict { code: "domain_taken", message: format!("the SIP domain {d} belongs to another tenant") }
+            }
             StoreError::DefaultTenant => ApiError::Conflict { code: "default_tenant", message: "the tenant default cannot be deleted".into() },
             other => ApiError::Internal(other.into()),
         }
@@ -188,11 +190,7 @@ pub fn require_json(headers: &axum::http::HeaderMap) -> Result<()> {
 pub async fn uniform_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let uds = super::uds::is_uds_path(req.uri().path());
     let resp = next.run(req).await;
-    let plain = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("text/plain"));
+    let plain = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("text/plain"));
     if !resp.status().is_client_error() || !plain {
         return resp;
     }

@@ -52,7 +52,8 @@ impl RateLimiter {
     pub fn check_at(&self, key: &str, rate: Option<u32>) -> Result<(), Duration> {
         match rate {
             Some(r) if r != self.rate => {
-                let limiter = self.overrides.lock().expect("rate overrides lock").entry(r).or_insert_with(|| std::sync::Arc::new(RateLimiter::new(r))).clone();
+                let limiter =
+                    self.overrides.lock().expect("rate overrides lock").entry(r).or_insert_with(|| std::sync::Arc::new(RateLimiter::new(r))).clone();
                 limiter.check(key)
             }
             _ => self.check(key),

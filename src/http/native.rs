@@ -48,10 +48,20 @@ async fn put_device(
     let (channel, suffix) = (registration.channel, registration.token.suffix().to_string());
     let done = s.registrar.store(&scope, &user, std::slice::from_ref(&registration), &Default::default()).await?;
     let status = if done.created > 0 { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!({ "user": user.as_str(), "device": device.as_str(), "channel": channel.as_str(), "application": app.as_str(), "token_suffix": suffix }))))
+    Ok((
+        status,
+        Json(
+            json!({ "user": user.as_str(), "device": device.as_str(), "channel": channel.as_str(), "application": app.as_str(), "token_suffix": suffix }),
+        ),
+    ))
 }
 
-async fn delete_device(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Path((user, device)): Path<(String, String)>) -> Result<StatusCode> {
+async fn delete_device(
+    caller: Caller,
+    named: RequestedTenant,
+    State(s): State<AppState>,
+    Path((user, device)): Path<(String, String)>,
+) -> Result<StatusCode> {
     caller.require(Permission::Register)?;
     let scope = caller.scope(&s, &named).await?;
     s.limit_registrations(caller.limit_key())?;

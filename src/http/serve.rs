@@ -18,6 +18,7 @@
 //! Every request carries the peer address as `ConnectInfo<SocketAddr>`
 //! (auth failures are counted per source address).
 
+use super::limit::AddressGroup;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
@@ -25,7 +26,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use super::limit::AddressGroup;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -11,9 +11,9 @@ use super::auth::{require_tenant, Caller, Peer, Permission, RequestedTenant};
 use super::error::{json_body, require_json, ApiError, Result};
 use super::limit::FailureKey;
 use super::state::AppState;
+use super::time::rfc3339;
 use super::LimitedBody;
 use crate::dialect::spark::{self, WebhookEvent};
-use super::time::rfc3339;
 use crate::domain::{now_ms, AppId, CallEvent, CredentialKind, Dialect, Email, MessageNote, Provider, PushId, Reach, RingWindow, Scope};
 use crate::secret::Secret;
 use axum::extract::{Path, Query, State};
@@ -96,7 +96,11 @@ const MAX_LOOKUP: u32 = 100;
 async fn lookup(caller: Caller, named: RequestedTenant, State(s): State<AppState>, Query(q): Query<LookupQuery>) -> Result<Json<Value>> {
     caller.require(Permission::Read)?;
     let scope = caller.scope(&s, &named).await?;
-    let email = q.email.as_deref().filter(|e| !e.is_empty()).ok_or_else(|| ApiError::bad_request("missing_field", "email is required: GET /register?email=<address>"))?;
+    let email = q
+        .email
+        .as_deref()
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing_field", "email is required: GET /register?email=<address>"))?;
     let email = Email::parse(email)?;
     let app = AppQuery { app: q.app }.app()?;
     let app = caller.app_for(app)?;

@@ -39,4 +39,3 @@ impl AppState {
         self.limits.registrations.check(key).map_err(crate::http::error::ApiError::RateLimited)
     }
 }
-

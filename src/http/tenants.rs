@@ -66,7 +66,13 @@ fn view(t: &TenantRecord) -> Value {
     })
 }
 
-async fn put(caller: Caller, State(s): State<AppState>, Path(tenant): Path<String>, headers: HeaderMap, LimitedBody(body): LimitedBody) -> Result<(StatusCode, Json<Value>)> {
+async fn put(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<(StatusCode, Json<Value>)> {
     caller.require(Permission::Admin)?;
     caller.require_operator()?;
     let tenant = tenant_id(&tenant)?;
@@ -77,7 +83,8 @@ async fn put(caller: Caller, State(s): State<AppState>, Path(tenant): Path<Strin
     if domains.len() > MAX_DOMAINS {
         return Err(ApiError::bad_request("invalid_domain", format!("sip_domains: at most {MAX_DOMAINS}")));
     }
-    let limits = b.limits.map_or(TenantLimits::default(), |l| TenantLimits { devices_per_user: l.devices_per_user, calls_per_second: l.calls_per_second });
+    let limits =
+        b.limits.map_or(TenantLimits::default(), |l| TenantLimits { devices_per_user: l.devices_per_user, calls_per_second: l.calls_per_second });
     if limits.devices_per_user.is_some_and(|n| !(1..=10_000).contains(&n)) {
         return Err(ApiError::bad_request("invalid_limit", "limits.devices_per_user must be between 1 and 10000"));
     }

@@ -19,10 +19,7 @@ use axum::Router;
 
 /// Phone-facing: also served under `/t/{tenant}` (users of that tenant).
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/cucm-uds/user/{user_id}/device/{device_pkid}/devicetoken",
-        put(put_token).delete(delete_token),
-    )
+    Router::new().route("/cucm-uds/user/{user_id}/device/{device_pkid}/devicetoken", put(put_token).delete(delete_token))
 }
 
 /// Whether a request path is the UDS dialect's (answered in XML), with or
@@ -140,7 +137,8 @@ async fn authenticate(
     };
     let scope = tenant.map_or_else(Scope::default_tenant, Scope::tenant);
     let user = UserId::parse(&path.user_id).map_err(|e| UdsError::new(StatusCode::BAD_REQUEST, "invalid_user", "userId", e.message))?;
-    let device = DevicePkid::parse(&path.device_pkid).map_err(|e| UdsError::new(StatusCode::BAD_REQUEST, "invalid_device", "devicePkid", e.message))?;
+    let device =
+        DevicePkid::parse(&path.device_pkid).map_err(|e| UdsError::new(StatusCode::BAD_REQUEST, "invalid_device", "devicePkid", e.message))?;
     match basic_user(s, headers, peer, &scope, Some(&user)).await {
         Ok(_) => {}
         Err(BasicRefusal::Missing | BasicRefusal::Wrong) => return Err(UdsError::unauthorized()),
@@ -166,14 +164,21 @@ async fn put_token(
 ) -> UdsResult<Response> {
     let (scope, user, device) = authenticate(&s, &headers, peer, tenant, path).await?;
     if !super::body::media_type_is(&headers, &["application/xml", "text/xml"]) {
-        return Err(UdsError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "", "Content-Type must be application/xml or text/xml"));
+        return Err(UdsError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "",
+            "Content-Type must be application/xml or text/xml",
+        ));
     }
     let body = match super::body::read_body(body, uds::MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             return Err(UdsError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "", format!("body is larger than {} bytes", uds::MAX_BODY_BYTES)))
         }
-        Err(BodyError::TooSlow) => return Err(UdsError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "", "the request body did not arrive in time")),
+        Err(BodyError::TooSlow) => {
+            return Err(UdsError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "", "the request body did not arrive in time"))
+        }
     };
     let token = uds::parse_token(&body)?;
     let provider = token.channel.provider();

@@ -16,8 +16,8 @@
 pub mod plain;
 pub mod v2;
 
-pub use crate::domain::{Content, Shape};
 use crate::domain::{CallEvent, DialectData, MessageNote, PushKey, Registration, SipFormat};
+pub use crate::domain::{Content, Shape};
 use std::collections::BTreeMap;
 
 /// The call wake-up payload for one device: its dialect decides the format,
@@ -63,10 +63,9 @@ fn plain_call(event: &CallEvent, shape: Shape) -> Content {
 pub fn for_message(note: &MessageNote, reg: &Registration, shape: Shape) -> Option<Content> {
     match shape {
         Shape::Data => Some(Content::Data { data: plain::message_data(note) }),
-        Shape::Apns => reg.msg().map(|_| Content::ApnsAlert {
-            body: plain::message_alert(note),
-            collapse_id: note.id.as_ref().map(|id| id.chars().take(64).collect()),
-        }),
+        Shape::Apns => reg
+            .msg()
+            .map(|_| Content::ApnsAlert { body: plain::message_alert(note), collapse_id: note.id.as_ref().map(|id| id.chars().take(64).collect()) }),
     }
 }
 
@@ -99,10 +98,9 @@ pub fn for_test(kind: TestKind, shape: Shape) -> Content {
 pub fn for_cancel(call_id: &str, push_id: &str, reg: &Registration, shape: Shape) -> Option<Content> {
     match shape {
         Shape::Data => Some(Content::Data { data: plain::cancel_data(call_id, push_id) }),
-        Shape::Apns => reg.msg().map(|_| Content::ApnsAlert {
-            body: plain::cancel_alert(call_id, push_id),
-            collapse_id: Some(call_id.chars().take(64).collect()),
-        }),
+        Shape::Apns => reg
+            .msg()
+            .map(|_| Content::ApnsAlert { body: plain::cancel_alert(call_id, push_id), collapse_id: Some(call_id.chars().take(64).collect()) }),
     }
 }
 
@@ -154,5 +152,4 @@ mod tests {
         assert_eq!(data.keys().collect::<Vec<_>>(), vec!["body"]);
         assert!(crate::jwe::decrypt(&data["body"], key.as_bytes()).is_ok());
     }
-
 }

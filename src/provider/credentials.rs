@@ -26,4 +26,3 @@ struct ProbeClaims<'a> {
 pub(crate) fn probe_sign(key: &EncodingKey, alg: Algorithm) -> Result<(), jsonwebtoken::errors::Error> {
     jsonwebtoken::encode(&Header::new(alg), &ProbeClaims { iss: "probe", iat: 0 }, key).map(|_| ())
 }
-

@@ -188,9 +188,7 @@ impl Attempt {
     pub fn reason(&self) -> Option<&str> {
         match self {
             Attempt::Delivered { .. } => None,
-            Attempt::TokenGone { reason, .. } | Attempt::Retry { reason, .. } | Attempt::Failed { reason, .. } => {
-                Some(reason)
-            }
+            Attempt::TokenGone { reason, .. } | Attempt::Retry { reason, .. } | Attempt::Failed { reason, .. } => Some(reason),
         }
     }
     pub fn is_delivered(&self) -> bool {
@@ -274,18 +272,12 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The system clock.
 pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-    })
+    Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0))
 }
 
 /// `Retry-After` in seconds (the only form APNs/FCM use); HTTP-dates are ignored.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+    headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs)
 }
 
 /// Map a transport error (no HTTP answer) to an attempt: TLS configuration
@@ -295,10 +287,7 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> Attempt {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = src {
         // io::Error::source() skips the wrapped error itself: look inside.
-        let inner = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|e| e as &(dyn std::error::Error + 'static));
+        let inner = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map(|e| e as &(dyn std::error::Error + 'static));
         let tls = err.downcast_ref::<rustls::Error>().or_else(|| inner.and_then(|e| e.downcast_ref::<rustls::Error>()));
         if let Some(tls) = tls {
             return match tls {

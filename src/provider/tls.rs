@@ -28,10 +28,7 @@ pub fn root_store(extra_ca_pem: Option<&str>) -> Result<RootCertStore, String> {
 }
 
 /// Parse a client certificate chain and its private key (PEM).
-pub fn client_identity(
-    cert_pem: &str,
-    key_pem: &str,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+pub fn client_identity(cert_pem: &str, key_pem: &str) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     let certs = pem_certs(cert_pem.as_bytes()).map_err(|_| "client certificate PEM is malformed".to_string())?;
     if certs.is_empty() {
         return Err("client certificate PEM holds no CERTIFICATE".into());
@@ -44,11 +41,7 @@ pub fn client_identity(
 
 /// A client config for `alpn`, trusting webpki + `extra_ca_pem`, presenting
 /// `client_cert` (chain PEM, key PEM) if given.
-pub fn client_config(
-    extra_ca_pem: Option<&str>,
-    client_cert: Option<(&str, &str)>,
-    alpn: &[&[u8]],
-) -> Result<ClientConfig, String> {
+pub fn client_config(extra_ca_pem: Option<&str>, client_cert: Option<(&str, &str)>, alpn: &[&[u8]]) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

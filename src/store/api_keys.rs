@@ -64,7 +64,13 @@ impl Store {
     pub async fn revoke_api_key(&self, reach: &Reach, id: &str, now_ms: i64) -> Result<bool> {
         let _gate = self.writing().await;
         let r = match reach.tenant() {
-            None => sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL").bind(now_ms).bind(id).execute(&self.pool).await?,
+            None => {
+                sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?
+            }
             Some(t) => {
                 sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL AND tenant_id = $3")
                     .bind(now_ms)
@@ -91,7 +97,9 @@ impl Store {
 
     /// The live key whose `column` (`key_hash` or `id`) is `value`.
     async fn live_key_where(&self, column: &'static str, value: &str) -> Result<Option<LiveKey>> {
-        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN tenants t ON t.tenant_id = k.tenant_id WHERE k.{column} = $1 AND k.revoked_at IS NULL");
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN tenants t ON t.tenant_id = k.tenant_id WHERE k.{column} = $1 AND k.revoked_at IS NULL"
+        );
         let row = sqlx::query(&sql).bind(value).fetch_optional(&self.pool).await?;
         row.as_ref().map(live_key).transpose()
     }

@@ -189,7 +189,8 @@ impl Store {
     /// them (`None`: none, or an app the reach does not see).
     pub async fn credentials_updated_at(&self, reach: &Reach, app: &AppId, kind: CredentialKind) -> Result<Option<i64>> {
         let (clause, binds) = visible(reach, "a", 3);
-        let sql = format!("SELECT c.updated_at FROM app_credentials c JOIN apps a ON a.app_id = c.app_id WHERE c.app_id = $1 AND c.provider = $2{clause}");
+        let sql =
+            format!("SELECT c.updated_at FROM app_credentials c JOIN apps a ON a.app_id = c.app_id WHERE c.app_id = $1 AND c.provider = $2{clause}");
         let mut q = sqlx::query(&sql).bind(app.as_str()).bind(kind.as_str());
         for b in &binds {
             q = q.bind(b.as_str());
@@ -223,7 +224,9 @@ impl Store {
     /// The apps the reach sees with credentials of `kind`, by id (at most 100).
     pub async fn apps_with_credentials(&self, reach: &Reach, kind: CredentialKind) -> Result<Vec<AppId>> {
         let (clause, binds) = visible(reach, "a", 2);
-        let sql = format!("SELECT c.app_id FROM app_credentials c JOIN apps a ON a.app_id = c.app_id WHERE c.provider = $1{clause} ORDER BY c.app_id LIMIT 100");
+        let sql = format!(
+            "SELECT c.app_id FROM app_credentials c JOIN apps a ON a.app_id = c.app_id WHERE c.provider = $1{clause} ORDER BY c.app_id LIMIT 100"
+        );
         let mut q = sqlx::query(&sql).bind(kind.as_str());
         for b in &binds {
             q = q.bind(b.as_str());

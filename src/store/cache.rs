@@ -108,8 +108,7 @@ impl DeviceCache {
         }
         let log = self.log.lock().expect("cache log");
         if log.epoch != ticket.0 {
-            let touched = log.forgotten > ticket.0
-                || log.recent.iter().any(|(epoch, u)| *epoch > ticket.0 && u.as_deref().is_none_or(|u| u == user));
+            let touched = log.forgotten > ticket.0 || log.recent.iter().any(|(epoch, u)| *epoch > ticket.0 && u.as_deref().is_none_or(|u| u == user));
             if touched {
                 return;
             }
@@ -164,7 +163,11 @@ mod tests {
             app: AppId::parse("app").unwrap(),
             data: DialectData::Acrobits { msg: None },
         };
-        Arc::new(DeviceSet { tenant: crate::domain::TenantId::default_tenant(), ready: vec![Device { registration: reg, created_at: 0, updated_at: 0 }], unreadable: vec![] })
+        Arc::new(DeviceSet {
+            tenant: crate::domain::TenantId::default_tenant(),
+            ready: vec![Device { registration: reg, created_at: 0, updated_at: 0 }],
+            unreadable: vec![],
+        })
     }
 
     fn cache() -> DeviceCache {

@@ -108,10 +108,7 @@ impl Store {
     /// report against (its own tenant's pairs only) before queueing it.
     pub async fn callback_targets(&self) -> Result<HashSet<(TenantId, AppId)>> {
         let rows = sqlx::query("SELECT tenant_id, app_id FROM app_callbacks").fetch_all(&self.pool).await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| Some((TenantId::parse(&r.get::<String, _>(0)).ok()?, AppId::parse(&r.get::<String, _>(1)).ok()?)))
-            .collect())
+        Ok(rows.iter().filter_map(|r| Some((TenantId::parse(&r.get::<String, _>(0)).ok()?, AppId::parse(&r.get::<String, _>(1)).ok()?))).collect())
     }
 
     /// Lease up to `limit` due callbacks for `lease_ms` (another node takes

@@ -89,8 +89,24 @@ impl Store {
     /// until `expires_at`. `None`: claimed now; `Some(other)`: another call
     /// (possibly on another node) holds a live claim.
     #[allow(clippy::too_many_arguments)]
-    pub async fn claim_push(&self, scope: &Scope, push_id: &str, user: &UserId, device: &DevicePkid, call: &CallId, expires_at: i64, now_ms: i64) -> Result<Option<CallId>> {
-        let req = ClaimRequest { push_id: push_id.to_string(), tenant: scope.tenant_id().clone(), user: user.clone(), device: device.clone(), call: call.clone(), expires_at };
+    pub async fn claim_push(
+        &self,
+        scope: &Scope,
+        push_id: &str,
+        user: &UserId,
+        device: &DevicePkid,
+        call: &CallId,
+        expires_at: i64,
+        now_ms: i64,
+    ) -> Result<Option<CallId>> {
+        let req = ClaimRequest {
+            push_id: push_id.to_string(),
+            tenant: scope.tenant_id().clone(),
+            user: user.clone(),
+            device: device.clone(),
+            call: call.clone(),
+            expires_at,
+        };
         Ok(self.write_batch(std::slice::from_ref(&req), now_ms, &[], &[]).await?.remove(0))
     }
 
@@ -110,7 +126,13 @@ impl Store {
     /// PostgreSQL a connection with `synchronous_commit = off` (the same
     /// bargain). Registrations, credentials and keys keep
     /// `sqlite.synchronous` (default `full`) and the server's setting.
-    pub async fn write_batch(&self, claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], records: &[CallRecord]) -> Result<Vec<Option<CallId>>> {
+    pub async fn write_batch(
+        &self,
+        claims: &[ClaimRequest],
+        now_ms: i64,
+        outcomes: &[ClaimOutcome],
+        records: &[CallRecord],
+    ) -> Result<Vec<Option<CallId>>> {
         let plan = plan_batch(claims, now_ms, outcomes, records, self.backend == super::Backend::Postgres)?;
         let gate = self.writing().await;
         let answers = self.call_writer.write(plan).await?;
@@ -147,7 +169,6 @@ impl Store {
         let hooks = sqlx::query("DELETE FROM webhook_events WHERE seen_at < $1").bind(webhooks_before).execute(&self.pool).await?.rows_affected();
         Ok((claims, calls, hooks))
     }
-
 
     /// Who a call of the scope was for, its pushid, and its report (for
     /// cancels). A scope narrowed to an app sees a call only when one of its
@@ -239,7 +260,14 @@ pub(crate) struct BatchPlan {
 /// (`BatchPlan::combine`), so the batch is one round trip and needs no
 /// `BEGIN`/`COMMIT`.
 fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], records: &[CallRecord], combine: bool) -> Result<BatchPlan> {
-    let mut plan = BatchPlan { outcomes: Vec::new(), claims: Vec::new(), reports: Vec::new(), firsts: Vec::new(), calls: Vec::new(), first_of: Default::default() };
+    let mut plan = BatchPlan {
+        outcomes: Vec::new(),
+        claims: Vec::new(),
+        reports: Vec::new(),
+        firsts: Vec::new(),
+        calls: Vec::new(),
+        first_of: Default::default(),
+    };
     for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "WITH v (push_id, tenant_id, user_id, device_pkid, call_id, delivery) AS (VALUES {}) \
@@ -274,7 +302,14 @@ fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], r
         );
         let mut params = Vec::with_capacity(chunk.len() * 6 + 1);
         for r in chunk {
-            params.extend([text(&r.push_id), Param::Tenant(r.tenant.clone()), text(r.user.as_str()), text(r.device.as_str()), text(r.call.as_str()), Param::Int(r.expires_at)]);
+            params.extend([
+                text(&r.push_id),
+                Param::Tenant(r.tenant.clone()),
+                text(r.user.as_str()),
+                text(r.device.as_str()),
+                text(r.call.as_str()),
+                Param::Int(r.expires_at),
+            ]);
         }
         params.push(Param::Int(now_ms));
         plan.claims.push(Statement { sql, params });
@@ -391,7 +426,8 @@ impl BatchPlan {
             }
         }
         let from = if self.claims.is_empty() { "push_claims WHERE false" } else { "c" };
-        self.claims = vec![Statement { sql: format!("WITH {} SELECT push_id, tenant_id, user_id, device_pkid FROM {from}", clauses.join(", ")), params }];
+        self.claims =
+            vec![Statement { sql: format!("WITH {} SELECT push_id, tenant_id, user_id, device_pkid FROM {from}", clauses.join(", ")), params }];
     }
 
     /// Run the batch's statements on `exec` (inside the caller's
@@ -499,7 +535,6 @@ mod tests {
     }
     use crate::domain::{Delivery, Outcome};
 
-
     #[tokio::test]
     async fn a_push_claim_is_held_until_it_expires_and_carries_the_outcome() {
         let (s, _d) = store().await;
@@ -510,7 +545,20 @@ mod tests {
         assert_eq!(s.claim_push(&sc, "p", &u, &d, &c2, 10_000, 2_000).await.unwrap(), Some(c1.clone()));
         assert_eq!(s.claim_outcome(&sc, "p", &u, &d).await.unwrap(), None);
         let delivery = Delivery::new(&d, Channel::Apns, Outcome::Delivered, Some(200), None, 1);
-        s.write_batch(&[], 0, &[ClaimOutcome { tenant: TenantId::default_tenant(), push_id: "p".into(), user: u.clone(), call: c1.clone(), delivery: delivery.clone() }], &[]).await.unwrap();
+        s.write_batch(
+            &[],
+            0,
+            &[ClaimOutcome {
+                tenant: TenantId::default_tenant(),
+                push_id: "p".into(),
+                user: u.clone(),
+                call: c1.clone(),
+                delivery: delivery.clone(),
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
         assert_eq!(s.claim_outcome(&sc, "p", &u, &d).await.unwrap(), Some(delivery));
         // After the ring end the pushid may be pushed again.
         assert_eq!(s.claim_push(&sc, "p", &u, &d, &c2, 50_000, 20_000).await.unwrap(), None);
@@ -525,9 +573,32 @@ mod tests {
         let (a, b) = (DevicePkid::parse("a").unwrap(), DevicePkid::parse("b").unwrap());
         let (held, c1, c2) = (CallId::new(), CallId::new(), CallId::new());
         s.claim_push(&sc, "p", &u, &b, &held, 10_000, 0).await.unwrap();
-        let req = |device: &DevicePkid, call: &CallId| ClaimRequest { tenant: TenantId::default_tenant(), push_id: "p".into(), user: u.clone(), device: device.clone(), call: call.clone(), expires_at: 10_000 };
-        let rec = CallRecord { tenant: TenantId::default_tenant(), call: c1.clone(), user: u.clone(), push_id: "p".into(), created_ms: 1, ring_ends_ms: 10_000, report: CallReport::new(&c1, vec![]), callbacks: vec![], apps: vec![] };
-        let outcome = ClaimOutcome { tenant: TenantId::default_tenant(), push_id: "p".into(), user: u.clone(), call: held.clone(), delivery: Delivery::new(&b, Channel::Apns, Outcome::Delivered, Some(200), None, 1) };
+        let req = |device: &DevicePkid, call: &CallId| ClaimRequest {
+            tenant: TenantId::default_tenant(),
+            push_id: "p".into(),
+            user: u.clone(),
+            device: device.clone(),
+            call: call.clone(),
+            expires_at: 10_000,
+        };
+        let rec = CallRecord {
+            tenant: TenantId::default_tenant(),
+            call: c1.clone(),
+            user: u.clone(),
+            push_id: "p".into(),
+            created_ms: 1,
+            ring_ends_ms: 10_000,
+            report: CallReport::new(&c1, vec![]),
+            callbacks: vec![],
+            apps: vec![],
+        };
+        let outcome = ClaimOutcome {
+            tenant: TenantId::default_tenant(),
+            push_id: "p".into(),
+            user: u.clone(),
+            call: held.clone(),
+            delivery: Delivery::new(&b, Channel::Apns, Outcome::Delivered, Some(200), None, 1),
+        };
         // a: free (c1 takes it, c2 repeats it in the same batch); b: held by an earlier call.
         let answers = s.write_batch(&[req(&a, &c1), req(&b, &c1), req(&a, &c2)], 1_000, &[outcome], &[rec.clone(), rec]).await.unwrap();
         assert_eq!(answers, vec![None, Some(held.clone()), Some(c1.clone())]);
@@ -535,7 +606,8 @@ mod tests {
         assert_eq!(s.claim_outcome(&sc, "p", &u, &b).await.unwrap().map(|d| d.outcome), Some(Outcome::Delivered));
         assert_eq!(s.claim_outcome(&sc, "p", &u, &a).await.unwrap(), None);
         // A batch wider than one statement.
-        let many: Vec<ClaimRequest> = (0..450).map(|i| ClaimRequest { tenant: TenantId::default_tenant(), push_id: format!("q{i}"), ..req(&a, &c2) }).collect();
+        let many: Vec<ClaimRequest> =
+            (0..450).map(|i| ClaimRequest { tenant: TenantId::default_tenant(), push_id: format!("q{i}"), ..req(&a, &c2) }).collect();
         let answers = s.write_batch(&many, 1_000, &[], &[]).await.unwrap();
         assert_eq!(answers.len(), 450);
         assert!(answers.iter().all(Option::is_none));
@@ -551,8 +623,25 @@ mod tests {
         let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let c1 = CallId::new();
-        let rec = CallRecord { tenant: TenantId::default_tenant(), call: c1.clone(), user: u.clone(), push_id: "p".into(), created_ms: 1, ring_ends_ms: 10_000, report: CallReport::new(&c1, vec![]), callbacks: vec![], apps: vec![] };
-        let req = ClaimRequest { tenant: TenantId::default_tenant(), push_id: "p".into(), user: u.clone(), device: d.clone(), call: c1.clone(), expires_at: 10_000 };
+        let rec = CallRecord {
+            tenant: TenantId::default_tenant(),
+            call: c1.clone(),
+            user: u.clone(),
+            push_id: "p".into(),
+            created_ms: 1,
+            ring_ends_ms: 10_000,
+            report: CallReport::new(&c1, vec![]),
+            callbacks: vec![],
+            apps: vec![],
+        };
+        let req = ClaimRequest {
+            tenant: TenantId::default_tenant(),
+            push_id: "p".into(),
+            user: u.clone(),
+            device: d.clone(),
+            call: c1.clone(),
+            expires_at: 10_000,
+        };
         let err = s.write_batch(std::slice::from_ref(&req), 1_000, &[], std::slice::from_ref(&rec)).await.unwrap_err();
         assert!(err.to_string().contains("locked"), "{err}");
         other.execute_batch("ROLLBACK").unwrap();
@@ -575,12 +664,35 @@ mod tests {
         let u = UserId::parse("alice").unwrap();
         let d = DevicePkid::parse("a").unwrap();
         let call = CallId::new();
-        let req = ClaimRequest { tenant: TenantId::default_tenant(), push_id: "p".into(), user: u.clone(), device: d.clone(), call: call.clone(), expires_at: 10 };
-        let rec = CallRecord { tenant: TenantId::default_tenant(), call: call.clone(), user: u.clone(), push_id: "p".into(), created_ms: 1, ring_ends_ms: 10, report: CallReport::new(&call, vec![]), callbacks: vec![], apps: vec![] };
+        let req = ClaimRequest {
+            tenant: TenantId::default_tenant(),
+            push_id: "p".into(),
+            user: u.clone(),
+            device: d.clone(),
+            call: call.clone(),
+            expires_at: 10,
+        };
+        let rec = CallRecord {
+            tenant: TenantId::default_tenant(),
+            call: call.clone(),
+            user: u.clone(),
+            push_id: "p".into(),
+            created_ms: 1,
+            ring_ends_ms: 10,
+            report: CallReport::new(&call, vec![]),
+            callbacks: vec![],
+            apps: vec![],
+        };
         let plan = plan_batch(std::slice::from_ref(&req), 5, &[], std::slice::from_ref(&rec), true).unwrap();
         assert!(plan.is_one_statement());
         let joined = &plan.claims[0];
-        assert!(joined.sql.starts_with("WITH r AS (INSERT INTO calls") && joined.sql.contains("c AS (INSERT INTO push_claims") && joined.sql.ends_with("FROM c"), "{}", joined.sql);
+        assert!(
+            joined.sql.starts_with("WITH r AS (INSERT INTO calls")
+                && joined.sql.contains("c AS (INSERT INTO push_claims")
+                && joined.sql.ends_with("FROM c"),
+            "{}",
+            joined.sql
+        );
         assert_eq!(joined.params.len(), 9 + 6 + 1);
         assert!(joined.sql.contains("($10, $11, $12, $13, $14, $15)") && joined.sql.contains("expires_at < $16"), "{}", joined.sql);
         // SQLite keeps the statements apart (no data-modifying WITH there).
@@ -593,7 +705,17 @@ mod tests {
         let sc = scope();
         let u = UserId::parse("alice").unwrap();
         for (created, id) in [(1_000, CallId::new()), (90_000, CallId::new())] {
-            let rec = CallRecord { tenant: TenantId::default_tenant(), call: id.clone(), user: u.clone(), push_id: "p".into(), created_ms: created, ring_ends_ms: created + 30_000, report: CallReport::new(&id, vec![]), callbacks: vec![], apps: vec![] };
+            let rec = CallRecord {
+                tenant: TenantId::default_tenant(),
+                call: id.clone(),
+                user: u.clone(),
+                push_id: "p".into(),
+                created_ms: created,
+                ring_ends_ms: created + 30_000,
+                report: CallReport::new(&id, vec![]),
+                callbacks: vec![],
+                apps: vec![],
+            };
             s.save_call(&rec).await.unwrap();
         }
         s.claim_push(&sc, "old", &u, &DevicePkid::parse("a").unwrap(), &CallId::new(), 5_000, 0).await.unwrap();
@@ -602,4 +724,3 @@ mod tests {
         assert_eq!(s.prune(100_000, 50_000, 0).await.unwrap(), (0, 0, 0));
     }
 }
-

@@ -130,7 +130,14 @@ impl Store {
     /// those with a device of `outcome` and of `app`; looks at the calls
     /// since `since_ms` only. A reach narrowed to an app sees that app's
     /// calls, and only their lines of that app.
-    pub async fn recent_calls(&self, reach: &Reach, outcome: Option<&str>, app: Option<&AppId>, since_ms: i64, limit: i64) -> Result<Vec<RecentCall>> {
+    pub async fn recent_calls(
+        &self,
+        reach: &Reach,
+        outcome: Option<&str>,
+        app: Option<&AppId>,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<RecentCall>> {
         let app = app.or(reach.app());
         let mut sql = String::from("SELECT user_id, push_id, created_at, report, tenant_id FROM calls WHERE created_at >= $1");
         let mut n = 1;

@@ -12,8 +12,8 @@
 use super::cache::user_key;
 use super::{corrupt, Result, Store, StoreError, StoreEvent};
 use crate::domain::{
-    AppId, Channel, Device, DevicePkid, DeviceSet, DeviceToken, Dialect, DialectData, Email, MessageToken, PayloadVersion, PushKey, Registration, Scope,
-    SipBinding, SipFormat, Reach, SubscriptionKeys, TenantId, UnreadableDevice, UserId,
+    AppId, Channel, Device, DevicePkid, DeviceSet, DeviceToken, Dialect, DialectData, Email, MessageToken, PayloadVersion, PushKey, Reach,
+    Registration, Scope, SipBinding, SipFormat, SubscriptionKeys, TenantId, UnreadableDevice, UserId,
 };
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -133,7 +133,15 @@ impl Store {
     /// A token is one phone: a device of the same dialect that already holds
     /// a registered token under another id is replaced (in the same
     /// transaction), never kept to ring twice.
-    pub async fn register(&self, scope: &Scope, user: &UserId, regs: &[Registration], removals: &SipRemovals, now_ms: i64, max_devices: u32) -> Result<RegisterOutcome> {
+    pub async fn register(
+        &self,
+        scope: &Scope,
+        user: &UserId,
+        regs: &[Registration],
+        removals: &SipRemovals,
+        now_ms: i64,
+        max_devices: u32,
+    ) -> Result<RegisterOutcome> {
         let tenant = scope.tenant_id().as_str();
         let sealed: Vec<(Option<String>, Option<String>)> = regs
             .iter()
@@ -153,7 +161,8 @@ impl Store {
         }
         let _gate = self.writing().await;
         let mut tx = self.pool.begin().await?;
-        let Some(limit) = sqlx::query("SELECT devices_per_user FROM tenants WHERE tenant_id = $1").bind(tenant).fetch_optional(&mut *tx).await? else {
+        let Some(limit) = sqlx::query("SELECT devices_per_user FROM tenants WHERE tenant_id = $1").bind(tenant).fetch_optional(&mut *tx).await?
+        else {
             return Err(StoreError::UnknownTenant(scope.tenant_id().clone()));
         };
         let max_devices = limit.get::<Option<i64>, _>(0).map_or(max_devices, |n| n.clamp(0, i64::from(u32::MAX)) as u32);
@@ -180,7 +189,11 @@ impl Store {
         if self.backend == super::Backend::Postgres && !regs.is_empty() {
             // Registrations of one user queue here across nodes, so two new
             // devices at once cannot both slip under the cap.
-            sqlx::query("SELECT 1 FROM users WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE").bind(tenant).bind(user.as_str()).execute(&mut *tx).await?;
+            sqlx::query("SELECT 1 FROM users WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE")
+                .bind(tenant)
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
         }
         let mut changed_users = vec![user.as_str().to_string()];
         let removed = if removals.is_empty() { 0 } else { remove_sip_bindings(&mut tx, scope, removals, &mut changed_users).await? };
@@ -296,8 +309,14 @@ impl Store {
     /// Remove a dead token — only if the device still has that token (a
     /// re-registration that raced the push is kept).
     pub async fn remove_dead_token(&self, scope: &Scope, user: &UserId, device: &DevicePkid, token: &DeviceToken) -> Result<bool> {
-        self.change_device(scope, "DELETE FROM devices WHERE tenant_id = $1 AND user_id = $2 AND device_pkid = $3 AND token = $4", user, device, Some(token))
-            .await
+        self.change_device(
+            scope,
+            "DELETE FROM devices WHERE tenant_id = $1 AND user_id = $2 AND device_pkid = $3 AND token = $4",
+            user,
+            device,
+            Some(token),
+        )
+        .await
     }
 
     /// Forget a dead message token (the device and its call token stay).
@@ -342,7 +361,8 @@ impl Store {
         let channel = Channel::parse_any(&r.get::<String, _>("channel"), "channel").map_err(|_| corrupt_row("channel"))?;
         let token = DeviceToken::for_channel(channel, &r.get::<String, _>("token")).map_err(|_| corrupt_row("token"))?;
         let app = AppId::parse(&r.get::<String, _>("app_id")).map_err(|_| corrupt_row("app_id"))?;
-        let msg = match (r.get::<Option<String>, _>("msg_token"), r.get::<Option<String>, _>("msg_channel"), r.get::<Option<String>, _>("msg_app_id")) {
+        let msg = match (r.get::<Option<String>, _>("msg_token"), r.get::<Option<String>, _>("msg_channel"), r.get::<Option<String>, _>("msg_app_id"))
+        {
             (Some(t), Some(c), Some(a)) => {
                 let channel = Channel::parse_any(&c, "channel").map_err(|_| corrupt_row("msg_channel"))?;
                 Some(MessageToken {
@@ -544,7 +564,12 @@ impl Store {
 /// Inside `register`'s transaction: remove single SIP bindings of an AOR of
 /// the scope (contacts with `expires=0`), by device id and by contact URI;
 /// how many went. The users they belonged to join `changed`.
-async fn remove_sip_bindings(tx: &mut sqlx::Transaction<'_, sqlx::Any>, scope: &Scope, removals: &SipRemovals, changed: &mut Vec<String>) -> Result<u64> {
+async fn remove_sip_bindings(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    scope: &Scope,
+    removals: &SipRemovals,
+    changed: &mut Vec<String>,
+) -> Result<u64> {
     let (of_app, app) = app_filter(scope.app(), 4);
     let mut removed = 0;
     let by_device = format!("DELETE FROM devices WHERE tenant_id = $1 AND sip_aor = $2 AND device_pkid = $3{of_app} RETURNING user_id");
@@ -587,7 +612,9 @@ mod tests {
     async fn with_app(s: &Store) {
         let app = AppId::parse("com.example.app").unwrap();
         let secret = crate::secret::Secret::new("s".to_string());
-        s.put_credentials(&Reach::every_tenant(), &app, crate::domain::CredentialKind::Webex, &serde_json::json!({}), &secret, None, 0).await.unwrap();
+        s.put_credentials(&Reach::every_tenant(), &app, crate::domain::CredentialKind::Webex, &serde_json::json!({}), &secret, None, 0)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -596,8 +623,13 @@ mod tests {
         with_app(&s).await;
         let alice = UserId::parse("alice").unwrap();
         s.register(&Scope::default_tenant(), &alice, &[reg("alice", "a"), reg("alice", "b")], &SipRemovals::default(), 1, 2).await.unwrap();
-        assert_eq!(s.register(&Scope::default_tenant(), &alice, &[reg("alice", "a")], &SipRemovals::default(), 2, 2).await.unwrap().written, 1, "re-registering always works");
-        let e = s.register(&Scope::default_tenant(), &alice, &[reg("alice", "a"), reg("alice", "c")], &SipRemovals::default(), 3, 2).await.unwrap_err();
+        assert_eq!(
+            s.register(&Scope::default_tenant(), &alice, &[reg("alice", "a")], &SipRemovals::default(), 2, 2).await.unwrap().written,
+            1,
+            "re-registering always works"
+        );
+        let e =
+            s.register(&Scope::default_tenant(), &alice, &[reg("alice", "a"), reg("alice", "c")], &SipRemovals::default(), 3, 2).await.unwrap_err();
         assert!(matches!(e, StoreError::DeviceLimit(2)), "{e}");
         let set = s.devices_for(&Scope::default_tenant(), &alice, None).await.unwrap();
         assert_eq!(set.ready.len(), 2);

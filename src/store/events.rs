@@ -35,12 +35,21 @@ pub struct ClaimKey {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum StoreEvent {
     /// `at`: epoch ms of the REGISTER (a wait that began later is not released by it).
-    Registered { tenant: String, aor: String, contact: String, at: i64 },
-    ClaimsSettled { claims: Vec<ClaimKey> },
+    Registered {
+        tenant: String,
+        aor: String,
+        contact: String,
+        at: i64,
+    },
+    ClaimsSettled {
+        claims: Vec<ClaimKey>,
+    },
     KeysChanged,
     /// `users`: device-cache keys (`tenant/user`); `None`: too many to
     /// name, every cached user is dropped.
-    DevicesChanged { users: Option<Vec<String>> },
+    DevicesChanged {
+        users: Option<Vec<String>>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -172,7 +181,9 @@ mod tests {
 
     #[test]
     fn settled_claims_are_split_under_the_notify_limit() {
-        let keys: Vec<ClaimKey> = (0..500).map(|i| ClaimKey { push_id: format!("p{i}").repeat(10), tenant: "default".into(), user: "alice".into(), device: "phone".into() }).collect();
+        let keys: Vec<ClaimKey> = (0..500)
+            .map(|i| ClaimKey { push_id: format!("p{i}").repeat(10), tenant: "default".into(), user: "alice".into(), device: "phone".into() })
+            .collect();
         let parts = chunks(StoreEvent::ClaimsSettled { claims: keys.clone() });
         assert!(parts.len() > 1);
         let mut back = Vec::new();

@@ -92,7 +92,8 @@ impl Store {
         let rows = q.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
-                let provider = Provider::parse(&r.get::<String, _>(0)).map_err(|_| super::StoreError::Corrupt("credential_health provider".into()))?;
+                let provider =
+                    Provider::parse(&r.get::<String, _>(0)).map_err(|_| super::StoreError::Corrupt("credential_health provider".into()))?;
                 Ok((provider, CredentialHealth { last_success_at: r.get(1), last_failure_at: r.get(2), last_reason: r.get(3) }))
             })
             .collect()

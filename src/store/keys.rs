@@ -71,23 +71,30 @@ impl Sealed {
 
 const SEALED: &[Sealed] = &[
     Sealed { table: "app_credentials", column: "secret", keys: &["app_id", "provider"], context: |k| super::apps::cred_context(&k[0], &k[1]) },
-    Sealed { table: "devices", column: "push_key", keys: &["tenant_id", "user_id", "device_pkid"], context: |k| super::devices::key_context(&k[0], &k[1], &k[2]) },
+    Sealed {
+        table: "devices",
+        column: "push_key",
+        keys: &["tenant_id", "user_id", "device_pkid"],
+        context: |k| super::devices::key_context(&k[0], &k[1], &k[2]),
+    },
     Sealed {
         table: "devices",
         column: "channel_secret",
         keys: &["tenant_id", "user_id", "device_pkid"],
         context: |k| super::devices::channel_secret_context(&k[0], &k[1], &k[2]),
     },
-    Sealed { table: "app_callbacks", column: "secret", keys: &["tenant_id", "app_id"], context: |k| super::callbacks::callback_context(&k[0], &k[1]) },
+    Sealed {
+        table: "app_callbacks",
+        column: "secret",
+        keys: &["tenant_id", "app_id"],
+        context: |k| super::callbacks::callback_context(&k[0], &k[1]),
+    },
 ];
 
 impl Store {
     /// Rows of settings whose name starts with `prefix`: (rest of the name, value).
     async fn settings_like(&self, prefix: &str) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT name, value FROM settings WHERE name LIKE $1")
-            .bind(format!("{prefix}%"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query("SELECT name, value FROM settings WHERE name LIKE $1").bind(format!("{prefix}%")).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| (r.get::<String, _>(0)[prefix.len()..].to_string(), r.get::<String, _>(1))).collect())
     }
 
@@ -159,7 +166,8 @@ impl Store {
         let checks = self.settings_like(CHECK).await?;
         let wraps = self.settings_like(WRAP).await?;
         let current_id = self.setting(CURRENT).await?;
-        let mut held: Vec<MasterKey> = self.keys.keys().into_iter().filter(|k| checks.iter().any(|(id, v)| id == k.id() && *v == k.check_value())).collect();
+        let mut held: Vec<MasterKey> =
+            self.keys.keys().into_iter().filter(|k| checks.iter().any(|(id, v)| id == k.id() && *v == k.check_value())).collect();
         // Unwrap until nothing new opens (a chain of rotations opens in turn).
         loop {
             let mut added = false;
@@ -185,7 +193,10 @@ impl Store {
         match current {
             Some(current) => self.keys.set(current, held),
             None if !held.is_empty() => {
-                tracing::error!(current = current_id.as_deref().unwrap_or("?"), "this node cannot open the current master key; it keeps sealing under its own");
+                tracing::error!(
+                    current = current_id.as_deref().unwrap_or("?"),
+                    "this node cannot open the current master key; it keeps sealing under its own"
+                );
                 let own = self.keys.current();
                 self.keys.set(own, held);
             }
@@ -250,7 +261,13 @@ impl Store {
             );
             let rows = sqlx::query(&select).bind(format!("v2.{current}.%")).fetch_all(&self.pool).await?;
             let matches: Vec<String> = s.keys.iter().enumerate().map(|(i, k)| format!("{k} = ${}", i + 2)).collect();
-            let update = format!("UPDATE {t} SET {c} = $1 WHERE {m} AND {c} = ${n}", t = s.table, c = s.column, m = matches.join(" AND "), n = s.keys.len() + 2);
+            let update = format!(
+                "UPDATE {t} SET {c} = $1 WHERE {m} AND {c} = ${n}",
+                t = s.table,
+                c = s.column,
+                m = matches.join(" AND "),
+                n = s.keys.len() + 2
+            );
             let _gate = self.writing().await;
             for r in rows {
                 let (keys, sealed) = s.row(&r);
@@ -350,7 +367,17 @@ mod tests {
     }
 
     async fn put_secret(s: &Store, app: &str, secret: &str) {
-        s.put_credentials(&crate::domain::Reach::every_tenant(), &AppId::parse(app).unwrap(), CredentialKind::Webex, &serde_json::json!({}), &Secret::new(secret.into()), None, 1).await.unwrap();
+        s.put_credentials(
+            &crate::domain::Reach::every_tenant(),
+            &AppId::parse(app).unwrap(),
+            CredentialKind::Webex,
+            &serde_json::json!({}),
+            &Secret::new(secret.into()),
+            None,
+            1,
+        )
+        .await
+        .unwrap();
     }
 
     #[tokio::test]
@@ -365,7 +392,11 @@ mod tests {
         let e = again.open_keyring(MasterKey::generate()).await.unwrap_err().to_string();
         assert!(e.contains("master_key_file") && e.contains(key.id()), "{e}");
         assert_eq!(again.open_keyring(key).await.unwrap(), KeyCheck::Known);
-        let got = again.credentials(&crate::domain::Reach::every_tenant(), &AppId::parse("app.one").unwrap(), CredentialKind::Webex).await.unwrap().unwrap();
+        let got = again
+            .credentials(&crate::domain::Reach::every_tenant(), &AppId::parse("app.one").unwrap(), CredentialKind::Webex)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.secret.expose(), "s1");
     }
 
@@ -388,7 +419,15 @@ mod tests {
         node.sync_keys().await.unwrap();
         assert_eq!(node.current_key_id(), new.id());
         put_secret(&node, "app.late", "y").await;
-        assert_eq!(s.credentials(&crate::domain::Reach::every_tenant(), &AppId::parse("app.late").unwrap(), CredentialKind::Webex).await.unwrap().unwrap().secret.expose(), "y");
+        assert_eq!(
+            s.credentials(&crate::domain::Reach::every_tenant(), &AppId::parse("app.late").unwrap(), CredentialKind::Webex)
+                .await
+                .unwrap()
+                .unwrap()
+                .secret
+                .expose(),
+            "y"
+        );
         assert!(s.maintain_keys(1_000 + RETIRE_GRACE_MS - 1).await.unwrap().is_empty(), "not within the grace period");
         assert_eq!(s.maintain_keys(1_000 + RETIRE_GRACE_MS).await.unwrap(), vec![old.id().to_string()]);
         // The old key alone no longer opens this database.
@@ -421,6 +460,9 @@ mod tests {
             .unwrap()
             .rows_affected();
         assert_eq!(swapped, 0);
-        assert_eq!(s.credentials(&crate::domain::Reach::every_tenant(), &app, CredentialKind::Webex).await.unwrap().unwrap().secret.expose(), "after");
+        assert_eq!(
+            s.credentials(&crate::domain::Reach::every_tenant(), &app, CredentialKind::Webex).await.unwrap().unwrap().secret.expose(),
+            "after"
+        );
     }
 }

@@ -38,27 +38,26 @@ mod callbacks;
 mod calls;
 mod console;
 mod devices;
-mod health;
 mod events;
+mod health;
 mod keys;
 mod tenants;
 mod users;
 mod webhooks;
 
-pub use cache::CacheOptions;
-pub use callbacks::{CallbackTarget, LeasedCallback, PendingCallback};
-pub use console::{ProviderMinute, RecentCall, SessionSigner, LATENCY_BUCKETS_MS};
-pub use calls::{CallInfo, CallRecord, ClaimOutcome, ClaimRequest};
-pub use devices::{DeviceSummary, RegisterOutcome, SipRemovals, StaleDevice};
 pub use api_keys::{ApiKeyRecord, LiveKey};
 pub use apps::{AppListing, StoredCredentials};
-pub use tenants::{TenantLimits, TenantRecord};
-pub use health::{CredentialHealth, HealthState};
+pub use cache::CacheOptions;
+pub use callbacks::{CallbackTarget, LeasedCallback, PendingCallback};
+pub use calls::{CallInfo, CallRecord, ClaimOutcome, ClaimRequest};
+pub use console::{ProviderMinute, RecentCall, SessionSigner, LATENCY_BUCKETS_MS};
+pub use devices::{DeviceSummary, RegisterOutcome, SipRemovals, StaleDevice};
 pub use events::StoreEvent;
+pub use health::{CredentialHealth, HealthState};
 pub use keys::{KeyCheck, RotationReport, RETIRE_GRACE_MS};
+pub use tenants::{TenantLimits, TenantRecord};
 pub use webhooks::REPLAY_WINDOW_MS as WEBHOOK_REPLAY_WINDOW_MS;
 
-use crate::config::SqliteSynchronous;
 use crate::envelope::{EnvelopeError, Keyring};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor, Row};
@@ -113,6 +112,25 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+/// SQLite durability: `PRAGMA synchronous` (`full` by default, so an
+/// acknowledged registration survives a power loss, not only a crash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    Normal,
+    Full,
+    Extra,
+}
+
+impl SqliteSynchronous {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SqliteSynchronous::Normal => "NORMAL",
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Extra => "EXTRA",
+        }
+    }
 }
 
 /// How to open a store.

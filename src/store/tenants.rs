@@ -64,7 +64,11 @@ impl Store {
         }
         sqlx::query("DELETE FROM tenant_domains WHERE tenant_id = $1").bind(tenant.as_str()).execute(&mut *tx).await?;
         for domain in sip_domains {
-            sqlx::query("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2)").bind(domain.as_str()).bind(tenant.as_str()).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2)")
+                .bind(domain.as_str())
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(created)
@@ -110,8 +114,10 @@ impl Store {
 
     /// The tenant whose SIP domains hold `domain` (any case), else `default`.
     pub async fn tenant_for_domain(&self, domain: &str) -> Result<TenantId> {
-        let holder: Option<String> =
-            sqlx::query_scalar("SELECT tenant_id FROM tenant_domains WHERE domain = $1").bind(domain.to_ascii_lowercase()).fetch_optional(&self.pool).await?;
+        let holder: Option<String> = sqlx::query_scalar("SELECT tenant_id FROM tenant_domains WHERE domain = $1")
+            .bind(domain.to_ascii_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
         match holder {
             Some(t) => TenantId::parse(&t).map_err(corrupt("tenant_domains.tenant_id")),
             None => Ok(TenantId::default_tenant()),

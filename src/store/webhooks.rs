@@ -11,12 +11,13 @@ impl Store {
     /// Remember `replay_key` for `app`; false when it was already seen.
     pub async fn remember_webhook(&self, app: &AppId, replay_key: &str, now_ms: i64) -> Result<bool> {
         let _gate = self.writing().await;
-        let r = sqlx::query("INSERT INTO webhook_events (app_id, replay_key, seen_at) VALUES ($1, $2, $3) ON CONFLICT (app_id, replay_key) DO NOTHING")
-            .bind(app.as_str())
-            .bind(replay_key)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
+        let r =
+            sqlx::query("INSERT INTO webhook_events (app_id, replay_key, seen_at) VALUES ($1, $2, $3) ON CONFLICT (app_id, replay_key) DO NOTHING")
+                .bind(app.as_str())
+                .bind(replay_key)
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
         Ok(r.rows_affected() > 0)
     }
 }

@@ -33,7 +33,8 @@ async fn the_seed_get_report_registers_the_pushkit_token_as_apns_hex_and_a_call_
     assert_eq!(list[0]["channel"], "APNS");
     assert_eq!(list[0]["token_suffix"], &CALLS_HEX[CALLS_HEX.len() - 8..]);
 
-    let rep: Value = app.post_call(&json!({"user": "johndow", "pushid": "c-1", "displayname": "Bob", "displaynumber": "1001"})).await.json().await.unwrap();
+    let rep: Value =
+        app.post_call(&json!({"user": "johndow", "pushid": "c-1", "displayname": "Bob", "displaynumber": "1001"})).await.json().await.unwrap();
     assert_eq!(rep["deliveries"][0]["outcome"], "delivered", "{rep}");
     let req = &m.apns.requests()[0];
     assert_eq!(req.path, format!("/3/device/{CALLS_HEX}"));
@@ -55,9 +56,21 @@ async fn post_form_and_post_json_work_and_a_null_msgs_token_keeps_the_previous_o
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let r = app.admin(reqwest::Method::POST, "/acrobits/token").header("content-type", "application/json").body(fixture("acrobits/post-json.json")).send().await.unwrap();
+    let r = app
+        .admin(reqwest::Method::POST, "/acrobits/token")
+        .header("content-type", "application/json")
+        .body(fixture("acrobits/post-json.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = app.admin(reqwest::Method::POST, "/acrobits/token").header("content-type", "application/json").body(fixture("acrobits/null-msgs.json")).send().await.unwrap();
+    let r = app
+        .admin(reqwest::Method::POST, "/acrobits/token")
+        .header("content-type", "application/json")
+        .body(fixture("acrobits/null-msgs.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(app.devices("johndow").await.as_array().unwrap().len(), 1);
     // The message token survived the null report: a cancel goes to it as an alert.

@@ -24,10 +24,21 @@ async fn each_scope_opens_its_endpoints_only() {
     assert_eq!(with_key(&app, &read, Method::GET, &format!("/v1/apps/{APP}")).send().await.unwrap().status(), 200);
     assert_eq!(with_key(&app, &read, Method::POST, "/v1/calls").json(&json!({"user": "alice", "pushid": "p"})).send().await.unwrap().status(), 403);
     // register: may report Acrobits tokens and SIP registrations, may not create keys.
-    let r = with_key(&app, &register, Method::POST, "/sip/register").header("content-type", "message/sip").body(fixture("sip/no-push-data.txt")).send().await.unwrap();
+    let r = with_key(&app, &register, Method::POST, "/sip/register")
+        .header("content-type", "message/sip")
+        .body(fixture("sip/no-push-data.txt"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400, "authorized, then refused for the body");
-    assert_eq!(with_key(&app, &register, Method::POST, "/v1/api-keys").json(&json!({"name": "x", "scopes": ["admin"]})).send().await.unwrap().status(), 403);
-    assert_eq!(with_key(&app, &register, Method::POST, "/v1/calls").json(&json!({"user": "alice", "pushid": "p"})).send().await.unwrap().status(), 403);
+    assert_eq!(
+        with_key(&app, &register, Method::POST, "/v1/api-keys").json(&json!({"name": "x", "scopes": ["admin"]})).send().await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        with_key(&app, &register, Method::POST, "/v1/calls").json(&json!({"user": "alice", "pushid": "p"})).send().await.unwrap().status(),
+        403
+    );
 }
 
 #[tokio::test]
@@ -70,7 +81,12 @@ async fn an_app_bound_register_key_supplies_the_spark_app() {
     let (app, m) = spawn_app_with_mocks().await;
     assert_eq!(app.put_apns(APP, &m.apns_body()).await.status(), 200);
     let (_, key) = new_key(&app, &["register"], Some(APP)).await;
-    let r = with_key(&app, &key, Method::POST, "/register").header("content-type", "application/json").body(fixture("spark/register.json")).send().await.unwrap();
+    let r = with_key(&app, &key, Method::POST, "/register")
+        .header("content-type", "application/json")
+        .body(fixture("spark/register.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let list = app.devices("Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZWU").await;
     assert_eq!(list[0]["application"], APP);

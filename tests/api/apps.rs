@@ -49,10 +49,18 @@ async fn bad_apns_bodies_are_400_naming_the_problem_and_keep_the_old_credentials
     let cases: Vec<(serde_json::Value, &str, &str)> = vec![
         (serde_json::from_slice(&fixture("admin/apns-missing-keyid.json")).unwrap(), "missing_field", "keyId"),
         (serde_json::from_slice(&fixture("admin/apns-keyfile-not-base64.json")).unwrap(), "invalid_base64", "keyFile"),
-        (json!({"keyId": "73Q8JZND1V", "bundleId": APP, "teamId": "D7A3215KHV", "keyFile": STANDARD.encode(&rsa_pem)}), "invalid_key", "EC private key"),
+        (
+            json!({"keyId": "73Q8JZND1V", "bundleId": APP, "teamId": "D7A3215KHV", "keyFile": STANDARD.encode(&rsa_pem)}),
+            "invalid_key",
+            "EC private key",
+        ),
         (json!({"keyId": "short", "bundleId": APP, "teamId": "D7A3215KHV", "keyFile": STANDARD.encode(p8_pem())}), "invalid_field", "keyId"),
         (json!({"bundleId": APP, "certificate": STANDARD.encode("not a cert")}), "invalid_certificate", "certificate"),
-        (json!({"keyId": "73Q8JZND1V", "bundleId": APP, "teamId": "D7A3215KHV", "keyFile": STANDARD.encode(p8_pem()), "extra": 1}), "invalid_json", "extra"),
+        (
+            json!({"keyId": "73Q8JZND1V", "bundleId": APP, "teamId": "D7A3215KHV", "keyFile": STANDARD.encode(p8_pem()), "extra": 1}),
+            "invalid_json",
+            "extra",
+        ),
     ];
     for (body, code, needle) in cases {
         let r = app.put_apns(APP, &body).await;
@@ -61,7 +69,8 @@ async fn bad_apns_bodies_are_400_naming_the_problem_and_keep_the_old_credentials
         assert_eq!(e["error"], code, "{e}");
         assert!(e["message"].as_str().unwrap().contains(needle), "{e}");
     }
-    let r = app.admin(Method::PUT, &format!("/v1/apps/{APP}/apns")).body("{not json").header("content-type", "application/json").send().await.unwrap();
+    let r =
+        app.admin(Method::PUT, &format!("/v1/apps/{APP}/apns")).body("{not json").header("content-type", "application/json").send().await.unwrap();
     assert_eq!(r.status(), 400);
     let got: serde_json::Value = app.admin(Method::GET, &format!("/v1/apps/{APP}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(got["apns"]["keyId"], "73Q8JZND1V", "old credentials kept");

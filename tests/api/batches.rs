@@ -17,15 +17,38 @@ async fn store(dir: &std::path::Path) -> Store {
 }
 
 fn claim(push_id: &str, user: &UserId, device: &DevicePkid, call: &CallId) -> ClaimRequest {
-    ClaimRequest { tenant: pushrelay::domain::TenantId::default_tenant(), push_id: push_id.into(), user: user.clone(), device: device.clone(), call: call.clone(), expires_at: 10_000 }
+    ClaimRequest {
+        tenant: pushrelay::domain::TenantId::default_tenant(),
+        push_id: push_id.into(),
+        user: user.clone(),
+        device: device.clone(),
+        call: call.clone(),
+        expires_at: 10_000,
+    }
 }
 
 fn record(call: &CallId, user: &UserId) -> CallRecord {
-    CallRecord { tenant: pushrelay::domain::TenantId::default_tenant(), call: call.clone(), user: user.clone(), push_id: "p".into(), created_ms: 1, ring_ends_ms: 10_000, report: CallReport::new(call, vec![]), callbacks: vec![], apps: vec![] }
+    CallRecord {
+        tenant: pushrelay::domain::TenantId::default_tenant(),
+        call: call.clone(),
+        user: user.clone(),
+        push_id: "p".into(),
+        created_ms: 1,
+        ring_ends_ms: 10_000,
+        report: CallReport::new(call, vec![]),
+        callbacks: vec![],
+        apps: vec![],
+    }
 }
 
 fn outcome(push_id: &str, user: &UserId, device: &DevicePkid, call: &CallId) -> ClaimOutcome {
-    ClaimOutcome { tenant: pushrelay::domain::TenantId::default_tenant(), push_id: push_id.into(), user: user.clone(), call: call.clone(), delivery: Delivery::new(device, Channel::Apns, Outcome::Delivered, Some(200), None, 1) }
+    ClaimOutcome {
+        tenant: pushrelay::domain::TenantId::default_tenant(),
+        push_id: push_id.into(),
+        user: user.clone(),
+        call: call.clone(),
+        delivery: Delivery::new(device, Channel::Apns, Outcome::Delivered, Some(200), None, 1),
+    }
 }
 
 #[tokio::test]
@@ -41,12 +64,20 @@ async fn a_mixed_batch_answers_every_claim_and_writes_every_row() {
     // Outcome of q/c, claims of p/a (free), p/b (held), p/a again, and two
     // reports: one statement on PostgreSQL (no key both settled and claimed).
     let answers = s
-        .write_batch(&[claim("p", &u, &a, &c1), claim("p", &u, &b, &c1), claim("p", &u, &a, &c2)], 1_000, &[outcome("q", &u, &c, &held)], &[record(&c1, &u), record(&c2, &u)])
+        .write_batch(
+            &[claim("p", &u, &a, &c1), claim("p", &u, &b, &c1), claim("p", &u, &a, &c2)],
+            1_000,
+            &[outcome("q", &u, &c, &held)],
+            &[record(&c1, &u), record(&c2, &u)],
+        )
         .await
         .unwrap();
     assert_eq!(answers, vec![None, Some(held.clone()), Some(c1.clone())]);
     assert_eq!(s.claim_outcome(&pushrelay::domain::Scope::default_tenant(), "q", &u, &c).await.unwrap().map(|d| d.outcome), Some(Outcome::Delivered));
-    assert!(s.call_report(&pushrelay::domain::Scope::default_tenant(), &c1).await.unwrap().is_some() && s.call_report(&pushrelay::domain::Scope::default_tenant(), &c2).await.unwrap().is_some());
+    assert!(
+        s.call_report(&pushrelay::domain::Scope::default_tenant(), &c1).await.unwrap().is_some()
+            && s.call_report(&pushrelay::domain::Scope::default_tenant(), &c2).await.unwrap().is_some()
+    );
 
     // A key settled and claimed in the same batch (two statements in one transaction).
     let c3 = CallId::new();
@@ -62,7 +93,10 @@ async fn a_mixed_batch_answers_every_claim_and_writes_every_row() {
     let answers = s.write_batch(&many, 3_000, &[], &reports).await.unwrap();
     assert_eq!(answers.len(), 450);
     assert!(answers.iter().all(Option::is_none));
-    assert_eq!(s.claim_push(&pushrelay::domain::Scope::default_tenant(), "w449", &u, &a, &c1, 10_000, 3_000).await.unwrap(), Some(calls[449].clone()));
+    assert_eq!(
+        s.claim_push(&pushrelay::domain::Scope::default_tenant(), "w449", &u, &a, &c1, 10_000, 3_000).await.unwrap(),
+        Some(calls[449].clone())
+    );
     assert!(s.call_report(&pushrelay::domain::Scope::default_tenant(), &calls[449]).await.unwrap().is_some());
 }
 

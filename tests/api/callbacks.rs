@@ -124,7 +124,12 @@ async fn bad_callback_settings_are_refused_and_delete_stops_posting() {
         assert_eq!(r.status(), 400, "{body}");
         assert_eq!(r.json::<Value>().await.unwrap()["error"], want, "{body}");
     }
-    let r = app.admin(reqwest::Method::PUT, "/v1/apps/no.such.app/callback").json(&json!({"url": "http://127.0.0.1:9/x", "secret": SECRET})).send().await.unwrap();
+    let r = app
+        .admin(reqwest::Method::PUT, "/v1/apps/no.such.app/callback")
+        .json(&json!({"url": "http://127.0.0.1:9/x", "secret": SECRET}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     // Loopback and private addresses are accepted (backends live there).
     let (url, seen, _rx) = receiver(0, vec![]).await;

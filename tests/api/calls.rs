@@ -145,7 +145,10 @@ async fn retries_under_429_and_503_deliver_within_the_ring_window() {
     let t = apns_token();
     register(&app, "iphone", &t, "APNS", &k).await;
     register(&app, "android", "fcm-flaky", "FCM", &k).await;
-    m.apns.script_token(&t, vec![ScriptedReply::error(429, "TooManyRequests").with_retry_after(1), ScriptedReply::error(503, "ServiceUnavailable"), ScriptedReply::ok()]);
+    m.apns.script_token(
+        &t,
+        vec![ScriptedReply::error(429, "TooManyRequests").with_retry_after(1), ScriptedReply::error(503, "ServiceUnavailable"), ScriptedReply::ok()],
+    );
     m.fcm.script_token("fcm-flaky", vec![FcmReply::unavailable().with_retry_after(1), FcmReply::internal(), FcmReply::ok()]);
     let started = Instant::now();
     let report: Value = app.post_call(&json!({"user": "alice", "pushid": "p", "ring_seconds": 10})).await.json().await.unwrap();

@@ -78,7 +78,12 @@ async fn chromium_signs_in_and_sees_health_and_the_call_it_just_placed() {
     let (app, m) = spawn_app_with_mocks().await;
     let rep = placed_call(&app, &m).await;
     // A test push proves the credentials: health shows ok.
-    let r = app.admin(reqwest::Method::POST, &format!("/v1/apps/{APP}/test-push")).json(&json!({"token": apns_token(), "channel": "APNS"})).send().await.unwrap();
+    let r = app
+        .admin(reqwest::Method::POST, &format!("/v1/apps/{APP}/test-push"))
+        .json(&json!({"token": apns_token(), "channel": "APNS"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(5500)).await; // provider minutes reach the store every 5 s
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

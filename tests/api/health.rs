@@ -31,10 +31,7 @@ async fn every_route_is_in_the_openapi_document() {
     }
     // And nothing is documented that the relay does not serve.
     for (method, path) in &found {
-        assert!(
-            routes.iter().any(|(m, p)| m == method && p == path),
-            "{method} {path} is in schemas/openapi.yaml but not in http::ROUTES"
-        );
+        assert!(routes.iter().any(|(m, p)| m == method && p == path), "{method} {path} is in schemas/openapi.yaml but not in http::ROUTES");
     }
 }
 

@@ -394,7 +394,7 @@ impl RelayProcess {
         let mut cmd = match nofile {
             Some(n) => {
                 let mut c = std::process::Command::new("sh");
-                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" serve", ), bin]);
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" serve",), bin]);
                 c
             }
             None => {

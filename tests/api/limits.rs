@@ -31,8 +31,16 @@ async fn calls_over_the_rate_get_429_with_retry_after_and_other_keys_are_unaffec
     assert!(statuses.contains(&429), "{statuses:?}");
     assert_eq!(retry_after.as_deref(), Some("1"));
     // Another key has its own bucket.
-    let v: Value = app.admin(Method::POST, "/v1/api-keys").json(&json!({"name": "k", "scopes": ["calls"]})).send().await.unwrap().json().await.unwrap();
-    let r = app.client.post(app.url("/v1/calls")).bearer_auth(v["key"].as_str().unwrap()).json(&json!({"user": "nobody", "pushid": "x"})).send().await.unwrap();
+    let v: Value =
+        app.admin(Method::POST, "/v1/api-keys").json(&json!({"name": "k", "scopes": ["calls"]})).send().await.unwrap().json().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/v1/calls"))
+        .bearer_auth(v["key"].as_str().unwrap())
+        .json(&json!({"user": "nobody", "pushid": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 

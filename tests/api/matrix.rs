@@ -138,9 +138,10 @@ fn expect(method: &str, path: &str, c: Cred) -> Option<Expect> {
             _ => bearer(&[P::Read], Isolated, Isolated),
         },
         ("get", "/v1/apps/{app_id}") => bearer(&[P::Read], Refused(404), Refused(404)),
-        ("put", "/v1/apps/{app_id}/apns" | "/v1/apps/{app_id}/fcm" | "/v1/apps/{app_id}/hms" | "/v1/apps/{app_id}/webpush" | "/v1/apps/{app_id}/webex") => {
-            bearer(&[P::Admin], Refused(403), Refused(409))
-        }
+        (
+            "put",
+            "/v1/apps/{app_id}/apns" | "/v1/apps/{app_id}/fcm" | "/v1/apps/{app_id}/hms" | "/v1/apps/{app_id}/webpush" | "/v1/apps/{app_id}/webex",
+        ) => bearer(&[P::Admin], Refused(403), Refused(409)),
         ("delete", "/v1/apps/{app_id}/apns" | "/v1/apps/{app_id}/fcm" | "/v1/apps/{app_id}/hms" | "/v1/apps/{app_id}/webpush") => {
             bearer(&[P::Admin], Refused(403), Refused(404))
         }
@@ -220,11 +221,22 @@ impl Fixture {
         assert_eq!(r.status(), 200);
         assert_eq!(app.put_json("/v1/users/alice?tenant=a", &json!({"password": "pw-alice"})).await.status(), 201);
         let token = apns_token();
-        let r = app.client.put(app.url("/t/a/cucm-uds/user/alice/device/desk/devicetoken")).basic_auth("alice", Some("pw-alice"))
-            .header("content-type", "application/xml").body(uds_xml(&token, "APNS", KEY_B64, APP_A)).send().await.unwrap();
+        let r = app
+            .client
+            .put(app.url("/t/a/cucm-uds/user/alice/device/desk/devicetoken"))
+            .basic_auth("alice", Some("pw-alice"))
+            .header("content-type", "application/xml")
+            .body(uds_xml(&token, "APNS", KEY_B64, APP_A))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
-        let r = app.admin(Method::POST, &format!("/register?app={APP_A}&tenant=a"))
-            .json(&json!({"voipToken": apns_token(), "msgToken": apns_token(), "personId": PERSON, "email": ALICE_EMAIL})).send().await.unwrap();
+        let r = app
+            .admin(Method::POST, &format!("/register?app={APP_A}&tenant=a"))
+            .json(&json!({"voipToken": apns_token(), "msgToken": apns_token(), "personId": PERSON, "email": ALICE_EMAIL}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let r = app.post_call(&json!({"user": "alice", "tenant": "a", "pushid": "matrix-call", "ring_seconds": 5})).await;
         let call: Value = r.json().await.unwrap();
@@ -277,7 +289,14 @@ impl Fixture {
         let t = |c: &str| format!("COALESCE(CAST({c} AS TEXT), '')");
         let queries = [
             format!("SELECT {} || '|' || {} FROM users WHERE tenant_id = 'a'", t("user_id"), t("password_hash")),
-            format!("SELECT {} || '|' || {} || '|' || {} || '|' || {} || '|' || {} FROM devices WHERE tenant_id = 'a'", t("user_id"), t("device_pkid"), t("token"), t("msg_token"), t("updated_at")),
+            format!(
+                "SELECT {} || '|' || {} || '|' || {} || '|' || {} || '|' || {} FROM devices WHERE tenant_id = 'a'",
+                t("user_id"),
+                t("device_pkid"),
+                t("token"),
+                t("msg_token"),
+                t("updated_at")
+            ),
             format!("SELECT {} || '|' || {} FROM calls WHERE tenant_id = 'a'", t("call_id"), t("report")),
             format!("SELECT {} || '|' || {} || '|' || {} FROM push_claims WHERE tenant_id = 'a'", t("push_id"), t("device_pkid"), t("call_id")),
             format!("SELECT {} || '|' || {} || '|' || {} FROM api_keys", t("id"), t("tenant_id"), t("revoked_at")),
@@ -327,10 +346,16 @@ impl Fixture {
                 assert_eq!(app.put_json(&format!("/v1/apps/{fresh}/webpush?tenant=a"), &webpush_body()).await.status(), 200);
                 (route.replace("{app_id}", &fresh) + &q('?'), None)
             }
-            ("post", "/v1/apps/{app_id}/test-push") => (format!("/v1/apps/{APP_A}/test-push{}", q('?')), Some(json!({"token": fresh_token, "channel": "APNS"}))),
-            ("put", "/v1/apps/{app_id}/callback") => (format!("/v1/apps/{APP_A}/callback{}", q('?')), Some(json!({"url": "http://127.0.0.1:9/cb", "secret": "0123456789abcdef"}))),
+            ("post", "/v1/apps/{app_id}/test-push") => {
+                (format!("/v1/apps/{APP_A}/test-push{}", q('?')), Some(json!({"token": fresh_token, "channel": "APNS"})))
+            }
+            ("put", "/v1/apps/{app_id}/callback") => {
+                (format!("/v1/apps/{APP_A}/callback{}", q('?')), Some(json!({"url": "http://127.0.0.1:9/cb", "secret": "0123456789abcdef"})))
+            }
             ("delete", "/v1/apps/{app_id}/callback") => {
-                let r = app.put_json(&format!("/v1/apps/{APP_A}/callback?tenant=a"), &json!({"url": "http://127.0.0.1:9/cb", "secret": "0123456789abcdef"})).await;
+                let r = app
+                    .put_json(&format!("/v1/apps/{APP_A}/callback?tenant=a"), &json!({"url": "http://127.0.0.1:9/cb", "secret": "0123456789abcdef"}))
+                    .await;
                 assert_eq!(r.status(), 200);
                 (format!("/v1/apps/{APP_A}/callback{}", q('?')), None)
             }
@@ -356,8 +381,15 @@ impl Fixture {
             }
             ("delete", "/cucm-uds/user/{userId}/device/{devicePkid}/devicetoken") => {
                 let dev = format!("gone{n}");
-                let r = app.client.put(app.url(&format!("/t/a/cucm-uds/user/alice/device/{dev}/devicetoken"))).basic_auth("alice", Some("pw-alice"))
-                    .header("content-type", "application/xml").body(uds_xml(&fresh_token, "APNS", KEY_B64, APP_A)).send().await.unwrap();
+                let r = app
+                    .client
+                    .put(app.url(&format!("/t/a/cucm-uds/user/alice/device/{dev}/devicetoken")))
+                    .basic_auth("alice", Some("pw-alice"))
+                    .header("content-type", "application/xml")
+                    .body(uds_xml(&fresh_token, "APNS", KEY_B64, APP_A))
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 200);
                 let r = app.client.delete(app.url(&format!("{prefix}/cucm-uds/user/alice/device/{dev}/devicetoken")));
                 return self.authorize(r, c);
@@ -365,13 +397,17 @@ impl Fixture {
             ("post", "/v1/calls") => (format!("/v1/calls{}", q('?')), Some(json!({"user": "alice", "pushid": format!("m{n}"), "ring_seconds": 3}))),
             ("get", "/v1/calls/{call_id}") => (format!("/v1/calls/{}{}", self.call_id, q('?')), None),
             ("post", "/v1/calls/{call_id}/cancel") => (format!("/v1/calls/{}/cancel{}", self.call_id, q('?')), None),
-            ("post", "/register") => (
-                format!("{prefix}/register?app={APP_A}{}", q('&')),
-                Some(json!({"voipToken": fresh_token, "personId": PERSON})),
-            ),
+            ("post", "/register") => {
+                (format!("{prefix}/register?app={APP_A}{}", q('&')), Some(json!({"voipToken": fresh_token, "personId": PERSON})))
+            }
             ("get", "/register") => (format!("{prefix}/register?email={ALICE_EMAIL}{}", q('&')), None),
             ("delete", "/register/{device_token}") => {
-                let r = app.admin(Method::POST, &format!("/register?app={APP_A}&tenant=a")).json(&json!({"voipToken": fresh_token, "personId": PERSON})).send().await.unwrap();
+                let r = app
+                    .admin(Method::POST, &format!("/register?app={APP_A}&tenant=a"))
+                    .json(&json!({"voipToken": fresh_token, "personId": PERSON}))
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 200);
                 (format!("{prefix}/register/{fresh_token}{}", q('?')), None)
             }
@@ -398,7 +434,10 @@ impl Fixture {
                 let r = if method == "get" {
                     app.client.get(app.url(&format!("{prefix}/acrobits/token?{params}")))
                 } else {
-                    app.client.post(app.url(&format!("{prefix}/acrobits/token{}", q('?')))).header("content-type", "application/x-www-form-urlencoded").body(params)
+                    app.client
+                        .post(app.url(&format!("{prefix}/acrobits/token{}", q('?'))))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(params)
                 };
                 return self.authorize(r, c);
             }
@@ -412,7 +451,9 @@ impl Fixture {
                 let r = app.client.post(app.url("/sip/register"));
                 return self.authorize(r, c).header("content-type", "message/sip").body(msg);
             }
-            ("post", "/sip/wake") => ("/sip/wake".to_string(), Some(json!({"aor": "sip:1001@a.example", "call_id": format!("w{n}"), "timeout_ms": 50}))),
+            ("post", "/sip/wake") => {
+                ("/sip/wake".to_string(), Some(json!({"aor": "sip:1001@a.example", "call_id": format!("w{n}"), "timeout_ms": 50})))
+            }
             ("post", "/v1/api-keys") => ("/v1/api-keys".to_string(), Some(json!({"name": "made", "scopes": ["read"], "tenant": "a"}))),
             ("delete", "/v1/api-keys/{id}") => {
                 let (id, _) = key_of(app, Some("a"), &["read"], None).await;
@@ -421,7 +462,9 @@ impl Fixture {
             ("get", "/v1/devices/stale") => (format!("/v1/devices/stale?days=1{}", q('&')), None),
             ("get", "/v1/tenants") => ("/v1/tenants".to_string(), None),
             ("get", "/v1/tenants/{tenant}") => ("/v1/tenants/a".to_string(), None),
-            ("put", "/v1/tenants/{tenant}") => ("/v1/tenants/a".to_string(), Some(json!({"sip_domains": ["a.example"], "limits": {"devices_per_user": 50 + n}}))),
+            ("put", "/v1/tenants/{tenant}") => {
+                ("/v1/tenants/a".to_string(), Some(json!({"sip_domains": ["a.example"], "limits": {"devices_per_user": 50 + n}})))
+            }
             ("delete", "/v1/tenants/{tenant}") => {
                 let t = format!("gone-{n}");
                 assert_eq!(tenant(app, &t, json!({})).await.status(), 201);
@@ -433,7 +476,9 @@ impl Fixture {
         let mut r = self.client.request(m, app.url(&url));
         if route == "/console/login" && method == "post" {
             let token = self.keys.get(&c).cloned().unwrap_or_default();
-            return r.header("content-type", "application/x-www-form-urlencoded").body(format!("token={}", form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()));
+            return r
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={}", form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()));
         }
         if route == "/console/logout" {
             return self.authorize(r, c).header("content-type", "application/x-www-form-urlencoded").body("csrf=x");

@@ -52,7 +52,8 @@ async fn a_database_from_before_tenants_opens_in_the_default_tenant_unchanged() 
     let bound_key = "prk_a-calls-key-bound-to-the-app";
     let bound_key_hash = hex::encode(pushrelay::http::auth::token_hash(bound_key));
     let call_id = uuid::Uuid::new_v4().to_string();
-    let report = json!({"call_id": call_id, "deliveries": [{"device": "desk", "channel": "APNS", "outcome": "delivered", "attempts": 1}]}).to_string();
+    let report =
+        json!({"call_id": call_id, "deliveries": [{"device": "desk", "channel": "APNS", "outcome": "delivered", "attempts": 1}]}).to_string();
     let statements: Vec<(&str, Vec<String>)> = vec![
         ("INSERT INTO apps (app_id, created_at) VALUES ($1, 1)", vec![APP.into()]),
         (

@@ -15,7 +15,10 @@ async fn a_native_device_with_a_key_gets_the_v2_jwe_and_without_one_the_plain_pa
     let shown: Value = r.json().await.unwrap();
     assert_eq!(shown, json!({"user": "alice", "device": "iphone", "channel": "APNS", "application": APP, "token_suffix": &t1[56..]}));
     assert_eq!(app.put_native("alice", "ipad", &json!({"channel": "APNS", "application": APP, "token": t2})).await.status(), 201);
-    assert_eq!(app.put_native("alice", "pixel", &json!({"channel": "FCM", "application": APP, "token": "fcm:native-1", "format": "plain"})).await.status(), 201);
+    assert_eq!(
+        app.put_native("alice", "pixel", &json!({"channel": "FCM", "application": APP, "token": "fcm:native-1", "format": "plain"})).await.status(),
+        201
+    );
 
     let report: Value = app.post_call(&json!({"user": "alice", "pushid": "p", "displayname": "Bob"})).await.json().await.unwrap();
     assert!(report["deliveries"].as_array().unwrap().iter().all(|d| d["outcome"] == "delivered"), "{report}");
@@ -48,7 +51,9 @@ async fn bad_native_registrations_are_refused_and_change_nothing() {
     };
     assert_eq!(app.put_native("alice", "one", &body(ok("one"))).await.status(), 201);
     let before = app.devices("alice").await;
-    let put_raw = |ct: &'static str, raw: &'static str| app.admin(reqwest::Method::PUT, "/v1/users/alice/devices/two").header("content-type", ct).body(raw).send();
+    let put_raw = |ct: &'static str, raw: &'static str| {
+        app.admin(reqwest::Method::PUT, "/v1/users/alice/devices/two").header("content-type", ct).body(raw).send()
+    };
     assert_eq!(put_raw("application/json", "{\"channel\": ").await.unwrap().status(), 400, "malformed JSON");
     assert_eq!(put_raw("text/plain", "{}").await.unwrap().status(), 415);
     for (v, words) in [
@@ -56,7 +61,10 @@ async fn bad_native_registrations_are_refused_and_change_nothing() {
         (json!({"channel": "APNS", "application": APP, "token": "not-hex"}), "token"),
         (json!({"channel": "APNS", "application": "com.example.Unknown", "token": apns_token()}), "unknown_application"),
         (json!({"channel": "APNS", "application": APP, "token": apns_token(), "key": "c2hvcnQ="}), "key"),
-        (json!({"channel": "FCM", "application": APP, "token": "fcm:x", "subscription": {"endpoint": "https://fcm.googleapis.com/x"}}), "subscription"),
+        (
+            json!({"channel": "FCM", "application": APP, "token": "fcm:x", "subscription": {"endpoint": "https://fcm.googleapis.com/x"}}),
+            "subscription",
+        ),
     ] {
         let r = app.put_native("alice", "two", &v).await;
         assert_eq!(r.status(), 400, "{v}");

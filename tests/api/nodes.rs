@@ -49,7 +49,11 @@ async fn the_same_pushid_posted_to_both_nodes_at_once_pushes_each_device_once() 
             assert_eq!(d["outcome"], "delivered", "{r}");
         }
     }
-    let dupes = [&ra, &rb].iter().flat_map(|r| r["deliveries"].as_array().unwrap().clone()).filter(|d| d["reason"].as_str().unwrap_or("").contains("duplicate pushid")).count();
+    let dupes = [&ra, &rb]
+        .iter()
+        .flat_map(|r| r["deliveries"].as_array().unwrap().clone())
+        .filter(|d| d["reason"].as_str().unwrap_or("").contains("duplicate pushid"))
+        .count();
     assert_eq!(dupes, 3, "every device was reported once as pushed by the other call");
     // A new pushid pushes again.
     let r: Value = b.post_call(&json!({"user": "alice", "pushid": "next-call"})).await.json().await.unwrap();
@@ -66,7 +70,9 @@ async fn a_wait_held_on_one_node_is_released_by_a_register_on_the_other() {
     let (a, m) = spawn_app_with_mocks().await;
     let b = second_node(&a).await;
     a.put_mock_apns(&m, "com.mycompany.myapp", "com.mycompany.myapp").await;
-    let register = |node: &TestApp| node.admin(Method::POST, "/sip/register").header("content-type", "message/sip").body(fixture("sip/mizu-register-hex.txt")).send();
+    let register = |node: &TestApp| {
+        node.admin(Method::POST, "/sip/register").header("content-type", "message/sip").body(fixture("sip/mizu-register-hex.txt")).send()
+    };
     assert_eq!(register(&a).await.unwrap().status(), 200);
     let wait = a.admin(Method::POST, "/sip/wake").json(&json!({"aor": "sip:1111@sip.mydomain.com", "call_id": "x-1", "timeout_ms": 8000})).send();
     let wait = tokio::spawn(wait);
@@ -87,7 +93,8 @@ async fn a_wait_held_on_one_node_is_released_by_a_register_on_the_other() {
 async fn an_api_key_revoked_on_one_node_is_refused_on_the_other_at_once() {
     let a = spawn_app().await;
     let b = spawn_with(tempfile::tempdir().unwrap(), a.env.clone()).await;
-    let v: Value = a.admin(Method::POST, "/v1/api-keys").json(&json!({"name": "edge", "scopes": ["read"]})).send().await.unwrap().json().await.unwrap();
+    let v: Value =
+        a.admin(Method::POST, "/v1/api-keys").json(&json!({"name": "edge", "scopes": ["read"]})).send().await.unwrap().json().await.unwrap();
     let key = v["key"].as_str().unwrap();
     assert_eq!(b.client.get(b.url("/v1/apps/x")).bearer_auth(key).send().await.unwrap().status(), 404);
     assert_eq!(a.admin(Method::DELETE, &format!("/v1/api-keys/{}", v["id"].as_str().unwrap())).send().await.unwrap().status(), 204);

@@ -301,7 +301,8 @@ async fn a_certificate_credential_shows_its_expiry_in_the_app_and_in_metrics() {
     params.not_after = rcgen::date_time_ymd(2027, 1, 2);
     let cert = params.self_signed(&key).unwrap();
     let pem = format!("{}{}", cert.pem(), key.serialize_pem());
-    let r = app.put_apns(APP, &json!({"bundleId": APP, "certificate": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &pem)})).await;
+    let r =
+        app.put_apns(APP, &json!({"bundleId": APP, "certificate": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &pem)})).await;
     assert_eq!(r.status(), 200);
     let view = app_view(&app).await;
     assert_eq!(view["apns"]["health"]["expires_at"], "2027-01-02T00:00:00Z", "{view}");

@@ -39,7 +39,10 @@ async fn mizu_register_then_wake_sends_the_mizu_payload_and_returns_on_re_regist
     assert_eq!(list[0]["dialect"], "sip");
     assert_eq!(list[0]["channel"], "APNS");
 
-    let w = wake(&app, json!({"aor": "sip:1111@sip.mydomain.com", "call_id": "abcdef", "from_display": "John Smith", "from_number": "1234", "timeout_ms": 5000}));
+    let w = wake(
+        &app,
+        json!({"aor": "sip:1111@sip.mydomain.com", "call_id": "abcdef", "from_display": "John Smith", "from_number": "1234", "timeout_ms": 5000}),
+    );
     until("the VoIP push", || !m.apns.requests().is_empty()).await;
     let req = &m.apns.requests()[0];
     assert_eq!(req.path, "/3/device/5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d");
@@ -125,7 +128,14 @@ async fn a_linphone_register_goes_to_the_sandbox_with_voip_calls_and_remote_canc
     assert_eq!(req.header("apns-topic"), Some("org.example.phone.voip"));
 
     // The cancel is an alert on the remote token, never a VoIP push.
-    let c: Value = app.admin(reqwest::Method::POST, &format!("/v1/calls/{}/cancel", rep["call_id"].as_str().unwrap())).send().await.unwrap().json().await.unwrap();
+    let c: Value = app
+        .admin(reqwest::Method::POST, &format!("/v1/calls/{}/cancel", rep["call_id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(c["deliveries"][0]["outcome"], "delivered", "{c}");
     let req = &m.apns_dev.requests()[1];
     assert_eq!(req.path, format!("/3/device/{remote}"));
@@ -237,15 +247,18 @@ async fn many_concurrent_waits_are_held_and_released_by_their_own_register() {
     let n = 200;
     for i in 0..n {
         let token = format!("{:064x}", i + 1);
-        let body = msg.replace("sip:1111@", &format!("sip:u{i}@")).replace("5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d", &token);
+        let body =
+            msg.replace("sip:1111@", &format!("sip:u{i}@")).replace("5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d", &token);
         assert_eq!(sip_register(&app, body.into_bytes()).await.status(), 200);
     }
-    let waits: Vec<_> = (0..n).map(|i| wake(&app, json!({"aor": format!("sip:u{i}@sip.mydomain.com"), "call_id": format!("c{i}"), "timeout_ms": 15000}))).collect();
+    let waits: Vec<_> =
+        (0..n).map(|i| wake(&app, json!({"aor": format!("sip:u{i}@sip.mydomain.com"), "call_id": format!("c{i}"), "timeout_ms": 15000}))).collect();
     until("every push", || m.apns.requests().len() >= n).await;
     // Re-register every other user: exactly those waits return 200.
     for i in (0..n).step_by(2) {
         let token = format!("{:064x}", i + 1);
-        let body = msg.replace("sip:1111@", &format!("sip:u{i}@")).replace("5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d", &token);
+        let body =
+            msg.replace("sip:1111@", &format!("sip:u{i}@")).replace("5c0a2f1e9b7d4c3a8e6f1d2b3c4a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d", &token);
         assert_eq!(sip_register(&app, body.into_bytes()).await.status(), 200);
     }
     for (i, w) in waits.into_iter().enumerate() {
@@ -278,7 +291,11 @@ async fn bad_sip_input_is_400_and_stores_nothing() {
     assert_eq!(r.status(), 415);
     let r = sip_register(&app, vec![b'a'; 20 * 1024]).await;
     assert_eq!(r.status(), 413);
-    for bad in [json!({"aor": "not a uri", "call_id": "x"}), json!({"aor": "sip:1111@sip.mydomain.com", "call_id": "x", "timeout_ms": 0}), json!({"aor": "sip:1111@sip.mydomain.com"})] {
+    for bad in [
+        json!({"aor": "not a uri", "call_id": "x"}),
+        json!({"aor": "sip:1111@sip.mydomain.com", "call_id": "x", "timeout_ms": 0}),
+        json!({"aor": "sip:1111@sip.mydomain.com"}),
+    ] {
         let (status, body, _) = wake(&app, bad.clone()).await.unwrap();
         assert_eq!(status, 400, "{bad}: {body}");
     }
@@ -323,6 +340,7 @@ async fn a_register_refused_for_the_device_cap_removes_nothing() {
     // The same removal with one new binding fits, and happens.
     let r = sip_register(&app, register_with(&[apns_contact(1, &t1, 0), apns_contact(3, &t3, 600)])).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let tokens: Vec<String> = app.devices("alice").await.as_array().unwrap().iter().map(|d| d["token_suffix"].as_str().unwrap().to_string()).collect();
+    let tokens: Vec<String> =
+        app.devices("alice").await.as_array().unwrap().iter().map(|d| d["token_suffix"].as_str().unwrap().to_string()).collect();
     assert!(tokens.contains(&t3[56..].to_string()) && !tokens.contains(&t1[56..].to_string()), "{tokens:?}");
 }

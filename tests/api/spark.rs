@@ -194,10 +194,9 @@ async fn a_message_from_someone_else_alerts_the_webhook_owner_on_the_message_tok
     assert_eq!(p["aps"]["alert"]["body"], "bob@example.com");
 
     // The owner's own message sends nothing; a replay sends nothing.
-    let own = String::from_utf8(fresh("spark/webhook-message.json")).unwrap().replace(
-        r#""actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZXI""#,
-        &format!(r#""actorId":"{PERSON}""#),
-    );
+    let own = String::from_utf8(fresh("spark/webhook-message.json"))
+        .unwrap()
+        .replace(r#""actorId":"Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZXI""#, &format!(r#""actorId":"{PERSON}""#));
     let v: Value = signed(&app, own.into_bytes()).await.json().await.unwrap();
     assert_eq!(v["ignored"], true, "{v}");
     let body = fresh("spark/webhook-message.json");
@@ -205,7 +204,10 @@ async fn a_message_from_someone_else_alerts_the_webhook_owner_on_the_message_tok
     assert_eq!(v["duplicate"], true, "{v}");
 
     // A messages event without createdBy: 400, nothing sent.
-    let bad = String::from_utf8(fresh("spark/webhook-message.json")).unwrap().replace(&format!(r#""createdBy":"{PERSON}","#), "").replace("MESSAGE/92", "MESSAGE/93");
+    let bad = String::from_utf8(fresh("spark/webhook-message.json"))
+        .unwrap()
+        .replace(&format!(r#""createdBy":"{PERSON}","#), "")
+        .replace("MESSAGE/92", "MESSAGE/93");
     let r = signed(&app, bad.into_bytes()).await;
     assert_eq!(r.status(), 400);
     let e: Value = r.json().await.unwrap();

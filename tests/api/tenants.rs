@@ -62,7 +62,8 @@ impl TwoTenants {
         let r = app.put_json("/v1/users/alice?tenant=a", &json!({"password": "pw-alice"})).await;
         assert_eq!(r.status(), 201);
         let alice_token = apns_token();
-        let r = app.client
+        let r = app
+            .client
             .put(app.url("/t/a/cucm-uds/user/alice/device/desk/devicetoken"))
             .basic_auth("alice", Some("pw-alice"))
             .header("content-type", "application/xml")
@@ -184,13 +185,13 @@ async fn another_tenants_key_cannot_remove_or_add_sip_bindings_of_an_aor_it_does
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let devices = || async { with_key(&t.app, &ka, Method::GET, "/v1/users/1001/devices").send().await.unwrap().json::<Vec<Value>>().await.unwrap() };
     assert_eq!(devices().await.len(), 1);
-    let wildcard = sip_register("A.EXAMPLE", APP_A, &token).replace(
-        "Contact: <sip:1001@10.0.0.9:5060;pn-provider=apns;pn-prid=".to_string().as_str(),
-        "Contact: *\r\nX-Old: <",
-    );
+    let wildcard = sip_register("A.EXAMPLE", APP_A, &token)
+        .replace("Contact: <sip:1001@10.0.0.9:5060;pn-provider=apns;pn-prid=".to_string().as_str(), "Contact: *\r\nX-Old: <");
     let wildcard = wildcard.replace("Expires: 600", "Expires: 0");
     let one = sip_register("a.example", APP_A, &token).replace(";expires=600", ";expires=0");
-    for (what, msg) in [("Contact: *", wildcard.as_str()), ("expires=0", one.as_str()), ("a new binding", &sip_register("a.example", APP_B, &apns_token()))] {
+    for (what, msg) in
+        [("Contact: *", wildcard.as_str()), ("expires=0", one.as_str()), ("a new binding", &sip_register("a.example", APP_B, &apns_token()))]
+    {
         let r = post_sip(&t.app, &kb, msg).await;
         assert_eq!(r.status(), 403, "{what}");
         let e: Value = r.json().await.unwrap();
@@ -321,13 +322,25 @@ async fn an_app_bound_admin_key_is_refused_and_a_tenant_admin_stays_in_its_tenan
     assert_eq!(with_key(&t.app, &kb, Method::PUT, &format!("/v1/apps/{APP_A}/callback")).json(&cb).send().await.unwrap().status(), 404);
     assert_eq!(with_key(&t.app, &kb, Method::PUT, &format!("/v1/apps/{APP_A}/apns")).json(&t.m.apns_body()).send().await.unwrap().status(), 409);
     assert_eq!(with_key(&t.app, &kb, Method::DELETE, &format!("/v1/apps/{APP_A}/apns")).send().await.unwrap().status(), 404);
-    assert_eq!(with_key(&t.app, &kb, Method::PUT, &format!("/v1/apps/{APP}/apns")).json(&t.m.apns_body()).send().await.unwrap().status(), 409, "a shared app's credentials are the operator's");
+    assert_eq!(
+        with_key(&t.app, &kb, Method::PUT, &format!("/v1/apps/{APP}/apns")).json(&t.m.apns_body()).send().await.unwrap().status(),
+        409,
+        "a shared app's credentials are the operator's"
+    );
     // Users of tenant a: out of reach (naming a: 403; unprefixed: tenant b's own user).
     let r = with_key(&t.app, &kb, Method::PUT, "/v1/users/alice?tenant=a").json(&json!({"password": "stolen"})).send().await.unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(with_key(&t.app, &kb, Method::PUT, "/v1/users/alice").json(&json!({"password": "b-alice"})).send().await.unwrap().status(), 201);
-    let r = t.app.client.put(t.app.url("/t/a/cucm-uds/user/alice/device/desk/devicetoken")).basic_auth("alice", Some("pw-alice"))
-        .header("content-type", "application/xml").body(uds_xml(&t.alice_token, "APNS", KEY_B64, APP_A)).send().await.unwrap();
+    let r = t
+        .app
+        .client
+        .put(t.app.url("/t/a/cucm-uds/user/alice/device/desk/devicetoken"))
+        .basic_auth("alice", Some("pw-alice"))
+        .header("content-type", "application/xml")
+        .body(uds_xml(&t.alice_token, "APNS", KEY_B64, APP_A))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "tenant a's alice keeps her password");
     // Operator-only routes.
     assert_eq!(with_key(&t.app, &kb, Method::PUT, "/v1/tenants/c").json(&json!({})).send().await.unwrap().status(), 403);
@@ -365,10 +378,18 @@ async fn the_same_sip_user_in_two_tenants_domains_is_two_users() {
     let paths: Vec<String> = t.m.apns.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(paths, vec![format!("/3/device/{ta}")]);
     // A wake of tenant b's AOR wakes b's phones, and tenant a's key may not ask.
-    let r = with_key(&t.app, &ka, Method::POST, "/sip/wake").json(&json!({"aor": "sip:1001@b.example", "call_id": "w-1", "timeout_ms": 100})).send().await.unwrap();
+    let r = with_key(&t.app, &ka, Method::POST, "/sip/wake")
+        .json(&json!({"aor": "sip:1001@b.example", "call_id": "w-1", "timeout_ms": 100}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     t.m.apns.clear_requests();
-    let r = with_key(&t.app, &kb, Method::POST, "/sip/wake").json(&json!({"aor": "sip:1001@b.example", "call_id": "w-2", "timeout_ms": 300})).send().await.unwrap();
+    let r = with_key(&t.app, &kb, Method::POST, "/sip/wake")
+        .json(&json!({"aor": "sip:1001@b.example", "call_id": "w-2", "timeout_ms": 300}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 408);
     let paths: Vec<String> = t.m.apns.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(paths.len(), 3, "{paths:?}");
@@ -415,14 +436,26 @@ async fn shared_apps_serve_every_tenant_and_owned_apps_only_their_own() {
     let t = TwoTenants::start().await;
     let (_, kb) = key_of(&t.app, Some("b"), &["register", "read", "calls"], None).await;
     // A shared app: any tenant's devices may use it, and read its summary.
-    let r = with_key(&t.app, &kb, Method::POST, &format!("/register?app={APP}")).json(&json!({"voipToken": apns_token(), "personId": "bob"})).send().await.unwrap();
+    let r = with_key(&t.app, &kb, Method::POST, &format!("/register?app={APP}"))
+        .json(&json!({"voipToken": apns_token(), "personId": "bob"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let v: Value = with_key(&t.app, &kb, Method::GET, &format!("/v1/apps/{APP}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["owner"], "shared");
     // Another tenant's app: as if it did not exist.
-    let r = with_key(&t.app, &kb, Method::POST, &format!("/register?app={APP_A}")).json(&json!({"voipToken": apns_token(), "personId": "bob"})).send().await.unwrap();
+    let r = with_key(&t.app, &kb, Method::POST, &format!("/register?app={APP_A}"))
+        .json(&json!({"voipToken": apns_token(), "personId": "bob"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let missing = with_key(&t.app, &kb, Method::POST, "/register?app=com.none").json(&json!({"voipToken": apns_token(), "personId": "bob"})).send().await.unwrap();
+    let missing = with_key(&t.app, &kb, Method::POST, "/register?app=com.none")
+        .json(&json!({"voipToken": apns_token(), "personId": "bob"}))
+        .send()
+        .await
+        .unwrap();
     let (a, b): (Value, Value) = (r.json().await.unwrap(), missing.json().await.unwrap());
     assert_eq!(a["error"], "unknown_application");
     assert_eq!(a["message"].as_str().unwrap().replace(APP_A, "com.none"), b["message"].as_str().unwrap());
@@ -453,16 +486,44 @@ async fn a_tenants_callback_carries_only_its_own_devices() {
     let (a_url, a_seen, _a) = crate::callbacks::receiver(0, vec![]).await;
     let (b_url, b_seen, _b) = crate::callbacks::receiver(0, vec![]).await;
     for (k, url) in [(&ka, &a_url), (&kb, &b_url)] {
-        let r = with_key(&t.app, k, Method::PUT, &format!("/v1/apps/{APP}/callback")).json(&json!({"url": url, "secret": "0123456789abcdef"})).send().await.unwrap();
+        let r = with_key(&t.app, k, Method::PUT, &format!("/v1/apps/{APP}/callback"))
+            .json(&json!({"url": url, "secret": "0123456789abcdef"}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
     // bob of tenant b and alice of tenant a, both on the shared app.
-    let r = with_key(&t.app, &kb, Method::POST, &format!("/register?app={APP}")).json(&json!({"voipToken": apns_token(), "personId": "bob"})).send().await.unwrap();
+    let r = with_key(&t.app, &kb, Method::POST, &format!("/register?app={APP}"))
+        .json(&json!({"voipToken": apns_token(), "personId": "bob"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = with_key(&t.app, &ka, Method::POST, &format!("/register?app={APP}")).json(&json!({"voipToken": apns_token(), "personId": "alice"})).send().await.unwrap();
+    let r = with_key(&t.app, &ka, Method::POST, &format!("/register?app={APP}"))
+        .json(&json!({"voipToken": apns_token(), "personId": "alice"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(with_key(&t.app, &kb, Method::POST, "/v1/calls").json(&json!({"user": "bob", "pushid": "cb-b", "ring_seconds": 5})).send().await.unwrap().status(), 200);
-    assert_eq!(with_key(&t.app, &ka, Method::POST, "/v1/calls").json(&json!({"user": "alice", "pushid": "cb-a", "ring_seconds": 5})).send().await.unwrap().status(), 200);
+    assert_eq!(
+        with_key(&t.app, &kb, Method::POST, "/v1/calls")
+            .json(&json!({"user": "bob", "pushid": "cb-b", "ring_seconds": 5}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        with_key(&t.app, &ka, Method::POST, "/v1/calls")
+            .json(&json!({"user": "alice", "pushid": "cb-a", "ring_seconds": 5}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while (a_seen.lock().unwrap().is_empty() || b_seen.lock().unwrap().is_empty()) && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -500,5 +561,15 @@ async fn a_tenants_own_limits_and_unclaimed_domains() {
     assert_eq!(r.status(), 403);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "wrong_tenant");
     // The operator may (the shared app is visible in default).
-    assert_eq!(t.app.admin(Method::POST, "/sip/register").header("content-type", "message/sip").body(sip_register("c.example", APP, &apns_token())).send().await.unwrap().status(), 200);
+    assert_eq!(
+        t.app
+            .admin(Method::POST, "/sip/register")
+            .header("content-type", "message/sip")
+            .body(sip_register("c.example", APP, &apns_token()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

@@ -29,7 +29,12 @@ async fn a_call_wakes_a_browser_with_a_push_only_that_browser_can_read() {
     assert_eq!(shown["token_suffix"].as_str().unwrap().len(), 8);
     assert!(!shown.to_string().contains(&sub.endpoint), "never the whole endpoint");
 
-    let report: Value = app.post_call(&json!({"user": "alice", "pushid": "p1", "displayname": "Bob", "displaynumber": "1002", "ring_seconds": 20})).await.json().await.unwrap();
+    let report: Value = app
+        .post_call(&json!({"user": "alice", "pushid": "p1", "displayname": "Bob", "displaynumber": "1002", "ring_seconds": 20}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(report["deliveries"][0]["outcome"], "delivered", "{report}");
     assert_eq!(report["deliveries"][0]["channel"], "WEBPUSH");
     assert_eq!(report["deliveries"][0]["provider_status"], 201);
@@ -60,7 +65,10 @@ async fn a_call_wakes_a_browser_with_a_push_only_that_browser_can_read() {
     assert!(!list.to_string().contains(&sub.endpoint));
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
-        metrics.lines().any(|l| l.starts_with("pushrelay_pushes_total") && l.contains("provider=\"webpush\"") && l.contains("outcome=\"delivered\"") && l.ends_with(" 1")),
+        metrics.lines().any(|l| l.starts_with("pushrelay_pushes_total")
+            && l.contains("provider=\"webpush\"")
+            && l.contains("outcome=\"delivered\"")
+            && l.ends_with(" 1")),
         "{metrics}"
     );
 }
@@ -113,7 +121,10 @@ async fn bad_vapid_keys_and_bad_subscriptions_get_a_400_and_store_nothing() {
     for (body, field) in [
         (json!({"vapidPrivateKey": "AAAA", "subject": "mailto:ops@example.com"}), "vapidPrivateKey"),
         (json!({"vapidPrivateKey": URL_SAFE_NO_PAD.encode([0u8; 32]), "subject": "mailto:ops@example.com"}), "vapidPrivateKey"),
-        (json!({"vapidPrivateKey": "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----", "subject": "mailto:ops@example.com"}), "vapidPrivateKey"),
+        (
+            json!({"vapidPrivateKey": "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----", "subject": "mailto:ops@example.com"}),
+            "vapidPrivateKey",
+        ),
         (json!({"vapidPrivateKey": VAPID_PRIVATE, "subject": "ops@example.com"}), "subject"),
         (json!({"vapidPrivateKey": VAPID_PRIVATE}), "subject"),
     ] {
@@ -137,8 +148,14 @@ async fn bad_vapid_keys_and_bad_subscriptions_get_a_400_and_store_nothing() {
         (with_endpoint("https://169.254.169.254/latest/secret-path"), "169.254.169.254"),
         (with_endpoint("https://user:pw@127.0.0.1/secret-path"), "user info"),
         (json!({"channel": "WEBPUSH", "application": APP, "subscription": {"endpoint": sub.endpoint}}), "keys"),
-        (json!({"channel": "WEBPUSH", "application": APP, "subscription": {"endpoint": sub.endpoint, "keys": {"p256dh": "BAAA", "auth": sub.auth}}}), "p256dh"),
-        (json!({"channel": "WEBPUSH", "application": APP, "subscription": {"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": "AAAA"}}}), "auth"),
+        (
+            json!({"channel": "WEBPUSH", "application": APP, "subscription": {"endpoint": sub.endpoint, "keys": {"p256dh": "BAAA", "auth": sub.auth}}}),
+            "p256dh",
+        ),
+        (
+            json!({"channel": "WEBPUSH", "application": APP, "subscription": {"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": "AAAA"}}}),
+            "auth",
+        ),
         (json!({"channel": "WEBPUSH", "application": APP, "token": sub.endpoint}), "subscription"),
     ] {
         let r = app.put_native("alice", "browser", &body).await;
@@ -204,7 +221,9 @@ async fn test_push_reaches_a_subscription_and_reports_a_dead_one() {
     let (app, m) = spawn_app_with_mocks().await;
     app.with_hms_and_webpush(&m).await;
     let sub = m.subscription();
-    let test_push = |token: String| app.admin(reqwest::Method::POST, &format!("/v1/apps/{APP}/test-push")).json(&json!({"token": token, "channel": "WEBPUSH"})).send();
+    let test_push = |token: String| {
+        app.admin(reqwest::Method::POST, &format!("/v1/apps/{APP}/test-push")).json(&json!({"token": token, "channel": "WEBPUSH"})).send()
+    };
     let r: Value = test_push(sub.endpoint.clone()).await.unwrap().json().await.unwrap();
     assert_eq!(r["outcome"], "delivered", "{r}");
     assert_eq!(m.webpush.messages()[0].urgency.as_deref(), Some("normal"), "a test is not urgent");

@@ -4,7 +4,8 @@
 # unsound, yanked) that affects the release dependency graph of the relay
 # (`cargo tree -e normal,build -p pushrelay`); advisories reaching only test
 # and benchmark crates (the mocks' rsa, say) are listed, not fatal.
-# Prints the snapshot's date with the result.
+# Also fails if a test or benchmark crate (rsa, rcgen, hdrhistogram,
+# proptest) reaches that graph. Prints the snapshot's date with the result.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 # The snapshot: $PUSHRELAY_ADVISORY_DB, else ../shared/advisory-db next to
@@ -37,6 +38,15 @@ trap 'rm -f "$report"' EXIT
 # cargo audit exits 1 when it finds anything; the verdict is ours below.
 cargo audit --db "$db" --no-fetch --json >"$report" 2>/dev/null || true
 cargo tree --locked -e normal,build -p pushrelay --prefix none -f '{p}' | awk '{print $1" "$2}' | sort -u >"$report.release"
+
+# Test and benchmark crates must never reach the release binary.
+test_only="$(awk '$1 == "rsa" || $1 == "rcgen" || $1 == "hdrhistogram" || $1 == "proptest" {print $1" "$2}' "$report.release")"
+if [ -n "$test_only" ]; then
+  echo "supply chain: test-only crates in the release dependency graph (cargo tree -e normal -p pushrelay):" >&2
+  echo "$test_only" >&2
+  exit 1
+fi
+echo "supply chain: no test-only crate (rsa, rcgen, hdrhistogram, proptest) in the release graph"
 
 python3 - "$report" "$report.release" "$snapshot" <<'PY'
 import json, sys

@@ -49,10 +49,7 @@ pub(crate) enum Register {
 }
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "pushrelay-bench",
-    about = "Benchmarks pushrelay against in-process mock APNs/FCM (127.0.0.1 only)"
-)]
+#[command(name = "pushrelay-bench", about = "Benchmarks pushrelay against in-process mock APNs/FCM (127.0.0.1 only)")]
 pub(crate) struct Args {
     pub(crate) scenario: Scenario,
     /// Devices registered (one user per device; calls go round-robin over them).

@@ -79,13 +79,8 @@ pub(crate) fn find_postmaster(port: u16) -> Option<u32> {
             continue;
         };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        let is_pg = args
-            .first()
-            .map(|a| a.ends_with(b"/postgres") || *a == b"postgres")
-            .unwrap_or(false);
-        let has_port = args
-            .windows(2)
-            .any(|w| w[0] == b"-p" && w[1] == want.as_bytes());
+        let is_pg = args.first().map(|a| a.ends_with(b"/postgres") || *a == b"postgres").unwrap_or(false);
+        let has_port = args.windows(2).any(|w| w[0] == b"-p" && w[1] == want.as_bytes());
         if is_pg && has_port {
             return Some(pid);
         }
@@ -99,19 +94,12 @@ pub(crate) fn postmaster_ticks(pm: u32) -> u64 {
     let fields = |path: &Path| -> Option<Vec<u64>> {
         let s = std::fs::read_to_string(path).ok()?;
         let rest = &s[s.rfind(')')? + 2..];
-        Some(
-            rest.split_whitespace()
-                .map(|x| x.parse::<u64>().unwrap_or(0))
-                .collect(),
-        )
+        Some(rest.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0)).collect())
     };
     let mut t = 0;
     if let Some(f) = fields(&PathBuf::from(format!("/proc/{pm}/stat"))) {
         // after the comm: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
-        t += f.get(11).copied().unwrap_or(0)
-            + f.get(12).copied().unwrap_or(0)
-            + f.get(13).copied().unwrap_or(0)
-            + f.get(14).copied().unwrap_or(0);
+        t += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0) + f.get(13).copied().unwrap_or(0) + f.get(14).copied().unwrap_or(0);
     }
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
@@ -135,11 +123,7 @@ pub(crate) fn machine_busy() -> f64 {
     let Some(line) = s.lines().next() else {
         return 0.0;
     };
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     let get = |i: usize| v.get(i).copied().unwrap_or(0);
     (get(0) + get(1) + get(2) + get(5) + get(6) + get(7)) as f64 / clk_tck()
 }
@@ -173,12 +157,7 @@ pub(crate) fn cpu_now() -> Cpu {
         relay_alloc_bytes: bytes as f64,
         total: stat_ticks(Path::new("/proc/self/stat")).unwrap_or(0) as f64 / tck,
         machine: machine_busy(),
-        db: POSTMASTER
-            .get()
-            .copied()
-            .flatten()
-            .map(|pm| postmaster_ticks(pm) as f64 / tck)
-            .unwrap_or(0.0),
+        db: POSTMASTER.get().copied().flatten().map(|pm| postmaster_ticks(pm) as f64 / tck).unwrap_or(0.0),
         ..Default::default()
     };
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
@@ -204,11 +183,7 @@ pub(crate) fn cpu_now() -> Cpu {
 pub(crate) fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok())))
         .unwrap_or(0)
 }
 
@@ -220,10 +195,7 @@ pub(crate) fn listen_overflows() -> u64 {
     while let (Some(h), Some(v)) = (lines.next(), lines.next()) {
         if h.starts_with("TcpExt:") {
             let i = h.split_whitespace().position(|k| k == "ListenOverflows");
-            return i
-                .and_then(|i| v.split_whitespace().nth(i))
-                .and_then(|x| x.parse().ok())
-                .unwrap_or(0);
+            return i.and_then(|i| v.split_whitespace().nth(i)).and_then(|x| x.parse().ok()).unwrap_or(0);
         }
     }
     0
@@ -231,19 +203,12 @@ pub(crate) fn listen_overflows() -> u64 {
 
 /// The 1-minute load average before the run: other processes on the machine skew results.
 pub(crate) fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next().map(str::to_string)).unwrap_or_default()
 }
 
 pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
         .unwrap_or_else(|| "unknown CPU".into())
 }

@@ -212,7 +212,8 @@ pub(crate) async fn open_loop(rt: &Handle, rate: f64, warmup: Duration, duration
             continue;
         }
         in_flight.fetch_add(1, Ordering::Relaxed);
-        let (op, hist, ok, errors, in_flight, first_error) = (op.clone(), hist.clone(), ok.clone(), errors.clone(), in_flight.clone(), first_error.clone());
+        let (op, hist, ok, errors, in_flight, first_error) =
+            (op.clone(), hist.clone(), ok.clone(), errors.clone(), in_flight.clone(), first_error.clone());
         let measured = scheduled >= measure_from;
         tasks.push(rt.spawn(async move {
             let r = op(n).await;

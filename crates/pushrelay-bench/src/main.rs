@@ -57,16 +57,11 @@ fn main() -> anyhow::Result<()> {
     if a.scenario == Scenario::Jwe {
         return jwe::run_jwe(&a);
     }
-    let rts = Runtimes {
-        relay: runtime("relay-rt", a.relay_threads)?,
-        mock: runtime("mock-rt", a.mock_threads)?,
-        gen: runtime("gen-rt", a.gen_threads)?,
-    };
+    let rts =
+        Runtimes { relay: runtime("relay-rt", a.relay_threads)?, mock: runtime("mock-rt", a.mock_threads)?, gen: runtime("gen-rt", a.gen_threads)? };
     // The orchestration itself runs on the main thread (block_on), idle
     // while the loads run on the runtimes' workers.
-    let orchestrator = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let orchestrator = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let r = orchestrator.block_on(async {
         match a.scenario {
             Scenario::Apns | Scenario::Fcm | Scenario::Mixed => calls::run_calls(&a, &rts).await,

@@ -7,20 +7,12 @@ use std::fmt::Write as _;
 
 /// Output file stem: scenario, `-pg` on PostgreSQL, `-2nodes`, then `--tag`.
 pub(crate) fn stem(a: &Args, name: &str) -> String {
-    let pg = a
-        .database_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("postgres"));
+    let pg = a.database_url.as_deref().is_some_and(|u| u.starts_with("postgres"));
     let sync = match a.sqlite_synchronous.as_deref() {
         Some(s) if s != "full" => format!("-sync-{s}"),
         _ => String::new(),
     };
-    format!(
-        "{name}{}{}{sync}{}",
-        if pg { "-pg" } else { "" },
-        if a.nodes > 1 { format!("-{}nodes", a.nodes) } else { String::new() },
-        a.tag
-    )
+    format!("{name}{}{}{sync}{}", if pg { "-pg" } else { "" }, if a.nodes > 1 { format!("-{}nodes", a.nodes) } else { String::new() }, a.tag)
 }
 
 pub(crate) struct Row {
@@ -31,8 +23,23 @@ pub(crate) struct Row {
 pub(crate) fn print_call_header() {
     println!(
         "{:>5} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>6} | {:>8} {:>7} {:>7} {:>7} {:>7} | {:>10} {:>7} {:>6}",
-        "conc", "calls", "calls/s", "pushes/s", "p50ms", "p90ms", "p99ms", "maxms", "errs",
-        "cpu/1k", "relay", "store", "mock", "gen", "ceil/s", "c.p99", "ratio"
+        "conc",
+        "calls",
+        "calls/s",
+        "pushes/s",
+        "p50ms",
+        "p90ms",
+        "p99ms",
+        "maxms",
+        "errs",
+        "cpu/1k",
+        "relay",
+        "store",
+        "mock",
+        "gen",
+        "ceil/s",
+        "c.p99",
+        "ratio"
     );
     println!("      cpu/1k = CPU-s per 1000 calls of this process + its PostgreSQL server = relay (without store) + store (SQLite worker threads or PostgreSQL server) + mock + gen");
     println!("      (others = cores used by other processes on the machine during the point: noise if > 0.1, disturbed if > 0.3)");
@@ -41,11 +48,7 @@ pub(crate) fn print_call_header() {
 pub(crate) fn print_call_row(r: &Row) {
     let p = &r.relay;
     let (cs, cp99, ratio) = match &r.ceiling {
-        Some(c) => (
-            format!("{:.0}", c.pushes_per_s()),
-            format!("{:.2}", c.p99_ms),
-            format!("{:.3}", p.ops_per_s() / c.pushes_per_s().max(1e-9)),
-        ),
+        Some(c) => (format!("{:.0}", c.pushes_per_s()), format!("{:.2}", c.p99_ms), format!("{:.3}", p.ops_per_s() / c.pushes_per_s().max(1e-9))),
         None => ("-".into(), "-".into(), "-".into()),
     };
     println!(
@@ -74,10 +77,7 @@ pub(crate) fn print_call_row(r: &Row) {
         if p.cpu.db > 0.0 { " + PostgreSQL server" } else { "" },
         p.cpu.all() / p.secs,
         others(p),
-        r.ceiling
-            .as_ref()
-            .map(|c| format!("{:.2}", others(c)))
-            .unwrap_or("-".into())
+        r.ceiling.as_ref().map(|c| format!("{:.2}", others(c))).unwrap_or("-".into())
     );
     if p.ops > 0 {
         println!(
@@ -154,89 +154,36 @@ pub(crate) fn chart(title: &str, rows: &[Row]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
-        w / 2.0,
-        esc(title)
-    );
+    let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#, w / 2.0, esc(title));
     let xs: Vec<f64> = rows.iter().map(|r| r.relay.concurrency as f64).collect();
     let thr: Vec<(&str, &str, Vec<f64>)> = {
         let mut v = vec![
-            (
-                "relay calls/s",
-                "#1f77b4",
-                rows.iter().map(|r| r.relay.ops_per_s()).collect(),
-            ),
-            (
-                "relay pushes/s",
-                "#2ca02c",
-                rows.iter().map(|r| r.relay.pushes_per_s()).collect(),
-            ),
+            ("relay calls/s", "#1f77b4", rows.iter().map(|r| r.relay.ops_per_s()).collect()),
+            ("relay pushes/s", "#2ca02c", rows.iter().map(|r| r.relay.pushes_per_s()).collect()),
         ];
         if rows.iter().all(|r| r.ceiling.is_some()) {
-            v.push((
-                "mock ceiling pushes/s",
-                "#d62728",
-                rows.iter()
-                    .map(|r| r.ceiling.as_ref().map(|c| c.pushes_per_s()).unwrap_or(0.0))
-                    .collect(),
-            ));
+            v.push(("mock ceiling pushes/s", "#d62728", rows.iter().map(|r| r.ceiling.as_ref().map(|c| c.pushes_per_s()).unwrap_or(0.0)).collect()));
         }
         v
     };
     let lat: Vec<(&str, &str, Vec<f64>)> = {
         let mut v = vec![
-            (
-                "relay p99 ms",
-                "#1f77b4",
-                rows.iter().map(|r| r.relay.p99_ms).collect(),
-            ),
-            (
-                "relay p50 ms",
-                "#9467bd",
-                rows.iter().map(|r| r.relay.p50_ms).collect(),
-            ),
+            ("relay p99 ms", "#1f77b4", rows.iter().map(|r| r.relay.p99_ms).collect()),
+            ("relay p50 ms", "#9467bd", rows.iter().map(|r| r.relay.p50_ms).collect()),
         ];
         if rows.iter().all(|r| r.ceiling.is_some()) {
-            v.push((
-                "mock ceiling p99 ms",
-                "#d62728",
-                rows.iter()
-                    .map(|r| r.ceiling.as_ref().map(|c| c.p99_ms).unwrap_or(0.0))
-                    .collect(),
-            ));
+            v.push(("mock ceiling p99 ms", "#d62728", rows.iter().map(|r| r.ceiling.as_ref().map(|c| c.p99_ms).unwrap_or(0.0)).collect()));
         }
         v
     };
-    panel(
-        &mut s,
-        70.0,
-        50.0,
-        380.0,
-        300.0,
-        "throughput (per second) vs concurrency",
-        &xs,
-        &thr,
-    );
-    panel(
-        &mut s,
-        560.0,
-        50.0,
-        380.0,
-        300.0,
-        "latency (ms) vs concurrency",
-        &xs,
-        &lat,
-    );
+    panel(&mut s, 70.0, 50.0, 380.0, 300.0, "throughput (per second) vs concurrency", &xs, &thr);
+    panel(&mut s, 560.0, 50.0, 380.0, 300.0, "latency (ms) vs concurrency", &xs, &lat);
     let _ = writeln!(s, "</svg>");
     s
 }
 
 pub(crate) fn esc(t: &str) -> String {
-    t.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 pub(crate) fn nice_max(v: f64) -> f64 {
@@ -253,33 +200,11 @@ pub(crate) fn nice_max(v: f64) -> f64 {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn panel(
-    s: &mut String,
-    x0: f64,
-    y0: f64,
-    pw: f64,
-    ph: f64,
-    title: &str,
-    xs: &[f64],
-    series: &[(&str, &str, Vec<f64>)],
-) {
-    let ymax = nice_max(
-        series
-            .iter()
-            .flat_map(|(_, _, v)| v.iter().copied())
-            .fold(0.0, f64::max)
-            * 1.05,
-    );
+pub(crate) fn panel(s: &mut String, x0: f64, y0: f64, pw: f64, ph: f64, title: &str, xs: &[f64], series: &[(&str, &str, Vec<f64>)]) {
+    let ymax = nice_max(series.iter().flat_map(|(_, _, v)| v.iter().copied()).fold(0.0, f64::max) * 1.05);
     let lx: Vec<f64> = xs.iter().map(|x| x.max(1.0).log2()).collect();
-    let (xmin, xmax) = (
-        lx.iter().copied().fold(f64::INFINITY, f64::min),
-        lx.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    );
-    let span = if (xmax - xmin).abs() < 1e-9 {
-        1.0
-    } else {
-        xmax - xmin
-    };
+    let (xmin, xmax) = (lx.iter().copied().fold(f64::INFINITY, f64::min), lx.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    let span = if (xmax - xmin).abs() < 1e-9 { 1.0 } else { xmax - xmin };
     let px = |lx: f64| {
         if (xmax - xmin).abs() < 1e-9 {
             x0 + pw / 2.0
@@ -288,85 +213,31 @@ pub(crate) fn panel(
         }
     };
     let py = |y: f64| y0 + ph - y / ymax * ph;
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle" font-size="13">{}</text>"#,
-        x0 + pw / 2.0,
-        y0 - 10.0,
-        esc(title)
-    );
-    let _ = writeln!(
-        s,
-        r##"<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##
-    );
+    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle" font-size="13">{}</text>"#, x0 + pw / 2.0, y0 - 10.0, esc(title));
+    let _ = writeln!(s, r##"<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##);
     for i in 0..=5 {
         let y = ymax * i as f64 / 5.0;
         let yy = py(y);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{x0}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/>"##,
-            x0 + pw
-        );
-        let label = if ymax >= 100.0 {
-            format!("{y:.0}")
-        } else {
-            format!("{y:.2}")
-        };
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#,
-            x0 - 5.0,
-            yy + 4.0
-        );
+        let _ = writeln!(s, r##"<line x1="{x0}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/>"##, x0 + pw);
+        let label = if ymax >= 100.0 { format!("{y:.0}") } else { format!("{y:.2}") };
+        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#, x0 - 5.0, yy + 4.0);
     }
     for (x, l) in xs.iter().zip(&lx) {
         let xx = px(*l);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{xx:.1}" y1="{y0}" x2="{xx:.1}" y2="{:.1}" stroke="#eee"/>"##,
-            y0 + ph
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{xx:.1}" y="{:.1}" text-anchor="middle">{x}</text>"#,
-            y0 + ph + 16.0
-        );
+        let _ = writeln!(s, r##"<line x1="{xx:.1}" y1="{y0}" x2="{xx:.1}" y2="{:.1}" stroke="#eee"/>"##, y0 + ph);
+        let _ = writeln!(s, r#"<text x="{xx:.1}" y="{:.1}" text-anchor="middle">{x}</text>"#, y0 + ph + 16.0);
     }
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">concurrency (requests in flight)</text>"#,
-        x0 + pw / 2.0,
-        y0 + ph + 34.0
-    );
+    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">concurrency (requests in flight)</text>"#, x0 + pw / 2.0, y0 + ph + 34.0);
     for (k, (name, color, v)) in series.iter().enumerate() {
-        let pts: Vec<String> = lx
-            .iter()
-            .zip(v)
-            .map(|(l, y)| format!("{:.1},{:.1}", px(*l), py(*y)))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-            pts.join(" ")
-        );
+        let pts: Vec<String> = lx.iter().zip(v).map(|(l, y)| format!("{:.1},{:.1}", px(*l), py(*y))).collect();
+        let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, pts.join(" "));
         for p in &pts {
             let (cx, cy) = p.split_once(',').unwrap_or(("0", "0"));
             let _ = writeln!(s, r#"<circle cx="{cx}" cy="{cy}" r="3" fill="{color}"/>"#);
         }
         let ly = y0 + ph + 52.0 + 16.0 * k as f64;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{x0}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"/>"#,
-            ly - 4.0,
-            x0 + 24.0,
-            ly - 4.0
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{ly:.1}">{}</text>"#,
-            x0 + 30.0,
-            esc(name)
-        );
+        let _ = writeln!(s, r#"<line x1="{x0}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"/>"#, ly - 4.0, x0 + 24.0, ly - 4.0);
+        let _ = writeln!(s, r#"<text x="{:.1}" y="{ly:.1}">{}</text>"#, x0 + 30.0, esc(name));
     }
 }
 

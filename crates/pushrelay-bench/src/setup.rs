@@ -75,13 +75,7 @@ pub(crate) fn make_devices(scenario: Scenario, n: usize) -> Vec<Dev> {
                     .to_string(),
                 _ => hex::encode(rand::random::<[u8; 32]>()),
             };
-            Dev {
-                user: format!("u{i:06}"),
-                device: format!("dev-{i:06}"),
-                channel,
-                token,
-                key: rand::random(),
-            }
+            Dev { user: format!("u{i:06}"), device: format!("dev-{i:06}"), channel, token, key: rand::random() }
         })
         .collect()
 }
@@ -126,11 +120,8 @@ pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
     pub(crate) fn new() -> anyhow::Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos();
-        let p =
-            std::env::temp_dir().join(format!("pushrelay-bench-{}-{nanos}", std::process::id()));
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+        let p = std::env::temp_dir().join(format!("pushrelay-bench-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p)?;
         Ok(Self(p))
     }
@@ -178,11 +169,7 @@ impl Env {
         &self.bases[(n % self.bases.len() as u64) as usize]
     }
     pub(crate) fn settings(&self) -> anyhow::Result<Settings> {
-        Ok(Settings::load_from(
-            None,
-            &self.settings_env,
-            &CliOverrides::default(),
-        )?)
+        Ok(Settings::load_from(None, &self.settings_env, &CliOverrides::default())?)
     }
     pub(crate) fn backend(&self) -> &'static str {
         if self.settings_env["PUSHRELAY_DATABASE_URL"].starts_with("postgres") {
@@ -200,40 +187,23 @@ pub(crate) fn pg_server(url: &str) -> (String, Option<u16>) {
     let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let server = format!("{}{}", &url[..scheme_end], &rest[..host_end]);
     let hostport = rest[..host_end].rsplit('@').next().unwrap_or("");
-    let port = hostport
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .or(Some(5432));
+    let port = hostport.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).or(Some(5432));
     (server, port)
 }
 
 /// The database URL of this run: a temp SQLite file, the given SQLite URL,
 /// or a fresh database created on the given PostgreSQL server.
-pub(crate) async fn prepare_database(
-    a: &Args,
-    dir: &Path,
-) -> anyhow::Result<(String, Option<(String, String)>)> {
+pub(crate) async fn prepare_database(a: &Args, dir: &Path) -> anyhow::Result<(String, Option<(String, String)>)> {
     match a.database_url.as_deref() {
-        None => Ok((
-            format!("sqlite://{}", dir.join("relay.db").display()),
-            None,
-        )),
+        None => Ok((format!("sqlite://{}", dir.join("relay.db").display()), None)),
         Some(u) if u.starts_with("postgres") => {
             use sqlx::Connection;
             let (server, port) = pg_server(u);
-            let name = format!(
-                "pushrelay_bench_{}_{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_millis()
-            );
-            let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-                .await
-                .with_context(|| format!("connect to {server}/postgres"))?;
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await?;
+            let name =
+                format!("pushrelay_bench_{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
+            let mut conn =
+                sqlx::PgConnection::connect(&format!("{server}/postgres")).await.with_context(|| format!("connect to {server}/postgres"))?;
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
             let _ = conn.close().await;
             if let Some(port) = port {
                 let pm = find_postmaster(port);
@@ -259,11 +229,7 @@ pub(crate) async fn start_env(a: &Args, rts: &Runtimes, max_conns: usize) -> any
     let cfg = MockApnsConfig {
         sandbox: false,
         bundles: vec![APP.to_string(), SIP_APP.to_string()],
-        keys: vec![MockApnsKey {
-            team_id: team_id.clone(),
-            key_id: key_id.clone(),
-            p8_pem: p8.clone(),
-        }],
+        keys: vec![MockApnsKey { team_id: team_id.clone(), key_id: key_id.clone(), p8_pem: p8.clone() }],
         // The relay and the ceiling client each sign their own provider JWT
         // for the same team: no token-update limit here.
         token_update_limit: None,
@@ -286,10 +252,7 @@ pub(crate) async fn start_env(a: &Args, rts: &Runtimes, max_conns: usize) -> any
     let mut env = HashMap::new();
     env.insert("PUSHRELAY_LISTEN".to_string(), "127.0.0.1:0".to_string());
     env.insert("PUSHRELAY_DATABASE_URL".to_string(), db_url);
-    env.insert(
-        "PUSHRELAY_MASTER_KEY_FILE".to_string(),
-        dir.path().join("master.key").display().to_string(),
-    );
+    env.insert("PUSHRELAY_MASTER_KEY_FILE".to_string(), dir.path().join("master.key").display().to_string());
     env.insert("PUSHRELAY_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.to_string());
     if let Some(sync) = &a.sqlite_synchronous {
         env.insert("PUSHRELAY_SQLITE_SYNCHRONOUS".to_string(), sync.clone());
@@ -303,10 +266,7 @@ pub(crate) async fn start_env(a: &Args, rts: &Runtimes, max_conns: usize) -> any
     env.insert("PUSHRELAY_APNS_PRODUCTION_URL".to_string(), apns.url());
     env.insert("PUSHRELAY_APNS_SANDBOX_URL".to_string(), apns.url());
     env.insert("PUSHRELAY_FCM_BASE_URL".to_string(), fcm.base_url());
-    env.insert(
-        "PUSHRELAY_TLS_EXTRA_CA_FILE".to_string(),
-        ca.display().to_string(),
-    );
+    env.insert("PUSHRELAY_TLS_EXTRA_CA_FILE".to_string(), ca.display().to_string());
 
     // The nodes start one after the other: the first creates the master key
     // file and migrates, the next ones find both.
@@ -331,9 +291,7 @@ pub(crate) async fn start_env(a: &Args, rts: &Runtimes, max_conns: usize) -> any
             })
             .await
         });
-        let addr = addr_rx
-            .await?
-            .map_err(|e| anyhow::anyhow!("relay did not start: {e}"))?;
+        let addr = addr_rx.await?.map_err(|e| anyhow::anyhow!("relay did not start: {e}"))?;
         bases.push(format!("http://{addr}"));
         stops.push(stop_tx);
         relay_tasks.push(relay_task);
@@ -355,14 +313,9 @@ pub(crate) async fn start_env(a: &Args, rts: &Runtimes, max_conns: usize) -> any
     };
     let apns_creds = ApnsCredentials {
         bundle_id: BundleId::parse(APP)?,
-        auth: ApnsAuth::Token {
-            key_id: key_id.clone(),
-            team_id: team_id.clone(),
-            p8_pem: Secret::new(p8.clone()),
-        },
+        auth: ApnsAuth::Token { key_id: key_id.clone(), team_id: team_id.clone(), p8_pem: Secret::new(p8.clone()) },
     };
-    let fcm_creds = FcmCredentials::parse_service_account(service_account.as_bytes())
-        .map_err(|e| anyhow::anyhow!("service account: {e}"))?;
+    let fcm_creds = FcmCredentials::parse_service_account(service_account.as_bytes()).map_err(|e| anyhow::anyhow!("service account: {e}"))?;
 
     let apns_body = serde_json::json!({"keyId": key_id, "bundleId": APP, "teamId": team_id, "keyFile": STANDARD.encode(&p8)});
     let e = Env {
@@ -381,18 +334,10 @@ pub(crate) async fn start_env(a: &Args, rts: &Runtimes, max_conns: usize) -> any
         pg_created,
         apns_body: apns_body.clone(),
     };
-    println!(
-        "relay: {} node(s) on {} ({}), sharing one database and master key file",
-        e.bases.len(),
-        e.backend(),
-        e.bases.join(", ")
-    );
+    println!("relay: {} node(s) on {} ({}), sharing one database and master key file", e.bases.len(), e.backend(), e.bases.join(", "));
     // Provider credentials through the admin API (cheap, once).
     let fcm_body = serde_json::json!({"serviceAccount": STANDARD.encode(&service_account)});
-    for (path, body) in [
-        (format!("/v1/apps/{APP}/apns"), apns_body),
-        (format!("/v1/apps/{APP}/fcm"), fcm_body),
-    ] {
+    for (path, body) in [(format!("/v1/apps/{APP}/apns"), apns_body), (format!("/v1/apps/{APP}/fcm"), fcm_body)] {
         e.admin_put(&path, &body).await?;
     }
     Ok(e)
@@ -400,19 +345,9 @@ pub(crate) async fn start_env(a: &Args, rts: &Runtimes, max_conns: usize) -> any
 
 impl Env {
     pub(crate) async fn admin_put(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<()> {
-        let r = self
-            .client
-            .put(self.url(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(body)
-            .send()
-            .await?;
+        let r = self.client.put(self.url(path)).bearer_auth(ADMIN_TOKEN).json(body).send().await?;
         if !r.status().is_success() {
-            bail!(
-                "PUT {path}: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            );
+            bail!("PUT {path}: {} {}", r.status(), r.text().await.unwrap_or_default());
         }
         Ok(())
     }
@@ -434,10 +369,7 @@ pub(crate) async fn stop_env(mut e: Env) {
         use sqlx::Connection;
         match sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
             Ok(mut conn) => {
-                if let Err(err) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await
-                {
+                if let Err(err) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await {
                     eprintln!("could not drop {name}: {err}");
                 }
                 let _ = conn.close().await;
@@ -450,12 +382,7 @@ pub(crate) async fn stop_env(mut e: Env) {
 }
 
 /// Run `f` with `concurrency` in flight over `items`, failing on the first error.
-pub(crate) async fn for_each_concurrent<T, F, Fut>(
-    rt: &Handle,
-    items: Vec<T>,
-    concurrency: usize,
-    f: F,
-) -> anyhow::Result<()>
+pub(crate) async fn for_each_concurrent<T, F, Fut>(rt: &Handle, items: Vec<T>, concurrency: usize, f: F) -> anyhow::Result<()>
 where
     T: Send + 'static,
     F: Fn(T) -> Fut + Send + Sync + 'static,
@@ -482,16 +409,10 @@ where
 
 pub(crate) async fn register_store(rts: &Runtimes, env: &Env, devs: &[Dev]) -> anyhow::Result<()> {
     let settings = env.settings()?;
-    let store: Store = rts
-        .relay
-        .spawn(async move { open_store(&settings).await })
-        .await??;
+    let store: Store = rts.relay.spawn(async move { open_store(&settings).await }).await??;
     let hash = pushrelay::http::auth::hash_password(PASSWORD)?;
     let now = now_ms();
-    let regs: Vec<Registration> = devs
-        .iter()
-        .map(registration)
-        .collect::<anyhow::Result<_>>()?;
+    let regs: Vec<Registration> = devs.iter().map(registration).collect::<anyhow::Result<_>>()?;
     // Users one at a time: `Store::upsert_user` is a deferred SELECT-then-INSERT
     // transaction, and concurrent ones fail on SQLite WAL with
     // SQLITE_BUSY_SNAPSHOT (517, "database is locked"), which busy_timeout
@@ -510,7 +431,8 @@ pub(crate) async fn register_store(rts: &Runtimes, env: &Env, devs: &[Dev]) -> a
     for_each_concurrent(rts.relay.handle(), regs, 8, move |reg: Registration| {
         let st = st.clone();
         async move {
-            st.register(&pushrelay::domain::Scope::default_tenant(), &reg.user, std::slice::from_ref(&reg), &Default::default(), now, u32::MAX).await?;
+            st.register(&pushrelay::domain::Scope::default_tenant(), &reg.user, std::slice::from_ref(&reg), &Default::default(), now, u32::MAX)
+                .await?;
             Ok(())
         }
     })
@@ -519,50 +441,32 @@ pub(crate) async fn register_store(rts: &Runtimes, env: &Env, devs: &[Dev]) -> a
     Ok(())
 }
 
-pub(crate) async fn register_http(
-    rts: &Runtimes,
-    env: &Env,
-    devs: &[Dev],
-    concurrency: usize,
-) -> anyhow::Result<()> {
+pub(crate) async fn register_http(rts: &Runtimes, env: &Env, devs: &[Dev], concurrency: usize) -> anyhow::Result<()> {
     let (client, base) = (env.client.clone(), env.base.clone());
-    for_each_concurrent(
-        rts.gen.handle(),
-        devs.to_vec(),
-        concurrency,
-        move |d: Dev| {
-            let (client, base) = (client.clone(), base.clone());
-            async move {
-                let r = client
-                    .put(format!("{base}/v1/users/{}", d.user))
-                    .bearer_auth(ADMIN_TOKEN)
-                    .json(&serde_json::json!({ "password": PASSWORD }))
-                    .send()
-                    .await?;
-                if !r.status().is_success() {
-                    bail!("PUT user {}: {}", d.user, r.status());
-                }
-                let r = client
-                    .put(format!(
-                        "{base}/cucm-uds/user/{}/device/{}/devicetoken",
-                        d.user, d.device
-                    ))
-                    .basic_auth(&d.user, Some(PASSWORD))
-                    .header("content-type", "application/xml")
-                    .body(uds_xml(&d))
-                    .send()
-                    .await?;
-                if r.status() != 200 {
-                    bail!(
-                        "UDS PUT {}: {} {}",
-                        d.device,
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    );
-                }
-                Ok(())
+    for_each_concurrent(rts.gen.handle(), devs.to_vec(), concurrency, move |d: Dev| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let r = client
+                .put(format!("{base}/v1/users/{}", d.user))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&serde_json::json!({ "password": PASSWORD }))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("PUT user {}: {}", d.user, r.status());
             }
-        },
-    )
+            let r = client
+                .put(format!("{base}/cucm-uds/user/{}/device/{}/devicetoken", d.user, d.device))
+                .basic_auth(&d.user, Some(PASSWORD))
+                .header("content-type", "application/xml")
+                .body(uds_xml(&d))
+                .send()
+                .await?;
+            if r.status() != 200 {
+                bail!("UDS PUT {}: {} {}", d.device, r.status(), r.text().await.unwrap_or_default());
+            }
+            Ok(())
+        }
+    })
     .await
 }

@@ -8,7 +8,7 @@
 //! One instance is one environment: start two (one `sandbox: true`) to test
 //! production vs sandbox routing.
 
-use super::server::{LOOPBACK_ANY_PORT, now_s, respond, split_jwt, ConnInfo, Handler, Protocol, Server};
+use super::server::{now_s, respond, split_jwt, ConnInfo, Handler, Protocol, Server, LOOPBACK_ANY_PORT};
 use super::tls::TestPki;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -120,19 +120,8 @@ pub struct MockApns {
     pki: Arc<TestPki>,
 }
 
-const PUSH_TYPES: &[&str] = &[
-    "alert",
-    "background",
-    "location",
-    "voip",
-    "complication",
-    "fileprovider",
-    "mdm",
-    "liveactivity",
-    "pushtotalk",
-    "widgets",
-    "controls",
-];
+const PUSH_TYPES: &[&str] =
+    &["alert", "background", "location", "voip", "complication", "fileprovider", "mdm", "liveactivity", "pushtotalk", "widgets", "controls"];
 
 fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     s.lock().unwrap_or_else(|e| e.into_inner())
@@ -158,10 +147,7 @@ impl MockApns {
             ..Default::default()
         };
         for k in &config.keys {
-            st.keys.insert(
-                k.key_id.clone(),
-                RegisteredKey { team_id: k.team_id.clone(), public_raw: public_raw(&k.p8_pem) },
-            );
+            st.keys.insert(k.key_id.clone(), RegisteredKey { team_id: k.team_id.clone(), public_raw: public_raw(&k.p8_pem) });
         }
         let state = Arc::new(Mutex::new(st));
         let s2 = state.clone();
@@ -181,9 +167,7 @@ impl MockApns {
         self.pki.clone()
     }
     pub fn register_key(&self, team_id: &str, key_id: &str, p8_pem: &str) {
-        lock(&self.state)
-            .keys
-            .insert(key_id.to_string(), RegisteredKey { team_id: team_id.to_string(), public_raw: public_raw(p8_pem) });
+        lock(&self.state).keys.insert(key_id.to_string(), RegisteredKey { team_id: team_id.to_string(), public_raw: public_raw(p8_pem) });
     }
     pub fn register_bundle(&self, bundle: &str) {
         lock(&self.state).bundles.insert(bundle.to_string());
@@ -250,11 +234,8 @@ async fn handle(state: Arc<Mutex<State>>, info: Arc<ConnInfo>, req: Request<Inco
         Ok(b) => b.to_bytes().to_vec(),
         Err(_) => Vec::new(),
     };
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect();
+    let headers: Vec<(String, String)> =
+        parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
     let path = parts.uri.path().to_string();
     let verdict = check(&state, &info, parts.method.as_str(), &path, &parts.headers, &body);
     let apns_id = parts
@@ -305,14 +286,7 @@ async fn handle(state: Arc<Mutex<State>>, info: Arc<ConnInfo>, req: Request<Inco
     resp
 }
 
-fn check(
-    state: &Mutex<State>,
-    info: &ConnInfo,
-    method: &str,
-    path: &str,
-    headers: &http::HeaderMap,
-    body: &[u8],
-) -> Verdict {
+fn check(state: &Mutex<State>, info: &ConnInfo, method: &str, path: &str, headers: &http::HeaderMap, body: &[u8]) -> Verdict {
     if method != "POST" {
         return reject(405, "MethodNotAllowed");
     }
@@ -327,15 +301,7 @@ fn check(
         return reject(400, "BadDeviceToken");
     }
     let token = token.to_ascii_lowercase();
-    for name in [
-        "authorization",
-        "apns-push-type",
-        "apns-topic",
-        "apns-priority",
-        "apns-expiration",
-        "apns-id",
-        "apns-collapse-id",
-    ] {
+    for name in ["authorization", "apns-push-type", "apns-topic", "apns-priority", "apns-expiration", "apns-id", "apns-collapse-id"] {
         if headers.get_all(name).iter().count() > 1 {
             return reject(400, "DuplicateHeaders");
         }
@@ -346,9 +312,7 @@ fn check(
     // Authentication: a provider token, else a verified client certificate.
     if let Some(auth) = hv("authorization") {
         let jwt = match auth.split_once(' ') {
-            Some((scheme, jwt)) if scheme.eq_ignore_ascii_case("bearer") && !jwt.trim().is_empty() => {
-                jwt.trim().to_string()
-            }
+            Some((scheme, jwt)) if scheme.eq_ignore_ascii_case("bearer") && !jwt.trim().is_empty() => jwt.trim().to_string(),
             _ => return reject(403, "MissingProviderToken"),
         };
         if let Some(v) = check_jwt(state, &jwt, now, info.id) {
@@ -417,12 +381,7 @@ fn check(
     }
     if let Some(q) = st.scripts.get_mut(&token) {
         if let Some(r) = q.pop_front() {
-            return Verdict {
-                status: r.status,
-                reason: r.reason,
-                retry_after_s: r.retry_after_s,
-                delay: r.delay.unwrap_or_default(),
-            };
+            return Verdict { status: r.status, reason: r.reason, retry_after_s: r.retry_after_s, delay: r.delay.unwrap_or_default() };
         }
     }
     Verdict { status: 200, reason: None, retry_after_s: None, delay: Duration::ZERO }
@@ -436,11 +395,9 @@ fn check_jwt(state: &Mutex<State>, jwt: &str, now: i64, connection: u64) -> Opti
     if header.get("alg").and_then(|v| v.as_str()) != Some("ES256") {
         return Some(reject(403, "InvalidProviderToken"));
     }
-    let (Some(kid), Some(iss), Some(iat)) = (
-        header.get("kid").and_then(|v| v.as_str()),
-        claims.get("iss").and_then(|v| v.as_str()),
-        claims.get("iat").and_then(|v| v.as_i64()),
-    ) else {
+    let (Some(kid), Some(iss), Some(iat)) =
+        (header.get("kid").and_then(|v| v.as_str()), claims.get("iss").and_then(|v| v.as_str()), claims.get("iat").and_then(|v| v.as_i64()))
+    else {
         return Some(reject(403, "InvalidProviderToken"));
     };
     let mut st = lock(state);

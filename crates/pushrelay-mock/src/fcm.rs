@@ -9,7 +9,7 @@
 //! UNAVAILABLE, INTERNAL, …
 
 use super::apns::RecordedRequest;
-use super::server::{LOOPBACK_ANY_PORT, now_s, respond, split_jwt, ConnInfo, Handler, Protocol, Server};
+use super::server::{now_s, respond, split_jwt, ConnInfo, Handler, Protocol, Server, LOOPBACK_ANY_PORT};
 use super::tls::TestPki;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -40,24 +40,10 @@ pub struct FcmReply {
 
 impl FcmReply {
     pub fn ok() -> Self {
-        Self {
-            status: 200,
-            error_code: None,
-            rpc_status: "OK".into(),
-            message: String::new(),
-            retry_after_s: None,
-            delay: None,
-        }
+        Self { status: 200, error_code: None, rpc_status: "OK".into(), message: String::new(), retry_after_s: None, delay: None }
     }
     fn err(status: u16, code: Option<&str>, rpc: &str, msg: &str) -> Self {
-        Self {
-            status,
-            error_code: code.map(str::to_string),
-            rpc_status: rpc.into(),
-            message: msg.into(),
-            retry_after_s: None,
-            delay: None,
-        }
+        Self { status, error_code: code.map(str::to_string), rpc_status: rpc.into(), message: msg.into(), retry_after_s: None, delay: None }
     }
     pub fn unregistered() -> Self {
         Self::err(404, Some("UNREGISTERED"), "NOT_FOUND", "Requested entity was not found.")
@@ -85,7 +71,12 @@ impl FcmReply {
     }
     /// A 401 without an FcmError detail: an expired/revoked access token.
     pub fn unauthenticated() -> Self {
-        Self::err(401, None, "UNAUTHENTICATED", "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.")
+        Self::err(
+            401,
+            None,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+        )
     }
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after_s = Some(seconds);
@@ -147,8 +138,7 @@ impl MockFcm {
 
     /// Like [`MockFcm::start_with_pki`], on a chosen address (the standalone binary).
     pub async fn start_on(bind: std::net::SocketAddr, pki: Arc<TestPki>) -> std::io::Result<MockFcm> {
-        let state =
-            Arc::new(Mutex::new(State { token_lifetime_s: 3599, record: true, next_id: 1, ..Default::default() }));
+        let state = Arc::new(Mutex::new(State { token_lifetime_s: 3599, record: true, next_id: 1, ..Default::default() }));
         let s2 = state.clone();
         let handler: Handler = Arc::new(move |info, req| Box::pin(handle(s2.clone(), info, req)));
         let server = Server::start(bind, pki.server_config(&[b"h2", b"http/1.1"], false), Protocol::Auto, handler).await?;
@@ -182,11 +172,7 @@ impl MockFcm {
         let dk = jsonwebtoken::DecodingKey::from_rsa_pem(public.as_bytes()).expect("decoding key");
         lock(&self.state).accounts.insert(
             s("client_email").expect("mock: client_email"),
-            Account {
-                project_id: s("project_id").expect("mock: project_id"),
-                private_key_id: s("private_key_id"),
-                key: dk,
-            },
+            Account { project_id: s("project_id").expect("mock: project_id"), private_key_id: s("private_key_id"), key: dk },
         );
     }
     /// Access tokens granted so far.
@@ -292,11 +278,7 @@ async fn handle(state: Arc<Mutex<State>>, info: Arc<ConnInfo>, req: Request<Inco
                 client_cert: info.client_cert,
                 method: parts.method.to_string(),
                 path,
-                headers: parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                    .collect(),
+                headers: parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect(),
                 body,
                 status: ans.status,
                 reason: ans.reason.clone(),
@@ -396,8 +378,7 @@ fn grant(state: &Mutex<State>, method: &str, headers: &http::HeaderMap, body: &[
     if !scope_ok {
         return oauth_error(400, "invalid_scope", "scope must include firebase.messaging");
     }
-    let (Some(iat), Some(exp)) = (claims.get("iat").and_then(Value::as_i64), claims.get("exp").and_then(Value::as_i64))
-    else {
+    let (Some(iat), Some(exp)) = (claims.get("iat").and_then(Value::as_i64), claims.get("exp").and_then(Value::as_i64)) else {
         return oauth_error(400, "invalid_grant", "Invalid JWT: iat and exp are required");
     };
     if exp <= now || exp > iat + 3600 || iat > now + 300 || exp <= iat {
@@ -415,19 +396,8 @@ fn grant(state: &Mutex<State>, method: &str, headers: &http::HeaderMap, body: &[
     answer(200, json!({"access_token": token, "expires_in": lifetime, "token_type": "Bearer"}), None)
 }
 
-const MESSAGE_FIELDS: &[&str] = &[
-    "name",
-    "data",
-    "notification",
-    "android",
-    "webpush",
-    "apns",
-    "fcm_options",
-    "fcmOptions",
-    "token",
-    "topic",
-    "condition",
-];
+const MESSAGE_FIELDS: &[&str] =
+    &["name", "data", "notification", "android", "webpush", "apns", "fcm_options", "fcmOptions", "token", "topic", "condition"];
 const ANDROID_FIELDS: &[&str] = &[
     "collapse_key",
     "collapseKey",
@@ -444,9 +414,9 @@ const ANDROID_FIELDS: &[&str] = &[
 ];
 
 fn unknown_field(obj: &serde_json::Map<String, Value>, allowed: &[&str], at: &str) -> Option<Answer> {
-    obj.keys().find(|k| !allowed.contains(&k.as_str())).map(|k| {
-        invalid(&format!("Invalid JSON payload received. Unknown name \"{k}\" at '{at}': Cannot find field."), Some(at))
-    })
+    obj.keys()
+        .find(|k| !allowed.contains(&k.as_str()))
+        .map(|k| invalid(&format!("Invalid JSON payload received. Unknown name \"{k}\" at '{at}': Cannot find field."), Some(at)))
 }
 
 fn valid_ttl(ttl: &str) -> bool {
@@ -564,9 +534,7 @@ fn send_endpoint(state: &Mutex<State>, method: &str, path: &str, headers: &http:
         if let Some(t) = android.get("ttl") {
             if !t.as_str().map(valid_ttl).unwrap_or(false) {
                 return invalid(
-                    &format!(
-                        "Invalid value at 'message.android.ttl' (type.googleapis.com/google.protobuf.Duration), {t}"
-                    ),
+                    &format!("Invalid value at 'message.android.ttl' (type.googleapis.com/google.protobuf.Duration), {t}"),
                     Some("message.android.ttl"),
                 );
             }

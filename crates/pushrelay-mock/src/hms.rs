@@ -106,12 +106,10 @@ impl MockHms {
 
     /// Like [`MockHms::start_with_pki`], on a chosen address (the standalone binary).
     pub async fn start_on(bind: std::net::SocketAddr, pki: Arc<TestPki>) -> std::io::Result<MockHms> {
-        let state =
-            Arc::new(Mutex::new(State { token_lifetime_s: 3600, record: true, next_id: 1, ..Default::default() }));
+        let state = Arc::new(Mutex::new(State { token_lifetime_s: 3600, record: true, next_id: 1, ..Default::default() }));
         let s2 = state.clone();
         let handler: Handler = Arc::new(move |info, req| Box::pin(handle(s2.clone(), info, req)));
-        let server =
-            Server::start(bind, pki.server_config(&[b"h2", b"http/1.1"], false), Protocol::Auto, handler).await?;
+        let server = Server::start(bind, pki.server_config(&[b"h2", b"http/1.1"], false), Protocol::Auto, handler).await?;
         Ok(MockHms { server, state, pki })
     }
 
@@ -220,11 +218,7 @@ fn bad_request(msg: &str) -> Answer {
 }
 
 fn oauth_error(status: u16, error: u32, sub_error: u32, description: &str) -> Answer {
-    answer(
-        status,
-        json!({"error": error, "sub_error": sub_error, "error_description": description}),
-        Some(format!("{error}/{sub_error}")),
-    )
+    answer(status, json!({"error": error, "sub_error": sub_error, "error_description": description}), Some(format!("{error}/{sub_error}")))
 }
 
 async fn handle(state: Arc<Mutex<State>>, info: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -244,11 +238,7 @@ async fn handle(state: Arc<Mutex<State>>, info: Arc<ConnInfo>, req: Request<Inco
                 client_cert: info.client_cert,
                 method: parts.method.to_string(),
                 path,
-                headers: parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                    .collect(),
+                headers: parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect(),
                 body,
                 status: ans.status,
                 reason: ans.reason.clone(),
@@ -323,10 +313,7 @@ fn token_endpoint(state: &Mutex<State>, method: &str, headers: &http::HeaderMap,
     }
     let token = format!("DgEAAM{}", uuid::Uuid::new_v4().simple());
     let lifetime = st.token_lifetime_s;
-    st.access_tokens.insert(
-        token.clone(),
-        AccessToken { client_id: field("client_id").to_string(), expires_at: now_s() + lifetime },
-    );
+    st.access_tokens.insert(token.clone(), AccessToken { client_id: field("client_id").to_string(), expires_at: now_s() + lifetime });
     st.tokens_issued += 1;
     answer(200, json!({"access_token": token, "expires_in": lifetime, "token_type": "Bearer"}), None)
 }
@@ -340,9 +327,7 @@ fn unknown_field(obj: &Map<String, Value>, allowed: &[&str], at: &str) -> Option
 /// `^\d+s$`, at most [`MAX_TTL_S`].
 fn valid_ttl(ttl: &str) -> bool {
     let Some(secs) = ttl.strip_suffix('s') else { return false };
-    !secs.is_empty()
-        && secs.bytes().all(|b| b.is_ascii_digit())
-        && secs.parse::<u64>().map(|s| s <= MAX_TTL_S).unwrap_or(false)
+    !secs.is_empty() && secs.bytes().all(|b| b.is_ascii_digit()) && secs.parse::<u64>().map(|s| s <= MAX_TTL_S).unwrap_or(false)
 }
 
 fn send_endpoint(state: &Mutex<State>, method: &str, path: &str, headers: &http::HeaderMap, body: &[u8]) -> Answer {
@@ -433,11 +418,7 @@ fn send_endpoint(state: &Mutex<State>, method: &str, path: &str, headers: &http:
     }
     if let Some(k) = android.get("collapse_key") {
         if !k.as_i64().is_some_and(|k| (-1..=100).contains(&k)) {
-            return push_reply(
-                400,
-                CODE_INVALID_COLLAPSE_KEY,
-                "message.android.collapse_key must be an integer in -1..=100",
-            );
+            return push_reply(400, CODE_INVALID_COLLAPSE_KEY, "message.android.collapse_key must be an integer in -1..=100");
         }
     }
     let Some(tokens) = msg.get("token") else { return bad_request("message.token is missing") };
@@ -482,13 +463,7 @@ mod tests {
     }
 
     async fn get_token(m: &MockHms, c: &reqwest::Client) -> String {
-        let r = c
-            .post(m.token_url())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(APP, SECRET))
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(m.token_url()).header("content-type", "application/x-www-form-urlencoded").body(form(APP, SECRET)).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
         assert_eq!(v["expires_in"], 3600);
@@ -507,22 +482,11 @@ mod tests {
         })
     }
 
-    async fn send(
-        m: &MockHms,
-        c: &reqwest::Client,
-        bearer: Option<&str>,
-        body: &Value,
-    ) -> (u16, Value, Option<String>) {
+    async fn send(m: &MockHms, c: &reqwest::Client, bearer: Option<&str>, body: &Value) -> (u16, Value, Option<String>) {
         send_to(m, c, APP, bearer, body).await
     }
 
-    async fn send_to(
-        m: &MockHms,
-        c: &reqwest::Client,
-        app: &str,
-        bearer: Option<&str>,
-        body: &Value,
-    ) -> (u16, Value, Option<String>) {
+    async fn send_to(m: &MockHms, c: &reqwest::Client, app: &str, bearer: Option<&str>, body: &Value) -> (u16, Value, Option<String>) {
         let mut rb = c
             .post(format!("{}/v1/{app}/messages:send", m.base_url()))
             .header("content-type", "application/json;charset=utf-8")
@@ -543,9 +507,7 @@ mod tests {
         let c = client(&m.pki());
         let t = get_token(&m, &c).await;
         assert!(!t.is_empty());
-        let post = |body: String| {
-            c.post(m.token_url()).header("content-type", "application/x-www-form-urlencoded").body(body).send()
-        };
+        let post = |body: String| c.post(m.token_url()).header("content-type", "application/x-www-form-urlencoded").body(body).send();
         let r = post(form(APP, "wrong")).await.unwrap();
         assert_eq!(r.status(), 400);
         let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
@@ -658,10 +620,7 @@ mod tests {
         let t = get_token(&m, &c).await;
         m.invalidate_token("dead");
         let (s, v, _) = send(&m, &c, Some(&t), &message("dead")).await;
-        assert_eq!(
-            (s, v["code"].as_str(), v["msg"].as_str()),
-            (200, Some("80300007"), Some("All the tokens are invalid"))
-        );
+        assert_eq!((s, v["code"].as_str(), v["msg"].as_str()), (200, Some("80300007"), Some("All the tokens are invalid")));
         let (s, v, _) = send(&m, &c, Some(&t), &message("alive")).await;
         assert_eq!((s, v["code"].as_str()), (200, Some("80000000")));
 

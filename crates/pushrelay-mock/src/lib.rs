@@ -47,10 +47,6 @@ pub(crate) mod testutil {
             .with_root_certificates(roots)
             .with_no_client_auth();
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        reqwest::Client::builder()
-            .use_preconfigured_tls(cfg)
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .expect("reqwest client")
+        reqwest::Client::builder().use_preconfigured_tls(cfg).timeout(std::time::Duration::from_secs(10)).build().expect("reqwest client")
     }
 }

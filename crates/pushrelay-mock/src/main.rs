@@ -18,11 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "pushrelay-mock",
-    version,
-    about = "Strict mock APNs, FCM, Huawei Push Kit and Web Push servers for a staging pushrelay"
-)]
+#[command(name = "pushrelay-mock", version, about = "Strict mock APNs, FCM, Huawei Push Kit and Web Push servers for a staging pushrelay")]
 struct Args {
     /// Address to bind (the generated server certificate covers 127.0.0.1 and localhost).
     #[arg(long, default_value = "127.0.0.1", env = "PUSHRELAY_MOCK_BIND")]

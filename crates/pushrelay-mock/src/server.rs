@@ -29,8 +29,7 @@ pub struct ConnInfo {
     pub client_cert_der: Option<Vec<u8>>,
 }
 
-pub(crate) type Handler =
-    Arc<dyn Fn(Arc<ConnInfo>, Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>> + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(Arc<ConnInfo>, Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>> + Send + Sync>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Protocol {
@@ -117,9 +116,7 @@ async fn serve(
     let io = TokioIo::new(stream);
     match proto {
         Protocol::H2Only => {
-            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .max_concurrent_streams(1000)
-                .serve_connection(io, svc);
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).max_concurrent_streams(1000).serve_connection(io, svc);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,

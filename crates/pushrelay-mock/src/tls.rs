@@ -2,9 +2,7 @@
 //! `localhost`/`127.0.0.1` signed by it, and client certificates signed by it
 //! (APNs certificate auth). Nothing is read from disk.
 
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::sync::Arc;
 
@@ -34,8 +32,7 @@ impl TestPki {
         let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
 
         let server_key = KeyPair::generate().expect("server key");
-        let mut sp =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("server params");
+        let mut sp = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("server params");
         sp.distinguished_name.push(DnType::CommonName, "localhost");
         sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         sp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -79,9 +76,7 @@ impl TestPki {
     /// if `client_auth`, optional client certificates verified against the CA.
     pub fn server_config(&self, alpn: &[&[u8]], client_auth: bool) -> rustls::ServerConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions");
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().expect("protocol versions");
         let builder = if client_auth {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(self.ca_der()).expect("ca root");
@@ -94,8 +89,7 @@ impl TestPki {
             builder.with_no_client_auth()
         };
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.serialize_der()));
-        let mut cfg =
-            builder.with_single_cert(vec![self.server_cert.der().clone(), self.ca_der()], key).expect("server cert");
+        let mut cfg = builder.with_single_cert(vec![self.server_cert.der().clone(), self.ca_der()], key).expect("server cert");
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         cfg
     }

@@ -151,8 +151,7 @@ impl MockWebPush {
         let state = Arc::new(Mutex::new(State { record: true, ..Default::default() }));
         let s2 = state.clone();
         let handler: Handler = Arc::new(move |info, req| Box::pin(handle(s2.clone(), info, req)));
-        let server =
-            Server::start(bind, pki.server_config(&[b"h2", b"http/1.1"], false), Protocol::Auto, handler).await?;
+        let server = Server::start(bind, pki.server_config(&[b"h2", b"http/1.1"], false), Protocol::Auto, handler).await?;
         let m = MockWebPush { server, state, pki };
         lock(&m.state).origin = m.origin();
         Ok(m)
@@ -179,12 +178,7 @@ impl MockWebPush {
     }
 
     /// A subscription with a fixed private key and auth secret (test vectors).
-    pub fn subscribe_with_keys(
-        &self,
-        private_key: [u8; 32],
-        auth: [u8; 16],
-        application_server_key: Option<&[u8]>,
-    ) -> Subscription {
+    pub fn subscribe_with_keys(&self, private_key: [u8; 32], auth: [u8; 16], application_server_key: Option<&[u8]>) -> Subscription {
         let secret = p256::SecretKey::from_slice(&private_key).expect("mock: invalid P-256 private key");
         self.add(secret, auth, application_server_key)
     }
@@ -204,9 +198,7 @@ impl MockWebPush {
             p256dh: URL_SAFE_NO_PAD.encode(public.as_bytes()),
             auth: URL_SAFE_NO_PAD.encode(auth),
         };
-        lock(&self.state)
-            .subs
-            .insert(id, Sub { secret, auth, application_server_key: asks.map(<[u8]>::to_vec), gone: false });
+        lock(&self.state).subs.insert(id, Sub { secret, auth, application_server_key: asks.map(<[u8]>::to_vec), gone: false });
         sub
     }
 
@@ -286,11 +278,8 @@ fn reject(status: u16, reason: impl Into<String>) -> Verdict {
 async fn handle(state: Arc<Mutex<State>>, info: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect();
+    let headers: Vec<(String, String)> =
+        parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
     let path = parts.uri.path().to_string();
     let mut verdict = check(&state, parts.method.as_str(), &path, &parts.headers, &body);
     let message_id = uuid::Uuid::new_v4().simple().to_string();
@@ -601,11 +590,7 @@ mod tests {
             self.key.verifying_key().to_encoded_point(false).as_bytes().to_vec()
         }
         fn jwt_with(&self, header: Value, claims: Value) -> String {
-            let input = format!(
-                "{}.{}",
-                URL_SAFE_NO_PAD.encode(header.to_string()),
-                URL_SAFE_NO_PAD.encode(claims.to_string())
-            );
+            let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
             let sig: Signature = self.key.sign(input.as_bytes());
             format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
         }
@@ -639,8 +624,7 @@ mod tests {
         hkdf_sha256(&salt, &ikm, b"Content-Encoding: nonce\0", &mut nonce);
         let mut padded = plaintext.to_vec();
         padded.push(2);
-        let ct =
-            Aes128Gcm::new_from_slice(&cek).unwrap().encrypt(Nonce::from_slice(&nonce), padded.as_slice()).unwrap();
+        let ct = Aes128Gcm::new_from_slice(&cek).unwrap().encrypt(Nonce::from_slice(&nonce), padded.as_slice()).unwrap();
         let mut body = salt.to_vec();
         body.extend_from_slice(&4096u32.to_be_bytes());
         body.push(65);
@@ -649,12 +633,7 @@ mod tests {
         body
     }
 
-    async fn post(
-        c: &reqwest::Client,
-        endpoint: &str,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> (u16, String, reqwest::header::HeaderMap) {
+    async fn post(c: &reqwest::Client, endpoint: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String, reqwest::header::HeaderMap) {
         let mut rb = c.post(endpoint).body(body);
         for (k, v) in headers {
             rb = rb.header(*k, *v);
@@ -690,15 +669,10 @@ mod tests {
         assert_eq!(sub.to_json(), json!({"endpoint": sub.endpoint, "keys": {"p256dh": UA_PUBLIC, "auth": AUTH}}));
         let c = client(&m.pki());
         // The no-space form of the VAPID header (py_vapid) is accepted too.
-        let authz =
-            format!("vapid t={},k={}", app.jwt(AppServer::claims(&m.origin())), URL_SAFE_NO_PAD.encode(app.public()));
-        let (s, text, h) = post(
-            &c,
-            &sub.endpoint,
-            &[("ttl", "60"), ("urgency", "high"), ("content-encoding", "aes128gcm"), ("authorization", &authz)],
-            d(BODY),
-        )
-        .await;
+        let authz = format!("vapid t={},k={}", app.jwt(AppServer::claims(&m.origin())), URL_SAFE_NO_PAD.encode(app.public()));
+        let (s, text, h) =
+            post(&c, &sub.endpoint, &[("ttl", "60"), ("urgency", "high"), ("content-encoding", "aes128gcm"), ("authorization", &authz)], d(BODY))
+                .await;
         assert_eq!(s, 201, "{text}");
         assert!(h.get("location").unwrap().to_str().unwrap().starts_with("/message/"));
         let msgs = m.messages();
@@ -720,13 +694,7 @@ mod tests {
         let c = client(&m.pki());
         let authz = app.authorization(AppServer::claims(&m.origin()));
         let body = encrypt(&sub.p256dh, &sub.auth, br#"{"type":"call","call_id":"c-9"}"#);
-        let (s, text, _) = post(
-            &c,
-            &sub.endpoint,
-            &[("ttl", "30"), ("content-encoding", "aes128gcm"), ("authorization", &authz)],
-            body,
-        )
-        .await;
+        let (s, text, _) = post(&c, &sub.endpoint, &[("ttl", "30"), ("content-encoding", "aes128gcm"), ("authorization", &authz)], body).await;
         assert_eq!(s, 201, "{text}");
         // A push without payload needs no Content-Encoding.
         let (s, text, h) = post(&c, &sub.endpoint, &[("ttl", "0"), ("authorization", &authz)], vec![]).await;
@@ -798,21 +766,13 @@ mod tests {
             }
         }
         // Missing Authorization.
-        let (s, _, _) =
-            post(&c, &sub.endpoint, &[("ttl", "60"), ("content-encoding", "aes128gcm")], body.clone()).await;
+        let (s, _, _) = post(&c, &sub.endpoint, &[("ttl", "60"), ("content-encoding", "aes128gcm")], body.clone()).await;
         assert_eq!(s, 401);
         // TTL missing or malformed; Urgency and Topic malformed.
-        let (s, text, _) =
-            post(&c, &sub.endpoint, &[("content-encoding", "aes128gcm"), ("authorization", &good)], body.clone()).await;
+        let (s, text, _) = post(&c, &sub.endpoint, &[("content-encoding", "aes128gcm"), ("authorization", &good)], body.clone()).await;
         assert_eq!(s, 400, "{text}");
         let long_topic = "a".repeat(33);
-        for (h, v) in [
-            ("ttl", "-1"),
-            ("ttl", "1.5"),
-            ("urgency", "urgent"),
-            ("topic", "no spaces allowed"),
-            ("topic", long_topic.as_str()),
-        ] {
+        for (h, v) in [("ttl", "-1"), ("ttl", "1.5"), ("urgency", "urgent"), ("topic", "no spaces allowed"), ("topic", long_topic.as_str())] {
             let mut hs = std_headers(&good);
             if h == "ttl" {
                 hs.retain(|(k, _)| *k != "ttl");
@@ -824,13 +784,7 @@ mod tests {
         // Content coding: missing → 400, another → 415; corrupted body → 400; too big → 413.
         let (s, _, _) = post(&c, &sub.endpoint, &[("ttl", "60"), ("authorization", &good)], body.clone()).await;
         assert_eq!(s, 400);
-        let (s, _, _) = post(
-            &c,
-            &sub.endpoint,
-            &[("ttl", "60"), ("content-encoding", "aesgcm"), ("authorization", &good)],
-            body.clone(),
-        )
-        .await;
+        let (s, _, _) = post(&c, &sub.endpoint, &[("ttl", "60"), ("content-encoding", "aesgcm"), ("authorization", &good)], body.clone()).await;
         assert_eq!(s, 415);
         let mut corrupted = body.clone();
         corrupted[100] ^= 0x40;

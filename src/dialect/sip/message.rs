@@ -101,7 +101,6 @@ pub struct SipRegister {
     pub x_mpush: Option<String>,
 }
 
-
 pub(super) fn err(field: &'static str, code: &'static str, message: impl Into<String>) -> FieldError {
     FieldError::new(field, code, message)
 }
@@ -113,11 +112,7 @@ fn malformed(message: impl Into<String>) -> FieldError {
 /// Parse a REGISTER request.
 pub fn parse_register(msg: &[u8]) -> Result<SipRegister, FieldError> {
     if msg.len() > MAX_MESSAGE_BYTES {
-        return Err(err(
-            "",
-            "too_large",
-            format!("message is larger than {MAX_MESSAGE_BYTES} bytes (got {})", msg.len()),
-        ));
+        return Err(err("", "too_large", format!("message is larger than {MAX_MESSAGE_BYTES} bytes (got {})", msg.len())));
     }
     let (lines, body_len) = split_lines(msg)?;
     let Some((request_line, header_lines)) = lines.split_first() else {
@@ -195,11 +190,7 @@ pub fn parse_register(msg: &[u8]) -> Result<SipRegister, FieldError> {
     if let Some(cl) = content_length {
         let declared = number(&cl, "Content-Length")?;
         if declared > body_len as u64 {
-            return Err(err(
-                "Content-Length",
-                "truncated_body",
-                format!("Content-Length is {declared} but only {body_len} body bytes follow"),
-            ));
+            return Err(err("Content-Length", "truncated_body", format!("Content-Length is {declared} but only {body_len} body bytes follow")));
         }
     }
     Ok(SipRegister { aor, user, contacts, wildcard, user_agent, call_id, expires, x_mpush })
@@ -241,8 +232,7 @@ fn split_lines(msg: &[u8]) -> Result<(Vec<&str>, usize), FieldError> {
         }
         let text = std::str::from_utf8(line).map_err(|_| malformed(format!("line {n} is not valid UTF-8")))?;
         if let Some(c) = text.chars().find(|c| c.is_control() && *c != '\t') {
-            let what =
-                if c == '\r' { "a lone CR".to_string() } else { format!("control character U+{:04X}", c as u32) };
+            let what = if c == '\r' { "a lone CR".to_string() } else { format!("control character U+{:04X}", c as u32) };
             return Err(malformed(format!("line {n} contains {what}")));
         }
         lines.push(text);
@@ -281,11 +271,7 @@ fn unfold<'a>(lines: &[&'a str]) -> Result<Vec<(usize, &'a str, String)>, FieldE
                 last.2.push_str(more);
             }
             if last.2.len() > MAX_LINE_BYTES {
-                return Err(err(
-                    "",
-                    "line_too_long",
-                    format!("the header at line {} is longer than {MAX_LINE_BYTES} bytes", last.0),
-                ));
+                return Err(err("", "line_too_long", format!("the header at line {} is longer than {MAX_LINE_BYTES} bytes", last.0)));
             }
             continue;
         }
@@ -346,11 +332,7 @@ fn split_commas<'a>(value: &'a str, field: &'static str, line: usize) -> Result<
 }
 
 /// `(display name, URI text, header-parameter text)` of one address.
-fn split_address<'a>(
-    value: &'a str,
-    field: &'static str,
-    line: usize,
-) -> Result<(Option<String>, &'a str, &'a str), FieldError> {
+fn split_address<'a>(value: &'a str, field: &'static str, line: usize) -> Result<(Option<String>, &'a str, &'a str), FieldError> {
     let bad = |what: &str| err(field, "malformed_sip", format!("{field} at line {line}: {what}"));
     let value = value.trim_matches([' ', '\t']);
     if value.is_empty() {
@@ -447,12 +429,7 @@ fn header_params(text: &str, field: &'static str, line: usize) -> Result<Vec<(St
     Ok(out)
 }
 
-fn push_param(
-    list: &mut Vec<(String, Option<String>)>,
-    name: &str,
-    value: Option<String>,
-    field: &'static str,
-) -> Result<(), FieldError> {
+fn push_param(list: &mut Vec<(String, Option<String>)>, name: &str, value: Option<String>, field: &'static str) -> Result<(), FieldError> {
     let name = name.to_ascii_lowercase();
     if list.iter().any(|(n, _)| *n == name) {
         let shown: String = name.chars().take(32).collect();
@@ -529,16 +506,12 @@ fn parse_uri_in(raw: &str, field: &'static str) -> Result<SipUri, FieldError> {
         let i = hostport.find(':').unwrap_or(hostport.len());
         (&hostport[..i], &hostport[i..])
     };
-    if host.is_empty()
-        || (!host.starts_with('[') && !host.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.'))
-    {
+    if host.is_empty() || (!host.starts_with('[') && !host.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')) {
         return Err(bad("invalid host"));
     }
     let port = match port.strip_prefix(':') {
         None if port.is_empty() => None,
-        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()) => {
-            Some(p.parse::<u16>().map_err(|_| bad("invalid port"))?)
-        }
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()) => Some(p.parse::<u16>().map_err(|_| bad("invalid port"))?),
         _ => return Err(bad("invalid port")),
     };
     let (params_text, headers) = match tail.find('?') {
@@ -566,4 +539,3 @@ fn parse_uri_in(raw: &str, field: &'static str) -> Result<SipUri, FieldError> {
     }
     Ok(SipUri { scheme, user, host: host.to_ascii_lowercase(), port, params, raw: raw.to_string() })
 }
-

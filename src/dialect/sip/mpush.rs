@@ -22,4 +22,3 @@ pub(super) fn parse(v: &str) -> Result<PushData, FieldError> {
     let token = DeviceToken::parse(provider, token).map_err(token_err(F))?;
     Ok(PushData::Mpush { bundle, token })
 }
-

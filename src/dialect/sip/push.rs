@@ -55,24 +55,15 @@ pub struct UaRule {
 
 impl UaRule {
     /// A rule with the default parameter names; `None` keeps a default.
-    pub fn new(
-        name: &str,
-        regex: &str,
-        token_app: Option<&str>,
-        token_type: Option<&str>,
-        token_id: Option<&str>,
-    ) -> Result<Self, FieldError> {
-        let regex = regex::RegexBuilder::new(regex).size_limit(1 << 20).build().map_err(|_| {
-            FieldError::new("regex", "invalid_regex", format!("user agent rule {name:?}: invalid regex"))
-        })?;
+    pub fn new(name: &str, regex: &str, token_app: Option<&str>, token_type: Option<&str>, token_id: Option<&str>) -> Result<Self, FieldError> {
+        let regex = regex::RegexBuilder::new(regex)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|_| FieldError::new("regex", "invalid_regex", format!("user agent rule {name:?}: invalid regex")))?;
         let pname = |v: Option<&str>, default: &str| -> Result<String, FieldError> {
             let v = v.unwrap_or(default);
             if v.is_empty() || !v.bytes().all(is_token_byte) {
-                return Err(FieldError::new(
-                    "user_agents",
-                    "invalid_param",
-                    format!("user agent rule {name:?}: parameter names must be SIP tokens"),
-                ));
+                return Err(FieldError::new("user_agents", "invalid_param", format!("user agent rule {name:?}: parameter names must be SIP tokens")));
             }
             Ok(v.to_ascii_lowercase())
         };
@@ -85,7 +76,6 @@ impl UaRule {
         })
     }
 }
-
 
 /// Every piece of push data in `reg` (see the module doc for the order).
 pub fn push_data(reg: &SipRegister, rules: &[UaRule]) -> Result<Vec<PushData>, FieldError> {
@@ -184,4 +174,3 @@ pub fn bindings(reg: &SipRegister, rules: &[UaRule]) -> Result<Bindings, FieldEr
 pub(super) fn token_err(field: &'static str) -> impl Fn(FieldError) -> FieldError {
     move |e| FieldError { field, message: e.message.replace("pushNotifyToken", field), ..e }
 }
-

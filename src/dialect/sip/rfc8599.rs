@@ -46,13 +46,7 @@ fn services(s: &str) -> Option<Vec<Service>> {
 
 /// `pn-param` of APNs: (team id, bundle id, services).
 fn apns_param(param: &str) -> Result<(String, String, Vec<Service>), FieldError> {
-    let bad = || {
-        err(
-            "pn-param",
-            "invalid_param",
-            "APNs pn-param must be <team id>.<bundle id>[.voip|.remote|.voip&remote]",
-        )
-    };
+    let bad = || err("pn-param", "invalid_param", "APNs pn-param must be <team id>.<bundle id>[.voip|.remote|.voip&remote]");
     let (team, rest) = param.split_once('.').ok_or_else(bad)?;
     // Apple team ids are 10 upper-case letters and digits; placeholders
     // such as Linphone's `ABCD1234` are accepted, a reverse-DNS label is not.
@@ -134,9 +128,10 @@ pub(super) fn parse(c: &Contact) -> Result<Option<PushData>, FieldError> {
         }
     };
     let required = |name: &'static str| {
-        c.uri.param(name).filter(|v| !v.is_empty()).ok_or_else(|| {
-            err(name, "missing_param", format!("{name} is required in the Contact URI when pn-provider is set"))
-        })
+        c.uri
+            .param(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| err(name, "missing_param", format!("{name} is required in the Contact URI when pn-provider is set")))
     };
     let prid = required("pn-prid")?;
     let param = required("pn-param")?;

@@ -177,10 +177,7 @@ fn message_table() {
         (base(&vec!["X-A: 1"; MAX_HEADERS - 2]), "too_many_headers"),
         (base(&vec!["Contact: <sip:a@b>"; MAX_CONTACTS]), "ok"),
         (base(&vec!["Contact: <sip:a@b>"; MAX_CONTACTS + 1]), "too_many_contacts Contact"),
-        (
-            base(&[&vec!["<sip:a@b>"; MAX_CONTACTS + 1].join(",")]).replacen("<sip:a@b>", "Contact: <sip:a@b>", 1),
-            "too_many_contacts Contact",
-        ),
+        (base(&[&vec!["<sip:a@b>"; MAX_CONTACTS + 1].join(",")]).replacen("<sip:a@b>", "Contact: <sip:a@b>", 1), "too_many_contacts Contact"),
         (base(&[format!("X-Pad: {}", "a".repeat(4000)).as_str(); 5]), "too_large"),
     ];
     run(&cases, |m| check(m));
@@ -188,11 +185,8 @@ fn message_table() {
 
 #[test]
 fn push_table() {
-    let prid = |extra: &str| {
-        format!("Contact: <sip:1111@192.0.2.1;pn-provider=apns;pn-prid={APNS};pn-param=TEAM123456.com.example.app.voip{extra}>")
-    };
-    let fcm =
-        |extra: &str| format!("Contact: <sip:1111@192.0.2.1;pn-provider=fcm;pn-prid={FCM};pn-param=my-project{extra}>");
+    let prid = |extra: &str| format!("Contact: <sip:1111@192.0.2.1;pn-provider=apns;pn-prid={APNS};pn-param=TEAM123456.com.example.app.voip{extra}>");
+    let fcm = |extra: &str| format!("Contact: <sip:1111@192.0.2.1;pn-provider=fcm;pn-prid={FCM};pn-param=my-project{extra}>");
     let kz = |params: &str| format!("Contact: <sip:1111@192.0.2.1>;reg-id=1{params}");
     let good_kz = format!(";app-id=org.myorg.myapp;pn-tok={APNS};pn-type=apple");
     let cases: Vec<(String, &str)> = vec![
@@ -249,7 +243,10 @@ fn push_table() {
         (base(&["User-Agent: MyApp iOS 1.0", &kz(&good_kz.replace("apple", "Apple"))]), "ok kazoo-apns"),
         (base(&["User-Agent: MyApp Android 1.0", &kz(&format!(";app-id=org.myorg.myapp;pn-tok={FCM};pn-type=firebase"))]), "ok kazoo-fcm"),
         (base(&["User-Agent: MyApp iOS 1.0", &format!("Contact: <sip:1111@192.0.2.1{}>", good_kz)]), "ok kazoo-apns"),
-        (base(&["User-Agent: MyApp iOS 1.0", &format!("Contact: <sip:1111@192.0.2.1;pn-type=apple>;app-id=org.myorg.myapp;pn-tok={APNS}")]), "ok kazoo-apns"),
+        (
+            base(&["User-Agent: MyApp iOS 1.0", &format!("Contact: <sip:1111@192.0.2.1;pn-type=apple>;app-id=org.myorg.myapp;pn-tok={APNS}")]),
+            "ok kazoo-apns",
+        ),
         (base(&["User-Agent: Other 2", &kz(&format!(";x-app=org.myorg.myapp;x-tok={APNS};x-type=apple"))]), "ok kazoo-apns"),
         (base(&["User-Agent: Other 2", &kz(&good_kz)]), "no_push_data"),
         (base(&["User-Agent: NotMyApp", &kz(&good_kz)]), "no_push_data"),
@@ -296,15 +293,9 @@ fn parsed_values() {
     assert_eq!(a.display_name.as_deref(), Some("A, B"));
     assert_eq!(a.uri.param("pn-prid"), Some("a:b"));
     assert_eq!(a.uri.raw, "sip:a@192.0.2.1;pn-prid=a%3Ab");
-    assert_eq!(
-        (a.param("expires"), a.param("q"), a.param("flag"), a.param("nope")),
-        (Some("60"), Some("0.5"), Some(""), None)
-    );
+    assert_eq!((a.param("expires"), a.param("q"), a.param("flag"), a.param("nope")), (Some("60"), Some("0.5"), Some(""), None));
     let b = &r.contacts[1];
-    assert_eq!(
-        (b.display_name.as_deref(), b.uri.aor().as_str(), b.param("x")),
-        (None, "sip:b@192.0.2.2", Some("quoted;value"))
-    );
+    assert_eq!((b.display_name.as_deref(), b.uri.aor().as_str(), b.param("x")), (None, "sip:b@192.0.2.2", Some("quoted;value")));
     assert!(b.uri.params.is_empty());
     let c = &r.contacts[2];
     assert_eq!((c.uri.scheme.as_str(), c.uri.host.as_str(), c.uri.port), ("sips", "[2001:db8::1]", None));
@@ -318,16 +309,16 @@ fn parsed_values() {
 fn push_values() {
     let m = base(&[
         &mpush_line(),
-        &format!("Contact: <sip:1111@192.0.2.1;pn-provider=apns;pn-prid={};pn-param=TEAM123456.com.example.app.voip;pn-purr=p%41>", APNS.to_uppercase()),
+        &format!(
+            "Contact: <sip:1111@192.0.2.1;pn-provider=apns;pn-prid={};pn-param=TEAM123456.com.example.app.voip;pn-purr=p%41>",
+            APNS.to_uppercase()
+        ),
         &format!("Contact: <sip:1111@192.0.2.1;pn-provider=fcm;pn-prid={FCM};pn-param=my-project>"),
     ]);
     let got = push_data(&parse_register(m.as_bytes()).unwrap(), &[]).unwrap();
     assert_eq!(
         got[0],
-        PushData::Mpush {
-            bundle: BundleId::parse("com.example.app").unwrap(),
-            token: DeviceToken::parse(Provider::Apns, APNS).unwrap()
-        }
+        PushData::Mpush { bundle: BundleId::parse("com.example.app").unwrap(), token: DeviceToken::parse(Provider::Apns, APNS).unwrap() }
     );
     assert_eq!(
         got[1],
@@ -447,10 +438,7 @@ fn fixture_values() {
     let mizu = parse_register(&fixture("mizu-register.txt")).unwrap();
     assert_eq!(mizu.user.as_str(), "1111");
     assert_eq!(mizu.aor.aor(), "sip:1111@sip.mydomain.com");
-    assert_eq!(
-        (mizu.call_id.as_deref(), mizu.expires, mizu.user_agent.as_deref()),
-        (Some("enutmuwaynqib"), Some(3600), Some("MyCoolApp"))
-    );
+    assert_eq!((mizu.call_id.as_deref(), mizu.expires, mizu.user_agent.as_deref()), (Some("enutmuwaynqib"), Some(3600), Some("MyCoolApp")));
     assert_eq!(mizu.contacts.len(), 1);
     assert_eq!(mizu.contacts[0].uri.port, Some(14501));
     match &push_data(&mizu, &rules()).unwrap()[..] {
@@ -673,9 +661,7 @@ fn linphone_contacts_follow_flexisips_rules() {
         other => panic!("{other:?}"),
     }
 
-    let contact = |prid: &str, param: &str| {
-        base(&[&format!("Contact: <sip:1111@192.0.2.1;pn-provider=apns;pn-prid={prid};pn-param={param}>")])
-    };
+    let contact = |prid: &str, param: &str| base(&[&format!("Contact: <sip:1111@192.0.2.1;pn-provider=apns;pn-prid={prid};pn-param={param}>")]);
     let one = |m: String| push_data(&parse_register(m.as_bytes()).unwrap(), &[]).unwrap().remove(0);
     // A lone remote token is the call token, and calls go as alerts.
     for (prid, param) in [

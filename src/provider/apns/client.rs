@@ -3,15 +3,15 @@
 //! tokens cached per (key id, team) and reused for 40 minutes; the request
 //! builder and the status/reason → [`Attempt`] table are pure functions.
 
-use crate::provider::{retry_after, system_clock, tls, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
 use super::credentials::{ApnsAuth, ApnsCredentials};
 use crate::domain::{BundleId, Channel, DeviceToken};
+use crate::provider::{retry_after, system_clock, tls, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
 use crate::secret::Secret;
+use http::HeaderValue;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use http::HeaderValue;
 use std::time::Duration;
 
 /// How long a provider JWT is reused (Apple: at most 60 min, and not
@@ -153,9 +153,7 @@ pub fn classify(status: u16, reason: &str, retry_after: Option<Duration>) -> Att
     match (status, reason) {
         (200, _) => Attempt::Delivered { status },
         (410, _) | (400, "BadDeviceToken") => Attempt::TokenGone { status, reason: reason_s },
-        (400, "IdleTimeout") | (429, _) => {
-            Attempt::Retry { status: Some(status), reason: reason_s, after: retry_after }
-        }
+        (400, "IdleTimeout") | (429, _) => Attempt::Retry { status: Some(status), reason: reason_s, after: retry_after },
         (500..=599, _) => Attempt::Retry { status: Some(status), reason: reason_s, after: retry_after },
         _ => Attempt::Failed { kind: failure_kind(status, reason), status: Some(status), reason: reason_s },
     }
@@ -262,19 +260,12 @@ impl ProviderJwtCache {
 /// Fingerprint of everything that shapes an APNs connection and request.
 fn credentials_fingerprint(creds: &ApnsCredentials) -> [u8; 32] {
     match &creds.auth {
-        ApnsAuth::Token { key_id, team_id, p8_pem } => sha256(&[
-            b"token",
-            creds.bundle_id.as_str().as_bytes(),
-            key_id.as_bytes(),
-            team_id.as_bytes(),
-            p8_pem.expose().as_bytes(),
-        ]),
-        ApnsAuth::Certificate { cert_pem, key_pem } => sha256(&[
-            b"certificate",
-            creds.bundle_id.as_str().as_bytes(),
-            cert_pem.expose().as_bytes(),
-            key_pem.expose().as_bytes(),
-        ]),
+        ApnsAuth::Token { key_id, team_id, p8_pem } => {
+            sha256(&[b"token", creds.bundle_id.as_str().as_bytes(), key_id.as_bytes(), team_id.as_bytes(), p8_pem.expose().as_bytes()])
+        }
+        ApnsAuth::Certificate { cert_pem, key_pem } => {
+            sha256(&[b"certificate", creds.bundle_id.as_str().as_bytes(), cert_pem.expose().as_bytes(), key_pem.expose().as_bytes()])
+        }
     }
 }
 
@@ -324,13 +315,7 @@ impl ApnsClient {
 
     /// With a provider-JWT lifetime and a clock (epoch seconds) of your choice.
     pub fn with_options(settings: ProviderSettings, jwt_ttl: Duration, clock: Clock) -> Self {
-        Self {
-            settings,
-            clients: Mutex::new(HashMap::new()),
-            jwts: ProviderJwtCache::new(jwt_ttl),
-            clock,
-            clients_built: AtomicU64::new(0),
-        }
+        Self { settings, clients: Mutex::new(HashMap::new()), jwts: ProviderJwtCache::new(jwt_ttl), clock, clients_built: AtomicU64::new(0) }
     }
 
     /// Provider JWTs signed so far (all apps).
@@ -586,10 +571,7 @@ mod tests {
             };
             assert_eq!(classify(s, r, None), Attempt::Failed { kind, status: Some(s), reason: r.into() }, "{s} {r}");
         }
-        assert_eq!(
-            classify(502, "", None),
-            Attempt::Retry { status: Some(502), reason: "http_502".into(), after: None }
-        );
+        assert_eq!(classify(502, "", None), Attempt::Retry { status: Some(502), reason: "http_502".into(), after: None });
     }
 
     #[test]

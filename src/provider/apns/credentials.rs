@@ -63,11 +63,9 @@ fn apple_id(field: &'static str, raw: Option<String>) -> Result<String, FieldErr
 impl ApnsCredentials {
     /// Parse the admin JSON body (token or certificate form).
     pub fn parse_admin_json(body: &[u8]) -> Result<Self, FieldError> {
-        let b: ApnsBody = serde_json::from_slice(body)
-            .map_err(|e| FieldError::new("", "invalid_json", format!("body is not the expected JSON object: {e}")))?;
-        let bundle_id = BundleId::parse(
-            b.bundle_id.as_deref().ok_or_else(|| FieldError::new("bundleId", "missing_field", "bundleId is required"))?,
-        )?;
+        let b: ApnsBody =
+            serde_json::from_slice(body).map_err(|e| FieldError::new("", "invalid_json", format!("body is not the expected JSON object: {e}")))?;
+        let bundle_id = BundleId::parse(b.bundle_id.as_deref().ok_or_else(|| FieldError::new("bundleId", "missing_field", "bundleId is required"))?)?;
         match (b.key_file, b.certificate) {
             (Some(_), Some(_)) => Err(FieldError::new("", "invalid_field", "give either keyFile (token auth) or certificate, not both")),
             (None, None) => Err(FieldError::new("keyFile", "missing_field", "keyFile (base64 .p8) or certificate (base64 PEM/PKCS#12) is required")),
@@ -101,16 +99,12 @@ impl ApnsCredentials {
     pub fn check(&self) -> Result<(), FieldError> {
         match &self.auth {
             ApnsAuth::Token { p8_pem, .. } => {
-                let key = EncodingKey::from_ec_pem(p8_pem.expose().as_bytes()).map_err(|_| {
-                    FieldError::new("keyFile", "invalid_key", "keyFile is not a PEM PKCS#8 EC private key (.p8)")
-                })?;
-                probe_sign(&key, Algorithm::ES256).map_err(|_| {
-                    FieldError::new("keyFile", "invalid_key", "keyFile is not a P-256 (ES256) private key")
-                })
+                let key = EncodingKey::from_ec_pem(p8_pem.expose().as_bytes())
+                    .map_err(|_| FieldError::new("keyFile", "invalid_key", "keyFile is not a PEM PKCS#8 EC private key (.p8)"))?;
+                probe_sign(&key, Algorithm::ES256)
+                    .map_err(|_| FieldError::new("keyFile", "invalid_key", "keyFile is not a P-256 (ES256) private key"))
             }
-            ApnsAuth::Certificate { cert_pem, key_pem } => {
-                credentials_cert::check_pair(cert_pem.expose(), key_pem.expose())
-            }
+            ApnsAuth::Certificate { cert_pem, key_pem } => credentials_cert::check_pair(cert_pem.expose(), key_pem.expose()),
         }
     }
 
@@ -148,13 +142,12 @@ impl ApnsCredentials {
     }
 
     pub fn from_stored(raw: &str) -> Result<Self, FieldError> {
-        let s: StoredApns = serde_json::from_str(raw)
-            .map_err(|_| FieldError::new("", "corrupt_credentials", "stored APNs credentials are unreadable"))?;
+        let s: StoredApns =
+            serde_json::from_str(raw).map_err(|_| FieldError::new("", "corrupt_credentials", "stored APNs credentials are unreadable"))?;
         Ok(match s {
-            StoredApns::Token { bundle_id, key_id, team_id, p8_pem } => Self {
-                bundle_id: BundleId::parse(&bundle_id)?,
-                auth: ApnsAuth::Token { key_id, team_id, p8_pem: Secret::new(p8_pem) },
-            },
+            StoredApns::Token { bundle_id, key_id, team_id, p8_pem } => {
+                Self { bundle_id: BundleId::parse(&bundle_id)?, auth: ApnsAuth::Token { key_id, team_id, p8_pem: Secret::new(p8_pem) } }
+            }
             StoredApns::Certificate { bundle_id, cert_pem, key_pem } => Self {
                 bundle_id: BundleId::parse(&bundle_id)?,
                 auth: ApnsAuth::Certificate { cert_pem: Secret::new(cert_pem), key_pem: Secret::new(key_pem) },
@@ -162,4 +155,3 @@ impl ApnsCredentials {
         })
     }
 }
-

@@ -4,8 +4,8 @@
 //! `messages:send` with a data-only high-priority Android message, and the
 //! google.rpc error → [`Attempt`] decision on `FcmError.errorCode`.
 
-use crate::provider::{retry_after, system_clock, tls, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
 use super::credentials::FcmCredentials;
+use crate::provider::{retry_after, system_clock, tls, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
 use crate::secret::Secret;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -53,13 +53,7 @@ pub fn grant_assertion(creds: &FcmCredentials, now_s: i64) -> Result<String, Str
         .map_err(|e| format!("invalid_service_account_key: {e}"))?;
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = creds.private_key_id.clone();
-    let claims = GrantClaims {
-        iss: &creds.client_email,
-        scope: FCM_SCOPE,
-        aud: &creds.token_uri,
-        iat: now_s,
-        exp: now_s + 3600,
-    };
+    let claims = GrantClaims { iss: &creds.client_email, scope: FCM_SCOPE, aud: &creds.token_uri, iat: now_s, exp: now_s + 3600 };
     jsonwebtoken::encode(&header, &claims, &key).map_err(|e| format!("invalid_service_account_key: {e}"))
 }
 
@@ -78,11 +72,9 @@ pub fn check_data(data: &BTreeMap<String, String>) -> Result<(), Attempt> {
     if size > MAX_DATA_BYTES {
         return Err(Attempt::failed(FailureKind::Payload, "payload_too_large"));
     }
-    if let Some(k) = data.keys().find(|k| {
-        matches!(k.as_str(), "from" | "notification" | "message_type")
-            || k.starts_with("google")
-            || k.starts_with("gcm")
-    }) {
+    if let Some(k) =
+        data.keys().find(|k| matches!(k.as_str(), "from" | "notification" | "message_type") || k.starts_with("google") || k.starts_with("gcm"))
+    {
         return Err(Attempt::failed(FailureKind::Payload, format!("reserved_data_key: {k}")));
     }
     Ok(())
@@ -115,19 +107,11 @@ pub fn parse_rpc_error(body: &[u8]) -> RpcError {
             }
         } else if let Some(v) = d["fieldViolations"].as_array() {
             for f in v {
-                out.details.push(format!(
-                    "{}: {}",
-                    f["field"].as_str().unwrap_or(""),
-                    f["description"].as_str().unwrap_or("")
-                ));
+                out.details.push(format!("{}: {}", f["field"].as_str().unwrap_or(""), f["description"].as_str().unwrap_or("")));
             }
         } else if let Some(v) = d["violations"].as_array() {
             for f in v {
-                out.details.push(format!(
-                    "{}: {}",
-                    f["subject"].as_str().unwrap_or(""),
-                    f["description"].as_str().unwrap_or("")
-                ));
+                out.details.push(format!("{}: {}", f["subject"].as_str().unwrap_or(""), f["description"].as_str().unwrap_or("")));
             }
         }
     }
@@ -220,12 +204,7 @@ impl FcmClient {
 
     /// A usable access token; `stale` (a token FCM just refused) forces a new grant
     /// unless another sender already replaced it.
-    async fn access_token(
-        &self,
-        http: &reqwest::Client,
-        creds: &FcmCredentials,
-        stale: Option<&str>,
-    ) -> Result<String, Attempt> {
+    async fn access_token(&self, http: &reqwest::Client, creds: &FcmCredentials, stale: Option<&str>) -> Result<String, Attempt> {
         let slot = self.slot(creds);
         let mut guard = slot.lock().await;
         let now = (self.clock)();
@@ -244,11 +223,7 @@ impl FcmClient {
 
     async fn grant(&self, http: &reqwest::Client, creds: &FcmCredentials, now: i64) -> Result<AccessToken, Attempt> {
         let assertion = grant_assertion(creds, now).map_err(|e| Attempt::failed(FailureKind::Auth, e))?;
-        let body = format!(
-            "grant_type={}&assertion={}",
-            form_encode("urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            form_encode(&assertion)
-        );
+        let body = format!("grant_type={}&assertion={}", form_encode("urn:ietf:params:oauth:grant-type:jwt-bearer"), form_encode(&assertion));
         let resp = http
             .post(&creds.token_uri)
             .header("content-type", "application/x-www-form-urlencoded")
@@ -267,11 +242,7 @@ impl FcmClient {
             self.grants.fetch_add(1, Ordering::Relaxed);
             return Ok(AccessToken { token: Secret::new(token.to_string()), expires_at: now + expires_in });
         }
-        let reason = format!(
-            "oauth_{}: {}",
-            v["error"].as_str().unwrap_or("error"),
-            v["error_description"].as_str().unwrap_or_default()
-        );
+        let reason = format!("oauth_{}: {}", v["error"].as_str().unwrap_or("error"), v["error_description"].as_str().unwrap_or_default());
         tracing::warn!(client_email = %creds.client_email, status, %reason, "OAuth token grant refused");
         if status == 429 || status >= 500 {
             Err(Attempt::Retry { status: Some(status), reason, after })
@@ -283,13 +254,7 @@ impl FcmClient {
     /// One attempt to deliver `data` to `token` with `android.ttl = ttl_s`.
     /// On 401 `UNAUTHENTICATED` the cached access token is dropped, a new
     /// one obtained and the send retried once.
-    pub async fn send(
-        &self,
-        creds: &FcmCredentials,
-        token: &str,
-        data: &BTreeMap<String, String>,
-        ttl_s: u64,
-    ) -> Attempt {
+    pub async fn send(&self, creds: &FcmCredentials, token: &str, data: &BTreeMap<String, String>, ttl_s: u64) -> Attempt {
         let http = match &self.http {
             Ok(h) => h,
             Err(e) => return Attempt::failed(FailureKind::Config, format!("tls_config: {e}")),
@@ -297,11 +262,7 @@ impl FcmClient {
         if let Err(a) = check_data(data) {
             return a;
         }
-        let url = format!(
-            "{}/v1/projects/{}/messages:send",
-            self.settings.fcm_base_url.trim_end_matches('/'),
-            creds.project_id
-        );
+        let url = format!("{}/v1/projects/{}/messages:send", self.settings.fcm_base_url.trim_end_matches('/'), creds.project_id);
         let body = message_body(token, data, ttl_s).to_string();
         let mut stale: Option<String> = None;
         loop {
@@ -309,13 +270,7 @@ impl FcmClient {
                 Ok(t) => t,
                 Err(a) => return a,
             };
-            let resp = http
-                .post(&url)
-                .bearer_auth(&bearer)
-                .header("content-type", "application/json; charset=UTF-8")
-                .body(body.clone())
-                .send()
-                .await;
+            let resp = http.post(&url).bearer_auth(&bearer).header("content-type", "application/json; charset=UTF-8").body(body.clone()).send().await;
             let resp = match resp {
                 Ok(r) => r,
                 Err(e) => return transport_error(&e),
@@ -391,31 +346,16 @@ mod tests {
             classify(404, &err_body(404, "NOT_FOUND", "Requested entity was not found.", Some("UNREGISTERED")), None),
             Attempt::TokenGone { status: 404, .. }
         ));
-        let bad_token = err_body(
-            400,
-            "INVALID_ARGUMENT",
-            "The registration token is not a valid FCM registration token",
-            Some("INVALID_ARGUMENT"),
-        );
+        let bad_token = err_body(400, "INVALID_ARGUMENT", "The registration token is not a valid FCM registration token", Some("INVALID_ARGUMENT"));
         assert!(matches!(classify(400, &bad_token, None), Attempt::TokenGone { status: 400, .. }));
-        let bad_ttl =
-            err_body(400, "INVALID_ARGUMENT", "Invalid value at 'message.android.ttl'", Some("INVALID_ARGUMENT"));
+        let bad_ttl = err_body(400, "INVALID_ARGUMENT", "Invalid value at 'message.android.ttl'", Some("INVALID_ARGUMENT"));
         assert!(
             matches!(classify(400, &bad_ttl, None), Attempt::Failed { kind: FailureKind::Payload, status: Some(400), ref reason } if reason.contains("android.ttl"))
         );
-        for (s, rpc, c) in [
-            (429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"),
-            (503, "UNAVAILABLE", "UNAVAILABLE"),
-            (500, "INTERNAL", "INTERNAL"),
-        ] {
-            assert_eq!(
-                classify(s, &err_body(s, rpc, "m", Some(c)), ra),
-                Attempt::Retry { status: Some(s), reason: c.into(), after: ra }
-            );
+        for (s, rpc, c) in [(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"), (503, "UNAVAILABLE", "UNAVAILABLE"), (500, "INTERNAL", "INTERNAL")] {
+            assert_eq!(classify(s, &err_body(s, rpc, "m", Some(c)), ra), Attempt::Retry { status: Some(s), reason: c.into(), after: ra });
         }
-        for (s, rpc, c) in
-            [(403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH"), (401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR")]
-        {
+        for (s, rpc, c) in [(403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH"), (401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR")] {
             assert!(
                 matches!(classify(s, &err_body(s, rpc, "m", Some(c)), None), Attempt::Failed { kind: FailureKind::Auth, ref reason, .. } if reason.starts_with(c))
             );
@@ -442,10 +382,7 @@ mod tests {
 
     #[test]
     fn form_encoding() {
-        assert_eq!(
-            form_encode("urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"
-        );
+        assert_eq!(form_encode("urn:ietf:params:oauth:grant-type:jwt-bearer"), "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer");
         assert_eq!(form_encode("a.b-c_d"), "a.b-c_d");
     }
 }

@@ -45,8 +45,8 @@ struct ServiceAccount {
 impl FcmCredentials {
     /// Parse `{"serviceAccount": "<base64 of the service-account JSON>"}`.
     pub fn parse_admin_json(body: &[u8]) -> Result<Self, FieldError> {
-        let b: FcmBody = serde_json::from_slice(body)
-            .map_err(|e| FieldError::new("", "invalid_json", format!("body is not the expected JSON object: {e}")))?;
+        let b: FcmBody =
+            serde_json::from_slice(body).map_err(|e| FieldError::new("", "invalid_json", format!("body is not the expected JSON object: {e}")))?;
         let raw = b.service_account.ok_or_else(|| FieldError::new("serviceAccount", "missing_field", "serviceAccount is required"))?;
         let json = b64_field("serviceAccount", &raw)?;
         Self::parse_service_account(&json)
@@ -61,18 +61,16 @@ impl FcmCredentials {
 
     /// Parse the fields only (stored credentials were checked when stored).
     fn parse_fields(json: &[u8]) -> Result<Self, FieldError> {
-        let sa: ServiceAccount = serde_json::from_slice(json).map_err(|_| {
-            FieldError::new("serviceAccount", "invalid_service_account", "serviceAccount is not a service-account JSON object")
-        })?;
+        let sa: ServiceAccount = serde_json::from_slice(json)
+            .map_err(|_| FieldError::new("serviceAccount", "invalid_service_account", "serviceAccount is not a service-account JSON object"))?;
         if let Some(kind) = &sa.kind {
             if kind != "service_account" {
                 return Err(FieldError::new("serviceAccount", "invalid_service_account", "serviceAccount type must be service_account"));
             }
         }
         let need = |v: Option<String>, name: &str| {
-            v.filter(|s| !s.is_empty()).ok_or_else(|| {
-                FieldError::new("serviceAccount", "invalid_service_account", format!("serviceAccount is missing {name}"))
-            })
+            v.filter(|s| !s.is_empty())
+                .ok_or_else(|| FieldError::new("serviceAccount", "invalid_service_account", format!("serviceAccount is missing {name}")))
         };
         let project_id = need(sa.project_id, "project_id")?;
         let client_email = need(sa.client_email, "client_email")?;
@@ -88,9 +86,8 @@ impl FcmCredentials {
     }
 
     pub fn check(&self) -> Result<(), FieldError> {
-        let key = EncodingKey::from_rsa_pem(self.private_key_pem.expose().as_bytes()).map_err(|_| {
-            FieldError::new("serviceAccount", "invalid_key", "serviceAccount private_key is not a PEM RSA private key")
-        })?;
+        let key = EncodingKey::from_rsa_pem(self.private_key_pem.expose().as_bytes())
+            .map_err(|_| FieldError::new("serviceAccount", "invalid_key", "serviceAccount private_key is not a PEM RSA private key"))?;
         probe_sign(&key, Algorithm::RS256)
             .map_err(|_| FieldError::new("serviceAccount", "invalid_key", "serviceAccount private_key cannot sign RS256"))
     }
@@ -115,4 +112,3 @@ impl FcmCredentials {
         Self::parse_fields(raw.as_bytes())
     }
 }
-

@@ -41,7 +41,8 @@ impl HmsCredentials {
     /// Parse `{"appId", "clientSecret"}`: an app id of digits (as
     /// AppGallery Connect gives it), a printable secret.
     pub fn parse_admin_json(body: &[u8]) -> Result<Self, FieldError> {
-        let b: HmsBody = serde_json::from_slice(body).map_err(|e| FieldError::new("", "invalid_json", format!("body is not the expected JSON object: {e}")))?;
+        let b: HmsBody =
+            serde_json::from_slice(body).map_err(|e| FieldError::new("", "invalid_json", format!("body is not the expected JSON object: {e}")))?;
         let app_id = b.app_id.ok_or_else(|| FieldError::new("appId", "missing_field", "appId is required"))?;
         if app_id.is_empty() || app_id.len() > 32 || !app_id.chars().all(|c| c.is_ascii_digit()) {
             return Err(FieldError::new("appId", "invalid_field", "appId must be the AppGallery Connect app id (1 to 32 digits)"));
@@ -63,7 +64,8 @@ impl HmsCredentials {
     }
 
     pub fn from_stored(raw: &str) -> Result<Self, FieldError> {
-        let s: StoredHms = serde_json::from_str(raw).map_err(|_| FieldError::new("", "corrupt_credentials", "stored HMS credentials are unreadable"))?;
+        let s: StoredHms =
+            serde_json::from_str(raw).map_err(|_| FieldError::new("", "corrupt_credentials", "stored HMS credentials are unreadable"))?;
         Ok(Self { app_id: s.app_id, client_secret: Secret::new(s.client_secret) })
     }
 }

@@ -26,7 +26,10 @@ pub mod credentials;
 
 pub use credentials::HmsCredentials;
 
-use super::{retry_after, system_clock, tls, transport_error, Attempt, Clock, Credentials, FailureKind, ProviderSettings, Push, PushProvider, Sending, StoredForm};
+use super::{
+    retry_after, system_clock, tls, transport_error, Attempt, Clock, Credentials, FailureKind, ProviderSettings, Push, PushProvider, Sending,
+    StoredForm,
+};
 use crate::domain::{Content, FieldError, Provider, Shape};
 use crate::secret::Secret;
 use serde_json::{json, Value};
@@ -77,7 +80,13 @@ pub fn classify(status: u16, body: &[u8], after: Option<std::time::Duration>) ->
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let code = v["code"].as_str().unwrap_or("");
     let msg: String = v["msg"].as_str().unwrap_or("").chars().take(200).collect();
-    let reason = if code.is_empty() { format!("http_{status}") } else if msg.is_empty() { code.to_string() } else { format!("{code} {msg}") };
+    let reason = if code.is_empty() {
+        format!("http_{status}")
+    } else if msg.is_empty() {
+        code.to_string()
+    } else {
+        format!("{code} {msg}")
+    };
     match code {
         "80000000" => return Attempt::Delivered { status },
         "80300007" | "80100000" => return Attempt::TokenGone { status, reason },
@@ -206,10 +215,11 @@ impl Hms {
                 Ok(t) => t,
                 Err(a) => return a,
             };
-            let resp = match http.post(&url).bearer_auth(&bearer).header("content-type", "application/json;charset=utf-8").body(body.clone()).send().await {
-                Ok(r) => r,
-                Err(e) => return transport_error(&e),
-            };
+            let resp =
+                match http.post(&url).bearer_auth(&bearer).header("content-type", "application/json;charset=utf-8").body(body.clone()).send().await {
+                    Ok(r) => r,
+                    Err(e) => return transport_error(&e),
+                };
             let status = resp.status().as_u16();
             let after = retry_after(resp.headers());
             let bytes = match resp.bytes().await {

@@ -44,12 +44,7 @@ pub fn encrypt(p256dh: &[u8; 65], auth: &[u8; 16], plaintext: &[u8]) -> Result<V
     }
     let receiver = PublicKey::from_sec1_bytes(p256dh).map_err(|_| EceError::BadReceiverKey)?;
     let ephemeral = p256::ecdh::EphemeralSecret::random(&mut rand::rngs::OsRng);
-    let sender: [u8; 65] = ephemeral
-        .public_key()
-        .to_encoded_point(false)
-        .as_bytes()
-        .try_into()
-        .expect("an uncompressed P-256 point is 65 bytes");
+    let sender: [u8; 65] = ephemeral.public_key().to_encoded_point(false).as_bytes().try_into().expect("an uncompressed P-256 point is 65 bytes");
     let shared = ephemeral.diffie_hellman(&receiver);
     let mut salt = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut salt);

@@ -22,7 +22,10 @@ pub mod vapid;
 
 pub use vapid::VapidCredentials;
 
-use super::{retry_after, system_clock, tls, transport_error, Attempt, Clock, Credentials, FailureKind, ProviderSettings, Push, PushProvider, Sending, StoredForm};
+use super::{
+    retry_after, system_clock, tls, transport_error, Attempt, Clock, Credentials, FailureKind, ProviderSettings, Push, PushProvider, Sending,
+    StoredForm,
+};
 use crate::domain::{is_public, AllowedHosts, Content, FieldError, Provider, Shape, SubscriptionKeys};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -203,7 +206,11 @@ impl PushProvider for WebPush {
     }
 
     fn describe(&self, summary: &serde_json::Value) -> String {
-        format!("VAPID {} ({})", summary["publicKey"].as_str().unwrap_or("").chars().take(12).collect::<String>(), summary["subject"].as_str().unwrap_or(""))
+        format!(
+            "VAPID {} ({})",
+            summary["publicKey"].as_str().unwrap_or("").chars().take(12).collect::<String>(),
+            summary["subject"].as_str().unwrap_or("")
+        )
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -113,7 +113,8 @@ impl VapidCredentials {
 
     /// Parse `{"vapidPrivateKey", "subject"}` and prove the key signs.
     pub fn parse_admin_json(body: &[u8]) -> Result<Self, FieldError> {
-        let b: VapidBody = serde_json::from_slice(body).map_err(|e| field("", "invalid_json", format!("body is not the expected JSON object: {e}")))?;
+        let b: VapidBody =
+            serde_json::from_slice(body).map_err(|e| field("", "invalid_json", format!("body is not the expected JSON object: {e}")))?;
         let key = parse_key(&b.vapid_private_key.ok_or_else(|| field("vapidPrivateKey", "missing_field", "vapidPrivateKey is required"))?)?;
         let subject = parse_subject(&b.subject.ok_or_else(|| field("subject", "missing_field", "subject is required"))?)?;
         Self::from_key(key, subject)
@@ -202,7 +203,10 @@ mod tests {
         let (t, k) = a.strip_prefix("vapid t=").unwrap().split_once(",k=").unwrap();
         assert_eq!(k, c.public_key);
         let claims: serde_json::Value = serde_json::from_slice(&B64URL.decode(t.split('.').nth(1).unwrap()).unwrap()).unwrap();
-        assert_eq!(claims, serde_json::json!({"aud": "https://push.example.net", "exp": 1_000_000 + JWT_LIFETIME_S, "sub": "mailto:ops@example.com"}));
+        assert_eq!(
+            claims,
+            serde_json::json!({"aud": "https://push.example.net", "exp": 1_000_000 + JWT_LIFETIME_S, "sub": "mailto:ops@example.com"})
+        );
         let key = jsonwebtoken::DecodingKey::from_ec_components(
             &B64URL.encode(&B64URL.decode(&c.public_key).unwrap()[1..33]),
             &B64URL.encode(&B64URL.decode(&c.public_key).unwrap()[33..]),

@@ -39,7 +39,8 @@ async fn a_duplicate_call_reports_the_first_calls_outcome_as_soon_as_it_is_known
     app.with_mock_credentials(&m).await;
     uds_device(&app, "iphone", &apns_token()).await;
     m.apns.set_latency(Duration::from_millis(600));
-    let first = tokio::spawn(app.admin(reqwest::Method::POST, "/v1/calls").json(&json!({"user": "alice", "pushid": "dup", "ring_seconds": 20})).send());
+    let first =
+        tokio::spawn(app.admin(reqwest::Method::POST, "/v1/calls").json(&json!({"user": "alice", "pushid": "dup", "ring_seconds": 20})).send());
     tokio::time::sleep(Duration::from_millis(150)).await;
     let started = Instant::now();
     let second: Value = app.post_call(&json!({"user": "alice", "pushid": "dup", "ring_seconds": 20})).await.json().await.unwrap();
@@ -75,7 +76,14 @@ async fn no_full_token_in_reports_or_logs() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let report = admin(reqwest::Method::POST, "/v1/calls").json(&json!({"user": "alice", "pushid": "p", "ring_seconds": 2})).send().await.unwrap().text().await.unwrap();
+    let report = admin(reqwest::Method::POST, "/v1/calls")
+        .json(&json!({"user": "alice", "pushid": "p", "ring_seconds": 2}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let v: Value = serde_json::from_str(&report).unwrap();
     let reason = v["deliveries"][0]["reason"].as_str().unwrap_or_default().to_string();
     assert!(!reason.is_empty(), "{report}");
@@ -94,7 +102,8 @@ async fn a_push_started_by_a_webhook_finishes_before_shutdown() {
     app.with_mock_credentials(&m).await;
     let person = "Y2lzY29zcGFyazovL3VzL1BFT1BMRS9jYWxsZWU";
     let voip = apns_token();
-    let r = app.admin(reqwest::Method::POST, &format!("/register?app={APP}")).json(&json!({"personId": person, "voipToken": voip})).send().await.unwrap();
+    let r =
+        app.admin(reqwest::Method::POST, &format!("/register?app={APP}")).json(&json!({"personId": person, "voipToken": voip})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(app.put_json(&format!("/v1/apps/{APP}/webex"), &json!({"webhookSecret": "s"})).await.status(), 200);
     m.apns.set_latency(Duration::from_millis(800));

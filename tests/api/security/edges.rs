@@ -17,7 +17,10 @@ impl LoopbackAddrs {
     fn add(addrs: &[&str]) -> Option<Self> {
         let mut added = Vec::new();
         for a in addrs {
-            let ok = std::process::Command::new("ip").args(["-6", "addr", "add", &format!("{a}/128"), "dev", "lo"]).output().is_ok_and(|o| o.status.success());
+            let ok = std::process::Command::new("ip")
+                .args(["-6", "addr", "add", &format!("{a}/128"), "dev", "lo"])
+                .output()
+                .is_ok_and(|o| o.status.success());
             if !ok {
                 drop(LoopbackAddrs(added));
                 return None;
@@ -174,7 +177,8 @@ async fn console_sign_in_refuses_other_origins_and_big_forms() {
     }
     let big = format!("token={ADMIN_TOKEN}&pad={}", "x".repeat(5000));
     assert_eq!(login(&app, None, big.clone()).await.status(), 413);
-    let r = no_redirects().post(app.url("/console/logout")).header("content-type", "application/x-www-form-urlencoded").body(big).send().await.unwrap();
+    let r =
+        no_redirects().post(app.url("/console/logout")).header("content-type", "application/x-www-form-urlencoded").body(big).send().await.unwrap();
     assert_eq!(r.status(), 413);
 }
 
@@ -201,7 +205,12 @@ async fn the_database_its_wal_and_the_master_key_are_private_whatever_the_umask(
     let deadline = Instant::now() + Duration::from_secs(20);
     // Write something, so the WAL exists.
     loop {
-        let r = client.put(format!("http://127.0.0.1:{port}/v1/users/alice")).bearer_auth(ADMIN_TOKEN).json(&serde_json::json!({"password": "pw"})).send().await;
+        let r = client
+            .put(format!("http://127.0.0.1:{port}/v1/users/alice"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({"password": "pw"}))
+            .send()
+            .await;
         if r.is_ok_and(|r| r.status().is_success()) {
             break;
         }

@@ -20,7 +20,12 @@ async fn a_new_device_past_the_cap_is_409_and_an_existing_one_re_registers() {
     assert_eq!(app.put_uds("alice", "pw-alice", "two", uds_xml(&apns_token(), "APNS", &k, APP)).await.status(), 200, "re-registering works");
     assert_eq!(app.devices("alice").await.as_array().unwrap().len(), 2);
     // Other dialects hit the same cap, in JSON.
-    let r = app.admin(reqwest::Method::POST, &format!("/register?app={APP}")).json(&json!({"personId": "alice", "voipToken": apns_token()})).send().await.unwrap();
+    let r = app
+        .admin(reqwest::Method::POST, &format!("/register?app={APP}"))
+        .json(&json!({"personId": "alice", "voipToken": apns_token()}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "device_limit");
     // A call fans out to at most the cap.
@@ -57,7 +62,14 @@ async fn a_key_bound_to_an_app_may_not_name_another_app() {
     assert_eq!(app.admin(reqwest::Method::GET, "/v1/users/p2/devices").send().await.unwrap().status(), 404, "nothing was stored");
     // Calls: the bound key rings only its app's devices of a user.
     let other = bound_key(&app, &["register"], "com.example.Other").await;
-    let r = app.client.post(app.url("/register?app=com.example.Other")).bearer_auth(&other).json(&json!({"personId": "p1", "voipToken": apns_token()})).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/register?app=com.example.Other"))
+        .bearer_auth(&other)
+        .json(&json!({"personId": "p1", "voipToken": apns_token()}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let report: Value = post("/v1/calls".into(), json!({"user": "p1", "pushid": "x"})).await.unwrap().json().await.unwrap();
     assert_eq!(report["deliveries"].as_array().unwrap().len(), 1, "{report}");

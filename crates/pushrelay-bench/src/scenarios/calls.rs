@@ -4,12 +4,9 @@
 
 use crate::cli::{Args, Register};
 use crate::load::{bounds, closed_loop, expect_200, open_loop, Op, OpFuture};
-use crate::report::{
-    call_csv_row, chart, print_call_header, print_call_row, stem, Row, CALL_CSV_HEADER,
-};
+use crate::report::{call_csv_row, chart, print_call_header, print_call_row, stem, Row, CALL_CSV_HEADER};
 use crate::setup::{
-    call_event, make_devices, register_http, register_store, registration, start_env, stop_env,
-    Dev, Env, Runtimes, ADMIN_TOKEN, APP,
+    call_event, make_devices, register_http, register_store, registration, start_env, stop_env, Dev, Env, Runtimes, ADMIN_TOKEN, APP,
 };
 use pushrelay::domain::{now_ms, BundleId};
 use pushrelay::payload::{self, Content};
@@ -33,19 +30,14 @@ pub(crate) async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         devs.len(),
         devs.len(),
         match a.register {
-            Register::Store =>
-                "the store fast path (Store::upsert_user/upsert_device on a second pool, same database)",
+            Register::Store => "the store fast path (Store::upsert_user/upsert_device on a second pool, same database)",
             Register::Http => "HTTP (PUT /v1/users + UDS PUT, Argon2 hash + verify each)",
         },
         reg_s
     );
     let devs = Arc::new(devs);
     let b = bounds(a);
-    let ceiling = if a.no_ceiling {
-        None
-    } else {
-        Some(ceiling_op(&env, devs.clone())?)
-    };
+    let ceiling = if a.no_ceiling { None } else { Some(ceiling_op(&env, devs.clone())?) };
     let relay_op = call_op(&env, devs.clone());
     println!(
         "scenario {}: closed loop POST /v1/calls, {:.1} s warm-up + {:.1} s per point, at most {} calls per point; ceiling = provider client straight at the mock",
@@ -62,10 +54,7 @@ pub(crate) async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
             None => None,
         };
         let relay_point = closed_loop(rts.gen.handle(), c, &b, relay_op.clone()).await;
-        let row = Row {
-            relay: relay_point,
-            ceiling: ceiling_point,
-        };
+        let row = Row { relay: relay_point, ceiling: ceiling_point };
         print_call_row(&row);
         rows.push(row);
     }
@@ -73,9 +62,19 @@ pub(crate) async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let mut open = Vec::new();
     if !a.open_loop.is_empty() && best > 0.0 {
         println!("open loop: arrivals at a fixed rate; latency from the scheduled start (p50 / p99 / p99.9 ms), best closed-loop rate {best:.0}/s");
-        println!("{:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>10}", "fraction", "target/s", "done/s", "p50", "p99", "p99.9", "max", "errors", "dropped", "relay µs");
+        println!(
+            "{:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>10}",
+            "fraction", "target/s", "done/s", "p50", "p99", "p99.9", "max", "errors", "dropped", "relay µs"
+        );
         for &f in &a.open_loop {
-            let p = open_loop(rts.gen.handle(), best * f, Duration::from_secs_f64(a.warmup_secs), Duration::from_secs_f64(a.duration_secs), relay_op.clone()).await;
+            let p = open_loop(
+                rts.gen.handle(),
+                best * f,
+                Duration::from_secs_f64(a.warmup_secs),
+                Duration::from_secs_f64(a.duration_secs),
+                relay_op.clone(),
+            )
+            .await;
             let relay_us = if p.ops == 0 { 0.0 } else { (p.cpu.relay_rt + p.cpu.sqlite) * 1e6 / p.ops as f64 };
             println!(
                 "{f:>9.2} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7} {:>10.0}",
@@ -104,9 +103,15 @@ pub(crate) async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     std::fs::write(&svg_path, chart(&format!("pushrelay-bench {stem}"), &rows))?;
     println!("wrote {} and {}", csv_path.display(), svg_path.display());
     if !open.is_empty() {
-        let mut csv = String::from("fraction_of_closed_loop_max,target_per_s,achieved_per_s,ops,errors,dropped,p50_ms,p99_ms,p999_ms,max_ms,relay_cpu_us_per_call\n");
+        let mut csv = String::from(
+            "fraction_of_closed_loop_max,target_per_s,achieved_per_s,ops,errors,dropped,p50_ms,p99_ms,p999_ms,max_ms,relay_cpu_us_per_call\n",
+        );
         for (f, p, us) in &open {
-            let _ = writeln!(csv, "{f},{:.1},{:.1},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.1}", p.target_per_s, p.achieved_per_s, p.ops, p.errors, p.dropped, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms, us);
+            let _ = writeln!(
+                csv,
+                "{f},{:.1},{:.1},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.1}",
+                p.target_per_s, p.achieved_per_s, p.ops, p.errors, p.dropped, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms, us
+            );
         }
         let path = a.out.join(format!("{stem}-open.csv"));
         std::fs::write(&path, csv)?;
@@ -144,25 +149,16 @@ pub(crate) fn call_op(env: &Env, devs: Arc<Vec<Dev>>) -> Op {
             "displayname": "Alice Example", "displaynumber": "+15551234567", "huntpilotdn": "5000",
         })
         .to_string();
-        let req = client
-            .post(url)
-            .bearer_auth(ADMIN_TOKEN)
-            .header("content-type", "application/json")
-            .body(body);
+        let req = client.post(url).bearer_auth(ADMIN_TOKEN).header("content-type", "application/json").body(body);
         Box::pin(async move {
             let bytes = expect_200(req).await?;
-            let rep: ReportBody =
-                serde_json::from_slice(bytes.as_ref()).map_err(|e| format!("report: {e}"))?;
+            let rep: ReportBody = serde_json::from_slice(bytes.as_ref()).map_err(|e| format!("report: {e}"))?;
             let mut delivered = 0;
             for d in &rep.deliveries {
                 if d.outcome == "delivered" {
                     delivered += 1;
                 } else {
-                    return Err(format!(
-                        "outcome {} ({})",
-                        d.outcome,
-                        d.reason.as_deref().unwrap_or("")
-                    ));
+                    return Err(format!("outcome {} ({})", d.outcome, d.reason.as_deref().unwrap_or("")));
                 }
             }
             Ok(delivered)
@@ -197,14 +193,8 @@ fn ceiling_op(env: &Env, devs: Arc<Vec<Dev>>) -> anyhow::Result<Op> {
     Ok(Arc::new(move |n: u64| -> OpFuture {
         let i = (n % devs.len() as u64) as usize;
         let channel = devs[i].channel;
-        let (apns, fcm, apns_creds, fcm_creds, contents, bundle) = (
-            apns.clone(),
-            fcm.clone(),
-            apns_creds.clone(),
-            fcm_creds.clone(),
-            contents.clone(),
-            bundle.clone(),
-        );
+        let (apns, fcm, apns_creds, fcm_creds, contents, bundle) =
+            (apns.clone(), fcm.clone(), apns_creds.clone(), fcm_creds.clone(), contents.clone(), bundle.clone());
         Box::pin(async move {
             let (token, content) = &contents[i];
             let attempt = match content {

@@ -48,18 +48,8 @@ pub(crate) fn run_jwe(a: &Args) -> anyhow::Result<()> {
         r
     };
     let rows: Vec<(&str, u64, [f64; 3])> = vec![
-        (
-            "v2::build (V2 JSON)",
-            iters,
-            rounds(Box::new(|| time_ns(iters, |_| v2::build(&event)))),
-        ),
-        (
-            "jwe::encrypt (random IV)",
-            iters,
-            rounds(Box::new(|| {
-                time_ns(iters, |_| jwe::encrypt(&key, &plaintext))
-            })),
-        ),
+        ("v2::build (V2 JSON)", iters, rounds(Box::new(|| time_ns(iters, |_| v2::build(&event))))),
+        ("jwe::encrypt (random IV)", iters, rounds(Box::new(|| time_ns(iters, |_| jwe::encrypt(&key, &plaintext))))),
         (
             "jwe::encrypt_with_iv (no RNG)",
             iters,
@@ -71,63 +61,28 @@ pub(crate) fn run_jwe(a: &Args) -> anyhow::Result<()> {
                 })
             })),
         ),
-        (
-            "jwe::decrypt",
-            iters,
-            rounds(Box::new(|| {
-                time_ns(iters, |_| {
-                    jwe::decrypt(&compact, &key_bytes).expect("decrypt")
-                })
-            })),
-        ),
+        ("jwe::decrypt", iters, rounds(Box::new(|| time_ns(iters, |_| jwe::decrypt(&compact, &key_bytes).expect("decrypt"))))),
         (
             "payload::for_call (build+encrypt+wrap)",
             iters,
-            rounds(Box::new(|| {
-                time_ns(iters, |_| payload::for_call(&event, &reg, pushrelay::domain::Shape::Apns))
-            })),
+            rounds(Box::new(|| time_ns(iters, |_| payload::for_call(&event, &reg, pushrelay::domain::Shape::Apns)))),
         ),
         (
             "envelope open (device key, per call)",
             iters,
-            rounds(Box::new(|| {
-                time_ns(iters, |_| {
-                    master
-                        .open_string("device:u000001/dev-000001", &sealed)
-                        .expect("open")
-                })
-            })),
+            rounds(Box::new(|| time_ns(iters, |_| master.open_string("device:u000001/dev-000001", &sealed).expect("open")))),
         ),
         (
             "argon2 verify (default params, per UDS PUT)",
             argon_iters,
-            rounds(Box::new(|| {
-                time_ns(argon_iters, |_| {
-                    pushrelay::http::auth::verify_password(PASSWORD, &hash)
-                })
-            })),
+            rounds(Box::new(|| time_ns(argon_iters, |_| pushrelay::http::auth::verify_password(PASSWORD, &hash)))),
         ),
     ];
-    println!(
-        "{:<46} {:>10} {:>12} {:>12} {:>14}",
-        "operation", "iters", "best ns/op", "median ns", "ops/s (best)"
-    );
+    println!("{:<46} {:>10} {:>12} {:>12} {:>14}", "operation", "iters", "best ns/op", "median ns", "ops/s (best)");
     let mut csv = String::from("operation,iterations,best_ns_per_op,median_ns_per_op,worst_ns_per_op,ops_per_s_one_core_best\n");
     for (name, n, r) in rows {
-        println!(
-            "{name:<46} {n:>10} {:>12.0} {:>12.0} {:>14.0}",
-            r[0],
-            r[1],
-            1e9 / r[0]
-        );
-        let _ = writeln!(
-            csv,
-            "\"{name}\",{n},{:.1},{:.1},{:.1},{:.1}",
-            r[0],
-            r[1],
-            r[2],
-            1e9 / r[0]
-        );
+        println!("{name:<46} {n:>10} {:>12.0} {:>12.0} {:>14.0}", r[0], r[1], 1e9 / r[0]);
+        let _ = writeln!(csv, "\"{name}\",{n},{:.1},{:.1},{:.1},{:.1}", r[0], r[1], r[2], 1e9 / r[0]);
     }
     std::fs::create_dir_all(&a.out)?;
     let path = a.out.join(format!("jwe{}.csv", a.tag));

@@ -72,12 +72,7 @@ pub(crate) fn trim_heap() {
 
 /// A client for held `/sip/wake` requests: one connection per request.
 pub(crate) fn wake_client(n: usize) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .http1_only()
-        .pool_max_idle_per_host(n)
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(120))
-        .build()?)
+    Ok(reqwest::Client::builder().http1_only().pool_max_idle_per_host(n).tcp_nodelay(true).timeout(Duration::from_secs(120)).build()?)
 }
 
 pub(crate) type WakeAnswer = (u16, bool, Instant);
@@ -99,13 +94,10 @@ pub(crate) async fn hold_waiters(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         out.push({
-            let req = client
-                .post(format!("{}/sip/wake", env.node(i)))
-                .bearer_auth(ADMIN_TOKEN)
-                .json(&serde_json::json!({
-                    "aor": sip_aor(i), "call_id": format!("bench-wake-{i:06}"),
-                    "from_display": "John Smith", "from_number": "1234", "timeout_ms": timeout_ms,
-                }));
+            let req = client.post(format!("{}/sip/wake", env.node(i))).bearer_auth(ADMIN_TOKEN).json(&serde_json::json!({
+                "aor": sip_aor(i), "call_id": format!("bench-wake-{i:06}"),
+                "from_display": "John Smith", "from_number": "1234", "timeout_ms": timeout_ms,
+            }));
             rt.spawn(async move {
                 let r = req.send().await;
                 let at = Instant::now();
@@ -169,11 +161,7 @@ pub(crate) async fn run_sip_wake(a: &Args, rts: &Runtimes) -> anyhow::Result<()>
             })
         })
     };
-    let b = Bounds {
-        warmup: Duration::from_secs_f64(a.warmup_secs.max(0.0)),
-        duration: Duration::from_secs(120),
-        max_ops: a.aors as u64,
-    };
+    let b = Bounds { warmup: Duration::from_secs_f64(a.warmup_secs.max(0.0)), duration: Duration::from_secs(120), max_ops: a.aors as u64 };
     println!(
         "sip-wake: {} node(s) on {}; POST /sip/register of {} new AORs (MizuTech X-MPUSH, fixtures/sip/mizu-register-hex.txt with its own user/token/Call-ID each) at concurrency {c}, after {:.1} s warm-up on other AORs",
         env.bases.len(),
@@ -221,10 +209,7 @@ pub(crate) async fn run_sip_wake(a: &Args, rts: &Runtimes) -> anyhow::Result<()>
     // 3a. Control for the memory figure: the generator's side alone. The same
     //     W requests held by a server that reads them and never answers.
     let (gen_kb, _) = {
-        let listener = rts
-            .mock
-            .spawn(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .await??;
+        let listener = rts.mock.spawn(tokio::net::TcpListener::bind("127.0.0.1:0")).await??;
         let addr = listener.local_addr()?;
         let got = Arc::new(AtomicU64::new(0));
         let got2 = got.clone();
@@ -253,13 +238,10 @@ pub(crate) async fn run_sip_wake(a: &Args, rts: &Runtimes) -> anyhow::Result<()>
         let r0 = rss_kb();
         let held: Vec<_> = (0..w)
             .map(|i| {
-                let req = client
-                    .post(format!("http://{addr}/sip/wake"))
-                    .bearer_auth(ADMIN_TOKEN)
-                    .json(&serde_json::json!({
-                        "aor": sip_aor(i as u64), "call_id": format!("bench-wake-{i:06}"),
-                        "from_display": "John Smith", "from_number": "1234", "timeout_ms": a.wake_timeout_ms,
-                    }));
+                let req = client.post(format!("http://{addr}/sip/wake")).bearer_auth(ADMIN_TOKEN).json(&serde_json::json!({
+                    "aor": sip_aor(i as u64), "call_id": format!("bench-wake-{i:06}"),
+                    "from_display": "John Smith", "from_number": "1234", "timeout_ms": a.wake_timeout_ms,
+                }));
                 rts.gen.spawn(async move {
                     let _ = req.send().await;
                 })
@@ -359,9 +341,7 @@ pub(crate) async fn run_sip_wake(a: &Args, rts: &Runtimes) -> anyhow::Result<()>
             (408, _) => timed_out += 1,
             _ => other += 1,
         }
-        if let (200, true, Some((sent, answered))) =
-            (status, registered, marks.lock().expect("marks")[i])
-        {
+        if let (200, true, Some((sent, answered))) = (status, registered, marks.lock().expect("marks")[i]) {
             let signed = |from: Instant| {
                 if at >= from {
                     (at - from).as_secs_f64() * 1000.0
@@ -390,9 +370,7 @@ pub(crate) async fn run_sip_wake(a: &Args, rts: &Runtimes) -> anyhow::Result<()>
         "  wake latency, REGISTER answer → wake answer: p50 {a50:.2} ms, p99 {a99:.2} ms, max {amax:.2} ms ({before_answer} of {} wake answers arrived before their REGISTER answer: negative)",
         after_answer.len()
     );
-    println!(
-        "  wake latency, REGISTER sent → wake answer:   p50 {s50:.2} ms, p99 {s99:.2} ms, max {smax:.2} ms"
-    );
+    println!("  wake latency, REGISTER sent → wake answer:   p50 {s50:.2} ms, p99 {s99:.2} ms, max {smax:.2} ms");
     let backend = env.backend();
     let nodes = env.bases.len();
     drop(client);

@@ -19,10 +19,7 @@ pub(crate) async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()
     let devs = Arc::new(make_devices(Scenario::Apns, a.devices.max(1)));
     register_store(rts, &env, &devs).await?;
     let settings = env.settings()?;
-    let store: Store = rts
-        .relay
-        .spawn(async move { open_store(&settings).await })
-        .await??;
+    let store: Store = rts.relay.spawn(async move { open_store(&settings).await }).await??;
     let app = AppId::parse(APP)?;
     let b = bounds(a);
     let op = |kind: u8| -> Op {
@@ -34,34 +31,25 @@ pub(crate) async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()
                 let user = UserId::parse(&d.user).map_err(|e| e.to_string())?;
                 let device = DevicePkid::parse(&d.device).map_err(|e| e.to_string())?;
                 if kind == 0 || kind == 3 {
-                    let v = store
-                        .devices_for(&pushrelay::domain::Scope::default_tenant(), &user, Some(&device))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let v = store.devices_for(&pushrelay::domain::Scope::default_tenant(), &user, Some(&device)).await.map_err(|e| e.to_string())?;
                     if v.len() != 1 {
                         return Err("device missing".into());
                     }
                 }
                 if kind == 1 || kind == 3 {
                     store
-                        .credentials(&pushrelay::domain::Reach::every_tenant(), &app, pushrelay::domain::CredentialKind::Push(pushrelay::domain::Provider::Apns))
+                        .credentials(
+                            &pushrelay::domain::Reach::every_tenant(),
+                            &app,
+                            pushrelay::domain::CredentialKind::Push(pushrelay::domain::Provider::Apns),
+                        )
                         .await
                         .map_err(|e| e.to_string())?
                         .ok_or("no credentials")?;
                 }
                 if kind == 2 || kind == 3 {
                     let call = CallId::new();
-                    let rep = CallReport::new(
-                        &call,
-                        vec![Delivery::new(
-                            &device,
-                            Channel::Apns,
-                            Outcome::Delivered,
-                            Some(200),
-                            None,
-                            1,
-                        )],
-                    );
+                    let rep = CallReport::new(&call, vec![Delivery::new(&device, Channel::Apns, Outcome::Delivered, Some(200), None, 1)]);
                     let now = now_ms();
                     store
                         .save_call(&pushrelay::store::CallRecord {
@@ -82,16 +70,15 @@ pub(crate) async fn run_store_ops(a: &Args, rts: &Runtimes) -> anyhow::Result<()
             })
         })
     };
-    println!(
-        "store-ops: {} devices; each operation alone on the relay runtime (no HTTP, no push)",
-        devs.len()
-    );
+    println!("store-ops: {} devices; each operation alone on the relay runtime (no HTTP, no push)", devs.len());
     println!(
         "{:>34} {:>5} {:>8} {:>9} {:>7} {:>7} {:>7} | {:>8} {:>7}",
         "operation", "conc", "ops", "ops/s", "p50ms", "p99ms", "maxms", "cpu/1k", "store"
     );
     println!("(last column: cores used by other processes meanwhile)");
-    let mut csv = String::from("operation,concurrency,ops,errors,seconds,ops_per_s,p50_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_store,other_processes_cores\n");
+    let mut csv = String::from(
+        "operation,concurrency,ops,errors,seconds,ops_per_s,p50_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_store,other_processes_cores\n",
+    );
     for &c in &a.concurrency {
         for (name, kind) in [
             ("devices_for (SELECT + key open)", 0u8),

@@ -125,7 +125,10 @@ pub(crate) async fn run_sygnal(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         "pushrelay POST /v1/calls vs Sygnal POST /_matrix/push/v1/notify, one APNs VoIP push each, same mock APNs, closed loop, {:.1} s per point",
         a.duration_secs
     );
-    println!("{:>6} {:>10} | {:>9} {:>8} {:>8} {:>10} | {:>9} {:>8} {:>8} {:>10} | {:>7} {:>7}", "conc", "", "relay/s", "p50 ms", "p99 ms", "CPU ms/1k", "sygnal/s", "p50 ms", "p99 ms", "CPU ms/1k", "rate x", "CPU x");
+    println!(
+        "{:>6} {:>10} | {:>9} {:>8} {:>8} {:>10} | {:>9} {:>8} {:>8} {:>10} | {:>7} {:>7}",
+        "conc", "", "relay/s", "p50 ms", "p99 ms", "CPU ms/1k", "sygnal/s", "p50 ms", "p99 ms", "CPU ms/1k", "rate x", "CPU x"
+    );
     let mut csv = String::from("concurrency,relay_pushes_per_s,relay_p50_ms,relay_p99_ms,relay_cpu_ms_per_1k,sygnal_pushes_per_s,sygnal_p50_ms,sygnal_p99_ms,sygnal_cpu_ms_per_1k,throughput_ratio,cpu_efficiency_ratio,relay_errors,sygnal_errors\n");
     for &c in &a.concurrency {
         // pushrelay: its runtime's threads and the SQLite threads are the server.

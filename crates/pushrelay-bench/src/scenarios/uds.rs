@@ -21,10 +21,7 @@ pub(crate) async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let max_c = a.concurrency.iter().copied().max().unwrap_or(16);
     let env = start_env(a, rts, max_c).await?;
     let settings = env.settings()?;
-    let store: Store = rts
-        .relay
-        .spawn(async move { open_store(&settings).await })
-        .await??;
+    let store: Store = rts.relay.spawn(async move { open_store(&settings).await }).await??;
     let users = 64usize;
     // Fresh users for "first registration": each is used once. At ~100-150
     // Argon2 verifies/s on 2 cores a 6 s point needs < 1000.
@@ -33,25 +30,13 @@ pub(crate) async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let now = now_ms();
     let t = Instant::now();
     for i in 0..users {
-        store
-            .upsert_user(&pushrelay::domain::Scope::default_tenant(), &UserId::parse(&format!("again{i:03}"))?,
-                Some(&default_hash),
-                now,
-            )
-            .await?;
-        store
-            .upsert_user(&pushrelay::domain::Scope::default_tenant(), &UserId::parse(&format!("direct{i:03}"))?, None, now)
-            .await?;
+        store.upsert_user(&pushrelay::domain::Scope::default_tenant(), &UserId::parse(&format!("again{i:03}"))?, Some(&default_hash), now).await?;
+        store.upsert_user(&pushrelay::domain::Scope::default_tenant(), &UserId::parse(&format!("direct{i:03}"))?, None, now).await?;
     }
     // One Argon2 hash (14 ms) shared by every fresh user: each user's first
     // verification still runs Argon2, since the cache is per user.
     for i in 0..fresh {
-        store
-            .upsert_user(&pushrelay::domain::Scope::default_tenant(), &UserId::parse(&format!("first{i:05}"))?,
-                Some(&default_hash),
-                now,
-            )
-            .await?;
+        store.upsert_user(&pushrelay::domain::Scope::default_tenant(), &UserId::parse(&format!("first{i:05}"))?, Some(&default_hash), now).await?;
     }
     println!(
         "uds-register: {} users created in {:.2} s; APNs channel; {} node(s) on {}",
@@ -61,10 +46,7 @@ pub(crate) async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         env.backend()
     );
     let params: Vec<&str> = default_hash.split('$').take(4).collect();
-    println!(
-        "  stored hash {} (what PUT /v1/users stores)",
-        params.join("$")
-    );
+    println!("  stored hash {} (what PUT /v1/users stores)", params.join("$"));
     println!("  first-registration: UDS PUT by a user never seen before (fresh user per operation): one full Argon2 verify each");
     println!("  re-registration:    UDS PUT by one of {users} users who registered before (same device, new token and key): the verification cache hits, no Argon2");
     println!("  store-direct:       Store::upsert_device only (envelope seal + one INSERT ... ON CONFLICT), no HTTP");
@@ -81,10 +63,7 @@ pub(crate) async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         move |n: u64, d: Dev| -> OpFuture {
             let base = &bases[(n % bases.len() as u64) as usize];
             let req = client
-                .put(format!(
-                    "{base}/cucm-uds/user/{}/device/{}/devicetoken",
-                    d.user, d.device
-                ))
+                .put(format!("{base}/cucm-uds/user/{}/device/{}/devicetoken", d.user, d.device))
                 .basic_auth(&d.user, Some(PASSWORD))
                 .header("content-type", "application/xml")
                 .body(uds_xml(&d));
@@ -100,37 +79,17 @@ pub(crate) async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         Arc::new(move |n: u64| -> OpFuture {
             let i = next_fresh.fetch_add(1, Ordering::Relaxed);
             if i >= fresh as u64 {
-                return Box::pin(async move {
-                    Err(format!("ran out of fresh users ({fresh}): raise the count"))
-                });
+                return Box::pin(async move { Err(format!("ran out of fresh users ({fresh}): raise the count")) });
             }
             let (token, key) = token_key(n);
-            put(
-                n,
-                Dev {
-                    user: format!("first{i:05}"),
-                    device: "phone".to_string(),
-                    channel: Channel::Apns,
-                    token,
-                    key,
-                },
-            )
+            put(n, Dev { user: format!("first{i:05}"), device: "phone".to_string(), channel: Channel::Apns, token, key })
         })
     };
     let again_op: Op = {
         let put = put.clone();
         Arc::new(move |n: u64| -> OpFuture {
             let (token, key) = token_key(n);
-            put(
-                n,
-                Dev {
-                    user: format!("again{:03}", n % users as u64),
-                    device: "phone".to_string(),
-                    channel: Channel::Apns,
-                    token,
-                    key,
-                },
-            )
+            put(n, Dev { user: format!("again{:03}", n % users as u64), device: "phone".to_string(), channel: Channel::Apns, token, key })
         })
     };
     // Every re-registration user registers once first (Argon2, then cached
@@ -142,18 +101,19 @@ pub(crate) async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         let store = store.clone();
         Arc::new(move |n: u64| -> OpFuture {
             let (token, key) = token_key(n);
-            let d = Dev {
-                user: format!("direct{:03}", n % users as u64),
-                device: format!("d{n:09}"),
-                channel: Channel::Apns,
-                token,
-                key,
-            };
+            let d = Dev { user: format!("direct{:03}", n % users as u64), device: format!("d{n:09}"), channel: Channel::Apns, token, key };
             let store = store.clone();
             Box::pin(async move {
                 let reg = registration(&d).map_err(|e| e.to_string())?;
                 store
-                    .register(&pushrelay::domain::Scope::default_tenant(), &reg.user, std::slice::from_ref(&reg), &Default::default(), now_ms(), u32::MAX)
+                    .register(
+                        &pushrelay::domain::Scope::default_tenant(),
+                        &reg.user,
+                        std::slice::from_ref(&reg),
+                        &Default::default(),
+                        now_ms(),
+                        u32::MAX,
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(0)
@@ -162,20 +122,7 @@ pub(crate) async fn run_uds(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     };
     println!(
         "{:>18} {:>5} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>6} | {:>8} {:>7} {:>7} {:>7} {:>6}",
-        "variant",
-        "conc",
-        "regs",
-        "regs/s",
-        "p50ms",
-        "p90ms",
-        "p99ms",
-        "maxms",
-        "errs",
-        "cpu/1k",
-        "relay",
-        "store",
-        "gen",
-        "others"
+        "variant", "conc", "regs", "regs/s", "p50ms", "p90ms", "p99ms", "maxms", "errs", "cpu/1k", "relay", "store", "gen", "others"
     );
     println!("  (cpu/1k = CPU-s per 1000 registrations, this process + PostgreSQL server = relay without store + store + mock + gen)");
     let backend = env.backend();

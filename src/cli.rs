@@ -64,10 +64,10 @@ pub enum Command {
         /// The app whose credentials sign the push.
         #[arg(long)]
         app: String,
-        /// The device token (APNs hex, or the FCM registration token).
+        /// The device token (APNs hex, an FCM or Huawei token, a Web Push endpoint).
         #[arg(long)]
         token: String,
-        /// APNS, APNS:dev or FCM.
+        /// APNS, APNS:dev, FCM, HMS or WEBPUSH.
         #[arg(long, default_value = "APNS")]
         channel: String,
         /// voip or alert (APNs).
@@ -246,7 +246,7 @@ pub async fn run(cli: Cli) -> i32 {
             };
             let parsed = (|| {
                 let app = crate::domain::AppId::parse(&app).map_err(|e| format!("--app: {}", e.message))?;
-                let channel = crate::domain::Channel::parse(&channel).map_err(|_| "--channel must be APNS, APNS:dev or FCM".to_string())?;
+                let channel = crate::domain::Channel::parse_any(&channel, "--channel").map_err(|e| e.message)?;
                 let token = crate::domain::DeviceToken::for_channel(channel, &token).map_err(|e| format!("--token: {}", e.message))?;
                 let kind = match kind.as_str() {
                     "voip" => crate::payload::TestKind::Voip,

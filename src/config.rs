@@ -282,7 +282,11 @@ fn read_file(path: &Path) -> Result<(HashMap<&'static str, String>, Vec<UserAgen
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
-            other => return Err(parse_err(format!("`{key}` must be a string or a number, not {}", other.type_str()))),
+            // A list (`allowed_hosts = ["a", "*.b"]`) is its comma-separated form.
+            toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => {
+                items.iter().filter_map(toml::Value::as_str).collect::<Vec<_>>().join(",")
+            }
+            other => return Err(parse_err(format!("`{key}` must be a string, a number or a list of strings, not {}", other.type_str()))),
         };
         out.insert(*known, text);
     }
@@ -527,6 +531,29 @@ mod tests {
         let cli = CliOverrides { listen: Some("127.0.0.1:9001".into()), database_url: None };
         let s = Settings::load_from(Some(&f), &env(&[("PUSHRELAY_LISTEN", "127.0.0.1:9002")]), &cli).unwrap();
         assert_eq!(s.listen.port(), 9001);
+    }
+
+    #[test]
+    fn huawei_and_web_push_keys_from_the_file_and_the_environment() {
+        let s = Settings::load_from(None, &env(&[]), &CliOverrides::default()).unwrap();
+        assert_eq!(s.hms.token_url, crate::provider::DEFAULT_HMS_TOKEN_URL);
+        assert_eq!(s.webpush.allowed_hosts, crate::provider::DEFAULT_WEBPUSH_HOSTS);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[webpush]\nallowed_hosts = [\"push.example.net\", \"*.Push.Example.org\", \"10.0.0.7\"]\n[hms]\nbase_url = \"https://hms.test\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(Some(&f), &env(&[]), &CliOverrides::default()).unwrap();
+        assert_eq!(s.webpush.allowed_hosts, ["push.example.net", "*.push.example.org", "10.0.0.7"]);
+        assert_eq!(s.hms.base_url, "https://hms.test");
+        for bad in ["push example", "*.", "https://push.example.net"] {
+            let e = Settings::load_from(None, &env(&[("PUSHRELAY_WEBPUSH_ALLOWED_HOSTS", bad)]), &CliOverrides::default()).unwrap_err();
+            assert!(e.to_string().contains("webpush.allowed_hosts"), "{bad}: {e}");
+        }
+        let e = Settings::load_from(None, &env(&[("PUSHRELAY_HMS_TOKEN_URL", "ftp://x")]), &CliOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("hms.token_url"), "{e}");
     }
 
     #[test]

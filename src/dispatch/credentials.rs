@@ -88,3 +88,44 @@ impl Dispatcher {
         Ok(parsed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::dispatcher;
+    use super::*;
+    use crate::domain::{CredentialKind, RingWindow};
+    use crate::secret::Secret;
+    use std::sync::atomic::Ordering;
+
+    #[tokio::test]
+    async fn credentials_are_parsed_once_and_again_only_when_the_stored_row_changes() {
+        let (d, counting, _dir) = dispatcher().await;
+        let (app, reach) = (AppId::parse("com.example.app").unwrap(), Reach::every_tenant());
+        let token = DeviceToken::for_channel(Channel::Hms, "IQAAAA-token").unwrap();
+        let window = RingWindow::starting_now(crate::domain::now_ms(), 30);
+        let content = Content::Data { data: Default::default() };
+        let target = || Target { channel: Channel::Hms, app: &app, token: &token, subscription_keys: None };
+        let send = || d.send_once(&reach, &window, target(), &content);
+
+        let none = send().await;
+        assert!(matches!(&none, Attempt::Failed { kind: FailureKind::Config, reason, .. } if reason.contains("no hms credentials")), "{none:?}");
+        let summary = serde_json::json!({});
+        let (v1, v2) = (Secret::new("v1".to_string()), Secret::new("v2".to_string()));
+        let put = |secret, at| d.store.put_credentials(&reach, &app, CredentialKind::Push(Provider::Hms), &summary, secret, None, at);
+        put(&v1, 1_000).await.unwrap();
+        assert_eq!(send().await, Attempt::Delivered { status: 200 });
+        assert_eq!(send().await, Attempt::Delivered { status: 200 });
+        assert_eq!(counting.parses.load(Ordering::SeqCst), 1, "parsed once, then cached");
+        tokio::time::sleep(CREDENTIALS_FRESH + Duration::from_millis(50)).await;
+        assert_eq!(send().await, Attempt::Delivered { status: 200 });
+        assert_eq!(counting.parses.load(Ordering::SeqCst), 1, "re-checked against updated_at, unchanged: not parsed again");
+        put(&v2, 2_000).await.unwrap();
+        tokio::time::sleep(CREDENTIALS_FRESH + Duration::from_millis(50)).await;
+        assert_eq!(send().await, Attempt::Delivered { status: 202 }, "the new credentials are in effect within CREDENTIALS_FRESH");
+        assert_eq!(counting.parses.load(Ordering::SeqCst), 2);
+
+        let fcm_target = Target { channel: Channel::Fcm, app: &app, token: &token, subscription_keys: None };
+        let missing = d.send_once(&reach, &window, fcm_target, &content).await;
+        assert!(matches!(&missing, Attempt::Failed { kind: FailureKind::Config, reason, .. } if reason.contains("no fcm provider")), "{missing:?}");
+    }
+}

@@ -84,3 +84,37 @@ impl Dispatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::dispatcher;
+    use super::*;
+
+    #[tokio::test]
+    async fn health_is_written_when_it_changes_and_otherwise_at_most_once_a_minute() {
+        let (d, _, _dir) = dispatcher().await;
+        let app = AppId::parse("com.example.app").unwrap();
+        let writes = |a: Attempt| d.health_write(&app, Provider::Hms, &a).is_some();
+        let refused = || Attempt::Failed { kind: FailureKind::Auth, status: Some(401), reason: "80200001 OAuth authentication error".into() };
+        assert!(writes(Attempt::Delivered { status: 200 }), "the first answer is written");
+        assert!(!writes(Attempt::Delivered { status: 200 }), "the same state within a minute is not");
+        assert!(!writes(Attempt::TokenGone { status: 410, reason: "gone".into() }), "a dead token proves the credentials too");
+        assert!(writes(refused()), "a refusal is a change");
+        assert!(!writes(refused()));
+        assert!(!writes(Attempt::retry("timeout")), "transient trouble says nothing");
+        assert!(!writes(Attempt::failed(FailureKind::Payload, "payload_too_large")), "nor does a bad push");
+        assert!(writes(Attempt::Delivered { status: 200 }), "back to ok is a change");
+        assert!(d.health_write(&app, Provider::Apns, &refused()).is_some(), "kept per provider");
+    }
+
+    #[tokio::test]
+    async fn provider_minutes_are_summed_per_minute_and_provider_then_flushed() {
+        let (d, _, _dir) = dispatcher().await;
+        d.note_minute(Provider::Hms, Duration::from_millis(20), false);
+        d.note_minute(Provider::Hms, Duration::from_millis(40), true);
+        d.note_minute(Provider::WebPush, Duration::from_millis(10), false);
+        assert_eq!(d.minutes.lock().unwrap().len(), 2, "one sum per (minute, provider)");
+        d.flush_minutes().await;
+        assert!(d.minutes.lock().unwrap().is_empty(), "flushed to the store");
+    }
+}

@@ -426,3 +426,52 @@ fn finish(reg: &Registration, outcome: Outcome, status: Option<u16>, reason: Opt
     );
     Delivery::new(&reg.device, reg.channel, outcome, status, reason, attempts).of_app(&reg.app)
 }
+
+/// A dispatcher over a fresh SQLite store with one stand-in provider (the
+/// unit tests of the dispatch parts; the integration tests use the real
+/// providers against the mocks).
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::domain::{FieldError, Shape};
+    use crate::provider::{Attempt, Credentials, Push, PushProvider, Sending, StoredForm};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Parses a stored secret as itself, counting the parses; every push is delivered.
+    pub(crate) struct Counting {
+        pub(crate) parses: AtomicUsize,
+    }
+
+    impl PushProvider for Counting {
+        fn provider(&self) -> Provider {
+            Provider::Hms
+        }
+        fn shape(&self) -> Shape {
+            Shape::Data
+        }
+        fn credentials_from_admin(&self, _: &[u8]) -> Result<StoredForm, FieldError> {
+            Err(FieldError::new("", "unused", "not in these tests"))
+        }
+        fn credentials_from_stored(&self, secret: &str) -> Result<Credentials, String> {
+            self.parses.fetch_add(1, Ordering::SeqCst);
+            Ok(Arc::new(secret.to_string()))
+        }
+        fn send<'a>(&'a self, creds: &'a Credentials, _: &'a Push<'a>) -> Sending<'a> {
+            let secret = creds.downcast_ref::<String>().cloned().unwrap_or_default();
+            Box::pin(async move { Attempt::Delivered { status: if secret == "v2" { 202 } else { 200 } } })
+        }
+        fn describe(&self, _: &serde_json::Value) -> String {
+            String::new()
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    pub(crate) async fn dispatcher() -> (Dispatcher, Arc<Counting>, tempfile::TempDir) {
+        let (store, dir) = crate::store::test_support::store().await;
+        let counting = Arc::new(Counting { parses: AtomicUsize::new(0) });
+        let providers = Arc::new(Providers::from_list(vec![counting.clone()]));
+        (Dispatcher::new(store, providers, RetryPolicy::default(), CancellationToken::new()), counting, dir)
+    }
+}

@@ -124,3 +124,24 @@ async fn write_jobs(store: &Store, jobs: Vec<WriteJob>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_is_the_first_job_and_whatever_else_is_already_queued_up_to_the_cap() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        for i in 0..5 {
+            tx.send(i).await.unwrap();
+        }
+        assert_eq!(next_batch(&mut rx, 3).await, Some(vec![0, 1, 2]));
+        assert_eq!(next_batch(&mut rx, 3).await, Some(vec![3, 4]));
+        let waiting = tokio::spawn(async move { next_batch(&mut rx, 3).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "an empty queue waits for a job");
+        tx.send(9).await.unwrap();
+        drop(tx);
+        assert_eq!(waiting.await.unwrap(), Some(vec![9]));
+    }
+}

@@ -7,6 +7,7 @@
 //! - `fcm`     Firebase Cloud Messaging HTTP v1 (OAuth JWT-bearer grant)
 //! - `hms`     Huawei Push Kit (OAuth client-credentials grant)
 //! - `webpush` Web Push to browsers (RFC 8030, RFC 8291 encryption, RFC 8292 VAPID)
+//! - `oauth`   OAuth 2.0 access tokens shared by FCM and HMS (cache, one grant at a time)
 //! - `tls`     rustls client configs (ring, webpki roots + extra CA, client cert)
 //!
 //! Each provider folder holds its client, its credentials type (parsed
@@ -28,6 +29,7 @@ pub mod apns;
 pub(crate) mod credentials;
 pub mod fcm;
 pub mod hms;
+pub(crate) mod oauth;
 pub mod tls;
 pub mod webpush;
 

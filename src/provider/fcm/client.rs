@@ -5,37 +5,25 @@
 //! google.rpc error → [`Attempt`] decision on `FcmError.errorCode`.
 
 use super::credentials::FcmCredentials;
+use crate::provider::oauth::{self, AccessToken, AccessTokens};
 use crate::provider::{retry_after, system_clock, tls, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
-use crate::secret::Secret;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub const FCM_SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
-/// Renew the access token when less than this is left.
-pub const REFRESH_MARGIN_S: i64 = 300;
+pub use crate::provider::oauth::REFRESH_MARGIN_S;
 /// `data` keys plus values, in bytes.
 pub const MAX_DATA_BYTES: usize = 4096;
 /// `android.ttl` upper bound (4 weeks).
 pub const MAX_TTL_S: u64 = 2_419_200;
 
-struct AccessToken {
-    token: Secret<String>,
-    expires_at: i64,
-}
-
-type Slot = Arc<tokio::sync::Mutex<Option<AccessToken>>>;
-
 /// The FCM delivery client. Share one per process.
 pub struct FcmClient {
     settings: ProviderSettings,
     http: Result<reqwest::Client, String>,
-    tokens: Mutex<HashMap<[u8; 32], Slot>>,
-    clock: Clock,
-    grants: AtomicU64,
+    tokens: AccessTokens,
 }
 
 #[derive(serde::Serialize)]
@@ -184,71 +172,34 @@ impl FcmClient {
     pub fn with_clock(settings: ProviderSettings, clock: Clock) -> Self {
         let http = tls::client_config(settings.extra_ca_pem.as_deref(), None, tls::ALPN_H2_HTTP1)
             .and_then(|cfg| settings.http_builder(cfg)?.build().map_err(|e| e.to_string()));
-        Self { settings, http, tokens: Mutex::new(HashMap::new()), clock, grants: AtomicU64::new(0) }
+        Self { settings, http, tokens: AccessTokens::new(clock) }
     }
 
     /// OAuth grants obtained so far (all service accounts).
     pub fn oauth_refresh_count(&self) -> u64 {
-        self.grants.load(Ordering::Relaxed)
-    }
-
-    fn slot(&self, creds: &FcmCredentials) -> Slot {
-        let mut h = Sha256::new();
-        for p in [&creds.client_email, &creds.token_uri, &creds.project_id, creds.private_key_pem.expose()] {
-            h.update((p.len() as u64).to_be_bytes());
-            h.update(p.as_bytes());
-        }
-        let key: [u8; 32] = h.finalize().into();
-        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone()
+        self.tokens.grants()
     }
 
     /// A usable access token; `stale` (a token FCM just refused) forces a new grant
     /// unless another sender already replaced it.
     async fn access_token(&self, http: &reqwest::Client, creds: &FcmCredentials, stale: Option<&str>) -> Result<String, Attempt> {
-        let slot = self.slot(creds);
-        let mut guard = slot.lock().await;
-        let now = (self.clock)();
-        if let Some(t) = guard.as_ref() {
-            let refused = stale.map(|s| s == t.token.expose()).unwrap_or(false);
-            if !refused && t.expires_at - now > REFRESH_MARGIN_S {
-                return Ok(t.token.expose().clone());
-            }
+        let mut h = Sha256::new();
+        for p in [&creds.client_email, &creds.token_uri, &creds.project_id, creds.private_key_pem.expose()] {
+            h.update((p.len() as u64).to_be_bytes());
+            h.update(p.as_bytes());
         }
-        *guard = None;
-        let t = self.grant(http, creds, now).await?;
-        let token = t.token.expose().clone();
-        *guard = Some(t);
-        Ok(token)
+        self.tokens.get(h.finalize().into(), stale, |now| self.grant(http, creds, now)).await
     }
 
     async fn grant(&self, http: &reqwest::Client, creds: &FcmCredentials, now: i64) -> Result<AccessToken, Attempt> {
         let assertion = grant_assertion(creds, now).map_err(|e| Attempt::failed(FailureKind::Auth, e))?;
         let body = format!("grant_type={}&assertion={}", form_encode("urn:ietf:params:oauth:grant-type:jwt-bearer"), form_encode(&assertion));
-        let resp = http
-            .post(&creds.token_uri)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| oauth_transport(transport_error(&e)))?;
-        let status = resp.status().as_u16();
-        let after = retry_after(resp.headers());
-        let bytes = resp.bytes().await.map_err(|e| oauth_transport(transport_error(&e)))?;
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if status == 200 {
-            let (Some(token), Some(expires_in)) = (v["access_token"].as_str(), v["expires_in"].as_i64()) else {
-                return Err(Attempt::Retry { status: Some(status), reason: "oauth_bad_response".into(), after: None });
-            };
-            self.grants.fetch_add(1, Ordering::Relaxed);
-            return Ok(AccessToken { token: Secret::new(token.to_string()), expires_at: now + expires_in });
-        }
-        let reason = format!("oauth_{}: {}", v["error"].as_str().unwrap_or("error"), v["error_description"].as_str().unwrap_or_default());
-        tracing::warn!(client_email = %creds.client_email, status, %reason, "OAuth token grant refused");
-        if status == 429 || status >= 500 {
-            Err(Attempt::Retry { status: Some(status), reason, after })
-        } else {
-            Err(Attempt::Failed { kind: FailureKind::Auth, status: Some(status), reason })
-        }
+        oauth::post_grant(http, &creds.token_uri, body, now).await?.map_err(|refusal| {
+            let v = &refusal.body;
+            let reason = format!("oauth_{}: {}", v["error"].as_str().unwrap_or("error"), v["error_description"].as_str().unwrap_or_default());
+            tracing::warn!(client_email = %creds.client_email, status = refusal.status, %reason, "OAuth token grant refused");
+            refusal.into_attempt(reason)
+        })
     }
 
     /// One attempt to deliver `data` to `token` with `android.ttl = ttl_s`.
@@ -291,14 +242,6 @@ impl FcmClient {
             }
             return classify(status, &bytes, after);
         }
-    }
-}
-
-fn oauth_transport(a: Attempt) -> Attempt {
-    match a {
-        Attempt::Retry { status, reason, after } => Attempt::Retry { status, reason: format!("oauth_{reason}"), after },
-        Attempt::Failed { kind, status, reason } => Attempt::Failed { kind, status, reason: format!("oauth_{reason}") },
-        other => other,
     }
 }
 

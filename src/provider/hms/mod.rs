@@ -26,37 +26,25 @@ pub mod credentials;
 
 pub use credentials::HmsCredentials;
 
+use super::oauth::{self, AccessToken, AccessTokens};
 use super::{
     retry_after, system_clock, tls, transport_error, Attempt, Clock, Credentials, FailureKind, ProviderSettings, Push, PushProvider, Sending,
     StoredForm,
 };
 use crate::domain::{Content, FieldError, Provider, Shape};
-use crate::secret::Secret;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-/// Renew the access token when less than this is left.
-pub const REFRESH_MARGIN_S: i64 = 300;
 /// `message.data` at most (Huawei: 4096 bytes, tokens excluded).
 pub const MAX_DATA_BYTES: usize = 4096;
-
-struct AccessToken {
-    token: Secret<String>,
-    expires_at: i64,
-}
-
-type Slot = Arc<tokio::sync::Mutex<Option<AccessToken>>>;
 
 /// Huawei Push Kit behind the provider trait.
 pub struct Hms {
     settings: ProviderSettings,
     http: Result<reqwest::Client, String>,
-    /// (app id, secret digest) → its access token.
-    tokens: Mutex<HashMap<(String, [u8; 32]), Slot>>,
-    clock: Clock,
-    grants: AtomicU64,
+    /// Access tokens per (app id, client secret).
+    tokens: AccessTokens,
 }
 
 /// The body of one send: a data message to one token.
@@ -123,37 +111,24 @@ impl Hms {
     pub fn with_clock(settings: ProviderSettings, clock: Clock) -> Self {
         let http = tls::client_config(settings.extra_ca_pem.as_deref(), None, tls::ALPN_H2_HTTP1)
             .and_then(|cfg| settings.http_builder(cfg)?.build().map_err(|e| e.to_string()));
-        Self { settings, http, tokens: Mutex::new(HashMap::new()), clock, grants: AtomicU64::new(0) }
+        Self { settings, http, tokens: AccessTokens::new(clock) }
     }
 
     /// Access tokens obtained so far (all apps).
     pub fn token_grants(&self) -> u64 {
-        self.grants.load(Ordering::Relaxed)
-    }
-
-    fn slot(&self, creds: &HmsCredentials) -> Slot {
-        use sha2::{Digest, Sha256};
-        let digest: [u8; 32] = Sha256::digest(creds.client_secret.expose().as_bytes()).into();
-        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).entry((creds.app_id.clone(), digest)).or_default().clone()
+        self.tokens.grants()
     }
 
     /// A usable access token; `stale` (one Huawei just refused) forces a
     /// new one unless another sender already replaced it.
     async fn access_token(&self, http: &reqwest::Client, creds: &HmsCredentials, stale: Option<&str>) -> Result<String, Attempt> {
-        let slot = self.slot(creds);
-        let mut guard = slot.lock().await;
-        let now = (self.clock)();
-        if let Some(t) = guard.as_ref() {
-            let refused = stale.is_some_and(|s| s == t.token.expose());
-            if !refused && t.expires_at - now > REFRESH_MARGIN_S {
-                return Ok(t.token.expose().clone());
-            }
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for p in [creds.app_id.as_str(), creds.client_secret.expose().as_str()] {
+            h.update((p.len() as u64).to_be_bytes());
+            h.update(p.as_bytes());
         }
-        *guard = None;
-        let t = self.grant(http, creds, now).await?;
-        let token = t.token.expose().clone();
-        *guard = Some(t);
-        Ok(token)
+        self.tokens.get(h.finalize().into(), stale, |now| self.grant(http, creds, now)).await
     }
 
     /// The client-credentials grant.
@@ -163,36 +138,17 @@ impl Hms {
             .append_pair("client_id", &creds.app_id)
             .append_pair("client_secret", creds.client_secret.expose())
             .finish();
-        let resp = http
-            .post(&self.settings.hms_token_url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form)
-            .send()
-            .await
-            .map_err(|e| oauth_transport(transport_error(&e)))?;
-        let status = resp.status().as_u16();
-        let after = retry_after(resp.headers());
-        let bytes = resp.bytes().await.map_err(|e| oauth_transport(transport_error(&e)))?;
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if status == 200 {
-            let (Some(token), Some(expires_in)) = (v["access_token"].as_str(), v["expires_in"].as_i64()) else {
-                return Err(Attempt::Retry { status: Some(status), reason: "oauth_bad_response".into(), after: None });
-            };
-            self.grants.fetch_add(1, Ordering::Relaxed);
-            return Ok(AccessToken { token: Secret::new(token.to_string()), expires_at: now + expires_in });
-        }
-        let reason = format!(
-            "oauth_{}/{}: {}",
-            v["error"].as_i64().map(|n| n.to_string()).unwrap_or_else(|| "error".into()),
-            v["sub_error"].as_i64().map(|n| n.to_string()).unwrap_or_default(),
-            v["error_description"].as_str().unwrap_or_default().chars().take(200).collect::<String>()
-        );
-        tracing::warn!(app_id = %creds.app_id, status, %reason, "Huawei refused the app's client credentials");
-        if status == 429 || status >= 500 {
-            Err(Attempt::Retry { status: Some(status), reason, after })
-        } else {
-            Err(Attempt::Failed { kind: FailureKind::Auth, status: Some(status), reason })
-        }
+        oauth::post_grant(http, &self.settings.hms_token_url, form, now).await?.map_err(|refusal| {
+            let v = &refusal.body;
+            let reason = format!(
+                "oauth_{}/{}: {}",
+                v["error"].as_i64().map(|n| n.to_string()).unwrap_or_else(|| "error".into()),
+                v["sub_error"].as_i64().map(|n| n.to_string()).unwrap_or_default(),
+                v["error_description"].as_str().unwrap_or_default().chars().take(200).collect::<String>()
+            );
+            tracing::warn!(app_id = %creds.app_id, status = refusal.status, %reason, "Huawei refused the app's client credentials");
+            refusal.into_attempt(reason)
+        })
     }
 
     /// One attempt to deliver `data` to `token`. An expired or refused
@@ -233,14 +189,6 @@ impl Hms {
             }
             return classify(status, &bytes, after);
         }
-    }
-}
-
-/// A transport failure reaching the OAuth endpoint.
-fn oauth_transport(a: Attempt) -> Attempt {
-    match a {
-        Attempt::Retry { status, reason, after } => Attempt::Retry { status, reason: format!("oauth_{reason}"), after },
-        other => other,
     }
 }
 

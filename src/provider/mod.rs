@@ -230,6 +230,13 @@ pub struct ProviderSettings {
 impl ProviderSettings {
     /// A reqwest builder with what every provider client shares: the TLS
     /// config, timeouts, user agent, and the proxy if one is set.
+    /// `http_builder` with the TLS config of the HTTPS providers that speak
+    /// h2 or HTTP/1.1 (FCM, HMS, Web Push, OAuth): the webpki roots plus
+    /// `extra_ca_pem`.
+    pub(crate) fn https_builder(&self) -> Result<reqwest::ClientBuilder, String> {
+        self.http_builder(tls::client_config(self.extra_ca_pem.as_deref(), None, tls::ALPN_H2_HTTP1)?)
+    }
+
     pub(crate) fn http_builder(&self, tls: rustls::ClientConfig) -> Result<reqwest::ClientBuilder, String> {
         let mut b = reqwest::Client::builder()
             .use_preconfigured_tls(tls)

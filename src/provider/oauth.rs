@@ -68,6 +68,18 @@ impl AccessTokens {
     }
 }
 
+/// The cache key of the credentials made of `parts` (length-prefixed, so
+/// no two different lists collide).
+pub(crate) fn key_of(parts: &[&str]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize().into()
+}
+
 /// What a token endpoint answered other than a token.
 pub(crate) struct Refusal {
     pub status: u16,

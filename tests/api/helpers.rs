@@ -340,6 +340,12 @@ impl TestApp {
         assert_eq!(self.put_user("alice", "pw-alice").await.status(), 201);
     }
 
+    /// `POST /v1/apps/{APP}/test-push` with the admin token: the answer.
+    pub async fn test_push(&self, body: &serde_json::Value) -> serde_json::Value {
+        let r = self.admin(reqwest::Method::POST, &format!("/v1/apps/{APP}/test-push")).json(body).send().await.unwrap();
+        r.json().await.unwrap()
+    }
+
     /// `PUT /v1/users/{user}/devices/{device}` with the admin token.
     pub async fn put_native(&self, user: &str, device: &str, body: &serde_json::Value) -> reqwest::Response {
         self.admin(reqwest::Method::PUT, &format!("/v1/users/{user}/devices/{device}")).json(body).send().await.unwrap()

@@ -175,29 +175,13 @@ async fn bad_hms_credentials_and_tokens_get_a_400_naming_the_field_and_store_not
 async fn test_push_and_the_console_show_huawei() {
     let (app, m) = spawn_app_with_mocks().await;
     app.with_hms_and_webpush(&m).await;
-    let r: Value = app
-        .admin(reqwest::Method::POST, &format!("/v1/apps/{APP}/test-push"))
-        .json(&json!({"token": TOKEN, "channel": "HMS"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = app.test_push(&json!({"token": TOKEN, "channel": "HMS"})).await;
     assert_eq!(r["outcome"], "delivered", "{r}");
     let sent = sent_message(&m, 0);
     assert_eq!(serde_json::from_str::<Value>(sent["message"]["data"].as_str().unwrap()).unwrap()["type"], "test");
     assert!(sent["message"]["android"].get("category").is_none(), "a test push is not a VoIP call");
     m.hms.invalidate_token(TOKEN);
-    let r: Value = app
-        .admin(reqwest::Method::POST, &format!("/v1/apps/{APP}/test-push"))
-        .json(&json!({"token": TOKEN, "channel": "HMS"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = app.test_push(&json!({"token": TOKEN, "channel": "HMS"})).await;
     assert_eq!(r["outcome"], "token_invalid", "{r}");
     let console = app.admin(reqwest::Method::GET, "/console").send().await.unwrap().text().await.unwrap();
     assert!(console.contains(&format!("app {HMS_APP_ID}")), "the console describes the HMS credentials");

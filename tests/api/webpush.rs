@@ -222,16 +222,17 @@ async fn test_push_reaches_a_subscription_and_reports_a_dead_one() {
     app.with_hms_and_webpush(&m).await;
     let sub = m.subscription();
     let test_push = |token: String| {
-        app.admin(reqwest::Method::POST, &format!("/v1/apps/{APP}/test-push")).json(&json!({"token": token, "channel": "WEBPUSH"})).send()
+        let app = &app;
+        async move { app.test_push(&json!({"token": token, "channel": "WEBPUSH"})).await }
     };
-    let r: Value = test_push(sub.endpoint.clone()).await.unwrap().json().await.unwrap();
+    let r = test_push(sub.endpoint.clone()).await;
     assert_eq!(r["outcome"], "delivered", "{r}");
     assert_eq!(m.webpush.messages()[0].urgency.as_deref(), Some("normal"), "a test is not urgent");
     m.webpush.unsubscribe(&sub.endpoint);
-    let r: Value = test_push(sub.endpoint.clone()).await.unwrap().json().await.unwrap();
+    let r = test_push(sub.endpoint.clone()).await;
     assert_eq!(r["outcome"], "token_invalid", "{r}");
     // The allow-list holds for test pushes too.
-    let r: Value = test_push("https://10.0.0.1/push/x".into()).await.unwrap().json().await.unwrap();
+    let r = test_push("https://10.0.0.1/push/x".into()).await;
     assert_eq!(r["outcome"], "failed", "{r}");
     assert!(r["reason"].as_str().unwrap().starts_with("endpoint_not_allowed"), "{r}");
     let console = app.admin(reqwest::Method::GET, "/console").send().await.unwrap().text().await.unwrap();

@@ -6,9 +6,8 @@
 
 use super::credentials::FcmCredentials;
 use crate::provider::oauth::{self, AccessToken, AccessTokens};
-use crate::provider::{retry_after, system_clock, tls, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
+use crate::provider::{retry_after, system_clock, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -170,8 +169,7 @@ impl FcmClient {
     }
 
     pub fn with_clock(settings: ProviderSettings, clock: Clock) -> Self {
-        let http = tls::client_config(settings.extra_ca_pem.as_deref(), None, tls::ALPN_H2_HTTP1)
-            .and_then(|cfg| settings.http_builder(cfg)?.build().map_err(|e| e.to_string()));
+        let http = settings.https_builder().and_then(|b| b.build().map_err(|e| e.to_string()));
         Self { settings, http, tokens: AccessTokens::new(clock) }
     }
 
@@ -183,12 +181,8 @@ impl FcmClient {
     /// A usable access token; `stale` (a token FCM just refused) forces a new grant
     /// unless another sender already replaced it.
     async fn access_token(&self, http: &reqwest::Client, creds: &FcmCredentials, stale: Option<&str>) -> Result<String, Attempt> {
-        let mut h = Sha256::new();
-        for p in [&creds.client_email, &creds.token_uri, &creds.project_id, creds.private_key_pem.expose()] {
-            h.update((p.len() as u64).to_be_bytes());
-            h.update(p.as_bytes());
-        }
-        self.tokens.get(h.finalize().into(), stale, |now| self.grant(http, creds, now)).await
+        let key = oauth::key_of(&[&creds.client_email, &creds.token_uri, &creds.project_id, creds.private_key_pem.expose()]);
+        self.tokens.get(key, stale, |now| self.grant(http, creds, now)).await
     }
 
     async fn grant(&self, http: &reqwest::Client, creds: &FcmCredentials, now: i64) -> Result<AccessToken, Attempt> {

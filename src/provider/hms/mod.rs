@@ -28,8 +28,7 @@ pub use credentials::HmsCredentials;
 
 use super::oauth::{self, AccessToken, AccessTokens};
 use super::{
-    retry_after, system_clock, tls, transport_error, Attempt, Clock, Credentials, FailureKind, ProviderSettings, Push, PushProvider, Sending,
-    StoredForm,
+    retry_after, system_clock, transport_error, Attempt, Clock, Credentials, FailureKind, ProviderSettings, Push, PushProvider, Sending, StoredForm,
 };
 use crate::domain::{Content, FieldError, Provider, Shape};
 use serde_json::{json, Value};
@@ -109,8 +108,7 @@ impl Hms {
     }
 
     pub fn with_clock(settings: ProviderSettings, clock: Clock) -> Self {
-        let http = tls::client_config(settings.extra_ca_pem.as_deref(), None, tls::ALPN_H2_HTTP1)
-            .and_then(|cfg| settings.http_builder(cfg)?.build().map_err(|e| e.to_string()));
+        let http = settings.https_builder().and_then(|b| b.build().map_err(|e| e.to_string()));
         Self { settings, http, tokens: AccessTokens::new(clock) }
     }
 
@@ -122,13 +120,8 @@ impl Hms {
     /// A usable access token; `stale` (one Huawei just refused) forces a
     /// new one unless another sender already replaced it.
     async fn access_token(&self, http: &reqwest::Client, creds: &HmsCredentials, stale: Option<&str>) -> Result<String, Attempt> {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for p in [creds.app_id.as_str(), creds.client_secret.expose().as_str()] {
-            h.update((p.len() as u64).to_be_bytes());
-            h.update(p.as_bytes());
-        }
-        self.tokens.get(h.finalize().into(), stale, |now| self.grant(http, creds, now)).await
+        let key = oauth::key_of(&[&creds.app_id, creds.client_secret.expose()]);
+        self.tokens.get(key, stale, |now| self.grant(http, creds, now)).await
     }
 
     /// The client-credentials grant.

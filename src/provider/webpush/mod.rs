@@ -23,8 +23,7 @@ pub mod vapid;
 pub use vapid::VapidCredentials;
 
 use super::{
-    retry_after, system_clock, tls, transport_error, Attempt, Clock, Credentials, FailureKind, ProviderSettings, Push, PushProvider, Sending,
-    StoredForm,
+    retry_after, system_clock, transport_error, Attempt, Clock, Credentials, FailureKind, ProviderSettings, Push, PushProvider, Sending, StoredForm,
 };
 use crate::domain::{is_public, AllowedHosts, Content, FieldError, Provider, Shape, SubscriptionKeys};
 use std::collections::BTreeMap;
@@ -103,13 +102,8 @@ impl WebPush {
 
     pub fn with_clock(settings: ProviderSettings, clock: Clock) -> Self {
         let hosts = AllowedHosts::new(&settings.webpush_allowed_hosts);
-        let http = tls::client_config(settings.extra_ca_pem.as_deref(), None, tls::ALPN_H2_HTTP1).and_then(|cfg| {
-            settings
-                .http_builder(cfg)?
-                .redirect(reqwest::redirect::Policy::none())
-                .dns_resolver(Arc::new(PublicOnly(hosts.clone())))
-                .build()
-                .map_err(|e| e.to_string())
+        let http = settings.https_builder().and_then(|b| {
+            b.redirect(reqwest::redirect::Policy::none()).dns_resolver(Arc::new(PublicOnly(hosts.clone()))).build().map_err(|e| e.to_string())
         });
         Self { http, hosts, clock }
     }

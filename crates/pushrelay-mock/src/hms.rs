@@ -27,7 +27,7 @@
 //! (HTTP 503, optionally with `Retry-After`) and latency.
 
 use super::apns::RecordedRequest;
-use super::server::{now_s, respond, ConnInfo, Handler, Protocol, Server, LOOPBACK_ANY_PORT};
+use super::server::{now_s, parse_form, respond, ConnInfo, Handler, Protocol, Server, LOOPBACK_ANY_PORT};
 use super::tls::TestPki;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -254,35 +254,6 @@ async fn handle(state: Arc<Mutex<State>>, info: Arc<ConnInfo>, req: Request<Inco
         resp.headers_mut().insert("retry-after", s.to_string().parse().expect("retry-after"));
     }
     resp
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-fn parse_form(body: &[u8]) -> Option<HashMap<String, String>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut m = HashMap::new();
-    for pair in text.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        m.insert(percent_decode(k)?, percent_decode(v)?);
-    }
-    Some(m)
 }
 
 fn token_endpoint(state: &Mutex<State>, method: &str, headers: &http::HeaderMap, body: &[u8]) -> Answer {

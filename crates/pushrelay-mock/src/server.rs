@@ -146,6 +146,37 @@ pub(crate) fn respond(status: u16, content_type: Option<&str>, body: Vec<u8>) ->
     b.body(Full::new(Bytes::from(body))).expect("response")
 }
 
+/// `application/x-www-form-urlencoded` decoding of one name or value.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// An `application/x-www-form-urlencoded` body (the OAuth token endpoints).
+pub(crate) fn parse_form(body: &[u8]) -> Option<std::collections::HashMap<String, String>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut m = std::collections::HashMap::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        m.insert(percent_decode(k)?, percent_decode(v)?);
+    }
+    Some(m)
+}
+
 pub(crate) fn now_s() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

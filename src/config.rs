@@ -42,6 +42,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("metrics_listen", "PUSHRELAY_METRICS_LISTEN"),
     ("public_url", "PUSHRELAY_PUBLIC_URL"),
     ("providers.proxy", "PUSHRELAY_PROVIDERS_PROXY"),
+    ("providers.answer_timeout_ms", "PUSHRELAY_PROVIDERS_ANSWER_TIMEOUT_MS"),
+    ("calls.push_without_claim", "PUSHRELAY_CALLS_PUSH_WITHOUT_CLAIM"),
     ("tls.cert_file", "PUSHRELAY_TLS_CERT_FILE"),
     ("tls.key_file", "PUSHRELAY_TLS_KEY_FILE"),
 ];
@@ -60,6 +62,7 @@ const NUMBER_KEYS: &[(&str, i64, i64)] = &[
     ("limits.connections_per_address", 0, 1_000_000),
     ("retention.call_days", 1, 3650),
     ("retention.stale_device_days", 1, 3650),
+    ("providers.answer_timeout_ms", 100, 60_000),
 ];
 
 #[derive(Clone, Debug)]
@@ -92,11 +95,20 @@ pub struct Settings {
     pub providers: ProviderNetwork,
 }
 
-/// How the relay reaches APNs, FCM and Google OAuth.
-#[derive(Clone, Debug, Default)]
+/// How the relay reaches the push services and their OAuth endpoints.
+#[derive(Clone, Debug)]
 pub struct ProviderNetwork {
     /// An HTTP CONNECT proxy (`http://[user:pass@]host:port`).
     pub proxy: Option<String>,
+    /// How long a provider may take to start answering a push before the
+    /// connection is taken for dead and replaced (the push is retried).
+    pub answer_timeout_ms: u32,
+}
+
+impl Default for ProviderNetwork {
+    fn default() -> Self {
+        Self { proxy: None, answer_timeout_ms: crate::provider::DEFAULT_ANSWER_TIMEOUT.as_millis() as u32 }
+    }
 }
 
 /// Per-key request rates (per node; 0 = unlimited) and the caps every
@@ -190,6 +202,9 @@ pub struct TlsSettings {
 #[derive(Clone, Debug)]
 pub struct CallsSettings {
     pub ring_seconds: u32,
+    /// Push even when the claim that keeps a retried call from ringing
+    /// twice cannot be written (default false: refuse the push).
+    pub push_without_claim: bool,
 }
 
 impl Default for Settings {
@@ -204,7 +219,7 @@ impl Default for Settings {
             hms: HmsSettings { token_url: crate::provider::DEFAULT_HMS_TOKEN_URL.into(), base_url: crate::provider::DEFAULT_HMS_BASE_URL.into() },
             webpush: WebPushSettings { allowed_hosts: crate::provider::DEFAULT_WEBPUSH_HOSTS.iter().map(|h| h.to_string()).collect() },
             tls: TlsSettings::default(),
-            calls: CallsSettings { ring_seconds: 30 },
+            calls: CallsSettings { ring_seconds: 30, push_without_claim: false },
             sip: SipSettings::default(),
             limits: LimitSettings {
                 calls_per_second: 1000,
@@ -336,6 +351,7 @@ impl Settings {
                 "limits.connections_per_address" => s.limits.connections_per_address = n,
                 "retention.call_days" => s.retention.call_days = n,
                 "retention.stale_device_days" => s.retention.stale_device_days = n,
+                "providers.answer_timeout_ms" => s.providers.answer_timeout_ms = n,
                 _ => unreachable!("every NUMBER_KEYS entry has a field"),
             }
         }
@@ -371,6 +387,13 @@ impl Settings {
                         Some(v.trim().parse().map_err(|_| invalid("metrics_listen", format!("{v:?} is not an address like 127.0.0.1:9090")))?)
                 }
                 "providers.proxy" => s.providers.proxy = Some(v.trim().to_string()),
+                "calls.push_without_claim" => {
+                    s.calls.push_without_claim = match v.trim().to_ascii_lowercase().as_str() {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        _ => return Err(invalid("calls.push_without_claim", format!("must be true or false (got {v:?})"))),
+                    }
+                }
                 "public_url" => s.public_url = Some(public_origin(&v)?),
                 "sqlite.synchronous" => {
                     s.sqlite.synchronous = match v.trim().to_ascii_lowercase().as_str() {

@@ -104,6 +104,7 @@ pub fn provider_settings(settings: &Settings) -> ProviderSettings {
         webpush_allowed_hosts: settings.webpush.allowed_hosts.clone(),
         extra_ca_pem: settings.extra_ca_pem(),
         request_timeout: Duration::from_secs(10),
+        answer_timeout: Duration::from_millis(settings.providers.answer_timeout_ms.into()),
         proxy: settings.providers.proxy.clone(),
     }
 }
@@ -154,12 +155,10 @@ impl Application {
             }
         };
         let shutdown = CancellationToken::new();
-        let dispatcher = Arc::new(Dispatcher::new(
-            store.clone(),
-            Arc::new(Providers::new(&provider_settings(&settings))),
-            RetryPolicy::default(),
-            shutdown.clone(),
-        ));
+        let dispatcher = Arc::new(
+            Dispatcher::new(store.clone(), Arc::new(Providers::new(&provider_settings(&settings))), RetryPolicy::default(), shutdown.clone())
+                .push_without_claim(settings.calls.push_without_claim),
+        );
         let ua_rules = Arc::new(http::serve::Live::new(settings.user_agent_rules()));
         let tls = server_tls(&settings)?.map(|cfg| Arc::new(http::serve::Live::new(cfg)));
         let metrics_listener = match settings.metrics_listen {

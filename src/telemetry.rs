@@ -29,6 +29,16 @@ pub const CREDENTIAL_EXPIRY: &str = "pushrelay_credential_expiry_timestamp_secon
 /// Counter: connections the relay closed on its own, label `reason`
 /// (`http::serve::CloseReason`).
 pub const CONNECTIONS_CLOSED: &str = "pushrelay_connections_closed_total";
+/// Gauge: provider HTTP clients (each its pooled connections; APNs one per
+/// app and environment), labels `provider` and `state` (`CONNECTION_STATES`:
+/// `new` until the first answer on it, then `up`).
+pub const PROVIDER_CONNECTIONS: &str = "pushrelay_provider_connections";
+/// Counter: provider connections replaced because a push got no answer in
+/// time (`providers.answer_timeout_ms`), label `provider`.
+pub const PROVIDER_RECONNECTS: &str = "pushrelay_provider_reconnects_total";
+/// Histogram: a `/sip/wake` from the request to its end, label `outcome`
+/// (`WAKE_OUTCOMES`).
+pub const WAKE_SECONDS: &str = "pushrelay_wake_seconds";
 /// Counter: delivery callbacks, label `outcome` (`CALLBACK_OUTCOMES`).
 pub const CALLBACKS: &str = "pushrelay_callbacks_total";
 
@@ -74,6 +84,13 @@ fn zero_series() {
         metrics::counter!(TOKENS_REMOVED, "provider" => p.as_str()).absolute(0);
         // Registered with no samples: rendered with count 0.
         let _ = metrics::histogram!(PROVIDER_LATENCY, "provider" => p.as_str());
+        metrics::counter!(PROVIDER_RECONNECTS, "provider" => p.as_str()).absolute(0);
+        for state in CONNECTION_STATES {
+            metrics::gauge!(PROVIDER_CONNECTIONS, "provider" => p.as_str(), "state" => *state).increment(0.0);
+        }
+    }
+    for outcome in WAKE_OUTCOMES {
+        let _ = metrics::histogram!(WAKE_SECONDS, "outcome" => *outcome);
     }
     metrics::counter!(STORE_ERRORS).absolute(0);
     metrics::counter!(AUTH_LOCKOUTS).absolute(0);
@@ -88,6 +105,11 @@ fn zero_series() {
 
 /// Every `reason` of `WEBHOOKS_REFUSED`.
 pub const WEBHOOK_REFUSAL_REASONS: &[&str] = &["bad_signature", "duplicate", "stale"];
+/// Every `state` of `PROVIDER_CONNECTIONS`.
+pub const CONNECTION_STATES: &[&str] = &["new", "up"];
+/// Every `outcome` of `WAKE_SECONDS`: the phone registered, the wait timed
+/// out, the call was cancelled, or the push failed for good.
+pub const WAKE_OUTCOMES: &[&str] = &["registered", "timeout", "cancelled", "push_failed"];
 /// Every `outcome` of `CALLBACKS`.
 pub const CALLBACK_OUTCOMES: &[&str] = &["delivered", "retried", "abandoned"];
 
@@ -103,6 +125,8 @@ pub fn metrics_handle() -> PrometheusHandle {
                     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
                 )
                 .expect("static buckets")
+                .set_buckets_for_metric(Matcher::Full(WAKE_SECONDS.to_string()), &[0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0])
+                .expect("static buckets")
                 .build_recorder();
             let handle = recorder.handle();
             let _ = metrics::set_global_recorder(recorder);
@@ -116,10 +140,17 @@ pub fn metrics_handle() -> PrometheusHandle {
                 (WEBHOOKS_REFUSED, "Webhook deliveries refused or skipped, by reason"),
                 (CONNECTIONS_CLOSED, "Connections the relay closed on its own, by reason"),
                 (CALLBACKS, "Delivery callbacks, by outcome"),
+                (PROVIDER_RECONNECTS, "Provider connections replaced after a push got no answer in time"),
             ] {
                 metrics::describe_counter!(name, help);
             }
             metrics::describe_histogram!(PROVIDER_LATENCY, metrics::Unit::Seconds, "Provider request latency");
+            metrics::describe_histogram!(
+                WAKE_SECONDS,
+                metrics::Unit::Seconds,
+                "A /sip/wake from the request to the phone's REGISTER, the timeout, the cancel or a failed push, by outcome"
+            );
+            metrics::describe_gauge!(PROVIDER_CONNECTIONS, "Provider HTTP clients (pooled connections), by provider and state");
             metrics::describe_gauge!(BUILD_INFO, "The running build (value 1), by version");
             metrics::describe_gauge!(CREDENTIAL_EXPIRY, metrics::Unit::Seconds, "A certificate credential's notAfter, by app and provider");
             zero_series();

@@ -92,7 +92,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("dialect", &["domain"]),
     ("jwe", &["domain"]),
     ("payload", &["domain", "jwe"]),
-    ("provider", &["domain", "secret"]),
+    ("provider", &["domain", "secret", "telemetry"]),
     ("store", &["domain", "envelope", "secret", "telemetry"]),
     ("register", &["domain", "store", "telemetry"]),
     ("wake", &["store"]),

@@ -64,6 +64,8 @@ pub struct Dispatcher {
     health: Mutex<HashMap<(AppId, Provider), (bool, i64)>>,
     /// (tenant, app) pairs with a callback URL, and when that was read.
     callback_cache: Mutex<Option<(Instant, Arc<HashSet<(TenantId, AppId)>>)>>,
+    /// `calls.push_without_claim`.
+    push_without_claim: bool,
     /// Provider requests per (epoch minute, provider) not yet added to the
     /// store's shared minutes (the console's charts).
     minutes: Mutex<HashMap<(i64, Provider), crate::store::ProviderMinute>>,
@@ -90,7 +92,15 @@ impl Dispatcher {
             health: Mutex::new(HashMap::new()),
             callback_cache: Mutex::new(None),
             minutes: Mutex::new(HashMap::new()),
+            push_without_claim: false,
         }
+    }
+
+    /// `calls.push_without_claim`: push even when the claim that guards
+    /// against a second ring cannot be written (default: refuse the push).
+    pub fn push_without_claim(mut self, allow: bool) -> Self {
+        self.push_without_claim = allow;
+        self
     }
 
     /// Drop this node's cached credentials of `app` (they were just
@@ -174,8 +184,18 @@ impl Dispatcher {
             callbacks,
             apps: devices.ready.iter().map(|d| d.registration.app.clone()).chain(devices.unreadable.iter().map(|u| u.app.clone())).collect(),
         };
-        self.writes.save(record).await?;
-        Ok(report)
+        match self.writes.save(record).await {
+            Ok(()) => Ok(report),
+            // Something rang: answer with what happened, so the backend does
+            // not retry a call that reached the phone.
+            Err(e) if report.pushed_anything() => {
+                metrics::counter!(telemetry::STORE_ERRORS).increment(1);
+                tracing::error!(error = %e, call = event.call_id.as_str(), "the call report could not be saved; answering with it anyway");
+                Ok(CallReport { report_saved: false, ..report })
+            }
+            // Nothing rang: the store is unavailable, the backend may retry.
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The callback bodies of a final report: one per app with a callback
@@ -241,7 +261,7 @@ impl Dispatcher {
         let scope = Scope::tenant(devices.tenant.clone());
         let mut deliveries = futures::future::join_all(devices.ready.iter().map(|d| self.deliver_once(&scope, event, &d.registration))).await;
         deliveries.extend(devices.unreadable.iter().map(unreadable));
-        CallReport::new(&event.call_id, deliveries)
+        CallReport { devices_from_stale_cache: devices.stale, ..CallReport::new(&event.call_id, deliveries) }
     }
 
     /// One push per (pushid, device) within the ring window, across nodes:
@@ -261,12 +281,30 @@ impl Dispatcher {
             .await;
         let claimed = match claim {
             Ok(None) => true,
+            // Our own claim, written by a batch whose answer was lost and retried.
+            Ok(Some(other)) if other == event.call_id => true,
             Ok(Some(other)) => return self.outcome_of(scope, event.push_id.as_str(), &other, reg, &event.ring).await,
-            Err(e) => {
-                // A call is worth more than a duplicate: push anyway.
+            Err(e) if self.push_without_claim => {
+                // `calls.push_without_claim`: a call is worth more than a duplicate.
                 metrics::counter!(telemetry::STORE_ERRORS).increment(1);
-                tracing::error!(error = %e, "could not claim the push; pushing without the duplicate guard");
+                tracing::error!(error = %e, "could not claim the push; pushing without the duplicate guard (calls.push_without_claim)");
                 false
+            }
+            Err(e) => {
+                // Without the claim a retry of this call (the backend got no
+                // answer) would ring the phone again: refuse, so the backend
+                // retries a call that rang nowhere.
+                metrics::counter!(telemetry::STORE_ERRORS).increment(1);
+                tracing::error!(error = %e, "could not claim the push; not pushing without the duplicate guard");
+                return Delivery::new(
+                    &reg.device,
+                    reg.channel,
+                    Outcome::Failed,
+                    None,
+                    Some(format!("{}: the push claim could not be written", crate::domain::STORE_UNAVAILABLE)),
+                    0,
+                )
+                .of_app(&reg.app);
             }
         };
         let content = payload::for_call(event, reg, self.shape(reg.channel.provider()));

@@ -52,7 +52,7 @@ pub use credentials::WebexCredentials;
 pub use endpoint::{is_public, AllowedHosts, EndpointHost};
 pub use error::FieldError;
 pub use ids::{AppId, BundleId, DevicePkid, Email, UserId};
-pub use outcome::{CallReport, Delivery, Outcome};
+pub use outcome::{CallReport, Delivery, Outcome, STORE_UNAVAILABLE};
 pub use push_key::PushKey;
 pub use registration::{Device, DeviceSet, DialectData, MessageToken, Registration, SipBinding, SipFormat, UnreadableDevice};
 pub use tenant::{Reach, Scope, TenantId};

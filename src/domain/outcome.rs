@@ -59,11 +59,36 @@ impl Delivery {
 pub struct CallReport {
     pub call_id: String,
     pub deliveries: Vec<Delivery>,
+    /// `false` when the store could not keep this report (the pushes went
+    /// out: the backend must not retry the call). Absent when it was kept.
+    #[serde(default = "kept", skip_serializing_if = "is_kept")]
+    pub report_saved: bool,
+    /// `true` when the devices came from this node's device cache because
+    /// the store could not be read (they may be older than its last change).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub devices_from_stale_cache: bool,
 }
+
+fn kept() -> bool {
+    true
+}
+
+fn is_kept(saved: &bool) -> bool {
+    *saved
+}
+
+/// The `reason` of a push refused because its claim could not be written.
+pub const STORE_UNAVAILABLE: &str = "store_unavailable";
 
 impl CallReport {
     pub fn new(call_id: &CallId, deliveries: Vec<Delivery>) -> Self {
-        Self { call_id: call_id.as_str().to_string(), deliveries }
+        Self { call_id: call_id.as_str().to_string(), deliveries, report_saved: true, devices_from_stale_cache: false }
+    }
+
+    /// Whether any push reached a provider (or was held by another call):
+    /// false when every line is a push refused for want of the store.
+    pub fn pushed_anything(&self) -> bool {
+        self.deliveries.iter().any(|d| !(d.outcome == Outcome::Failed && d.reason.as_deref().is_some_and(|r| r.starts_with(STORE_UNAVAILABLE))))
     }
 
     /// Only the lines of devices of `app` (`None`: every line). A line

@@ -154,12 +154,15 @@ pub struct DeviceSet {
     pub tenant: TenantId,
     pub ready: Vec<Device>,
     pub unreadable: Vec<UnreadableDevice>,
+    /// Served from the device cache past its time to live because the
+    /// store could not be read (the call report says so).
+    pub stale: bool,
 }
 
 impl DeviceSet {
     /// No devices yet, of `tenant`.
     pub fn empty(tenant: TenantId) -> Self {
-        Self { tenant, ready: Vec::new(), unreadable: Vec::new() }
+        Self { tenant, ready: Vec::new(), unreadable: Vec::new(), stale: false }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -121,7 +121,6 @@ impl From<crate::dispatch::DispatchError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => ApiError::Unavailable(e),
             StoreError::DeviceLimit(n) => ApiError::DeviceLimit(n),
             StoreError::UnknownApp(app) => ApiError::NotFound(format!("unknown app {app}")),
             StoreError::UnknownTenant(t) => ApiError::NotFound(format!("unknown tenant {t}")),
@@ -133,7 +132,11 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict { code: "domain_taken", message: format!("the SIP domain {d} belongs to another tenant") }
             }
             StoreError::DefaultTenant => ApiError::Conflict { code: "default_tenant", message: "the tenant default cannot be deleted".into() },
-            other => ApiError::Internal(other.into()),
+            // Every other store failure (a lost connection, a restarting
+            // server, a full disk, an unreadable row) is the store being
+            // unavailable: 503 with Retry-After, so the backend tries again,
+            // never a 500 that reads as "this request is wrong".
+            other => ApiError::Unavailable(other),
         }
     }
 }
@@ -146,7 +149,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?anyhow::Error::new(self), "request failed");
             let msg = if status == StatusCode::SERVICE_UNAVAILABLE { "store unavailable, try again" } else { "internal error" };
             let code = if status == StatusCode::SERVICE_UNAVAILABLE { "unavailable" } else { "internal" };
-            return (status, Json(serde_json::json!({ "error": code, "message": msg }))).into_response();
+            let mut resp = (status, Json(serde_json::json!({ "error": code, "message": msg }))).into_response();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(STORE_RETRY_AFTER_S));
+            }
+            return resp;
         }
         let body = Json(serde_json::json!({ "error": self.code(), "message": self.to_string() }));
         let retry_after = match &self {
@@ -163,6 +170,9 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// `Retry-After` of a 503 when the store is unavailable.
+pub const STORE_RETRY_AFTER_S: u64 = 1;
 
 /// `Retry-After` in whole seconds, at least 1.
 pub fn retry_after_secs(wait: std::time::Duration) -> u64 {

@@ -71,7 +71,10 @@ impl From<StoreError> for UdsError {
             return crate::register::RegisterError::DeviceLimit(n).into();
         }
         tracing::error!(error = ?anyhow::Error::new(e), "store failed during UDS request");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "", "store unavailable, try again")
+        Self {
+            retry_after: Some(super::error::STORE_RETRY_AFTER_S),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "", "store unavailable, try again")
+        }
     }
 }
 

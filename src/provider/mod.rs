@@ -8,6 +8,7 @@
 //! - `hms`     Huawei Push Kit (OAuth client-credentials grant)
 //! - `webpush` Web Push to browsers (RFC 8030, RFC 8291 encryption, RFC 8292 VAPID)
 //! - `oauth`   OAuth 2.0 access tokens shared by FCM and HMS (cache, one grant at a time)
+//! - `pool`    connection health: HTTP/2 keep-alive, the answer bound, eviction of silent connections
 //! - `tls`     rustls client configs (ring, webpki roots + extra CA, client cert)
 //!
 //! Each provider folder holds its client, its credentials type (parsed
@@ -30,6 +31,7 @@ pub(crate) mod credentials;
 pub mod fcm;
 pub mod hms;
 pub(crate) mod oauth;
+pub(crate) mod pool;
 pub mod tls;
 pub mod webpush;
 
@@ -221,8 +223,11 @@ pub struct ProviderSettings {
     pub webpush_allowed_hosts: Vec<String>,
     /// PEM roots trusted in addition to the webpki roots (APNs, FCM, OAuth).
     pub extra_ca_pem: Option<String>,
-    /// Upper bound for one HTTP request (connect + TLS + answer).
+    /// Upper bound for one HTTP request (connect + TLS + answer + body).
     pub request_timeout: Duration,
+    /// Upper bound for the start of an answer (`providers.answer_timeout_ms`):
+    /// past it the connection is taken for dead and replaced.
+    pub answer_timeout: Duration,
     /// HTTP CONNECT proxy for every provider request (`providers.proxy`).
     pub proxy: Option<String>,
 }
@@ -243,6 +248,11 @@ impl ProviderSettings {
             .timeout(self.request_timeout)
             .connect_timeout(self.request_timeout)
             .pool_idle_timeout(Duration::from_secs(600))
+            // A connection that died while quiet is found by an unanswered PING
+            // before the next push needs it (`pool`).
+            .http2_keep_alive_interval(pool::KEEP_ALIVE_INTERVAL)
+            .http2_keep_alive_timeout(pool::KEEP_ALIVE_TIMEOUT)
+            .http2_keep_alive_while_idle(true)
             .user_agent(concat!("pushrelay/", env!("CARGO_PKG_VERSION")));
         b = match &self.proxy {
             // Only the configured proxy: never one from the environment.
@@ -264,10 +274,14 @@ impl Default for ProviderSettings {
             webpush_allowed_hosts: DEFAULT_WEBPUSH_HOSTS.iter().map(|h| h.to_string()).collect(),
             extra_ca_pem: None,
             request_timeout: Duration::from_secs(10),
+            answer_timeout: DEFAULT_ANSWER_TIMEOUT,
             proxy: None,
         }
     }
 }
+
+/// `providers.answer_timeout_ms` by default.
+pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Huawei's OAuth 2.0 token endpoint.
 pub const DEFAULT_HMS_TOKEN_URL: &str = "https://oauth-login.cloud.huawei.com/oauth2/v3/token";

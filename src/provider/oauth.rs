@@ -102,14 +102,15 @@ impl Refusal {
 
 /// POST the grant `form` to `url` at `now`: the token of a 200
 /// `{access_token, expires_in}`, or the refusal for the provider to name.
-pub(crate) async fn post_grant(http: &reqwest::Client, url: &str, form: String, now: i64) -> Result<Result<AccessToken, Refusal>, Attempt> {
-    let resp = http
-        .post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        .map_err(|e| prefixed(transport_error(&e)))?;
+pub(crate) async fn post_grant(
+    pool: &super::pool::Pool,
+    answer_timeout: Duration,
+    url: &str,
+    form: String,
+    now: i64,
+) -> Result<Result<AccessToken, Refusal>, Attempt> {
+    let resp =
+        pool.send(|c| c.post(url).header("content-type", "application/x-www-form-urlencoded").body(form), answer_timeout).await.map_err(prefixed)?;
     let status = resp.status().as_u16();
     let after = retry_after(resp.headers());
     let bytes = resp.bytes().await.map_err(|e| prefixed(transport_error(&e)))?;

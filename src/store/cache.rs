@@ -81,17 +81,43 @@ pub(super) struct DeviceCache {
     map: Option<quick_cache::sync::Cache<String, Entry>>,
     ttl: Duration,
     log: Mutex<Invalidations>,
+    /// Entries cached before this are not fresh (`unverify`).
+    unverified_before: Mutex<Option<Instant>>,
 }
 
 impl DeviceCache {
     pub(super) fn new(options: CacheOptions) -> Self {
-        Self { map: (options.entries > 0).then(|| quick_cache::sync::Cache::new(options.entries)), ttl: options.ttl, log: Mutex::default() }
+        Self {
+            map: (options.entries > 0).then(|| quick_cache::sync::Cache::new(options.entries)),
+            ttl: options.ttl,
+            log: Mutex::default(),
+            unverified_before: Mutex::new(None),
+        }
     }
 
-    /// The user's devices, if cached and younger than the time to live.
+    /// The user's devices, if cached, younger than the time to live, and
+    /// not from before a lost event listener (`unverify`).
     pub(super) fn get(&self, user: &str) -> Option<Arc<DeviceSet>> {
         let entry = self.map.as_ref()?.get(user)?;
-        (entry.at.elapsed() < self.ttl).then_some(entry.set)
+        let verified = self.unverified_before.lock().expect("cache lock").is_none_or(|before| entry.at > before);
+        (entry.at.elapsed() < self.ttl && verified).then_some(entry.set)
+    }
+
+    /// The user's devices as last cached, however old: only for when the
+    /// store cannot be read at all.
+    pub(super) fn get_stale(&self, user: &str) -> Option<Arc<DeviceSet>> {
+        Some(self.map.as_ref()?.get(user)?.set)
+    }
+
+    /// Changes may have been missed (the event listener lost its
+    /// connection): no entry cached until now is served as fresh, but they
+    /// stay for `get_stale`, and reads in flight are not cached.
+    pub(super) fn unverify(&self) {
+        *self.unverified_before.lock().expect("cache lock") = Some(Instant::now());
+        let mut log = self.log.lock().expect("cache log");
+        log.epoch += 1;
+        let epoch = log.epoch;
+        log.recent.push_back((epoch, None));
     }
 
     pub(super) fn ticket(&self) -> Ticket {
@@ -167,6 +193,7 @@ mod tests {
             tenant: crate::domain::TenantId::default_tenant(),
             ready: vec![Device { registration: reg, created_at: 0, updated_at: 0 }],
             unreadable: vec![],
+            stale: false,
         })
     }
 

@@ -468,14 +468,31 @@ impl Store {
             Some(set) => set,
             None => {
                 let ticket = self.devices.ticket();
-                let rows = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE tenant_id = $1 AND user_id = $2 ORDER BY device_pkid"))
-                    .bind(scope.tenant_id().as_str())
-                    .bind(user.as_str())
-                    .fetch_all(&self.pool)
-                    .await?;
-                let set = Arc::new(self.device_set(scope.tenant_id(), &rows)?);
-                self.devices.fill(&key, ticket, &set);
-                set
+                let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE tenant_id = $1 AND user_id = $2 ORDER BY device_pkid");
+                let mut reconnect = super::Reconnect::new();
+                let read = loop {
+                    let rows = sqlx::query(&sql).bind(scope.tenant_id().as_str()).bind(user.as_str()).fetch_all(&self.pool).await;
+                    match rows.map_err(StoreError::from) {
+                        Err(e) if reconnect.again(&e).await => continue,
+                        other => break other,
+                    }
+                };
+                match read {
+                    Ok(rows) => {
+                        let set = Arc::new(self.device_set(scope.tenant_id(), &rows)?);
+                        self.devices.fill(&key, ticket, &set);
+                        set
+                    }
+                    // The store is down: a call is worth ringing on what this
+                    // node last knew (marked stale in the report).
+                    Err(e) => match self.devices.get_stale(&key) {
+                        Some(set) if super::connection_lost(&e) => {
+                            tracing::warn!(error = %e, "store unreadable: serving the user's devices from the stale device cache");
+                            Arc::new(DeviceSet { stale: true, ..DeviceSet::clone(&set) })
+                        }
+                        _ => return Err(e),
+                    },
+                }
             }
         };
         let mut set = DeviceSet::clone(&all);

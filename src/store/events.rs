@@ -134,7 +134,7 @@ impl Store {
 
     /// PostgreSQL: `LISTEN` for the other nodes' events until the store
     /// closes. When the listener loses its connection, notifications sent
-    /// meanwhile are lost: the device cache is dropped whole when that is
+    /// meanwhile are lost: the device cache is no longer served as fresh when that is
     /// noticed, and sqlx reconnects. A no-op on SQLite.
     pub async fn listen(&self) -> super::Result<()> {
         if self.backend != Backend::Postgres {
@@ -159,11 +159,11 @@ impl Store {
                             Err(e) => tracing::warn!(error = %e, "unreadable event from another node"),
                         },
                         Ok(None) => {
-                            tracing::warn!("event listener lost its connection; dropping the device cache and reconnecting");
-                            devices.clear();
+                            tracing::warn!("event listener lost its connection; the device cache is re-read (kept only as a fallback) and the listener reconnects");
+                            devices.unverify();
                         }
                         Err(e) => {
-                            devices.clear();
+                            devices.unverify();
                             tracing::warn!(error = %e, "event listener lost its connection; retrying");
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }

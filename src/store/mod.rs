@@ -285,7 +285,6 @@ impl CallWriter {
 
     /// Write one planned batch in one transaction; the claims' answers.
     pub(crate) async fn write(&self, plan: calls::BatchPlan) -> Result<Vec<Option<crate::domain::CallId>>> {
-        use sqlx::Connection;
         match self {
             Self::Sqlite(jobs) => {
                 let stopped = || StoreError::Batch("the SQLite call writer stopped".into());
@@ -295,29 +294,92 @@ impl CallWriter {
             }
             Self::Postgres { url, conn } => {
                 let mut slot = conn.lock().await;
-                if slot.is_none() {
-                    *slot = Some(open_postgres_writer(url).await?);
-                }
-                let conn = slot.as_mut().expect("opened above");
-                let result = async {
-                    if plan.is_one_statement() {
-                        // Its own transaction: no BEGIN and COMMIT round trips.
-                        return plan.run(&mut calls::SqlxExec(conn)).await;
+                // A lost connection (a restarting server) is reopened and the
+                // batch run again, for at most RECONNECT_WITHIN. Running it
+                // again is safe: reports and claim outcomes are upserts, and a
+                // claim this batch already took answers with this call's id.
+                let mut reconnect = Reconnect::new();
+                loop {
+                    match postgres_batch(&mut slot, url, &plan).await {
+                        Err(e) if reconnect.again(&e).await => continue,
+                        other => return other,
                     }
-                    let mut tx = conn.begin().await?;
-                    let answers = plan.run(&mut calls::SqlxExec(&mut tx)).await?;
-                    tx.commit().await?;
-                    Ok(answers)
                 }
-                .await;
-                if result.is_err() {
-                    // The next batch opens a fresh connection.
-                    *slot = None;
-                }
-                result
             }
         }
     }
+}
+
+/// How long a statement is tried again while the store says its
+/// connection is gone: long enough for a PostgreSQL restart (measured
+/// 0.3 s), short against a 30 s ring.
+pub const RECONNECT_WITHIN: Duration = Duration::from_secs(3);
+
+/// Whether `e` says the connection or the server went away, rather than
+/// the statement being wrong: worth trying again on another connection.
+pub fn connection_lost(e: &StoreError) -> bool {
+    let StoreError::Db(e) = e else { return false };
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        // admin_shutdown, crash_shutdown, cannot_connect_now; connection exceptions.
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
+    }
+}
+
+/// Trying a statement again after `connection_lost` errors, for at most
+/// `RECONNECT_WITHIN`: a dead pooled connection fails its statement and is
+/// dropped, so the next try gets another one or a new one; once those are
+/// gone through, every 100 ms while the server is down.
+pub(crate) struct Reconnect {
+    deadline: tokio::time::Instant,
+    failures: u32,
+}
+
+impl Reconnect {
+    pub(crate) fn new() -> Self {
+        Self { deadline: tokio::time::Instant::now() + RECONNECT_WITHIN, failures: 0 }
+    }
+
+    /// Whether to try again after `e` (having waited if it is time to).
+    pub(crate) async fn again(&mut self, e: &StoreError) -> bool {
+        if !connection_lost(e) || tokio::time::Instant::now() >= self.deadline {
+            return false;
+        }
+        self.failures += 1;
+        if self.failures == 1 {
+            tracing::warn!(error = %e, "store connection lost; trying again");
+        }
+        if self.failures > 16 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    }
+}
+
+/// One batch on the PostgreSQL call writer's connection (opened if
+/// needed; dropped after an error, so the next try opens a fresh one).
+async fn postgres_batch(slot: &mut Option<sqlx::AnyConnection>, url: &str, plan: &calls::BatchPlan) -> Result<Vec<Option<crate::domain::CallId>>> {
+    use sqlx::Connection;
+    if slot.is_none() {
+        *slot = Some(open_postgres_writer(url).await?);
+    }
+    let conn = slot.as_mut().expect("opened above");
+    let result = async {
+        if plan.is_one_statement() {
+            // Its own transaction: no BEGIN and COMMIT round trips.
+            return plan.run(&mut calls::SqlxExec(conn)).await;
+        }
+        let mut tx = conn.begin().await?;
+        let answers = plan.run(&mut calls::SqlxExec(&mut tx)).await?;
+        tx.commit().await?;
+        Ok(answers)
+    }
+    .await;
+    if result.is_err() {
+        *slot = None;
+    }
+    result
 }
 
 /// Room for every row count of the multi-row statements (up to 3 ×

@@ -221,7 +221,7 @@ async fn the_call_path_recovers_when_postgresql_cuts_every_connection() {
                 break;
             }
         } else {
-            assert_eq!(r.status(), 500, "a call on a cut connection fails cleanly");
+            assert_eq!(r.status(), 503, "a call on a cut connection fails cleanly, never 500");
             failed += 1;
             in_a_row = 0;
         }
@@ -230,4 +230,45 @@ async fn the_call_path_recovers_when_postgresql_cuts_every_connection() {
     assert!(failed <= 17, "more failures ({failed}) than dead connections");
     let id = last.unwrap();
     assert_eq!(app.admin(reqwest::Method::GET, &format!("/v1/calls/{id}")).send().await.unwrap().status(), 200, "the report was written");
+}
+
+/// The APNs connection goes silent (a NAT forgot it: no FIN, no RST), then
+/// nothing happens for `quiet`, then a call with a 30 s ring. Returns how
+/// long the push took and how many attempts it needed.
+async fn call_after_a_silent_loss(quiet: Duration) -> (Duration, u64) {
+    let (app, m) = spawn_app_with_mocks().await;
+    app.with_mock_credentials(&m).await;
+    let users = users_with_devices(&app, 1).await;
+    let first = call_all(&app, &users, 30).await;
+    assert_eq!(first[0]["deliveries"][0]["outcome"], "delivered");
+    assert_eq!(m.apns.connections_accepted(), 1);
+    m.apns.silence_open_connections();
+    tokio::time::sleep(quiet).await;
+    let started = Instant::now();
+    let r = app.post_call(&json!({"user": users[0].0, "pushid": "after-the-loss", "ring_seconds": 30})).await;
+    let took = started.elapsed();
+    let v: Value = r.json().await.unwrap();
+    let d = &v["deliveries"][0];
+    assert_eq!(d["outcome"], "delivered", "{v}");
+    assert_eq!(m.apns.connections_accepted(), 2, "the push went out on a new connection");
+    println!("silent loss, call {quiet:?} later: delivered after {took:?} in {} attempt(s)", d["attempts"]);
+    (took, d["attempts"].as_u64().unwrap())
+}
+
+/// A call 5 s after the loss finds the dead connection: the answer bound
+/// (2 s) replaces it and the retry delivers, well inside the ring.
+#[tokio::test]
+async fn a_call_5_s_after_a_silent_connection_loss_is_delivered_within_3_s() {
+    let (took, attempts) = call_after_a_silent_loss(Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(attempts, 2, "one attempt into the hole, one on the new connection");
+}
+
+/// A call 90 s after the loss: the keep-alive PING found the dead
+/// connection long before, so the push goes out at once.
+#[tokio::test]
+async fn a_call_90_s_after_a_silent_connection_loss_is_delivered_at_once() {
+    let (took, attempts) = call_after_a_silent_loss(Duration::from_secs(90)).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(attempts, 1);
 }

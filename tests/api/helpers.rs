@@ -386,6 +386,14 @@ pub struct RelayProcess {
 }
 
 /// A free loopback port (bound then released).
+/// The value of the metric series whose line starts with `series` (name
+/// and labels, as rendered), 0 if absent. The recorder is shared by every
+/// test of the process: compare with `>=`, never `==`.
+pub async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

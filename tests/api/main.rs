@@ -9,6 +9,7 @@ mod callbacks;
 mod calls;
 mod cli;
 mod console;
+mod failover;
 mod faults;
 mod health;
 mod helpers;

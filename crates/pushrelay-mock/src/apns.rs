@@ -211,6 +211,11 @@ impl MockApns {
     pub fn connections_accepted(&self) -> u64 {
         self.server.connections.load(Ordering::SeqCst)
     }
+    /// Fault: every connection open now goes silent (no answer, no FIN, no
+    /// RST), as behind a NAT that forgot it; new connections work.
+    pub fn silence_open_connections(&self) {
+        self.server.silence_open_connections();
+    }
 }
 
 struct Verdict {

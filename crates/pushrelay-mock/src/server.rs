@@ -1,7 +1,9 @@
 //! The TLS accept loop shared by the mocks: tokio-rustls handshake, then
 //! hyper HTTP/2 (APNs) or HTTP/1.1+h2 auto-detection (FCM/OAuth), with a
 //! per-connection request counter that can trigger a graceful shutdown
-//! (GOAWAY) after N requests.
+//! (GOAWAY) after N requests, and a "silence" fault: connections open at
+//! that moment stop answering without FIN or RST (a NAT or load balancer
+//! that forgot them), while new connections are served as usual.
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -46,7 +48,59 @@ pub(crate) struct Server {
     /// 0 = never; else every connection is gracefully shut down (GOAWAY)
     /// once it has received this many requests.
     pub goaway_after: Arc<AtomicU64>,
+    /// Connections accepted before this many `silence()` calls go silent.
+    silenced: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// A TCP stream that turns into a black hole once its server is silenced
+/// after it was accepted: reads never complete, writes are dropped. The
+/// peer sees neither data nor FIN nor RST, as behind a NAT that forgot the
+/// connection.
+struct Silenceable {
+    tcp: tokio::net::TcpStream,
+    epoch: u64,
+    silenced: Arc<AtomicU64>,
+}
+
+impl Silenceable {
+    fn silent(&self) -> bool {
+        self.silenced.load(Ordering::SeqCst) > self.epoch
+    }
+}
+
+impl tokio::io::AsyncRead for Silenceable {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.silent() {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Silenceable {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        if self.silent() {
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        if self.silent() {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        if self.silent() {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }
 
 impl Drop for Server {
@@ -62,7 +116,8 @@ impl Server {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let connections = Arc::new(AtomicU64::new(0));
         let goaway_after = Arc::new(AtomicU64::new(0));
-        let (conns, goaway) = (connections.clone(), goaway_after.clone());
+        let silenced = Arc::new(AtomicU64::new(0));
+        let (conns, goaway, silence) = (connections.clone(), goaway_after.clone(), silenced.clone());
         let task = tokio::spawn(async move {
             let mut set = JoinSet::new();
             loop {
@@ -73,6 +128,7 @@ impl Server {
                 let _ = tcp.set_nodelay(true);
                 let id = conns.fetch_add(1, Ordering::SeqCst) + 1;
                 let (acceptor, handler, goaway) = (acceptor.clone(), handler.clone(), goaway.clone());
+                let tcp = Silenceable { tcp, epoch: silence.load(Ordering::SeqCst), silenced: silence.clone() };
                 set.spawn(async move {
                     let Ok(stream) = acceptor.accept(tcp).await else { return };
                     let (_, session) = stream.get_ref();
@@ -88,12 +144,18 @@ impl Server {
                 while set.try_join_next().is_some() {}
             }
         });
-        Ok(Server { addr, connections, goaway_after, task })
+        Ok(Server { addr, connections, goaway_after, silenced, task })
+    }
+
+    /// Every connection open now stops answering, without FIN or RST; new
+    /// connections are served as usual.
+    pub fn silence_open_connections(&self) {
+        self.silenced.fetch_add(1, Ordering::SeqCst);
     }
 }
 
 async fn serve(
-    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    stream: tokio_rustls::server::TlsStream<Silenceable>,
     info: Arc<ConnInfo>,
     proto: Protocol,
     handler: Handler,

@@ -4,7 +4,8 @@
 //! builder and the status/reason → [`Attempt`] table are pure functions.
 
 use super::credentials::{ApnsAuth, ApnsCredentials};
-use crate::domain::{BundleId, Channel, DeviceToken};
+use crate::domain::{BundleId, Channel, DeviceToken, Provider};
+use crate::provider::pool::{NoResponse, Pooled};
 use crate::provider::{retry_after, system_clock, tls, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
 use crate::secret::Secret;
 use http::HeaderValue;
@@ -279,7 +280,8 @@ struct Prepared {
     /// credentials, so a push costs no fingerprint).
     creds: Arc<ApnsCredentials>,
     fingerprint: [u8; 32],
-    client: reqwest::Client,
+    /// The HTTP/2 client (its connection), replaced when it goes silent.
+    pooled: Arc<Pooled>,
     /// `{base}/3/device/`
     url_prefix: String,
     voip_topic: HeaderValue,
@@ -370,15 +372,13 @@ impl ApnsClient {
             .http_builder(cfg)
             .map_err(|e| Attempt::failed(FailureKind::Config, e))?
             .http2_prior_knowledge()
-            .http2_keep_alive_interval(Duration::from_secs(60))
-            .http2_keep_alive_while_idle(true)
             .build()
             .map_err(|e| Attempt::failed(FailureKind::Config, format!("http_client: {e}")))?;
         let header = |v: String| HeaderValue::try_from(v).map_err(|e| Attempt::failed(FailureKind::Config, format!("bad_request: {e}")));
         let prepared = Arc::new(Prepared {
             creds: creds.clone(),
             fingerprint,
-            client,
+            pooled: Pooled::new(Provider::Apns, client),
             url_prefix: url_prefix(base),
             voip_topic: header(format!("{}.voip", creds.bundle_id.as_str()))?,
             topic: header(creds.bundle_id.as_str().to_string())?,
@@ -391,6 +391,19 @@ impl ApnsClient {
         // Replacing the entry drops the old pool: old connections close once idle.
         clients.entry(app.to_string()).or_default()[i] = Some(prepared.clone());
         Ok(prepared)
+    }
+
+    /// Drop `prepared` (if still current) after its connection went silent:
+    /// the retry builds a new client and so a new connection.
+    fn evict(&self, app: &str, channel: Channel, prepared: &Arc<Prepared>) {
+        let Some(i) = slot(channel) else { return };
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = clients.get_mut(app) {
+            if entry[i].as_ref().is_some_and(|p| Arc::ptr_eq(&p.pooled, &prepared.pooled)) {
+                entry[i] = None;
+                prepared.pooled.note_evicted();
+            }
+        }
     }
 
     /// The `authorization` value for token credentials (none for a certificate).
@@ -422,9 +435,13 @@ impl ApnsClient {
                 Ok(r) => r,
                 Err(a) => return a,
             };
-            let resp = match prepared.client.execute(req).await {
+            let resp = match prepared.pooled.answer(prepared.pooled.client().execute(req), self.settings.answer_timeout).await {
                 Ok(r) => r,
-                Err(e) => return transport_error(&e),
+                Err(NoResponse::Silent(a)) => {
+                    self.evict(app, channel, &prepared);
+                    return a;
+                }
+                Err(NoResponse::Transport(e)) => return transport_error(&e),
             };
             let status = resp.status().as_u16();
             let after = retry_after(resp.headers());

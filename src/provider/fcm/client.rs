@@ -5,7 +5,9 @@
 //! google.rpc error → [`Attempt`] decision on `FcmError.errorCode`.
 
 use super::credentials::FcmCredentials;
+use crate::domain::Provider;
 use crate::provider::oauth::{self, AccessToken, AccessTokens};
+use crate::provider::pool::Pool;
 use crate::provider::{retry_after, system_clock, transport_error, Attempt, Clock, FailureKind, ProviderSettings};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -21,7 +23,7 @@ pub const MAX_TTL_S: u64 = 2_419_200;
 /// The FCM delivery client. Share one per process.
 pub struct FcmClient {
     settings: ProviderSettings,
-    http: Result<reqwest::Client, String>,
+    pool: Pool,
     tokens: AccessTokens,
 }
 
@@ -169,8 +171,9 @@ impl FcmClient {
     }
 
     pub fn with_clock(settings: ProviderSettings, clock: Clock) -> Self {
-        let http = settings.https_builder().and_then(|b| b.build().map_err(|e| e.to_string()));
-        Self { settings, http, tokens: AccessTokens::new(clock) }
+        let builder = settings.clone();
+        let pool = Pool::new(Provider::Fcm, move || builder.https_builder()?.build().map_err(|e| e.to_string()));
+        Self { settings, pool, tokens: AccessTokens::new(clock) }
     }
 
     /// OAuth grants obtained so far (all service accounts).
@@ -180,15 +183,15 @@ impl FcmClient {
 
     /// A usable access token; `stale` (a token FCM just refused) forces a new grant
     /// unless another sender already replaced it.
-    async fn access_token(&self, http: &reqwest::Client, creds: &FcmCredentials, stale: Option<&str>) -> Result<String, Attempt> {
+    async fn access_token(&self, creds: &FcmCredentials, stale: Option<&str>) -> Result<String, Attempt> {
         let key = oauth::key_of(&[&creds.client_email, &creds.token_uri, &creds.project_id, creds.private_key_pem.expose()]);
-        self.tokens.get(key, stale, |now| self.grant(http, creds, now)).await
+        self.tokens.get(key, stale, |now| self.grant(creds, now)).await
     }
 
-    async fn grant(&self, http: &reqwest::Client, creds: &FcmCredentials, now: i64) -> Result<AccessToken, Attempt> {
+    async fn grant(&self, creds: &FcmCredentials, now: i64) -> Result<AccessToken, Attempt> {
         let assertion = grant_assertion(creds, now).map_err(|e| Attempt::failed(FailureKind::Auth, e))?;
         let body = format!("grant_type={}&assertion={}", form_encode("urn:ietf:params:oauth:grant-type:jwt-bearer"), form_encode(&assertion));
-        oauth::post_grant(http, &creds.token_uri, body, now).await?.map_err(|refusal| {
+        oauth::post_grant(&self.pool, self.settings.answer_timeout, &creds.token_uri, body, now).await?.map_err(|refusal| {
             let v = &refusal.body;
             let reason = format!("oauth_{}: {}", v["error"].as_str().unwrap_or("error"), v["error_description"].as_str().unwrap_or_default());
             tracing::warn!(client_email = %creds.client_email, status = refusal.status, %reason, "OAuth token grant refused");
@@ -200,10 +203,6 @@ impl FcmClient {
     /// On 401 `UNAUTHENTICATED` the cached access token is dropped, a new
     /// one obtained and the send retried once.
     pub async fn send(&self, creds: &FcmCredentials, token: &str, data: &BTreeMap<String, String>, ttl_s: u64) -> Attempt {
-        let http = match &self.http {
-            Ok(h) => h,
-            Err(e) => return Attempt::failed(FailureKind::Config, format!("tls_config: {e}")),
-        };
         if let Err(a) = check_data(data) {
             return a;
         }
@@ -211,14 +210,15 @@ impl FcmClient {
         let body = message_body(token, data, ttl_s).to_string();
         let mut stale: Option<String> = None;
         loop {
-            let bearer = match self.access_token(http, creds, stale.as_deref()).await {
+            let bearer = match self.access_token(creds, stale.as_deref()).await {
                 Ok(t) => t,
                 Err(a) => return a,
             };
-            let resp = http.post(&url).bearer_auth(&bearer).header("content-type", "application/json; charset=UTF-8").body(body.clone()).send().await;
-            let resp = match resp {
+            let request =
+                |c: &reqwest::Client| c.post(&url).bearer_auth(&bearer).header("content-type", "application/json; charset=UTF-8").body(body.clone());
+            let resp = match self.pool.send(request, self.settings.answer_timeout).await {
                 Ok(r) => r,
-                Err(e) => return transport_error(&e),
+                Err(a) => return a,
             };
             let status = resp.status().as_u16();
             let after = retry_after(resp.headers());

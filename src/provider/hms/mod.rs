@@ -27,6 +27,7 @@ pub mod credentials;
 pub use credentials::HmsCredentials;
 
 use super::oauth::{self, AccessToken, AccessTokens};
+use super::pool::Pool;
 use super::{
     retry_after, system_clock, transport_error, Attempt, Clock, Credentials, FailureKind, ProviderSettings, Push, PushProvider, Sending, StoredForm,
 };
@@ -41,7 +42,7 @@ pub const MAX_DATA_BYTES: usize = 4096;
 /// Huawei Push Kit behind the provider trait.
 pub struct Hms {
     settings: ProviderSettings,
-    http: Result<reqwest::Client, String>,
+    pool: Pool,
     /// Access tokens per (app id, client secret).
     tokens: AccessTokens,
 }
@@ -108,8 +109,9 @@ impl Hms {
     }
 
     pub fn with_clock(settings: ProviderSettings, clock: Clock) -> Self {
-        let http = settings.https_builder().and_then(|b| b.build().map_err(|e| e.to_string()));
-        Self { settings, http, tokens: AccessTokens::new(clock) }
+        let builder = settings.clone();
+        let pool = Pool::new(Provider::Hms, move || builder.https_builder()?.build().map_err(|e| e.to_string()));
+        Self { settings, pool, tokens: AccessTokens::new(clock) }
     }
 
     /// Access tokens obtained so far (all apps).
@@ -119,19 +121,19 @@ impl Hms {
 
     /// A usable access token; `stale` (one Huawei just refused) forces a
     /// new one unless another sender already replaced it.
-    async fn access_token(&self, http: &reqwest::Client, creds: &HmsCredentials, stale: Option<&str>) -> Result<String, Attempt> {
+    async fn access_token(&self, creds: &HmsCredentials, stale: Option<&str>) -> Result<String, Attempt> {
         let key = oauth::key_of(&[&creds.app_id, creds.client_secret.expose()]);
-        self.tokens.get(key, stale, |now| self.grant(http, creds, now)).await
+        self.tokens.get(key, stale, |now| self.grant(creds, now)).await
     }
 
     /// The client-credentials grant.
-    async fn grant(&self, http: &reqwest::Client, creds: &HmsCredentials, now: i64) -> Result<AccessToken, Attempt> {
+    async fn grant(&self, creds: &HmsCredentials, now: i64) -> Result<AccessToken, Attempt> {
         let form: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "client_credentials")
             .append_pair("client_id", &creds.app_id)
             .append_pair("client_secret", creds.client_secret.expose())
             .finish();
-        oauth::post_grant(http, &self.settings.hms_token_url, form, now).await?.map_err(|refusal| {
+        oauth::post_grant(&self.pool, self.settings.answer_timeout, &self.settings.hms_token_url, form, now).await?.map_err(|refusal| {
             let v = &refusal.body;
             let reason = format!(
                 "oauth_{}/{}: {}",
@@ -147,10 +149,6 @@ impl Hms {
     /// One attempt to deliver `data` to `token`. An expired or refused
     /// access token is replaced and the send retried once.
     pub async fn send_data(&self, creds: &HmsCredentials, token: &str, data: &BTreeMap<String, String>, ttl_s: u64) -> Attempt {
-        let http = match &self.http {
-            Ok(h) => h,
-            Err(e) => return Attempt::failed(FailureKind::Config, format!("tls_config: {e}")),
-        };
         let call = !matches!(data.get("type").map(String::as_str), Some("cancel" | "message" | "test"));
         let body = message_body(token, data, ttl_s, call);
         if body["message"]["data"].as_str().map_or(0, str::len) > MAX_DATA_BYTES {
@@ -160,15 +158,16 @@ impl Hms {
         let url = format!("{}/v1/{}/messages:send", self.settings.hms_base_url.trim_end_matches('/'), creds.app_id);
         let mut stale: Option<String> = None;
         loop {
-            let bearer = match self.access_token(http, creds, stale.as_deref()).await {
+            let bearer = match self.access_token(creds, stale.as_deref()).await {
                 Ok(t) => t,
                 Err(a) => return a,
             };
-            let resp =
-                match http.post(&url).bearer_auth(&bearer).header("content-type", "application/json;charset=utf-8").body(body.clone()).send().await {
-                    Ok(r) => r,
-                    Err(e) => return transport_error(&e),
-                };
+            let request =
+                |c: &reqwest::Client| c.post(&url).bearer_auth(&bearer).header("content-type", "application/json;charset=utf-8").body(body.clone());
+            let resp = match self.pool.send(request, self.settings.answer_timeout).await {
+                Ok(r) => r,
+                Err(a) => return a,
+            };
             let status = resp.status().as_u16();
             let after = retry_after(resp.headers());
             let bytes = match resp.bytes().await {

@@ -22,6 +22,8 @@ pub mod vapid;
 
 pub use vapid::VapidCredentials;
 
+use super::pool::{NoResponse, Pool};
+
 use super::{
     retry_after, system_clock, transport_error, Attempt, Clock, Credentials, FailureKind, ProviderSettings, Push, PushProvider, Sending, StoredForm,
 };
@@ -32,7 +34,8 @@ use std::sync::Arc;
 
 /// Web Push behind the provider trait.
 pub struct WebPush {
-    http: Result<reqwest::Client, String>,
+    pool: Pool,
+    answer_timeout: std::time::Duration,
     hosts: AllowedHosts,
     clock: Clock,
 }
@@ -102,10 +105,12 @@ impl WebPush {
 
     pub fn with_clock(settings: ProviderSettings, clock: Clock) -> Self {
         let hosts = AllowedHosts::new(&settings.webpush_allowed_hosts);
-        let http = settings.https_builder().and_then(|b| {
-            b.redirect(reqwest::redirect::Policy::none()).dns_resolver(Arc::new(PublicOnly(hosts.clone()))).build().map_err(|e| e.to_string())
+        let (builder, resolver_hosts) = (settings.clone(), hosts.clone());
+        let pool = Pool::new(Provider::WebPush, move || {
+            let public_only = Arc::new(PublicOnly(resolver_hosts.clone()));
+            builder.https_builder()?.redirect(reqwest::redirect::Policy::none()).dns_resolver(public_only).build().map_err(|e| e.to_string())
         });
-        Self { http, hosts, clock }
+        Self { pool, answer_timeout: settings.answer_timeout, hosts, clock }
     }
 
     /// One attempt to deliver `data` to the subscription at `endpoint`.
@@ -117,9 +122,9 @@ impl WebPush {
         data: &BTreeMap<String, String>,
         ttl_s: u64,
     ) -> Attempt {
-        let http = match &self.http {
-            Ok(h) => h,
-            Err(e) => return Attempt::failed(FailureKind::Config, format!("tls_config: {e}")),
+        let pooled = match self.pool.get() {
+            Ok(p) => p,
+            Err(e) => return Attempt::failed(FailureKind::Config, format!("http_client: {e}")),
         };
         // Checked at registration; again here, in case the list changed.
         if let Err(e) = self.hosts.admit(endpoint, "endpoint") {
@@ -134,7 +139,8 @@ impl WebPush {
             Err(e) => return Attempt::failed(FailureKind::Auth, format!("vapid_sign: {e}")),
         };
         let urgent = !matches!(data.get("type").map(String::as_str), Some("message" | "test"));
-        let mut req = http
+        let mut req = pooled
+            .client()
             .post(url)
             .header("ttl", ttl_s.to_string())
             .header("urgency", if urgent { "high" } else { "normal" })
@@ -152,9 +158,13 @@ impl WebPush {
         } else {
             req = req.header("content-length", "0");
         }
-        let resp = match req.send().await {
+        let resp = match pooled.answer(req.send(), self.answer_timeout).await {
             Ok(r) => r,
-            Err(e) => {
+            Err(NoResponse::Silent(a)) => {
+                self.pool.evict(&pooled);
+                return a;
+            }
+            Err(NoResponse::Transport(e)) => {
                 return match refused_address(&e) {
                     Some(why) => Attempt::failed(FailureKind::Config, format!("endpoint_not_allowed: {why}")),
                     None => transport_error(&e),
@@ -246,7 +256,7 @@ mod tests {
         // The relay's own client (its resolver is this one).
         let settings = ProviderSettings { webpush_allowed_hosts: vec!["*.example.com".into()], ..ProviderSettings::default() };
         let web_push = WebPush::new(settings);
-        let e = web_push.http.as_ref().unwrap().post("https://localhost:9/push").send().await.unwrap_err();
+        let e = web_push.pool.get().unwrap().client().post("https://localhost:9/push").send().await.unwrap_err();
         assert!(refused_address(&e).is_some_and(|why| why.contains("localhost")), "{e:?}");
     }
 }

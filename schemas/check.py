@@ -369,6 +369,7 @@ def check_contract(doc):
         "/acrobits/token": {"get", "post"},
         "/sip/register": {"post"},
         "/sip/wake": {"post"},
+        "/sip/cancel": {"post"},
         "/v1/api-keys": {"post"},
         "/v1/api-keys/{id}": {"delete"},
         "/v1/devices/stale": {"get"},

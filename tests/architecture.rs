@@ -95,7 +95,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("provider", &["domain", "secret", "telemetry"]),
     ("store", &["domain", "envelope", "secret", "telemetry"]),
     ("register", &["domain", "store", "telemetry"]),
-    ("wake", &["store"]),
+    ("wake", &["store", "telemetry"]),
     ("callbacks", &["domain", "provider", "store", "telemetry"]),
     ("dispatch", &["domain", "payload", "provider", "store", "telemetry"]),
     ("config", &["dialect", "domain", "provider", "secret", "store", "telemetry"]),

@@ -401,21 +401,26 @@ impl Dispatcher {
         let wanted: HashSet<&str> = info.report.deliveries.iter().map(|d| d.device.as_str()).collect();
         let mut set = self.store.devices_for(scope, &info.user, None).await?;
         set.retain(|_, device, _, _| wanted.contains(device.as_str()));
-        let devices = set.ready;
+        Ok(Some(self.cancel_on(scope, call, &info.push_id, &set.ready).await))
+    }
+
+    /// Tell `devices` that the call `call` (pushid `push_id`) ended: an
+    /// alert or a data message `type: cancel`, never a VoIP push (VoIP-only
+    /// devices are `skipped`).
+    pub async fn cancel_on(&self, scope: &Scope, call: &CallId, push_id: &str, devices: &[Device]) -> CallReport {
         let window = RingWindow::starting_now(now_ms(), CANCEL_WINDOW_SECONDS);
         let deliveries = futures::future::join_all(devices.iter().map(|d| {
             let reg = &d.registration;
             let window = &window;
-            let info = &info;
             async move {
-                match payload::for_cancel(call.as_str(), &info.push_id, reg, self.shape(reg.channel.provider())) {
+                match payload::for_cancel(call.as_str(), push_id, reg, self.shape(reg.channel.provider())) {
                     Some(content) => self.deliver(scope, call.as_str(), window, reg, content).await,
                     None => finish(reg, Outcome::Skipped, None, Some("VoIP-only device: a cancel is never sent as a VoIP push".into()), 0),
                 }
             }
         }))
         .await;
-        Ok(Some(CallReport::new(call, deliveries)))
+        CallReport::new(call, deliveries)
     }
 }
 

@@ -81,6 +81,7 @@ const FIXED_ROUTES: &[(&str, &str)] = &[
     ("post", "/acrobits/token"),
     ("post", "/sip/register"),
     ("post", "/sip/wake"),
+    ("post", "/sip/cancel"),
     ("post", "/v1/api-keys"),
     ("delete", "/v1/api-keys/{id}"),
     ("get", "/v1/devices/stale"),

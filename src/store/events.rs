@@ -50,6 +50,13 @@ pub enum StoreEvent {
     DevicesChanged {
         users: Option<Vec<String>>,
     },
+    /// The caller of `call_id` hung up while its callee was being woken
+    /// (`/sip/cancel`): the wait for that AOR and call ends, on every node.
+    WakeCancelled {
+        tenant: String,
+        aor: String,
+        call_id: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -114,6 +121,17 @@ impl Store {
     /// Events from now on (this node's and, on PostgreSQL, every node's).
     pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.events.tx.subscribe()
+    }
+
+    /// Tell every node (this one too) that the caller of `call_id` hung up
+    /// while the scope's `aor` was being woken.
+    pub async fn wake_cancelled(&self, scope: &crate::domain::Scope, aor: &str, call_id: &str) {
+        self.publish(StoreEvent::WakeCancelled {
+            tenant: scope.tenant_id().as_str().to_string(),
+            aor: aor.to_string(),
+            call_id: call_id.to_string(),
+        })
+        .await;
     }
 
     /// Tell this node's subscribers, and on PostgreSQL the other nodes.

@@ -182,6 +182,7 @@ fn expect(method: &str, path: &str, c: Cred) -> Option<Expect> {
         },
         ("post", "/sip/register") => bearer(&[P::Register], Refused(403), Refused(403)),
         ("post", "/sip/wake") => bearer(&[P::Calls], Refused(404), Refused(403)),
+        ("post", "/sip/cancel") => bearer(&[P::Calls], Refused(404), Refused(403)),
         ("post", "/v1/api-keys") => bearer(&[P::Admin], Refused(403), Refused(403)),
         ("delete", "/v1/api-keys/{id}") => bearer(&[P::Admin], Refused(403), Refused(404)),
         ("get", "/v1/devices/stale") => bearer(&[P::Read], Isolated, Isolated),
@@ -454,6 +455,7 @@ impl Fixture {
             ("post", "/sip/wake") => {
                 ("/sip/wake".to_string(), Some(json!({"aor": "sip:1001@a.example", "call_id": format!("w{n}"), "timeout_ms": 50})))
             }
+            ("post", "/sip/cancel") => ("/sip/cancel".to_string(), Some(json!({"aor": "sip:1001@a.example", "call_id": format!("w{n}")}))),
             ("post", "/v1/api-keys") => ("/v1/api-keys".to_string(), Some(json!({"name": "made", "scopes": ["read"], "tenant": "a"}))),
             ("delete", "/v1/api-keys/{id}") => {
                 let (id, _) = key_of(app, Some("a"), &["read"], None).await;

@@ -344,3 +344,92 @@ async fn a_register_refused_for_the_device_cap_removes_nothing() {
         app.devices("alice").await.as_array().unwrap().iter().map(|d| d["token_suffix"].as_str().unwrap().to_string()).collect();
     assert!(tokens.contains(&t3[56..].to_string()) && !tokens.contains(&t1[56..].to_string()), "{tokens:?}");
 }
+
+/// Registers bob's FCM phone (RFC 8599) with the app `example-android`.
+async fn bobs_android(app: &TestApp, m: &Mocks) {
+    let sa = pushrelay_mock::fixtures::service_account_json(&m.fcm.token_uri(), "example-voip-app");
+    m.fcm.register_service_account(&sa);
+    use base64::Engine;
+    let r = app.put_fcm("example-android", &json!({"serviceAccount": base64::engine::general_purpose::STANDARD.encode(&sa)})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(sip_register(app, fixture("sip/rfc8599-fcm.txt")).await.status(), 200);
+}
+
+fn sip_cancel(app: &TestApp, body: Value) -> reqwest::RequestBuilder {
+    app.admin(reqwest::Method::POST, "/sip/cancel").json(&body)
+}
+
+/// The caller hangs up while the phone is being woken: `/sip/cancel` ends
+/// the held wake at once and the phone gets the cancel push.
+#[tokio::test]
+async fn a_cancel_during_a_wake_ends_it_at_once_and_sends_the_cancel_push() {
+    let (app, m) = spawn_app_with_mocks().await;
+    bobs_android(&app, &m).await;
+    let w = wake(&app, json!({"aor": "sip:bob@example.com", "call_id": "hangup-1", "timeout_ms": 20000}));
+    until("the call push", || m.fcm.sends().len() == 1).await;
+    assert!(!w.is_finished());
+    let asked = Instant::now();
+    let r = sip_cancel(&app, json!({"aor": "sip:bob@example.com", "call_id": "hangup-1"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["waits_ended_here"], 1);
+    let (status, body, _) = w.await.unwrap();
+    let took = asked.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["registered"].as_bool(), body["cancelled"].as_bool()), (Some(false), Some(true)), "{body}");
+    assert_eq!(body["cancel_report"]["deliveries"][0]["outcome"], "delivered", "{body}");
+    let sends = m.fcm.sends();
+    assert_eq!(sends.len(), 2, "the call, then the cancel");
+    let cancel: Value = serde_json::from_slice(&sends[1].body).unwrap();
+    assert_eq!(cancel["message"]["data"]["type"], "cancel");
+    assert_eq!(cancel["message"]["data"]["pushid"], "hangup-1");
+    println!("CANCEL -> wake released and cancel push delivered in {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // Another call's cancel, or a cancel of an unknown AOR, ends nothing.
+    let w = wake(&app, json!({"aor": "sip:bob@example.com", "call_id": "hangup-2", "timeout_ms": 1500}));
+    until("the second call push", || m.fcm.sends().len() == 3).await;
+    let r = sip_cancel(&app, json!({"aor": "sip:bob@example.com", "call_id": "other-call"})).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["waits_ended_here"], 0);
+    let r = sip_cancel(&app, json!({"aor": "sip:nobody@example.com", "call_id": "hangup-2"})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let (status, _, _) = w.await.unwrap();
+    assert_eq!(status, 408, "the wake of hangup-2 ran to its timeout");
+    let wakes = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(wakes.contains("pushrelay_wake_seconds_count{outcome=\"cancelled\"}"), "the wake histogram by outcome");
+}
+
+#[tokio::test]
+async fn bad_cancels_are_refused() {
+    let (app, m) = spawn_app_with_mocks().await;
+    bobs_android(&app, &m).await;
+    for (body, status) in [
+        (json!({"aor": "not a uri", "call_id": "c"}), 400),
+        (json!({"aor": "sip:bob@example.com"}), 400),
+        (json!({"aor": "sip:bob@example.com", "call_id": ""}), 400),
+        (json!({"aor": "sip:bob@example.com", "call_id": "c", "extra": 1}), 400),
+    ] {
+        assert_eq!(sip_cancel(&app, body.clone()).send().await.unwrap().status(), status, "{body}");
+    }
+    let (_, register_key) = new_key(&app, &["register"], None).await;
+    let r = with_key(&app, &register_key, reqwest::Method::POST, "/sip/cancel")
+        .json(&json!({"aor": "sip:bob@example.com", "call_id": "c"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "scope calls");
+    assert_eq!(m.fcm.sends().len(), 0, "nothing was pushed");
+}
+
+/// The INVITE's request-URI names the proxy's address, not the domain the
+/// phone registered with: the wake still finds bob by his user part.
+#[tokio::test]
+async fn a_wake_by_the_proxy_address_finds_the_phone_by_its_user_part() {
+    let (app, m) = spawn_app_with_mocks().await;
+    bobs_android(&app, &m).await;
+    let w = wake(&app, json!({"aor": "sip:bob@192.0.2.10:5060", "call_id": "by-ip", "timeout_ms": 5000}));
+    until("the push", || m.fcm.sends().len() == 1).await;
+    // The phone re-registers under its domain: the wait keyed by that AOR is released.
+    assert_eq!(sip_register(&app, fixture("sip/rfc8599-fcm.txt")).await.status(), 200);
+    let (status, body, _) = w.await.unwrap();
+    assert_eq!((status, body["registered"].as_bool()), (200, Some(true)), "{body}");
+}

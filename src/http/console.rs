@@ -389,6 +389,20 @@ async fn render(s: &AppState, reach: &Reach, v: &View<'_>) -> Result<String, Api
             out.push_str(&provider_charts(provider, &minutes, now / 60_000));
         }
         out.push_str("</div></section>");
+        // How long /sip/wake took on this node: from the wake request to the
+        // phone's REGISTER, the timeout, the caller's hang-up or a failed push.
+        out.push_str(
+            "<section><h2>SIP wakes on this node</h2><table><tr><th>outcome</th><th>recent wakes</th><th>median</th><th>95th percentile</th></tr>",
+        );
+        for (outcome, n, median, p95) in s.wake.stats().summary() {
+            let (median, p95) = if n == 0 {
+                ("–".to_string(), "–".to_string())
+            } else {
+                (format!("{:.0} ms", median * 1000.0), format!("{:.0} ms", p95 * 1000.0))
+            };
+            out.push_str(&format!("<tr><td>{outcome}</td><td>{n}</td><td>{median}</td><td>{p95}</td></tr>"));
+        }
+        out.push_str("</table></section>");
     }
 
     // Calls.

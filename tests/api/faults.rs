@@ -73,7 +73,10 @@ async fn a_provider_that_is_down_reports_expired_by_the_ring_end() {
 
 #[tokio::test]
 async fn goaway_mid_burst_loses_and_duplicates_nothing() {
-    let (app, m) = spawn_app_with_mocks().await;
+    // GOAWAY alone: a 10 s answer bound, so that a CPU-starved test machine
+    // (the suite runs beside it) cannot turn a slow answer into a retry,
+    // which may push twice by design (README "Failure modes").
+    let (app, m) = spawn_app_with_mocks_and_env("", &[("PUSHRELAY_PROVIDERS_ANSWER_TIMEOUT_MS", "10000")]).await;
     app.with_mock_credentials(&m).await;
     let users = users_with_devices(&app, 40).await;
     m.apns.goaway_after(7);

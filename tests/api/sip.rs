@@ -396,6 +396,9 @@ async fn a_cancel_during_a_wake_ends_it_at_once_and_sends_the_cancel_push() {
     assert_eq!(status, 408, "the wake of hangup-2 ran to its timeout");
     let wakes = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(wakes.contains("pushrelay_wake_seconds_count{outcome=\"cancelled\"}"), "the wake histogram by outcome");
+    let console = app.admin(reqwest::Method::GET, "/console").send().await.unwrap().text().await.unwrap();
+    assert!(console.contains("SIP wakes on this node"), "the console shows the wakes");
+    assert!(console.contains("<td>cancelled</td><td>1</td>") && console.contains("<td>timeout</td><td>1</td>"), "one cancelled, one timed out");
 }
 
 #[tokio::test]

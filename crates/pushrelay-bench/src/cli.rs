@@ -23,6 +23,9 @@ pub(crate) enum Scenario {
     /// pushrelay and Sygnal (the Matrix push gateway) side by side against
     /// the same mock APNs: pushes/s, p99 and server CPU per push.
     Sygnal,
+    /// Calls at a fixed rate for minutes: errors, p99 and the process's
+    /// resident memory over time, with its slope (a leak shows as one).
+    Soak,
 }
 
 impl Scenario {
@@ -36,6 +39,7 @@ impl Scenario {
             Scenario::StoreOps => "store-ops",
             Scenario::SipWake => "sip-wake",
             Scenario::Sygnal => "sygnal",
+            Scenario::Soak => "soak",
         }
     }
 }
@@ -119,6 +123,12 @@ pub(crate) struct Args {
     /// sygnal: the Python of a venv with Sygnal installed (docs/bench/sygnal.sh makes one).
     #[arg(long, default_value = "docs/bench/.venv-sygnal/bin/python")]
     pub(crate) sygnal_python: PathBuf,
+    /// soak: calls per second (open loop).
+    #[arg(long, default_value_t = 300.0)]
+    pub(crate) rate: f64,
+    /// soak: how long, in minutes.
+    #[arg(long, default_value_t = 3.0)]
+    pub(crate) soak_minutes: f64,
     /// sip-wake: AORs registered in the measured REGISTER-ingestion phase.
     #[arg(long, default_value_t = 2000)]
     pub(crate) aors: usize,

@@ -30,7 +30,7 @@ use clap::Parser;
 use cli::{Args, Scenario};
 use cpu::{cpu_model, loadavg};
 use pushrelay::startup::install_crypto_provider;
-use scenarios::{calls, jwe, sip_wake, store_ops, sygnal, uds};
+use scenarios::{calls, jwe, sip_wake, soak, store_ops, sygnal, uds};
 use setup::{runtime, Runtimes};
 use std::time::Duration;
 
@@ -69,6 +69,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::StoreOps => store_ops::run_store_ops(&a, &rts).await,
             Scenario::SipWake => sip_wake::run_sip_wake(&a, &rts).await,
             Scenario::Sygnal => sygnal::run_sygnal(&a, &rts).await,
+            Scenario::Soak => soak::run_soak(&a, &rts).await,
             Scenario::Jwe => unreachable!(),
         }
     });

@@ -6,7 +6,6 @@
 //!
 //! - `mod.rs`       the call run: claims, duplicate calls, cancels, message
 //!   alerts, test pushes, callbacks queued with the report, tracked pushes
-//! - `writer`       the group commit of claims, claim outcomes and reports
 //! - `retry`        the retry policy and the attempts loop of one device
 //! - `credentials`  provider credentials per app, cached; one provider request
 //! - `health`       credential health, per-minute provider sums, logging
@@ -18,7 +17,6 @@
 mod credentials;
 mod health;
 mod retry;
-mod writer;
 
 pub use retry::RetryPolicy;
 
@@ -28,13 +26,12 @@ use crate::domain::{
 };
 use crate::payload;
 use crate::provider::{Attempt, Providers};
-use crate::store::{CallRecord, ClaimOutcome, ClaimRequest, Store, StoreError, StoreEvent};
+use crate::store::{CallQueue, CallRecord, ClaimOutcome, ClaimRequest, Store, StoreError, StoreEvent};
 use crate::telemetry;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use writer::Writer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -54,7 +51,8 @@ pub struct Dispatcher {
     /// app, not once per push (they are still in every report).
     alerted: Mutex<HashSet<(String, String)>>,
     shutdown: CancellationToken,
-    writes: Writer,
+    /// The store's group commit of claims, claim outcomes and reports.
+    writes: CallQueue,
     /// In-flight provider requests, bounded per provider, so a slow APNs
     /// cannot take every slot from FCM (or the other way round).
     slots: HashMap<Provider, tokio::sync::Semaphore>,
@@ -75,9 +73,10 @@ pub struct Dispatcher {
 pub const MAX_IN_FLIGHT_PER_PROVIDER: usize = 1024;
 
 impl Dispatcher {
-    /// Must be called inside a tokio runtime (it starts the report writer).
+    /// Must be called inside a tokio runtime (on PostgreSQL it starts the
+    /// call writer's task).
     pub fn new(store: Store, providers: Arc<Providers>, retry: RetryPolicy, shutdown: CancellationToken) -> Self {
-        let store_for_reports = store.clone();
+        let writes = store.call_queue();
         let slots = providers.iter().map(|p| (p.provider(), tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PROVIDER))).collect();
         Self {
             store,
@@ -86,7 +85,7 @@ impl Dispatcher {
             creds: Default::default(),
             alerted: Mutex::new(HashSet::new()),
             shutdown,
-            writes: Writer::start(store_for_reports),
+            writes,
             slots,
             tasks: tokio_util::task::TaskTracker::new(),
             health: Mutex::new(HashMap::new()),
@@ -170,8 +169,13 @@ impl Dispatcher {
     /// in the same write, queue it for the callback URL the devices' tenant
     /// set for each app the report names (each callback sees only the lines
     /// of its own tenant's devices of its app).
+    ///
+    /// A call to one device writes that device's claim outcome with the
+    /// report, in the same batch (nothing else of the call can wait for it).
     pub async fn run_on_and_save(&self, event: &CallEvent, devices: &DeviceSet) -> Result<CallReport, DispatchError> {
-        let report = self.run_on(event, devices).await;
+        let deferred = (devices.ready.len() == 1).then(|| Mutex::new(Vec::new()));
+        let report = self.run_collecting(event, devices, deferred.as_ref()).await;
+        let outcomes = deferred.map(|d| d.into_inner().unwrap_or_else(|e| e.into_inner())).unwrap_or_default();
         let callbacks = self.callbacks_for(&report, devices).await;
         let record = CallRecord {
             call: event.call_id.clone(),
@@ -184,7 +188,7 @@ impl Dispatcher {
             callbacks,
             apps: devices.ready.iter().map(|d| d.registration.app.clone()).chain(devices.unreadable.iter().map(|u| u.app.clone())).collect(),
         };
-        match self.writes.save(record).await {
+        match self.writes.save(record, outcomes).await {
             Ok(()) => Ok(report),
             // Something rang: answer with what happened, so the backend does
             // not retry a call that reached the phone.
@@ -258,8 +262,15 @@ impl Dispatcher {
     /// Push `event` to the given devices (already looked up), concurrently.
     /// A device whose key cannot be opened is `failed` (`unreadable_secret`).
     pub async fn run_on(&self, event: &CallEvent, devices: &DeviceSet) -> CallReport {
+        self.run_collecting(event, devices, None).await
+    }
+
+    /// `run_on`; with `deferred`, the claim outcomes go there for the
+    /// caller to write, instead of being written at once.
+    async fn run_collecting(&self, event: &CallEvent, devices: &DeviceSet, deferred: Option<&Mutex<Vec<ClaimOutcome>>>) -> CallReport {
         let scope = Scope::tenant(devices.tenant.clone());
-        let mut deliveries = futures::future::join_all(devices.ready.iter().map(|d| self.deliver_once(&scope, event, &d.registration))).await;
+        let mut deliveries =
+            futures::future::join_all(devices.ready.iter().map(|d| self.deliver_once(&scope, event, &d.registration, deferred))).await;
         deliveries.extend(devices.unreadable.iter().map(unreadable));
         CallReport { devices_from_stale_cache: devices.stale, ..CallReport::new(&event.call_id, deliveries) }
     }
@@ -267,7 +278,7 @@ impl Dispatcher {
     /// One push per (pushid, device) within the ring window, across nodes:
     /// claim it in the store first; if another call holds the claim, report
     /// that call's outcome for this device instead of pushing again.
-    async fn deliver_once(&self, scope: &Scope, event: &CallEvent, reg: &Registration) -> Delivery {
+    async fn deliver_once(&self, scope: &Scope, event: &CallEvent, reg: &Registration, deferred: Option<&Mutex<Vec<ClaimOutcome>>>) -> Delivery {
         let claim = self
             .writes
             .claim(ClaimRequest {
@@ -310,17 +321,19 @@ impl Dispatcher {
         let content = payload::for_call(event, reg, self.shape(reg.channel.provider()));
         let delivery = self.deliver(scope, event.call_id.as_str(), &event.ring, reg, content).await;
         if claimed {
-            // Published per device at once (not with the report): a duplicate
-            // call waiting on this device must never wait on our other devices.
-            self.writes
-                .claim_outcome(ClaimOutcome {
-                    push_id: event.push_id.as_str().to_string(),
-                    tenant: scope.tenant_id().clone(),
-                    user: reg.user.clone(),
-                    call: event.call_id.clone(),
-                    delivery: delivery.clone(),
-                })
-                .await;
+            let outcome = ClaimOutcome {
+                push_id: event.push_id.as_str().to_string(),
+                tenant: scope.tenant_id().clone(),
+                user: reg.user.clone(),
+                call: event.call_id.clone(),
+                delivery: delivery.clone(),
+            };
+            match deferred {
+                Some(later) => later.lock().unwrap_or_else(|e| e.into_inner()).push(outcome),
+                // Published per device at once (not with the report): a duplicate
+                // call waiting on this device must never wait on our other devices.
+                None => self.writes.claim_outcome(outcome).await,
+            }
         }
         delivery
     }

@@ -119,7 +119,7 @@ impl Store {
     ///
     /// Durability: these rows matter for the ring window and the report, not
     /// for years, so the commit does not wait for the disk. The batch goes
-    /// through the store's own call writer (`CallWriter`): on SQLite a
+    /// through the store's own call writer (`writer`): on SQLite a
     /// thread with its own connection and `synchronous = NORMAL` (WAL: a
     /// crash of the relay loses nothing; a power cut may lose the last
     /// commits, until the next registration or checkpoint syncs the log), on
@@ -134,9 +134,8 @@ impl Store {
         records: &[CallRecord],
     ) -> Result<Vec<Option<CallId>>> {
         let plan = plan_batch(claims, now_ms, outcomes, records, self.backend == super::Backend::Postgres)?;
-        let gate = self.writing().await;
+        // On SQLite the writer thread takes the write queue (`writing`) itself.
         let answers = self.call_writer.write(plan).await?;
-        drop(gate);
         if !outcomes.is_empty() {
             // After the commit, from the pool (a NOTIFY inside the batch
             // transaction measured slower across two nodes).
@@ -198,7 +197,7 @@ impl Store {
 }
 
 /// The `ClaimsSettled` event of these outcomes.
-fn settled(outcomes: &[ClaimOutcome]) -> StoreEvent {
+pub(super) fn settled(outcomes: &[ClaimOutcome]) -> StoreEvent {
     let claims = outcomes
         .iter()
         .map(|o| ClaimKey {
@@ -227,7 +226,7 @@ pub(crate) struct Statement {
 }
 
 /// Runs a batch's statements on one backend: `sqlx` on PostgreSQL, and
-/// rusqlite on the SQLite call-writer thread (`call_writer`), where every
+/// rusqlite on the SQLite call-writer thread (`writer`), where every
 /// future is ready at once. Answers the rows, every column as text.
 pub(crate) trait Exec {
     async fn rows(&mut self, statement: &Statement) -> Result<Vec<Vec<String>>>;
@@ -259,7 +258,13 @@ pub(crate) struct BatchPlan {
 /// kind, join them into one statement of data-modifying `WITH` clauses
 /// (`BatchPlan::combine`), so the batch is one round trip and needs no
 /// `BEGIN`/`COMMIT`.
-fn plan_batch(claims: &[ClaimRequest], now_ms: i64, outcomes: &[ClaimOutcome], records: &[CallRecord], combine: bool) -> Result<BatchPlan> {
+pub(super) fn plan_batch(
+    claims: &[ClaimRequest],
+    now_ms: i64,
+    outcomes: &[ClaimOutcome],
+    records: &[CallRecord],
+    combine: bool,
+) -> Result<BatchPlan> {
     let mut plan = BatchPlan {
         outcomes: Vec::new(),
         claims: Vec::new(),

@@ -84,6 +84,12 @@ impl Events {
         self.stop.cancel();
     }
 
+    /// For the SQLite call writer's thread: it tells this node's
+    /// subscribers about settled claims itself.
+    pub(super) fn sender(&self) -> broadcast::Sender<StoreEvent> {
+        self.tx.clone()
+    }
+
     /// Cancelled when the store closes.
     pub(super) fn stopped(&self) -> CancellationToken {
         self.stop.clone()

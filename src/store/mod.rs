@@ -7,7 +7,7 @@
 //! they are written and opened when read. No state lives in process memory
 //! that a second node would need. The one exception to sqlx: the call
 //! path's group commit on SQLite runs on a thread of its own with rusqlite
-//! (`CallWriter`), the same statements as on PostgreSQL (`calls::BatchPlan`).
+//! (`writer`), the same statements as on PostgreSQL (`calls::BatchPlan`).
 //!
 //! One file per aggregate, all `impl Store`:
 //! - `keys`      master key check values, the keyring, online rotation
@@ -20,6 +20,8 @@
 //! - `calls`     call reports, push claims, retention
 //! - `tenants`   tenants, their SIP domains and limits
 //! - `webhooks`  webhook replay keys
+//! - `writer`    the call path's group commit (`CallQueue`): claims,
+//!   claim outcomes and reports of concurrent calls in one batch
 //! - `events`    what nodes tell each other (PostgreSQL `LISTEN/NOTIFY`,
 //!   in-process on SQLite): registrations for `/sip/wake`, settled push
 //!   claims, key changes
@@ -44,6 +46,7 @@ mod keys;
 mod tenants;
 mod users;
 mod webhooks;
+mod writer;
 
 pub use api_keys::{ApiKeyRecord, LiveKey};
 pub use apps::{AppListing, StoredCredentials};
@@ -57,6 +60,8 @@ pub use health::{CredentialHealth, HealthState};
 pub use keys::{KeyCheck, RotationReport, RETIRE_GRACE_MS};
 pub use tenants::{TenantLimits, TenantRecord};
 pub use webhooks::REPLAY_WINDOW_MS as WEBHOOK_REPLAY_WINDOW_MS;
+pub use writer::CallQueue;
+use writer::CallWriter;
 
 use crate::envelope::{EnvelopeError, Keyring};
 use sqlx::any::AnyPoolOptions;
@@ -242,74 +247,6 @@ fn sqlite_session(synchronous: &str) -> String {
     format!("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};")
 }
 
-/// The call path's own writer (`Store::write_batch`), set up for rows that
-/// need not wait for the disk, and outside the pool, so a batch costs no
-/// acquire and no ping on release (sqlx pings every pooled connection it
-/// takes back).
-/// - SQLite: a thread of its own (`sqlite-writer`) with its own rusqlite
-///   connection, `synchronous = NORMAL` and no automatic checkpoints. A
-///   whole batch is one hand-off to that thread and back, where sqlx's
-///   SQLite driver hands every statement (BEGIN, each insert, COMMIT) to its
-///   connection's thread and back.
-/// - PostgreSQL: a connection of its own with `synchronous_commit = off`.
-///
-/// Either connection is opened on first use, and again after an error.
-pub(crate) enum CallWriter {
-    Sqlite(std::sync::mpsc::Sender<SqliteJob>),
-    Postgres { url: String, conn: tokio::sync::Mutex<Option<sqlx::AnyConnection>> },
-}
-
-/// A batch for the SQLite call-writer thread, and where its answer goes.
-pub(crate) type SqliteJob = (calls::BatchPlan, tokio::sync::oneshot::Sender<Result<Vec<Option<crate::domain::CallId>>>>);
-
-impl CallWriter {
-    /// The SQLite writer of the database file `path` (its thread ends when
-    /// the last `Store` clone is dropped).
-    fn sqlite(path: String) -> Result<Self> {
-        let (jobs, queue) = std::sync::mpsc::channel::<SqliteJob>();
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || {
-                let mut conn = None;
-                for (plan, ack) in queue {
-                    let result = sqlite_batch(&mut conn, &path, &plan);
-                    if result.is_err() {
-                        conn = None;
-                    }
-                    let _ = ack.send(result);
-                }
-            })
-            .map_err(|e| StoreError::Batch(format!("cannot start the SQLite call writer: {e}")))?;
-        Ok(Self::Sqlite(jobs))
-    }
-
-    /// Write one planned batch in one transaction; the claims' answers.
-    pub(crate) async fn write(&self, plan: calls::BatchPlan) -> Result<Vec<Option<crate::domain::CallId>>> {
-        match self {
-            Self::Sqlite(jobs) => {
-                let stopped = || StoreError::Batch("the SQLite call writer stopped".into());
-                let (ack, answer) = tokio::sync::oneshot::channel();
-                jobs.send((plan, ack)).map_err(|_| stopped())?;
-                answer.await.map_err(|_| stopped())?
-            }
-            Self::Postgres { url, conn } => {
-                let mut slot = conn.lock().await;
-                // A lost connection (a restarting server) is reopened and the
-                // batch run again, for at most RECONNECT_WITHIN. Running it
-                // again is safe: reports and claim outcomes are upserts, and a
-                // claim this batch already took answers with this call's id.
-                let mut reconnect = Reconnect::new();
-                loop {
-                    match postgres_batch(&mut slot, url, &plan).await {
-                        Err(e) if reconnect.again(&e).await => continue,
-                        other => return other,
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// How long a statement is tried again while the store says its
 /// connection is gone: long enough for a PostgreSQL restart (measured
 /// 0.3 s), short against a 30 s ring.
@@ -355,74 +292,6 @@ impl Reconnect {
         }
         true
     }
-}
-
-/// One batch on the PostgreSQL call writer's connection (opened if
-/// needed; dropped after an error, so the next try opens a fresh one).
-async fn postgres_batch(slot: &mut Option<sqlx::AnyConnection>, url: &str, plan: &calls::BatchPlan) -> Result<Vec<Option<crate::domain::CallId>>> {
-    use sqlx::Connection;
-    if slot.is_none() {
-        *slot = Some(open_postgres_writer(url).await?);
-    }
-    let conn = slot.as_mut().expect("opened above");
-    let result = async {
-        if plan.is_one_statement() {
-            // Its own transaction: no BEGIN and COMMIT round trips.
-            return plan.run(&mut calls::SqlxExec(conn)).await;
-        }
-        let mut tx = conn.begin().await?;
-        let answers = plan.run(&mut calls::SqlxExec(&mut tx)).await?;
-        tx.commit().await?;
-        Ok(answers)
-    }
-    .await;
-    if result.is_err() {
-        *slot = None;
-    }
-    result
-}
-
-/// Room for every row count of the multi-row statements (up to 3 ×
-/// ROWS_PER_STATEMENT shapes): sqlx's default of 100 made the server
-/// re-prepare (parse and plan) most batches.
-async fn open_postgres_writer(url: &str) -> Result<sqlx::AnyConnection> {
-    use sqlx::Connection;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let mut conn = sqlx::AnyConnection::connect(&format!("{url}{sep}statement-cache-capacity=1024")).await?;
-    conn.execute("SET synchronous_commit TO OFF").await?;
-    Ok(conn)
-}
-
-/// One batch on the SQLite call-writer thread (opening its connection if
-/// needed). A single statement runs in autocommit; anything more in one
-/// `BEGIN IMMEDIATE` transaction.
-fn sqlite_batch(slot: &mut Option<rusqlite::Connection>, path: &str, plan: &calls::BatchPlan) -> Result<Vec<Option<crate::domain::CallId>>> {
-    use futures::FutureExt;
-    const READY: &str = "rusqlite runs each statement where it is called";
-    if slot.is_none() {
-        *slot = Some(open_sqlite_writer(path)?);
-    }
-    let conn = slot.as_mut().expect("opened above");
-    if plan.is_one_statement() {
-        return plan.run(&mut calls::SqliteExec(conn)).now_or_never().expect(READY);
-    }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let answers = plan.run(&mut calls::SqliteExec(&tx)).now_or_never().expect(READY)?;
-    tx.commit()?;
-    Ok(answers)
-}
-
-/// The SQLite call writer's connection: the pool's session settings, but
-/// `synchronous = NORMAL`, and it never checkpoints (a checkpoint syncs the
-/// database file and would stall every call waiting on the batch):
-/// `checkpoints` does, beside it.
-fn open_sqlite_writer(path: &str) -> Result<rusqlite::Connection> {
-    use rusqlite::OpenFlags;
-    let conn = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    conn.execute_batch(&sqlite_session("NORMAL"))?;
-    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
-    conn.set_prepared_statement_cache_capacity(64);
-    Ok(conn)
 }
 
 /// SQLite: move the write-ahead log into the database file every second
@@ -474,13 +343,13 @@ impl Store {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
         let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        let call_writer = Arc::new(match backend {
-            Backend::Sqlite => CallWriter::sqlite(sqlite_file(&pool).await?)?,
-            Backend::Postgres => CallWriter::Postgres { url: url.to_string(), conn: tokio::sync::Mutex::new(None) },
-        });
         let keys = Keyring::new(crate::envelope::MasterKey::generate());
         let devices = Arc::new(cache::DeviceCache::new(options.device_cache));
         let events = Arc::new(events::Events::new(url));
+        let call_writer = Arc::new(match (backend, &write_gate) {
+            (Backend::Sqlite, Some(gate)) => CallWriter::sqlite(sqlite_file(&pool).await?, gate.clone(), events.sender())?,
+            _ => CallWriter::postgres(url),
+        });
         if backend == Backend::Sqlite {
             tokio::spawn(checkpoints(pool.clone(), events.stopped()));
         }

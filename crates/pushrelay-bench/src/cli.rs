@@ -26,6 +26,9 @@ pub(crate) enum Scenario {
     /// Calls at a fixed rate for minutes: errors, p99 and the process's
     /// resident memory over time, with its slope (a leak shows as one).
     Soak,
+    /// Internal: the generator process of `--layout split` (`--gen-spec`).
+    #[value(hide = true)]
+    Gen,
 }
 
 impl Scenario {
@@ -40,6 +43,7 @@ impl Scenario {
             Scenario::SipWake => "sip-wake",
             Scenario::Sygnal => "sygnal",
             Scenario::Soak => "soak",
+            Scenario::Gen => "gen",
         }
     }
 }
@@ -50,6 +54,15 @@ pub(crate) enum Register {
     Store,
     /// PUT /v1/users + UDS PUT over HTTP (Argon2 hash + verify per device: slow).
     Http,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Layout {
+    /// Generator, relay and mock in this process, on any core.
+    Shared,
+    /// The generator in a process of its own pinned to core 0 (`taskset`),
+    /// the mock's threads pinned to core 1, the relay (and Sygnal) unpinned.
+    Split,
 }
 
 #[derive(Parser, Debug)]
@@ -138,4 +151,10 @@ pub(crate) struct Args {
     /// sip-wake: `timeout_ms` of each `/sip/wake`.
     #[arg(long, default_value_t = 20_000)]
     pub(crate) wake_timeout_ms: u64,
+    /// Where the generator runs (apns, fcm, mixed, sygnal).
+    #[arg(long, value_enum, default_value_t = Layout::Shared)]
+    pub(crate) layout: Layout,
+    /// Internal: the point a `gen` process runs (written by `--layout split`).
+    #[arg(long, hide = true)]
+    pub(crate) gen_spec: Option<PathBuf>,
 }

@@ -20,6 +20,10 @@ pub(crate) struct Cpu {
     /// Heap allocations on the relay runtime's threads, and their bytes (`alloc`).
     pub(crate) relay_allocs: f64,
     pub(crate) relay_alloc_bytes: f64,
+    /// Voluntary context switches of the relay's threads (its runtime and
+    /// the SQLite threads): each is the thread going to sleep, to be woken
+    /// again. Per call, the wake-ups a call costs.
+    pub(crate) relay_wakeups: f64,
 }
 
 impl std::ops::Sub for Cpu {
@@ -35,6 +39,7 @@ impl std::ops::Sub for Cpu {
             machine: self.machine - o.machine,
             relay_allocs: self.relay_allocs - o.relay_allocs,
             relay_alloc_bytes: self.relay_alloc_bytes - o.relay_alloc_bytes,
+            relay_wakeups: self.relay_wakeups - o.relay_wakeups,
         }
     }
 }
@@ -171,12 +176,22 @@ pub(crate) fn cpu_now() -> Cpu {
                 c.mock += t;
             } else if comm.starts_with("sqlx-sqlite") || comm.starts_with("sqlite-writer") {
                 c.sqlite += t;
+                c.relay_wakeups += voluntary_switches(&e.path());
             } else if comm.starts_with("relay-rt") {
                 c.relay_rt += t;
+                c.relay_wakeups += voluntary_switches(&e.path());
             }
         }
     }
     c
+}
+
+/// `voluntary_ctxt_switches` of a task (/proc/self/task/N/status).
+fn voluntary_switches(task: &Path) -> f64 {
+    std::fs::read_to_string(task.join("status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:").and_then(|v| v.trim().parse::<f64>().ok())))
+        .unwrap_or(0.0)
 }
 
 /// Resident set size of this process (kB), from /proc/self/status.

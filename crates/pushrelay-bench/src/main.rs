@@ -15,6 +15,9 @@
 //! directly at the same concurrency with a payload of the same size, so a
 //! result is also a machine-independent ratio (relay calls/s ÷ ceiling).
 //!
+//! With `--layout split` the generator is a process of its own instead
+//! (`split`), pinned to one core, and the mock to the other.
+//!
 //! Every run is bounded (warm-up + duration per point, and `--calls`).
 
 mod alloc;
@@ -24,6 +27,7 @@ mod load;
 mod report;
 mod scenarios;
 mod setup;
+mod split;
 
 use anyhow::Context;
 use clap::Parser;
@@ -40,11 +44,14 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     install_crypto_provider();
+    if a.scenario == Scenario::Gen {
+        return split::run_gen_child(&a);
+    }
     if a.with_logs {
         pushrelay::telemetry::init_tracing(Default::default());
     }
     println!(
-        "pushrelay-bench {} | {} | nproc {} | loadavg {} | runtimes: relay {} / mock {} / generator {} worker threads | sqlite.synchronous {}",
+        "pushrelay-bench {} | {} | nproc {} | loadavg {} | runtimes: relay {} / mock {} / generator {} worker threads | sqlite.synchronous {} | layout {:?}",
         a.scenario.name(),
         cpu_model(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -52,7 +59,8 @@ fn main() -> anyhow::Result<()> {
         a.relay_threads,
         a.mock_threads,
         a.gen_threads,
-        a.sqlite_synchronous.as_deref().unwrap_or("full (default)")
+        a.sqlite_synchronous.as_deref().unwrap_or("full (default)"),
+        a.layout
     );
     if a.scenario == Scenario::Jwe {
         return jwe::run_jwe(&a);
@@ -70,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::SipWake => sip_wake::run_sip_wake(&a, &rts).await,
             Scenario::Sygnal => sygnal::run_sygnal(&a, &rts).await,
             Scenario::Soak => soak::run_soak(&a, &rts).await,
-            Scenario::Jwe => unreachable!(),
+            Scenario::Jwe | Scenario::Gen => unreachable!(),
         }
     });
     // Let the runtimes drop without waiting on idle connections.

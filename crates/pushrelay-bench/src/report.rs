@@ -5,14 +5,15 @@ use crate::cli::Args;
 use crate::load::Point;
 use std::fmt::Write as _;
 
-/// Output file stem: scenario, `-pg` on PostgreSQL, `-2nodes`, then `--tag`.
+/// Output file stem: scenario, `-pg` on PostgreSQL, `-2nodes`, `-split`, then `--tag`.
 pub(crate) fn stem(a: &Args, name: &str) -> String {
     let pg = a.database_url.as_deref().is_some_and(|u| u.starts_with("postgres"));
     let sync = match a.sqlite_synchronous.as_deref() {
         Some(s) if s != "full" => format!("-sync-{s}"),
         _ => String::new(),
     };
-    format!("{name}{}{}{sync}{}", if pg { "-pg" } else { "" }, if a.nodes > 1 { format!("-{}nodes", a.nodes) } else { String::new() }, a.tag)
+    let split = if a.layout == crate::cli::Layout::Split { "-split" } else { "" };
+    format!("{name}{}{}{sync}{split}{}", if pg { "-pg" } else { "" }, if a.nodes > 1 { format!("-{}nodes", a.nodes) } else { String::new() }, a.tag)
 }
 
 pub(crate) struct Row {
@@ -81,9 +82,11 @@ pub(crate) fn print_call_row(r: &Row) {
     );
     if p.ops > 0 {
         println!(
-            "      relay runtime heap: {:.0} allocations, {:.1} kB per call",
+            "      relay runtime heap: {:.0} allocations, {:.1} kB per call; relay threads woken {:.2} times per call; relay + store CPU {:.0} µs per call",
             p.cpu.relay_allocs / p.ops as f64,
-            p.cpu.relay_alloc_bytes / 1024.0 / p.ops as f64
+            p.cpu.relay_alloc_bytes / 1024.0 / p.ops as f64,
+            p.cpu.relay_wakeups / p.ops as f64,
+            p.cpu.relay() * 1e6 / p.ops as f64 + p.cpu.db * 1e6 / p.ops as f64,
         );
     }
     if let Some(e) = &p.first_error {
@@ -94,7 +97,7 @@ pub(crate) fn print_call_row(r: &Row) {
     }
 }
 
-pub(crate) const CALL_CSV_HEADER: &str = "scenario,backend,nodes,concurrency,calls,errors,seconds,calls_per_s,pushes_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_relay_without_store,cpu_s_per_1k_store,cpu_s_per_1k_mock,cpu_s_per_1k_generator,ceiling_pushes_per_s,ceiling_p50_ms,ceiling_p99_ms,ceiling_cpu_s_per_1k_total,ratio_to_ceiling,bench_cores,other_processes_cores,ceiling_other_processes_cores,relay_allocs_per_call,relay_alloc_bytes_per_call";
+pub(crate) const CALL_CSV_HEADER: &str = "scenario,backend,nodes,concurrency,calls,errors,seconds,calls_per_s,pushes_per_s,p50_ms,p90_ms,p99_ms,max_ms,cpu_s_per_1k_total,cpu_s_per_1k_relay_without_store,cpu_s_per_1k_store,cpu_s_per_1k_mock,cpu_s_per_1k_generator,ceiling_pushes_per_s,ceiling_p50_ms,ceiling_p99_ms,ceiling_cpu_s_per_1k_total,ratio_to_ceiling,bench_cores,other_processes_cores,ceiling_other_processes_cores,relay_allocs_per_call,relay_alloc_bytes_per_call,relay_wakeups_per_call";
 
 pub(crate) fn call_csv_row(scenario: &str, backend: &str, nodes: usize, r: &Row) -> String {
     let p = &r.relay;
@@ -110,7 +113,7 @@ pub(crate) fn call_csv_row(scenario: &str, backend: &str, nodes: usize, r: &Row)
         None => Default::default(),
     };
     format!(
-        "{scenario},{backend},{nodes},{},{},{},{:.3},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4},{:.4},{cs},{c50},{c99},{ccpu},{ratio},{:.2},{:.2},{coth},{:.1},{:.0}",
+        "{scenario},{backend},{nodes},{},{},{},{:.3},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4},{:.4},{cs},{c50},{c99},{ccpu},{ratio},{:.2},{:.2},{coth},{:.1},{:.0},{:.2}",
         p.concurrency,
         p.ops,
         p.errors,
@@ -130,6 +133,7 @@ pub(crate) fn call_csv_row(scenario: &str, backend: &str, nodes: usize, r: &Row)
         p.cpu.others() / p.secs,
         p.cpu.relay_allocs / p.ops.max(1) as f64,
         p.cpu.relay_alloc_bytes / p.ops.max(1) as f64,
+        p.cpu.relay_wakeups / p.ops.max(1) as f64,
     )
 }
 

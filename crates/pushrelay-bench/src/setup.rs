@@ -56,6 +56,13 @@ pub(crate) struct Dev {
     pub(crate) key: [u8; 32],
 }
 
+impl Dev {
+    /// A device as a generator process knows it: ids and token only.
+    pub(crate) fn for_load(user: &str, device: &str, token: &str) -> Self {
+        Self { user: user.into(), device: device.into(), channel: Channel::Apns, token: token.into(), key: [0; 32] }
+    }
+}
+
 pub(crate) fn make_devices(scenario: Scenario, n: usize) -> Vec<Dev> {
     (0..n)
         .map(|i| {

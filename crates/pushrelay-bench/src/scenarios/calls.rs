@@ -2,12 +2,13 @@
 //! mock's own ceiling; the call operation (also used by `sygnal`) and the
 //! ceiling operation.
 
-use crate::cli::{Args, Register};
+use crate::cli::{Args, Layout, Register};
 use crate::load::{bounds, closed_loop, expect_200, open_loop, Op, OpFuture};
 use crate::report::{call_csv_row, chart, print_call_header, print_call_row, stem, Row, CALL_CSV_HEADER};
 use crate::setup::{
     call_event, make_devices, register_http, register_store, registration, start_env, stop_env, Dev, Env, Runtimes, ADMIN_TOKEN, APP,
 };
+use crate::split::{closed_loop_split, open_loop_split, spec_devices, GenSpec};
 use pushrelay::domain::{now_ms, BundleId};
 use pushrelay::payload::{self, Content};
 use pushrelay::provider::{ApnsClient, ApnsPush, FcmClient};
@@ -53,7 +54,10 @@ pub(crate) async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
             Some(op) => Some(closed_loop(rts.relay.handle(), c, &b, op.clone()).await),
             None => None,
         };
-        let relay_point = closed_loop(rts.gen.handle(), c, &b, relay_op.clone()).await;
+        let relay_point = match a.layout {
+            Layout::Shared => closed_loop(rts.gen.handle(), c, &b, relay_op.clone()).await,
+            Layout::Split => closed_loop_split(&split_spec(a, &env, &devs, c, None)).await?,
+        };
         let row = Row { relay: relay_point, ceiling: ceiling_point };
         print_call_row(&row);
         rows.push(row);
@@ -63,27 +67,33 @@ pub(crate) async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     if !a.open_loop.is_empty() && best > 0.0 {
         println!("open loop: arrivals at a fixed rate; latency from the scheduled start (p50 / p99 / p99.9 ms), best closed-loop rate {best:.0}/s");
         println!(
-            "{:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>10}",
-            "fraction", "target/s", "done/s", "p50", "p99", "p99.9", "max", "errors", "dropped", "relay µs"
+            "{:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>10} {:>8}",
+            "fraction", "target/s", "done/s", "p50", "p99", "p99.9", "max", "errors", "dropped", "relay µs", "wakes"
         );
         for &f in &a.open_loop {
-            let p = open_loop(
-                rts.gen.handle(),
-                best * f,
-                Duration::from_secs_f64(a.warmup_secs),
-                Duration::from_secs_f64(a.duration_secs),
-                relay_op.clone(),
-            )
-            .await;
+            let p = match a.layout {
+                Layout::Shared => {
+                    open_loop(
+                        rts.gen.handle(),
+                        best * f,
+                        Duration::from_secs_f64(a.warmup_secs),
+                        Duration::from_secs_f64(a.duration_secs),
+                        relay_op.clone(),
+                    )
+                    .await
+                }
+                Layout::Split => open_loop_split(&split_spec(a, &env, &devs, 0, Some(best * f))).await?,
+            };
             let relay_us = if p.ops == 0 { 0.0 } else { (p.cpu.relay_rt + p.cpu.sqlite) * 1e6 / p.ops as f64 };
+            let wakes = p.cpu.relay_wakeups / p.ops.max(1) as f64;
             println!(
-                "{f:>9.2} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7} {:>10.0}",
+                "{f:>9.2} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7} {:>10.0} {wakes:>8.2}",
                 p.target_per_s, p.achieved_per_s, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms, p.errors, p.dropped, relay_us
             );
             if let Some(e) = &p.first_error {
                 println!("          first error: {e}");
             }
-            open.push((f, p, relay_us));
+            open.push((f, p, relay_us, wakes));
         }
     }
     let backend = env.backend();
@@ -104,12 +114,12 @@ pub(crate) async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     println!("wrote {} and {}", csv_path.display(), svg_path.display());
     if !open.is_empty() {
         let mut csv = String::from(
-            "fraction_of_closed_loop_max,target_per_s,achieved_per_s,ops,errors,dropped,p50_ms,p99_ms,p999_ms,max_ms,relay_cpu_us_per_call\n",
+            "fraction_of_closed_loop_max,target_per_s,achieved_per_s,ops,errors,dropped,p50_ms,p99_ms,p999_ms,max_ms,relay_cpu_us_per_call,relay_wakeups_per_call\n",
         );
-        for (f, p, us) in &open {
+        for (f, p, us, wakes) in &open {
             let _ = writeln!(
                 csv,
-                "{f},{:.1},{:.1},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.1}",
+                "{f},{:.1},{:.1},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.1},{wakes:.2}",
                 p.target_per_s, p.achieved_per_s, p.ops, p.errors, p.dropped, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms, us
             );
         }
@@ -118,6 +128,22 @@ pub(crate) async fn run_calls(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// A point for the generator process of `--layout split`: calls at
+/// concurrency `c`, or arrivals at `open_rate`.
+fn split_spec(a: &Args, env: &Env, devs: &[Dev], c: usize, open_rate: Option<f64>) -> GenSpec {
+    GenSpec {
+        target: "calls".into(),
+        urls: call_urls(env),
+        devices: spec_devices(devs),
+        pushid_prefix: format!("split{:08x}", rand::random::<u32>()),
+        concurrency: c,
+        warmup_secs: a.warmup_secs,
+        duration_secs: a.duration_secs,
+        max_ops: a.calls,
+        open_rate,
+    }
 }
 
 /// The relay's answer to `POST /v1/calls`: one delivery per device.
@@ -134,8 +160,16 @@ struct DeliveryBody {
 
 /// `POST /v1/calls` for device `n % len` on node `n % nodes`, counting delivered pushes.
 pub(crate) fn call_op(env: &Env, devs: Arc<Vec<Dev>>) -> Op {
-    let client = env.client.clone();
-    let urls: Vec<String> = env.bases.iter().map(|b| format!("{b}/v1/calls")).collect();
+    call_op_on(env.client.clone(), call_urls(env), devs, "bench".into())
+}
+
+/// Every node's `POST /v1/calls` URL.
+pub(crate) fn call_urls(env: &Env) -> Vec<String> {
+    env.bases.iter().map(|b| format!("{b}/v1/calls")).collect()
+}
+
+/// `call_op` with its own client, URLs and pushid prefix (a generator process).
+pub(crate) fn call_op_on(client: reqwest::Client, urls: Vec<String>, devs: Arc<Vec<Dev>>, prefix: String) -> Op {
     // Every call of the run gets its own pushid (the points of a run each
     // count `n` from 0: reusing `n` would make later points duplicates of
     // earlier calls, answered from the push claim without a push).
@@ -145,7 +179,7 @@ pub(crate) fn call_op(env: &Env, devs: Arc<Vec<Dev>>) -> Op {
         let url = &urls[(n % urls.len() as u64) as usize];
         let d = &devs[(n % devs.len() as u64) as usize];
         let body = serde_json::json!({
-            "user": d.user, "device": d.device, "pushid": format!("bench-{call:012}"),
+            "user": d.user, "device": d.device, "pushid": format!("{prefix}-{call:012}"),
             "displayname": "Alice Example", "displaynumber": "+15551234567", "huntpilotdn": "5000",
         })
         .to_string();

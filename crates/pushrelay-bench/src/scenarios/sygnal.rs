@@ -8,12 +8,14 @@
 //! read from /proc/<pid>/stat, pushrelay's from its runtime's threads plus
 //! the SQLite threads.
 
+use crate::cli::Layout;
 use crate::cli::{Args, Scenario};
 use crate::cpu::{clk_tck, stat_ticks};
 use crate::load::{bounds, closed_loop, Bounds, Op, OpFuture};
 use crate::report::stem;
-use crate::scenarios::calls::call_op;
+use crate::scenarios::calls::{call_op, call_urls};
 use crate::setup::{make_devices, register_store, start_env, stop_env, Dev, Env, Runtimes, APP};
+use crate::split::{closed_loop_split, spec_devices, GenSpec};
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -83,7 +85,7 @@ async fn start_sygnal(a: &Args, env: &Env) -> anyhow::Result<(SygnalProcess, Str
 }
 
 /// One Sygnal notification to one device (pushkey: the base64 APNs token).
-fn sygnal_op(client: reqwest::Client, url: String, devs: Arc<Vec<Dev>>) -> Op {
+pub(crate) fn sygnal_op(client: reqwest::Client, url: String, devs: Arc<Vec<Dev>>) -> Op {
     Arc::new(move |n: u64| -> OpFuture {
         let d = &devs[(n % devs.len() as u64) as usize];
         let pushkey = STANDARD.encode(hex::decode(&d.token).unwrap_or_default());
@@ -109,6 +111,21 @@ fn sygnal_op(client: reqwest::Client, url: String, devs: Arc<Vec<Dev>>) -> Op {
     })
 }
 
+/// A closed-loop point of `target` for the generator process of `--layout split` (no warm-up).
+fn split_spec(a: &Args, target: &str, urls: Vec<String>, devs: &[Dev], c: usize) -> GenSpec {
+    GenSpec {
+        target: target.into(),
+        urls,
+        devices: spec_devices(devs),
+        pushid_prefix: format!("split{:08x}", rand::random::<u32>()),
+        concurrency: c,
+        warmup_secs: 0.0,
+        duration_secs: a.duration_secs,
+        max_ops: a.calls,
+        open_rate: None,
+    }
+}
+
 pub(crate) async fn run_sygnal(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let max_c = a.concurrency.iter().copied().max().unwrap_or(32);
     let env = start_env(a, rts, max_c).await?;
@@ -117,7 +134,7 @@ pub(crate) async fn run_sygnal(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let devs = Arc::new(devs);
     let (sygnal, url) = start_sygnal(a, &env).await?;
     let relay_op = call_op(&env, devs.clone());
-    let syg_op = sygnal_op(env.client.clone(), url, devs.clone());
+    let syg_op = sygnal_op(env.client.clone(), url.clone(), devs.clone());
     let b = bounds(a);
     let warm = Bounds { warmup: Duration::ZERO, duration: b.warmup.max(Duration::from_millis(500)), max_ops: b.max_ops };
     let measure = Bounds { warmup: Duration::ZERO, duration: b.duration, max_ops: b.max_ops };
@@ -132,13 +149,33 @@ pub(crate) async fn run_sygnal(a: &Args, rts: &Runtimes) -> anyhow::Result<()> {
     let mut csv = String::from("concurrency,relay_pushes_per_s,relay_p50_ms,relay_p99_ms,relay_cpu_ms_per_1k,sygnal_pushes_per_s,sygnal_p50_ms,sygnal_p99_ms,sygnal_cpu_ms_per_1k,throughput_ratio,cpu_efficiency_ratio,relay_errors,sygnal_errors\n");
     for &c in &a.concurrency {
         // pushrelay: its runtime's threads and the SQLite threads are the server.
-        closed_loop(rts.gen.handle(), c, &warm, relay_op.clone()).await;
-        let relay = closed_loop(rts.gen.handle(), c, &measure, relay_op.clone()).await;
+        let relay = match a.layout {
+            Layout::Shared => {
+                closed_loop(rts.gen.handle(), c, &warm, relay_op.clone()).await;
+                closed_loop(rts.gen.handle(), c, &measure, relay_op.clone()).await
+            }
+            Layout::Split => {
+                let mut spec = split_spec(a, "calls", call_urls(&env), &devs, c);
+                spec.warmup_secs = warm.duration.as_secs_f64();
+                closed_loop_split(&spec).await?
+            }
+        };
         let relay_cpu_ms = relay.per_k(relay.cpu.relay_rt + relay.cpu.sqlite) * 1000.0;
         // Sygnal: its whole process.
-        closed_loop(rts.gen.handle(), c, &warm, syg_op.clone()).await;
-        let before = sygnal.cpu_s();
-        let syg = closed_loop(rts.gen.handle(), c, &measure, syg_op.clone()).await;
+        let (before, syg) = match a.layout {
+            Layout::Shared => {
+                closed_loop(rts.gen.handle(), c, &warm, syg_op.clone()).await;
+                (sygnal.cpu_s(), closed_loop(rts.gen.handle(), c, &measure, syg_op.clone()).await)
+            }
+            Layout::Split => {
+                let spec = split_spec(a, "sygnal", vec![url.clone()], &devs, c);
+                let mut warm_spec = split_spec(a, "sygnal", vec![url.clone()], &devs, c);
+                warm_spec.duration_secs = warm.duration.as_secs_f64();
+                warm_spec.warmup_secs = 0.0;
+                closed_loop_split(&warm_spec).await?;
+                (sygnal.cpu_s(), closed_loop_split(&spec).await?)
+            }
+        };
         let syg_cpu_ms = syg.per_k(sygnal.cpu_s() - before) * 1000.0;
         let rate = relay.pushes_per_s() / syg.pushes_per_s().max(1e-9);
         let eff = syg_cpu_ms / relay_cpu_ms.max(1e-9);

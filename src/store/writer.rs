@@ -1,0 +1,364 @@
+//! The call path's writer: the group commit of everything a call writes.
+//!
+//! Push claims (each call waits for its answer before it pushes), claim
+//! outcomes (not waited for: a duplicate call is told by `ClaimsSettled`)
+//! and call reports (each call waits for its own, so `GET /v1/calls/{id}`
+//! right after the answer finds it) go into one queue (`CallQueue`).
+//! Whatever concurrent calls queued meanwhile is written as one batch of a
+//! few multi-row statements (`calls::BatchPlan`).
+//!
+//! Who drains the queue:
+//! - SQLite: the `sqlite-writer` thread itself, with its own rusqlite
+//!   connection, `synchronous = NORMAL` and no automatic checkpoints. A
+//!   call's write is one hand-off to that thread and one answer back: no
+//!   task between the call and the thread.
+//! - PostgreSQL: a task per `CallQueue`, on a connection of its own with
+//!   `synchronous_commit = off`, retried on a fresh connection while the
+//!   server restarts (`Reconnect`).
+//!
+//! Both are outside the pool, so a batch costs no acquire and no ping on
+//! release (sqlx pings every pooled connection it takes back). Either
+//! connection is opened on first use, and again after an error.
+
+use super::calls::{self, BatchPlan, CallRecord, ClaimOutcome, ClaimRequest};
+use super::{sqlite_session, Reconnect, Result, Store, StoreError, StoreEvent};
+use crate::domain::{now_ms, CallId};
+use crate::telemetry;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Calls queued beyond this wait for room (backpressure on the callers).
+const QUEUE: usize = 4096;
+/// At most this many writes go into one batch.
+const BATCH: usize = 512;
+
+/// Where a write's answer goes. The error is text: one failed batch fails
+/// every call in it.
+type Ack<T> = oneshot::Sender<std::result::Result<T, String>>;
+type Answers = Result<Vec<Option<CallId>>>;
+
+/// One thing a call writes.
+pub(super) enum CallWrite {
+    Claim(ClaimRequest, Ack<Option<CallId>>),
+    Outcome(ClaimOutcome),
+    /// A report, with claim outcomes written in the same batch.
+    Report(CallRecord, Vec<ClaimOutcome>, Ack<()>),
+}
+
+/// What the writer is asked to do.
+pub(super) enum Job {
+    /// One call's write, batched with whatever else is queued.
+    Write(CallWrite),
+    /// A batch planned by `Store::write_batch`, run as it is.
+    Plan(BatchPlan, oneshot::Sender<Answers>),
+}
+
+/// The connection of the call path's writer.
+pub(super) enum CallWriter {
+    /// The queue of the `sqlite-writer` thread (it ends when the last
+    /// sender is dropped).
+    Sqlite(mpsc::Sender<Job>),
+    Postgres {
+        url: String,
+        conn: tokio::sync::Mutex<Option<sqlx::AnyConnection>>,
+    },
+}
+
+impl CallWriter {
+    /// The SQLite writer of the database file `path`. It takes `gate` (the
+    /// store's in-process write queue) for each batch and tells `events`
+    /// about settled claims.
+    pub(super) fn sqlite(path: String, gate: Arc<tokio::sync::Mutex<()>>, events: broadcast::Sender<StoreEvent>) -> Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Job>(QUEUE);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || sqlite_thread(path, queue, gate, events))
+            .map_err(|e| StoreError::Batch(format!("cannot start the SQLite call writer: {e}")))?;
+        Ok(Self::Sqlite(jobs))
+    }
+
+    pub(super) fn postgres(url: &str) -> Self {
+        Self::Postgres { url: url.to_string(), conn: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Write one planned batch in one transaction; the claims' answers.
+    pub(super) async fn write(&self, plan: BatchPlan) -> Answers {
+        match self {
+            Self::Sqlite(jobs) => {
+                let (ack, answer) = oneshot::channel();
+                jobs.send(Job::Plan(plan, ack)).await.map_err(|_| stopped())?;
+                answer.await.map_err(|_| stopped())?
+            }
+            Self::Postgres { url, conn } => {
+                let mut slot = conn.lock().await;
+                // A lost connection (a restarting server) is reopened and the
+                // batch run again, for at most RECONNECT_WITHIN. Running it
+                // again is safe: reports and claim outcomes are upserts, and a
+                // claim this batch already took answers with this call's id.
+                let mut reconnect = Reconnect::new();
+                loop {
+                    match postgres_batch(&mut slot, url, &plan).await {
+                        Err(e) if reconnect.again(&e).await => continue,
+                        other => return other,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Batch("the call writer stopped".into())
+}
+
+/// The queue of the call path's writes (`Store::call_queue`).
+#[derive(Clone)]
+pub struct CallQueue {
+    tx: mpsc::Sender<Job>,
+}
+
+impl CallQueue {
+    /// Take the push claim `req` (answered like `Store::claim_push`).
+    pub async fn claim(&self, req: ClaimRequest) -> Result<Option<CallId>> {
+        self.ask(|ack| CallWrite::Claim(req, ack)).await
+    }
+
+    /// Save a call's report (and queue its callbacks), and the claim
+    /// outcomes given, in the same batch; answers once written.
+    pub async fn save(&self, record: CallRecord, outcomes: Vec<ClaimOutcome>) -> Result<()> {
+        self.ask(|ack| CallWrite::Report(record, outcomes, ack)).await
+    }
+
+    /// Record what a claim's push came to; not waited for.
+    pub async fn claim_outcome(&self, outcome: ClaimOutcome) {
+        if self.tx.send(Job::Write(CallWrite::Outcome(outcome))).await.is_err() {
+            tracing::error!("a claim outcome was not stored: the call writer stopped");
+        }
+    }
+
+    async fn ask<T>(&self, with_ack: impl FnOnce(Ack<T>) -> CallWrite) -> Result<T> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Job::Write(with_ack(ack))).await.map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?.map_err(StoreError::Batch)
+    }
+}
+
+impl Store {
+    /// The queue to the call path's writer. On SQLite, the writer thread
+    /// itself; on PostgreSQL, a task started here (so inside a runtime) that
+    /// ends when the last clone of the queue is dropped.
+    pub fn call_queue(&self) -> CallQueue {
+        match &*self.call_writer {
+            CallWriter::Sqlite(tx) => CallQueue { tx: tx.clone() },
+            CallWriter::Postgres { .. } => {
+                let (tx, mut queue) = mpsc::channel::<Job>(QUEUE);
+                let store = self.clone();
+                tokio::spawn(async move {
+                    while let Some(first) = queue.recv().await {
+                        let mut group = Group::default();
+                        for job in drain(first, &mut queue, BATCH) {
+                            match job {
+                                Job::Write(w) => group.add(w),
+                                Job::Plan(plan, ack) => {
+                                    let _ = ack.send(store.call_writer.write(plan).await);
+                                }
+                            }
+                        }
+                        if !group.is_empty() {
+                            let result = store.write_batch(&group.claims, now_ms(), &group.outcomes, &group.records).await;
+                            group.answer(result);
+                        }
+                    }
+                });
+                CallQueue { tx }
+            }
+        }
+    }
+}
+
+/// `first`, then whatever else is already queued, up to `max` in all.
+fn drain<T>(first: T, queue: &mut mpsc::Receiver<T>, max: usize) -> Vec<T> {
+    let mut batch = Vec::with_capacity(max.min(64));
+    batch.push(first);
+    while batch.len() < max {
+        match queue.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// The calls' writes of one batch, split by kind, with their acks.
+#[derive(Default)]
+struct Group {
+    claims: Vec<ClaimRequest>,
+    claim_acks: Vec<Ack<Option<CallId>>>,
+    outcomes: Vec<ClaimOutcome>,
+    records: Vec<CallRecord>,
+    report_acks: Vec<Ack<()>>,
+}
+
+impl Group {
+    fn add(&mut self, write: CallWrite) {
+        match write {
+            CallWrite::Claim(c, ack) => {
+                self.claims.push(c);
+                self.claim_acks.push(ack);
+            }
+            CallWrite::Outcome(o) => self.outcomes.push(o),
+            CallWrite::Report(r, outcomes, ack) => {
+                self.outcomes.extend(outcomes);
+                self.records.push(r);
+                self.report_acks.push(ack);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.claims.is_empty() && self.outcomes.is_empty() && self.records.is_empty()
+    }
+
+    /// Send each call its answer, or the batch's error.
+    fn answer(self, result: Answers) {
+        match result {
+            Ok(answers) => {
+                for (ack, answer) in self.claim_acks.into_iter().zip(answers) {
+                    let _ = ack.send(Ok(answer));
+                }
+                for ack in self.report_acks {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                metrics::counter!(telemetry::STORE_ERRORS).increment(1);
+                tracing::error!(error = %e, claims = self.claims.len(), calls = self.records.len(), outcomes = self.outcomes.len(), "a batch of call writes could not be stored");
+                for ack in self.claim_acks {
+                    let _ = ack.send(Err(e.clone()));
+                }
+                for ack in self.report_acks {
+                    let _ = ack.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The `sqlite-writer` thread: wait for a job, take whatever else is
+/// queued, write the calls' writes as one batch, answer each call.
+fn sqlite_thread(path: String, mut queue: mpsc::Receiver<Job>, gate: Arc<tokio::sync::Mutex<()>>, events: broadcast::Sender<StoreEvent>) {
+    let mut conn = None;
+    let mut run = |plan: &BatchPlan| {
+        let _writing = gate.blocking_lock();
+        let result = sqlite_batch(&mut conn, &path, plan);
+        if result.is_err() {
+            conn = None;
+        }
+        result
+    };
+    while let Some(first) = queue.blocking_recv() {
+        let mut group = Group::default();
+        for job in drain(first, &mut queue, BATCH) {
+            match job {
+                Job::Write(w) => group.add(w),
+                Job::Plan(plan, ack) => {
+                    let _ = ack.send(run(&plan));
+                }
+            }
+        }
+        if group.is_empty() {
+            continue;
+        }
+        let result = calls::plan_batch(&group.claims, now_ms(), &group.outcomes, &group.records, false).and_then(|plan| run(&plan));
+        let settled = (result.is_ok() && !group.outcomes.is_empty()).then(|| calls::settled(&group.outcomes));
+        group.answer(result);
+        if let Some(event) = settled {
+            let _ = events.send(event);
+        }
+    }
+}
+
+/// One batch on the PostgreSQL call writer's connection (opened if
+/// needed; dropped after an error, so the next try opens a fresh one).
+async fn postgres_batch(slot: &mut Option<sqlx::AnyConnection>, url: &str, plan: &BatchPlan) -> Answers {
+    use sqlx::Connection;
+    if slot.is_none() {
+        *slot = Some(open_postgres_writer(url).await?);
+    }
+    let conn = slot.as_mut().expect("opened above");
+    let result = async {
+        if plan.is_one_statement() {
+            // Its own transaction: no BEGIN and COMMIT round trips.
+            return plan.run(&mut calls::SqlxExec(conn)).await;
+        }
+        let mut tx = conn.begin().await?;
+        let answers = plan.run(&mut calls::SqlxExec(&mut tx)).await?;
+        tx.commit().await?;
+        Ok(answers)
+    }
+    .await;
+    if result.is_err() {
+        *slot = None;
+    }
+    result
+}
+
+/// Room for every row count of the multi-row statements (up to 3 ×
+/// ROWS_PER_STATEMENT shapes): sqlx's default of 100 made the server
+/// re-prepare (parse and plan) most batches.
+async fn open_postgres_writer(url: &str) -> Result<sqlx::AnyConnection> {
+    use sqlx::{Connection, Executor};
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let mut conn = sqlx::AnyConnection::connect(&format!("{url}{sep}statement-cache-capacity=1024")).await?;
+    conn.execute("SET synchronous_commit TO OFF").await?;
+    Ok(conn)
+}
+
+/// One batch on the SQLite call-writer thread (opening its connection if
+/// needed). A single statement runs in autocommit; anything more in one
+/// `BEGIN IMMEDIATE` transaction.
+fn sqlite_batch(slot: &mut Option<rusqlite::Connection>, path: &str, plan: &BatchPlan) -> Answers {
+    use futures::FutureExt;
+    const READY: &str = "rusqlite runs each statement where it is called";
+    if slot.is_none() {
+        *slot = Some(open_sqlite_writer(path)?);
+    }
+    let conn = slot.as_mut().expect("opened above");
+    if plan.is_one_statement() {
+        return plan.run(&mut calls::SqliteExec(conn)).now_or_never().expect(READY);
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let answers = plan.run(&mut calls::SqliteExec(&tx)).now_or_never().expect(READY)?;
+    tx.commit()?;
+    Ok(answers)
+}
+
+/// The SQLite call writer's connection: the pool's session settings, but
+/// `synchronous = NORMAL`, and it never checkpoints (a checkpoint syncs the
+/// database file and would stall every call waiting on the batch): the
+/// store's `checkpoints` task does, beside it.
+fn open_sqlite_writer(path: &str) -> Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.execute_batch(&sqlite_session("NORMAL"))?;
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_is_the_first_job_and_whatever_else_is_already_queued_up_to_the_cap() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for i in 1..5 {
+            tx.send(i).await.unwrap();
+        }
+        assert_eq!(drain(0, &mut rx, 3), vec![0, 1, 2]);
+        assert_eq!(drain(9, &mut rx, 3), vec![9, 3, 4]);
+        assert_eq!(drain(7, &mut rx, 3), vec![7], "an empty queue adds nothing");
+    }
+}

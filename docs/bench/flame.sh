@@ -5,7 +5,7 @@
 # the process with perf during that point; keeps the relay's threads
 # (relay-rt, sqlx-sqlite-worker, sqlite-writer) and draws them with inferno.
 # Needs perf (Debian: linux-perf) and inferno (`cargo install inferno`).
-#   bash docs/bench/flame.sh OUT.svg [FRACTION] [BENCH-BINARY]
+#   [FOLDED=stacks.txt] bash docs/bench/flame.sh OUT.svg [FRACTION] [BENCH-BINARY]
 set -euo pipefail
 out=${1:?usage: flame.sh OUT.svg [FRACTION] [BENCH-BINARY]}
 fraction=${2:-0.5}
@@ -19,6 +19,7 @@ sleep 2  # past the open-loop warm-up
 perf record -e cpu-clock -F 499 -g --call-graph dwarf,16384 -p "$bench" -o "$work/perf.data" -- sleep 6 >/dev/null 2>&1
 wait "$bench"
 perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf | grep -E '^(relay-rt|sqlx-sqlite|sqlite-writer)' >"$work/folded"
+[ -n "${FOLDED:-}" ] && cp "$work/folded" "$FOLDED"  # FOLDED=path keeps the collapsed stacks
 inferno-flamegraph --minwidth 0.5 --title "pushrelay relay threads at ${fraction} of the closed-loop maximum (open loop, SQLite)" <"$work/folded" >"$out"
 sed -n '/^ conc/,$p' "$work/log" | grep -v '^wrote'
 echo "wrote $out"

@@ -7,11 +7,12 @@
 //! Whatever concurrent calls queued meanwhile is written as one batch of a
 //! few multi-row statements (`calls::BatchPlan`).
 //!
-//! Who drains the queue:
-//! - SQLite: the `sqlite-writer` thread itself, with its own rusqlite
-//!   connection, `synchronous = NORMAL` and no automatic checkpoints. A
-//!   call's write is one hand-off to that thread and one answer back: no
-//!   task between the call and the thread.
+//! Who writes the queue:
+//! - SQLite: one rusqlite connection (`synchronous = NORMAL`, no automatic
+//!   checkpoints) used by whoever holds the store's write queue. A call
+//!   that finds it free writes what is queued itself (`SqliteWriter`); when
+//!   it is busy, the `sqlite-writer` thread waits for it and writes
+//!   everything queued meanwhile as one batch.
 //! - PostgreSQL: a task per `CallQueue`, on a connection of its own with
 //!   `synchronous_commit = off`, retried on a fresh connection while the
 //!   server restarts (`Reconnect`).
@@ -24,6 +25,7 @@ use super::calls::{self, BatchPlan, CallRecord, ClaimOutcome, ClaimRequest};
 use super::{sqlite_session, Reconnect, Result, Store, StoreError, StoreEvent};
 use crate::domain::{now_ms, CallId};
 use crate::telemetry;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -74,6 +76,9 @@ impl CallWriter {
             gate,
             events,
             nudge,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            last_write: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
         });
         let weak = Arc::downgrade(&writer);
         std::thread::Builder::new()
@@ -244,6 +249,11 @@ impl Group {
         }
     }
 
+    /// How many calls wait for an answer.
+    fn waiting(&self) -> usize {
+        self.claim_acks.len() + self.report_acks.len()
+    }
+
     fn is_empty(&self) -> bool {
         self.claims.is_empty() && self.outcomes.is_empty() && self.records.is_empty()
     }
@@ -283,6 +293,12 @@ fn is_busy(e: &StoreError) -> bool {
     matches!(e, StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DatabaseBusy)
 }
 
+/// A write that comes sooner than this after the last batch began goes to
+/// the thread, to be batched with the others (at 400 calls/s writes are
+/// about 1 ms apart and are written by their callers; at several thousand
+/// per second they are batched).
+const DENSE: Duration = Duration::from_micros(250);
+
 /// At most this many queued writes are written by a caller itself; more
 /// are left to the writer thread (a tokio worker is not blocked for long).
 const INLINE: usize = 16;
@@ -290,7 +306,8 @@ const INLINE: usize = 16;
 /// SQLite's call writer: a queue, the connection, and the `sqlite-writer`
 /// thread.
 ///
-/// Whoever queues a write tries to take the store's write queue (`gate`)
+/// Whoever queues a write when writes are sparse (the last batch began
+/// more than `DENSE` ago) tries to take the store's write queue (`gate`)
 /// at once. When it is free, that caller writes what is queued itself, on
 /// its own thread: a lone call costs no hand-off to another thread and no
 /// wake-up to get its answer back (at 400 calls/s each hand-off cost two
@@ -302,17 +319,29 @@ pub(super) struct SqliteWriter {
     path: String,
     /// Used only while holding `gate`.
     conn: std::sync::Mutex<Option<rusqlite::Connection>>,
+    /// Not bounded here: each call in flight queues at most one write per
+    /// device and its report, and the HTTP server bounds the calls in flight.
     queue: std::sync::Mutex<std::collections::VecDeque<Job>>,
     gate: Arc<tokio::sync::Mutex<()>>,
     events: broadcast::Sender<StoreEvent>,
     nudge: std::sync::mpsc::SyncSender<()>,
+    /// The runtime the store was opened on (where the thread's answers go).
+    runtime: Option<tokio::runtime::Handle>,
+    /// When the last batch began (ns since `epoch`).
+    last_write: AtomicU64,
+    epoch: std::time::Instant,
 }
 
 impl SqliteWriter {
-    /// Queue `job`; write it now if the gate is free, else leave it to the thread.
+    /// Queue `job`; write it now if the gate is free and writes are
+    /// sparse, else leave it to the thread.
     fn submit(&self, job: Job) {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(job);
-        if let Ok(writing) = self.gate.try_lock() {
+        let dense = self.epoch.elapsed().as_nanos() as u64 - self.last_write.load(Ordering::Relaxed) < DENSE.as_nanos() as u64;
+        if dense {
+            // Writes closer together than DENSE: batches on the thread cost
+            // less per write than one commit per caller.
+        } else if let Ok(writing) = self.gate.try_lock() {
             self.write_queued(INLINE, true);
             drop(writing);
             if self.queue.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
@@ -355,6 +384,7 @@ impl SqliteWriter {
                 }
             }
         }
+        self.last_write.store(self.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if !group.is_empty() {
             let result = calls::plan_batch(&group.claims, now_ms(), &group.outcomes, &group.records, false).and_then(|plan| run(&plan));
             if inline && result.as_ref().is_err_and(is_busy) {
@@ -365,7 +395,12 @@ impl SqliteWriter {
                 return true;
             }
             let settled = (result.is_ok() && !group.outcomes.is_empty()).then(|| calls::settled(&group.outcomes));
-            group.answer(result);
+            match &self.runtime {
+                // From the thread, one task answers the whole batch: one
+                // wake-up of the runtime per batch, not one per call.
+                Some(rt) if !inline && group.waiting() > 1 => drop(rt.spawn(async move { group.answer(result) })),
+                _ => group.answer(result),
+            }
             if let Some(event) = settled {
                 let _ = self.events.send(event);
             }

@@ -337,7 +337,9 @@ impl SqliteWriter {
     /// sparse, else leave it to the thread.
     fn submit(&self, job: Job) {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(job);
-        let dense = self.epoch.elapsed().as_nanos() as u64 - self.last_write.load(Ordering::Relaxed) < DENSE.as_nanos() as u64;
+        // Saturating: another thread may record a batch after `elapsed` is read.
+        let since_last = (self.epoch.elapsed().as_nanos() as u64).saturating_sub(self.last_write.load(Ordering::Relaxed));
+        let dense = since_last < DENSE.as_nanos() as u64;
         if dense {
             // Writes closer together than DENSE: batches on the thread cost
             // less per write than one commit per caller.
@@ -360,8 +362,7 @@ impl SqliteWriter {
     fn write_queued(&self, max: usize, inline: bool) -> bool {
         let jobs: Vec<Job> = {
             let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            let n = if inline && matches!(queue.front(), Some(Job::Plan(..))) { 0 } else { queue.len().min(max) };
-            let take = queue.iter().take(n).take_while(|j| !inline || matches!(j, Job::Write(_))).count();
+            let take = queue.iter().take(max).take_while(|j| !inline || matches!(j, Job::Write(_))).count();
             queue.drain(..take).collect()
         };
         if jobs.is_empty() {

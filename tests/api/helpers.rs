@@ -385,7 +385,6 @@ pub struct RelayProcess {
     pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
-/// A free loopback port (bound then released).
 /// The value of the metric series whose line starts with `series` (name
 /// and labels, as rendered), 0 if absent. The recorder is shared by every
 /// test of the process: compare with `>=`, never `==`.
@@ -394,6 +393,22 @@ pub async fn metric(app: &TestApp, series: &str) -> f64 {
     text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
 }
 
+/// `GET /v1/apps/{APP}` once its `provider` credential health reads
+/// `state`, or as it stands after 5 s. A call's pushes write health off the
+/// call's path (a test push writes it before answering), so a look right
+/// after a call's report may come before it.
+pub async fn app_view_with_health(app: &TestApp, provider: &str, state: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let view: serde_json::Value = app.admin(reqwest::Method::GET, &format!("/v1/apps/{APP}")).send().await.unwrap().json().await.unwrap();
+        if view[provider]["health"]["state"] == state || std::time::Instant::now() > deadline {
+            return view;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -130,7 +130,7 @@ async fn a_wrong_client_secret_fails_with_huaweis_reason_and_marks_the_credentia
     assert!(d["reason"].as_str().unwrap().contains("invalid client_secret"), "{d}");
     assert_eq!(m.hms.sends().len(), 0, "nothing sent without an access token");
     assert_eq!(app.devices("alice").await.as_array().unwrap().len(), 1, "the device is kept");
-    let app_view: Value = app.admin(reqwest::Method::GET, &format!("/v1/apps/{APP}")).send().await.unwrap().json().await.unwrap();
+    let app_view = app_view_with_health(&app, "hms", "failing").await;
     assert_eq!(app_view["hms"]["health"]["state"], "failing", "{app_view}");
     assert!(app_view["hms"]["health"]["last_reason"].as_str().unwrap().contains("invalid client_secret"));
 }

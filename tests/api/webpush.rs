@@ -53,7 +53,7 @@ async fn a_call_wakes_a_browser_with_a_push_only_that_browser_can_read() {
     assert_eq!(URL_SAFE_NO_PAD.encode(&msg.vapid_public_key), VAPID_PUBLIC);
 
     // The app shows the public key a page needs, never the private one.
-    let view: Value = app.admin(reqwest::Method::GET, &format!("/v1/apps/{APP}")).send().await.unwrap().json().await.unwrap();
+    let view = app_view_with_health(&app, "webpush", "ok").await;
     assert_eq!(view["webpush"]["publicKey"], VAPID_PUBLIC);
     assert_eq!(view["webpush"]["health"]["state"], "ok");
     assert!(!view.to_string().contains(VAPID_PRIVATE));
@@ -105,7 +105,7 @@ async fn a_subscription_made_for_another_vapid_key_fails_with_the_services_reaso
     assert_eq!(d["attempts"], 1);
     assert!(d["reason"].as_str().unwrap().starts_with("http_403"), "{d}");
     assert_eq!(app.devices("alice").await.as_array().unwrap().len(), 1, "kept: the key, not the browser, is wrong");
-    let view: Value = app.admin(reqwest::Method::GET, &format!("/v1/apps/{APP}")).send().await.unwrap().json().await.unwrap();
+    let view = app_view_with_health(&app, "webpush", "failing").await;
     assert_eq!(view["webpush"]["health"]["state"], "failing", "{view}");
 }
 

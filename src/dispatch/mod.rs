@@ -340,13 +340,18 @@ impl Dispatcher {
 
     /// The outcome another call (maybe on another node) had for this device,
     /// as its claim records it; waits at most until the ring end (plus a
-    /// little). Woken by the store's `ClaimsSettled` event (NOTIFY on
-    /// PostgreSQL, in-process on SQLite), with a re-read every
+    /// little). Woken by the store's `ClaimsSettled` event (in-process, and
+    /// on PostgreSQL a NOTIFY from the node that settles a claim marked
+    /// `wait_on_claim`), with a re-read every
     /// `CLAIM_RECHECK` in case an event was lost — no tight polling.
     async fn outcome_of(&self, scope: &Scope, push_id: &str, other: &CallId, reg: &Registration, ring: &RingWindow) -> Delivery {
         let give_up = ring.ends_at_ms + 2_000;
         let mut events = self.store.subscribe();
         let tenant = scope.tenant_id().as_str();
+        if let Err(e) = self.store.wait_on_claim(scope, push_id, &reg.user, &reg.device).await {
+            // Not told by the other node, then: the re-reads still find the outcome.
+            tracing::warn!(error = %e, "could not mark a push claim as waited on");
+        }
         loop {
             if let Ok(Some(d)) = self.store.claim_outcome(scope, push_id, &reg.user, &reg.device).await {
                 let reason = format!("duplicate pushid: pushed once, by call {}", other.as_str());

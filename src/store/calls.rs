@@ -135,13 +135,41 @@ impl Store {
     ) -> Result<Vec<Option<CallId>>> {
         let plan = plan_batch(claims, now_ms, outcomes, records, self.backend == super::Backend::Postgres)?;
         // On SQLite the writer thread takes the write queue (`writing`) itself.
-        let answers = self.call_writer.write(plan).await?;
+        let written = self.call_writer.write(plan).await?;
         if !outcomes.is_empty() {
-            // After the commit, from the pool (a NOTIFY inside the batch
-            // transaction measured slower across two nodes).
-            self.publish(settled(outcomes)).await;
+            // Every waiter on this node hears of every settled claim; the
+            // other nodes only of those a duplicate call marked as waited
+            // on (`wait_on_claim`): no NOTIFY, and no wake-up of every
+            // node's listener, for the calls nobody repeated. Sent after
+            // the commit, from the pool.
+            self.tell_this_node(settled(outcomes));
+            if !written.waited.is_empty() {
+                self.tell_other_nodes(StoreEvent::ClaimsSettled { claims: written.waited }).await;
+            }
         }
-        Ok(answers)
+        Ok(written.holders)
+    }
+
+    /// Mark a push claim of the scope as waited on by a duplicate call, so
+    /// that the node which settles it tells the others (PostgreSQL; a
+    /// no-op on SQLite, where every waiter is on this node). Call it before
+    /// reading the claim's outcome: a settle that comes after the mark sees
+    /// it (the row lock orders the two), one that came before is read.
+    pub async fn wait_on_claim(&self, scope: &Scope, push_id: &str, user: &UserId, device: &DevicePkid) -> Result<()> {
+        if self.backend != super::Backend::Postgres {
+            return Ok(());
+        }
+        let _gate = self.writing().await; // a no-op on PostgreSQL; the store's one rule for writes
+        sqlx::query(
+            "UPDATE push_claims SET waited = 1 WHERE push_id = $1 AND tenant_id = $2 AND user_id = $3 AND device_pkid = $4 AND delivery IS NULL",
+        )
+        .bind(push_id)
+        .bind(scope.tenant_id().as_str())
+        .bind(user.as_str())
+        .bind(device.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// The outcome the holder of a push claim of the scope recorded, if any yet.
@@ -210,6 +238,23 @@ pub(super) fn settled(outcomes: &[ClaimOutcome]) -> StoreEvent {
     StoreEvent::ClaimsSettled { claims }
 }
 
+/// What a batch answers.
+pub(crate) struct Written {
+    /// Per claim request, in order: `None` if its call took the claim, else
+    /// the call that holds it.
+    pub(crate) holders: Vec<Option<CallId>>,
+    /// PostgreSQL: the settled claims a duplicate call waits on.
+    pub(crate) waited: Vec<ClaimKey>,
+}
+
+/// Row tags of the PostgreSQL batch: a claim taken, a settled claim waited on.
+const TAKEN: &str = "c";
+const WAITED: &str = "w";
+/// PostgreSQL's outcome updates answer each settled claim, tagged `WAITED`
+/// ('w') when a duplicate call marked it.
+const WAITED_RETURNING: &str = " RETURNING CASE WHEN push_claims.waited <> 0 THEN 'w' ELSE 'n' END AS tag, \
+     push_claims.push_id, push_claims.tenant_id, push_claims.user_id, push_claims.device_pkid";
+
 /// A value bound to one of a batch's statements.
 pub(crate) enum Param {
     Text(String),
@@ -254,7 +299,8 @@ pub(crate) struct BatchPlan {
 /// (an upsert that only overwrites expired claims, a claim repeated within
 /// the batch written once) and the reports, and one insert per callback.
 ///
-/// `combine` (PostgreSQL): when everything fits in one statement of each
+/// `postgres`: outcome updates answer the claims a duplicate call waits on
+/// (`Store::wait_on_claim`); and when everything fits in one statement of each
 /// kind, join them into one statement of data-modifying `WITH` clauses
 /// (`BatchPlan::combine`), so the batch is one round trip and needs no
 /// `BEGIN`/`COMMIT`.
@@ -263,7 +309,7 @@ pub(super) fn plan_batch(
     now_ms: i64,
     outcomes: &[ClaimOutcome],
     records: &[CallRecord],
-    combine: bool,
+    postgres: bool,
 ) -> Result<BatchPlan> {
     let mut plan = BatchPlan {
         outcomes: Vec::new(),
@@ -278,8 +324,10 @@ pub(super) fn plan_batch(
             "WITH v (push_id, tenant_id, user_id, device_pkid, call_id, delivery) AS (VALUES {}) \
              UPDATE push_claims SET delivery = v.delivery FROM v \
              WHERE push_claims.push_id = v.push_id AND push_claims.tenant_id = v.tenant_id AND push_claims.user_id = v.user_id \
-             AND push_claims.device_pkid = v.device_pkid AND push_claims.call_id = v.call_id",
-            value_tuples(chunk.len(), 6)
+             AND push_claims.device_pkid = v.device_pkid AND push_claims.call_id = v.call_id{}",
+            value_tuples(chunk.len(), 6),
+            // PostgreSQL: which of them a duplicate call waits on (on another node, maybe).
+            if postgres { WAITED_RETURNING } else { "" }
         );
         let mut params = Vec::with_capacity(chunk.len() * 6);
         for o in chunk {
@@ -300,7 +348,7 @@ pub(super) fn plan_batch(
     for chunk in unique.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO push_claims (push_id, tenant_id, user_id, device_pkid, call_id, expires_at) VALUES {} \
-             ON CONFLICT (push_id, tenant_id, user_id, device_pkid) DO UPDATE SET call_id = excluded.call_id, expires_at = excluded.expires_at, delivery = NULL \
+             ON CONFLICT (push_id, tenant_id, user_id, device_pkid) DO UPDATE SET call_id = excluded.call_id, expires_at = excluded.expires_at, delivery = NULL, waited = 0 \
              WHERE push_claims.expires_at < ${} RETURNING push_id, tenant_id, user_id, device_pkid",
             value_tuples(chunk.len(), 6),
             chunk.len() * 6 + 1
@@ -358,7 +406,7 @@ pub(super) fn plan_batch(
             });
         }
     }
-    if combine {
+    if postgres {
         // One statement may not touch a row twice: an outcome and a new
         // claim of the same key stay separate statements.
         let keys: std::collections::HashSet<(&str, &str, &str, &str)> =
@@ -431,8 +479,16 @@ impl BatchPlan {
             }
         }
         let from = if self.claims.is_empty() { "push_claims WHERE false" } else { "c" };
-        self.claims =
-            vec![Statement { sql: format!("WITH {} SELECT push_id, tenant_id, user_id, device_pkid FROM {from}", clauses.join(", ")), params }];
+        // Tagged rows: claims taken (TAKEN), settled claims waited on (WAITED).
+        let waited = if clauses[0].starts_with("o ") {
+            format!(" UNION ALL SELECT tag, push_id, tenant_id, user_id, device_pkid FROM o WHERE tag = '{WAITED}'")
+        } else {
+            String::new()
+        };
+        self.claims = vec![Statement {
+            sql: format!("WITH {} SELECT '{TAKEN}' AS tag, push_id, tenant_id, user_id, device_pkid FROM {from}{waited}", clauses.join(", ")),
+            params,
+        }];
     }
 
     /// Run the batch's statements on `exec` (inside the caller's
@@ -440,17 +496,31 @@ impl BatchPlan {
     /// if its call took the claim, else the call that holds it. A claim
     /// repeated within the batch is held by its first occurrence's call if
     /// that one took it, else by whoever held it.
-    pub(crate) async fn run(&self, exec: &mut impl Exec) -> Result<Vec<Option<CallId>>> {
+    pub(crate) async fn run(&self, exec: &mut impl Exec) -> Result<Written> {
+        // A row is a claim taken (untagged, or tagged TAKEN) or a settled
+        // claim waited on (tagged WAITED, PostgreSQL).
+        let mut waited = Vec::new();
+        let mut taken_key = |row: Vec<String>| -> Option<[String; 4]> {
+            match <[String; 5]>::try_from(row) {
+                Ok([tag, push_id, tenant, user, device]) if tag == WAITED => {
+                    waited.push(ClaimKey { push_id, tenant, user, device });
+                    None
+                }
+                Ok([tag, push_id, tenant, user, device]) if tag == TAKEN => Some([push_id, tenant, user, device]),
+                Ok(_) => None,
+                Err(row) => <[String; 4]>::try_from(row).ok(),
+            }
+        };
         for s in &self.outcomes {
-            exec.rows(s).await?;
+            for row in exec.rows(s).await? {
+                taken_key(row);
+            }
         }
         let mut taken = vec![false; self.firsts.len()];
         for s in &self.claims {
             for row in exec.rows(s).await? {
-                if let Ok(key) = <[String; 4]>::try_from(row) {
-                    if let Some(&i) = self.first_of.get(&key) {
-                        taken[i] = true;
-                    }
+                if let Some(&i) = taken_key(row).and_then(|key| self.first_of.get(&key)) {
+                    taken[i] = true;
                 }
             }
         }
@@ -468,7 +538,7 @@ impl BatchPlan {
                 holders[i] = Some(CallId::parse(&call).map_err(|e| StoreError::Corrupt(e.to_string()))?);
             }
         }
-        Ok(self
+        let holders = self
             .firsts
             .iter()
             .enumerate()
@@ -476,7 +546,8 @@ impl BatchPlan {
                 (true, holder) => holder,
                 (false, holder) => Some(holder.unwrap_or_else(|| self.calls[f].clone())),
             })
-            .collect())
+            .collect();
+        Ok(Written { holders, waited })
     }
 }
 

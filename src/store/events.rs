@@ -143,7 +143,17 @@ impl Store {
     /// Tell this node's subscribers, and on PostgreSQL the other nodes.
     /// Best effort: a lost event costs a subscriber its fallback re-read.
     pub async fn publish(&self, event: StoreEvent) {
-        let _ = self.events.tx.send(event.clone());
+        self.tell_this_node(event.clone());
+        self.tell_other_nodes(event).await;
+    }
+
+    /// This node's subscribers only.
+    pub(super) fn tell_this_node(&self, event: StoreEvent) {
+        let _ = self.events.tx.send(event);
+    }
+
+    /// PostgreSQL: the other nodes' subscribers (`NOTIFY`); a no-op on SQLite.
+    pub(super) async fn tell_other_nodes(&self, event: StoreEvent) {
         if self.backend != Backend::Postgres {
             return;
         }

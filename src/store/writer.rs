@@ -21,7 +21,7 @@
 //! release (sqlx pings every pooled connection it takes back). Either
 //! connection is opened on first use, and again after an error.
 
-use super::calls::{self, BatchPlan, CallRecord, ClaimOutcome, ClaimRequest};
+use super::calls::{self, BatchPlan, CallRecord, ClaimOutcome, ClaimRequest, Written};
 use super::{sqlite_session, Reconnect, Result, Store, StoreError, StoreEvent};
 use crate::domain::{now_ms, CallId};
 use crate::telemetry;
@@ -38,7 +38,7 @@ const BATCH: usize = 512;
 /// Where a write's answer goes. The error is text: one failed batch fails
 /// every call in it.
 type Ack<T> = oneshot::Sender<std::result::Result<T, String>>;
-type Answers = Result<Vec<Option<CallId>>>;
+type Answers = Result<Written>;
 
 /// One thing a call writes.
 pub(super) enum CallWrite {
@@ -191,7 +191,7 @@ impl Store {
                         }
                         if !group.is_empty() {
                             let result = store.write_batch(&group.claims, now_ms(), &group.outcomes, &group.records).await;
-                            group.answer(result);
+                            group.answer(result.map(|holders| Written { holders, waited: Vec::new() }));
                         }
                     }
                 });
@@ -262,7 +262,7 @@ impl Group {
     fn answer(self, result: Answers) {
         match result {
             Ok(answers) => {
-                for (ack, answer) in self.claim_acks.into_iter().zip(answers) {
+                for (ack, answer) in self.claim_acks.into_iter().zip(answers.holders) {
                     let _ = ack.send(Ok(answer));
                 }
                 for ack in self.report_acks {

@@ -164,3 +164,56 @@ async fn on_one_node_every_device_change_applies_to_the_next_call() {
     assert_eq!(a.admin(Method::DELETE, "/v1/users/alice").send().await.unwrap().status(), 204);
     assert_eq!(a.post_call(&json!({"user": "alice", "pushid": "c-4"})).await.status(), 404, "a deleted user has nothing to wake");
 }
+
+/// PostgreSQL: the node that settles a push claim tells the other nodes
+/// only when a duplicate call waits on it. A call nobody repeats sends no
+/// `NOTIFY` (no wake-up of every node's listener per call); a duplicate on
+/// B is told when A's push settles, not at its re-read a second later.
+#[tokio::test]
+async fn only_a_claim_a_duplicate_waits_on_is_announced_to_the_other_nodes() {
+    if !on_postgres() {
+        return;
+    }
+    use sqlx::postgres::PgListener;
+    let (a, m) = spawn_app_with_mocks().await;
+    let b = second_node(&a).await;
+    a.with_mock_credentials(&m).await;
+    let (k, _) = device_key();
+    assert_eq!(a.put_uds("alice", "pw-alice", "phone", uds_xml(&apns_token(), "APNS", &k, APP)).await.status(), 200);
+    let mut listener = PgListener::connect(&a.env["PUSHRELAY_DATABASE_URL"]).await.unwrap();
+    listener.listen("pushrelay_events").await.unwrap();
+
+    for i in 0..5 {
+        let r: Value = a.post_call(&json!({"user": "alice", "pushid": format!("single-{i}")})).await.json().await.unwrap();
+        assert_eq!(r["deliveries"][0]["outcome"], "delivered", "{r}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(settled_events(&mut listener).await, 0, "calls nobody repeated announce nothing");
+
+    m.apns.set_latency(Duration::from_millis(400));
+    let event = json!({"user": "alice", "pushid": "repeated", "ring_seconds": 10});
+    let (ra, (rb, b_took)) = tokio::join!(a.post_call(&event), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let r = b.post_call(&event).await;
+        (r, started.elapsed())
+    });
+    let (ra, rb): (Value, Value) = (ra.json().await.unwrap(), rb.json().await.unwrap());
+    assert_eq!(ra["deliveries"][0]["outcome"], "delivered", "{ra}");
+    assert_eq!(rb["deliveries"][0]["outcome"], "delivered", "{rb}");
+    assert!(rb["deliveries"][0]["reason"].as_str().unwrap().contains("duplicate pushid"), "{rb}");
+    assert_eq!(m.apns.requests().len(), 6, "the repeated call was pushed once");
+    // A settles at ~400 ms, B asked at ~100 ms; B's own re-read would come at 1.1 s.
+    assert!(b_took < Duration::from_millis(900), "B was told when A's push settled, not by its re-read: {b_took:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(settled_events(&mut listener).await, 1, "the claim B waited on was announced");
+}
+
+/// The `claims_settled` events sent so far (those that arrive within 100 ms).
+async fn settled_events(listener: &mut sqlx::postgres::PgListener) -> usize {
+    let mut n = 0;
+    while let Ok(note) = tokio::time::timeout(Duration::from_millis(100), listener.recv()).await {
+        n += note.unwrap().payload().contains("claims_settled") as usize;
+    }
+    n
+}

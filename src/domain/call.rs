@@ -32,7 +32,7 @@ pub struct CallId(String);
 
 impl CallId {
     pub fn new() -> Self {
-        Self(uuid::Uuid::new_v4().to_string())
+        Self(super::random_uuid().to_string())
     }
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         uuid::Uuid::parse_str(raw).map(|u| Self(u.to_string())).map_err(|_| FieldError::new("call_id", "invalid_call_id", "call_id must be a UUID"))

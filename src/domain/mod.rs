@@ -62,3 +62,23 @@ pub use token::{DeviceToken, SubscriptionKeys};
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+
+/// A fresh random (version 4) UUID: call ids, `apns-id`, request ids,
+/// callback ids. Drawn from the thread's CSPRNG (`rand`'s `ThreadRng`,
+/// seeded from the OS): `Uuid::new_v4` asks the kernel (`getrandom`) for
+/// every id, four system calls per call. (A JWE's IV still comes from the
+/// OS, `jwe::encrypt`.)
+pub fn random_uuid() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_uuids_are_version_4_and_differ() {
+        let (a, b) = (super::random_uuid(), super::random_uuid());
+        assert_eq!(a.get_version(), Some(uuid::Version::Random));
+        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(a, b);
+    }
+}

@@ -81,7 +81,7 @@ async fn create(
     let raw: [u8; 32] = rand::random();
     let key = format!("prk_{}", URL_SAFE_NO_PAD.encode(raw));
     let record = ApiKeyRecord {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::domain::random_uuid().to_string(),
         name: b.name.trim().to_string(),
         scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
         app,

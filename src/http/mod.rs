@@ -188,7 +188,7 @@ where
             _ => false,
         };
         if !fit {
-            let id = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a header value");
+            let id = axum::http::HeaderValue::from_str(&crate::domain::random_uuid().to_string()).expect("a UUID is a header value");
             req.headers_mut().insert(X_REQUEST_ID, id);
         }
         self.0.call(req)

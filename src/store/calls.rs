@@ -396,7 +396,7 @@ pub(super) fn plan_batch(
             plan.reports.push(Statement {
                 sql: "INSERT INTO callback_outbox (id, tenant_id, app_id, call_id, body, attempts, created_at, next_at, leased_until) VALUES ($1, $2, $3, $4, $5, 0, $6, $6, 0)".into(),
                 params: vec![
-                    Param::Text(uuid::Uuid::new_v4().to_string()),
+                    Param::Text(crate::domain::random_uuid().to_string()),
                     Param::Tenant(rec.tenant.clone()),
                     text(cb.app.as_str()),
                     text(rec.call.as_str()),

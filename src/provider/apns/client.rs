@@ -431,7 +431,7 @@ impl ApnsClient {
                 PushType::Voip => &prepared.voip_topic,
                 _ => &prepared.topic,
             };
-            let req = match build_request(&prepared.url_prefix, Some(topic), push, bearer.clone(), &uuid::Uuid::new_v4()) {
+            let req = match build_request(&prepared.url_prefix, Some(topic), push, bearer.clone(), &crate::domain::random_uuid()) {
                 Ok(r) => r,
                 Err(a) => return a,
             };

@@ -522,6 +522,25 @@ impl Settings {
     }
 }
 
+/// The origin of `public_url` (`scheme://host[:port]`, lower case, no
+/// path): what a browser sends as `Origin`.
+fn public_origin(raw: &str) -> Result<String, ConfigError> {
+    let url = reqwest::Url::parse(raw.trim())
+        .map_err(|_| invalid("public_url", format!("{raw:?} is not an absolute URL like https://push.example.com")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid("public_url", "must be an http:// or https:// URL"));
+    }
+    Ok(url.origin().ascii_serialization().to_ascii_lowercase())
+}
+
+/// A `webpush.allowed_hosts` entry: a host name, an IP address (IPv6 in
+/// brackets or bare), or `*.` and a domain.
+fn allowed_host_pattern(h: &str) -> bool {
+    let name = h.strip_prefix("*.").unwrap_or(h);
+    let ip = name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok();
+    ip || (!name.is_empty() && name.len() <= 253 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') && !name.starts_with('.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -639,23 +658,4 @@ mod tests {
             .unwrap();
         assert_eq!(s.master_key_path(), PathBuf::from("/var/lib/pr/relay.master.key"));
     }
-}
-
-/// The origin of `public_url` (`scheme://host[:port]`, lower case, no
-/// path): what a browser sends as `Origin`.
-fn public_origin(raw: &str) -> Result<String, ConfigError> {
-    let url = reqwest::Url::parse(raw.trim())
-        .map_err(|_| invalid("public_url", format!("{raw:?} is not an absolute URL like https://push.example.com")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(invalid("public_url", "must be an http:// or https:// URL"));
-    }
-    Ok(url.origin().ascii_serialization().to_ascii_lowercase())
-}
-
-/// A `webpush.allowed_hosts` entry: a host name, an IP address (IPv6 in
-/// brackets or bare), or `*.` and a domain.
-fn allowed_host_pattern(h: &str) -> bool {
-    let name = h.strip_prefix("*.").unwrap_or(h);
-    let ip = name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok();
-    ip || (!name.is_empty() && name.len() <= 253 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') && !name.starts_with('.'))
 }

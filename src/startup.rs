@@ -412,8 +412,6 @@ fn spawn_upkeep(store: Store, limits: Arc<crate::http::limit::Limits>, call_days
     });
 }
 
-/// How long before a certificate credential expires the relay starts warning.
-
 /// Export each certificate credential's notAfter and warn (once a day, on
 /// every node) from `crate::domain::credentials_cert::EXPIRY_WARNING_DAYS` before it.
 async fn check_certificates(store: &Store) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run). Checks the format (rustfmt.toml),
-# installs what the suites need, then:
+# The test command (README, .ci/run). Checks the format (rustfmt.toml) and
+# the lints (clippy, warnings denied), installs what the suites need, then:
 #   1. every test of the crate on SQLite (unit, integration, interop, faults);
 #   2. the HTTP suite again on a throwaway PostgreSQL server;
 #   3. the OpenAPI-driven fuzz run (schemathesis) against the real relay;
@@ -16,6 +16,10 @@ trap 'rm -f "$log"' EXIT
 echo "== format (rustfmt.toml) =="
 if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
 cargo fmt --all --check
+
+echo "== lints (clippy; a warning fails the run) =="
+if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 bash tests/interop/setup.sh
 bash tests/console/setup.sh

@@ -18,9 +18,12 @@ use std::time::{Duration, Instant};
 
 pub(super) const CREDENTIALS_FRESH: Duration = Duration::from_secs(1);
 
-/// (app, provider) → (checked at, stored `updated_at`, parsed credentials).
+/// (checked at, stored `updated_at`, parsed credentials).
+type Cached = (Instant, i64, Credentials);
+
+/// (app, provider) → what was read of its credentials, and when.
 #[derive(Default)]
-pub(super) struct CredentialCache(Mutex<HashMap<(AppId, Provider), (Instant, i64, Credentials)>>);
+pub(super) struct CredentialCache(Mutex<HashMap<(AppId, Provider), Cached>>);
 
 impl CredentialCache {
     /// Forget an app's credentials of every provider.

@@ -41,6 +41,9 @@ pub enum DispatchError {
     Store(#[from] StoreError),
 }
 
+/// The (tenant, app) pairs that have a callback URL.
+type CallbackApps = Arc<HashSet<(TenantId, AppId)>>;
+
 pub struct Dispatcher {
     store: Store,
     /// Every push service, by provider.
@@ -61,7 +64,7 @@ pub struct Dispatcher {
     /// Credential health last written per (app, provider): (ok?, when).
     health: Mutex<HashMap<(AppId, Provider), (bool, i64)>>,
     /// (tenant, app) pairs with a callback URL, and when that was read.
-    callback_cache: Mutex<Option<(Instant, Arc<HashSet<(TenantId, AppId)>>)>>,
+    callback_cache: Mutex<Option<(Instant, CallbackApps)>>,
     /// `calls.push_without_claim`.
     push_without_claim: bool,
     /// Provider requests per (epoch minute, provider) not yet added to the

@@ -549,7 +549,7 @@ fn provider_charts(provider: Provider, minutes: &[(i64, Provider, ProviderMinute
 fn svg_chart(title: &str, series: &[(&str, &[Option<f64>], &str)], log: bool) -> String {
     let (w, h, pad) = (240.0, 80.0, 14.0);
     let scale = |v: f64| if log { (v.max(1.0)).log10() } else { v };
-    let max = series.iter().flat_map(|(_, v, _)| v.iter().flatten()).map(|v| scale(*v)).fold(if log { 1.0 } else { 1.0 }, f64::max);
+    let max = series.iter().flat_map(|(_, v, _)| v.iter().flatten()).map(|v| scale(*v)).fold(1.0, f64::max);
     let mut svg = format!(
         "<svg viewBox=\"0 0 {w} {h}\" width={w} height={h} role=img aria-label=\"{}\"><text x=2 y=10 class=t>{}</text>",
         esc(title),

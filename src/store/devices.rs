@@ -42,7 +42,7 @@ pub(super) fn channel_secret_context(tenant: &str, user: &str, device: &str) -> 
 
 /// ` AND app_id = $n` when the scope is narrowed to an app (`n` is the
 /// next parameter number), and the app to bind.
-fn app_filter<'a>(app: Option<&'a AppId>, n: usize) -> (String, Option<&'a str>) {
+fn app_filter(app: Option<&AppId>, n: usize) -> (String, Option<&str>) {
     match app {
         Some(a) => (format!(" AND app_id = ${n}"), Some(a.as_str())),
         None => (String::new(), None),
@@ -88,7 +88,9 @@ fn users_of(rows: Vec<AnyRow>) -> Vec<String> {
     rows.iter().map(|r| r.get::<String, _>(0)).collect()
 }
 
-/// A stored device: ready, or with a key this node cannot open.
+/// A stored device: ready, or with a key this node cannot open. (Lives
+/// only until it is moved into a `DeviceSet`: not worth a box per device.)
+#[allow(clippy::large_enum_variant)]
 enum Loaded {
     Ready(Device),
     Unreadable(UnreadableDevice),

@@ -197,7 +197,7 @@ fn jwe_keys_come_from_a_file_or_the_environment_and_a_closed_pipe_is_a_quiet_exi
     assert_eq!(code, 2, "{err}");
     // `… | head -c1`: the reader goes away; no panic, exit 0.
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(1 << 20));
-    let sh = format!("\"$0\" jwe encrypt --key-file k < big.json | head -c1 >/dev/null; echo \"exit=${{PIPESTATUS[0]}}\"");
+    let sh = "\"$0\" jwe encrypt --key-file k < big.json | head -c1 >/dev/null; echo \"exit=${PIPESTATUS[0]}\"".to_string();
     std::fs::write(dir.path().join("big.json"), big).unwrap();
     let out = Command::new("bash").args(["-c", &sh, env!("CARGO_BIN_EXE_pushrelay")]).current_dir(dir.path()).output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -195,7 +195,7 @@ async fn provider_requests_go_through_the_connect_proxy() {
     assert_eq!(rep["deliveries"][0]["outcome"], "delivered", "{rep}");
     assert!(tunnels.load(Ordering::SeqCst) >= 1);
     let apns_host = m.apns.url().trim_start_matches("https://").trim_end_matches('/').to_string();
-    assert!(targets.lock().unwrap().iter().any(|t| *t == apns_host), "{:?} vs {apns_host}", targets.lock().unwrap());
+    assert!(targets.lock().unwrap().contains(&apns_host), "{:?} vs {apns_host}", targets.lock().unwrap());
 }
 
 #[test]

@@ -548,7 +548,8 @@ mod tests {
         let m = mock().await;
         let c = client(&m.pki());
         let t = get_token(&m, &c).await;
-        let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+        type Mutate = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Mutate, &str)> = vec![
             (Box::new(|v| v["extra"] = json!(1)), "80100001"),
             (Box::new(|v| v["validate_only"] = json!("yes")), "80100001"),
             (Box::new(|v| v["message"]["notification"] = json!({"title": "x"})), "80100001"),

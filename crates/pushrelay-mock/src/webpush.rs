@@ -433,6 +433,7 @@ fn b64url(s: &str) -> Option<Vec<u8>> {
 }
 
 /// RFC 8292: `vapid t=<JWT>, k=<key>` (also `t=…,k=…`).
+#[allow(clippy::result_large_err)] // a refusal is the whole answer the mock sends back, once per request
 fn check_vapid(authz: &str, origin: &str, bound_key: Option<&[u8]>) -> Result<Vapid, Verdict> {
     let (scheme, params) = authz.trim().split_once(' ').unwrap_or((authz.trim(), ""));
     if !scheme.eq_ignore_ascii_case("vapid") {

@@ -345,7 +345,7 @@ fn split_address<'a>(value: &'a str, field: &'static str, line: usize) -> Result
             return Err(bad("a quoted display name must be followed by <uri>"));
         }
         (Some(name), after)
-    } else if let Some(lt) = value.find('<').filter(|lt| value.find(';').map_or(true, |semi| *lt < semi)) {
+    } else if let Some(lt) = value.find('<').filter(|lt| value.find(';').is_none_or(|semi| *lt < semi)) {
         let name = value[..lt].trim_matches([' ', '\t']);
         if !name.bytes().all(|b| is_token_byte(b) || b == b' ' || b == b'\t') {
             return Err(bad("invalid display name"));
@@ -529,7 +529,7 @@ fn parse_uri_in(raw: &str, field: &'static str) -> Result<SipUri, FieldError> {
                 None => (p, None),
             };
             let ok = |s: &str| s.bytes().all(|c| is_unreserved(c) || b"%[]/:&+$".contains(&c));
-            if name.is_empty() || !ok(name) || !value.map_or(true, ok) {
+            if name.is_empty() || !ok(name) || !value.is_none_or(ok) {
                 return Err(bad("invalid parameter"));
             }
             let name = pct_decode(name).ok_or_else(|| bad("invalid percent-encoding in a parameter"))?;

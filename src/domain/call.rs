@@ -25,14 +25,15 @@ impl fmt::Debug for PushId {
     }
 }
 
-/// pushrelay's id for one call event (a UUID), used by `GET /v1/calls/{id}`.
+/// pushrelay's id for one call event (a UUID; new ones are time-ordered,
+/// version 7), used by `GET /v1/calls/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(transparent)]
 pub struct CallId(String);
 
 impl CallId {
     pub fn new() -> Self {
-        Self(super::random_uuid().to_string())
+        Self(super::time_ordered_uuid().to_string())
     }
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         uuid::Uuid::parse_str(raw).map(|u| Self(u.to_string())).map_err(|_| FieldError::new("call_id", "invalid_call_id", "call_id must be a UUID"))

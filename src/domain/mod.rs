@@ -72,8 +72,28 @@ pub fn random_uuid() -> uuid::Uuid {
     uuid::Builder::from_random_bytes(rand::random()).into_uuid()
 }
 
+/// A fresh time-ordered (version 7) UUID: the current millisecond, then 74
+/// random bits from the thread's CSPRNG. Call ids are these, so a new call
+/// lands at the end of the calls table's key index, on the page the last
+/// call touched, instead of on a random page of it (every page a batch
+/// touches is another 4 kB written to the SQLite WAL).
+pub fn time_ordered_uuid() -> uuid::Uuid {
+    uuid::Builder::from_unix_timestamp_millis(now_ms().max(0) as u64, &rand::random()).into_uuid()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn time_ordered_uuids_are_version_7_sort_by_time_and_differ() {
+        let a = super::time_ordered_uuid();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = super::time_ordered_uuid();
+        assert_eq!(a.get_version(), Some(uuid::Version::SortRand));
+        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
+        assert!(a.to_string() < b.to_string(), "{a} then {b}");
+        assert_ne!(super::time_ordered_uuid(), super::time_ordered_uuid());
+    }
+
     #[test]
     fn random_uuids_are_version_4_and_differ() {
         let (a, b) = (super::random_uuid(), super::random_uuid());

@@ -159,28 +159,15 @@ impl Store {
         if self.backend != super::Backend::Postgres {
             return Ok(());
         }
-        let _gate = self.writing().await; // a no-op on PostgreSQL; the store's one rule for writes
-        sqlx::query(
-            "UPDATE push_claims SET waited = 1 WHERE push_id = $1 AND tenant_id = $2 AND user_id = $3 AND device_pkid = $4 AND delivery IS NULL",
-        )
-        .bind(push_id)
-        .bind(scope.tenant_id().as_str())
-        .bind(user.as_str())
-        .bind(device.as_str())
-        .execute(&self.pool)
-        .await?;
+        let sql = format!("UPDATE push_claims SET waited = 1 WHERE {CLAIM_KEY} AND delivery IS NULL");
+        claim_query(&sql, scope, push_id, user, device).execute(&self.pool).await?;
         Ok(())
     }
 
     /// The outcome the holder of a push claim of the scope recorded, if any yet.
     pub async fn claim_outcome(&self, scope: &Scope, push_id: &str, user: &UserId, device: &DevicePkid) -> Result<Option<crate::domain::Delivery>> {
-        let row = sqlx::query("SELECT delivery FROM push_claims WHERE push_id = $1 AND tenant_id = $2 AND user_id = $3 AND device_pkid = $4")
-            .bind(push_id)
-            .bind(scope.tenant_id().as_str())
-            .bind(user.as_str())
-            .bind(device.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = format!("SELECT delivery FROM push_claims WHERE {CLAIM_KEY}");
+        let row = claim_query(&sql, scope, push_id, user, device).fetch_optional(&self.pool).await?;
         match row.and_then(|r| r.get::<Option<String>, _>(0)) {
             Some(j) => Ok(Some(serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
             None => Ok(None),
@@ -222,6 +209,21 @@ impl Store {
     pub async fn call_report(&self, scope: &Scope, call: &CallId) -> Result<Option<CallReport>> {
         Ok(self.call_info(scope, call).await?.map(|i| i.report))
     }
+}
+
+/// One push claim, by its key: `$1`–`$4` are (pushid, tenant, user, device).
+const CLAIM_KEY: &str = "push_id = $1 AND tenant_id = $2 AND user_id = $3 AND device_pkid = $4";
+
+/// `sql` (which selects a claim by `CLAIM_KEY`) with the key bound, the
+/// tenant the scope's.
+fn claim_query<'q>(
+    sql: &'q str,
+    scope: &'q Scope,
+    push_id: &'q str,
+    user: &'q UserId,
+    device: &'q DevicePkid,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(sql).bind(push_id).bind(scope.tenant_id().as_str()).bind(user.as_str()).bind(device.as_str())
 }
 
 /// The `ClaimsSettled` event of these outcomes.
@@ -531,7 +533,7 @@ impl BatchPlan {
         let mut holders: Vec<Option<CallId>> = vec![None; self.firsts.len()];
         for ([push_id, tenant, user, device], &i) in self.first_of.iter().filter(|&(_, &i)| !taken[i]) {
             let read = Statement {
-                sql: "SELECT call_id FROM push_claims WHERE push_id = $1 AND tenant_id = $2 AND user_id = $3 AND device_pkid = $4".into(),
+                sql: format!("SELECT call_id FROM push_claims WHERE {CLAIM_KEY}"),
                 params: vec![text(push_id), text(tenant), text(user), text(device)],
             };
             if let Some(call) = exec.rows(&read).await?.into_iter().next().and_then(|r| r.into_iter().next()) {

@@ -191,7 +191,7 @@ impl Store {
                         }
                         if !group.is_empty() {
                             let result = store.write_batch(&group.claims, now_ms(), &group.outcomes, &group.records).await;
-                            group.answer(result.map(|holders| Written { holders, waited: Vec::new() }));
+                            group.answer(result);
                         }
                     }
                 });
@@ -258,11 +258,12 @@ impl Group {
         self.claims.is_empty() && self.outcomes.is_empty() && self.records.is_empty()
     }
 
-    /// Send each call its answer, or the batch's error.
-    fn answer(self, result: Answers) {
+    /// Send each call its answer (the claims' holders, in order), or the
+    /// batch's error.
+    fn answer(self, result: Result<Vec<Option<CallId>>>) {
         match result {
-            Ok(answers) => {
-                for (ack, answer) in self.claim_acks.into_iter().zip(answers.holders) {
+            Ok(holders) => {
+                for (ack, answer) in self.claim_acks.into_iter().zip(holders) {
                     let _ = ack.send(Ok(answer));
                 }
                 for ack in self.report_acks {
@@ -387,7 +388,10 @@ impl SqliteWriter {
         }
         self.last_write.store(self.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if !group.is_empty() {
-            let result = calls::plan_batch(&group.claims, now_ms(), &group.outcomes, &group.records, false).and_then(|plan| run(&plan));
+            // SQLite: no claim is announced to other nodes (`Written::waited` stays empty).
+            let result = calls::plan_batch(&group.claims, now_ms(), &group.outcomes, &group.records, false)
+                .and_then(|plan| run(&plan))
+                .map(|written| written.holders);
             if inline && result.as_ref().is_err_and(is_busy) {
                 let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
                 for job in group.into_jobs().into_iter().rev() {
